@@ -1,0 +1,123 @@
+"""Typed readers for environment variables, used by settings.py only.
+
+Each raises ImproperlyConfigured naming the variable, so a bad value stops the process
+at start-up with one line instead of failing later in a request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected true or false, got {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default or [])
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env_str(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """A DRF throttle rate such as ``120/min``; ``off`` disables the throttle."""
+    raw = env_str(name, default or "off")
+    if raw.lower() in ("off", "none", ""):
+        return None
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(f"{name}: expected a rate like 120/min or off, got {raw!r}")
+    return raw
+
+
+def database_from_url(name: str, url: str, *, sqlite_default: Path) -> dict:
+    """Django DATABASES["default"] from postgres://... or sqlite:///path (empty: SQLite)."""
+    if not url:
+        return _sqlite(sqlite_default)
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///relative/file and sqlite:////absolute/file, as most tools read them.
+        path = unquote(parts.path)[1:]
+        if not path:
+            raise ImproperlyConfigured(f"{name}: sqlite URL names no file, got {url!r}")
+        return _sqlite(Path(path))
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ImproperlyConfigured(
+            f"{name}: expected postgres://user@host:port/db or sqlite:///file, got scheme "
+            f"{parts.scheme!r}"
+        )
+    db_name = unquote(parts.path.lstrip("/"))
+    if not db_name:
+        raise ImproperlyConfigured(f"{name}: names no database, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: bad port in {url!r}") from None
+    options = dict(parse_qsl(parts.query))
+    options.setdefault("connect_timeout", "3")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": db_name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def _sqlite(path: Path) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            # WAL lets the dashboard read while the ingest writes; IMMEDIATE avoids
+            # the upgrade deadlock between two writers.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+        "TEST": {"NAME": str(path.with_name(path.stem + "-test.sqlite3"))},
+    }

@@ -1,0 +1,189 @@
+"""Settings: every value comes from the environment, read once here.
+
+P1_ROLE=edge loads only what ``manage.py run_edge`` and friends need, so the edge runs
+with the edge requirements alone (no DRF, psycopg or redis on a Raspberry Pi).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from p1platform.env import (
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
+
+ROLE = env_choice("P1_ROLE", ("server", "edge"), "server")
+DJANGO_ENV = env_choice("DJANGO_ENV", ("development", "production"), "development")
+PRODUCTION = DJANGO_ENV == "production"
+
+DEBUG = env_bool("DEBUG", default=False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG: must be false when DJANGO_ENV=production")
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY: required when DJANGO_ENV=production")
+    # Development only: a fixed key keeps sessions valid across workers and restarts.
+    SECRET_KEY = "django-insecure-development-key-never-use-in-production"  # noqa: S105
+elif PRODUCTION and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
+    raise ImproperlyConfigured("SECRET_KEY: must be at least 50 random characters in production")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS: required when DJANGO_ENV=production")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+TIME_ZONE = "UTC"
+USE_TZ = True
+USE_I18N = False
+LANGUAGE_CODE = "en"
+DEFAULT_DEVICE_TIMEZONE = env_str("DEFAULT_DEVICE_TIMEZONE", "Europe/Brussels")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOG_LEVEL = env_choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+if ROLE == "edge":
+    INSTALLED_APPS = ["edgeclient"]
+    DATABASES: dict = {}
+else:
+    INSTALLED_APPS = [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        "rest_framework",
+        "telemetry",
+        "capacity",
+        "edgeclient",
+    ]
+    DATABASES = {
+        "default": database_from_url(
+            "DATABASE_URL",
+            env_str("DATABASE_URL"),
+            sqlite_default=DATA_DIR / "p1platform.sqlite3",
+        )
+    }
+
+# TimescaleDB: "auto" uses it when the server can load it, "off" never does, "require"
+# fails the migration when it is missing (production images that must have it).
+TIMESCALEDB = env_choice("TIMESCALEDB", ("auto", "off", "require"), "auto")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "p1platform.problems.ProblemDetailsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "p1platform.urls"
+WSGI_APPLICATION = "p1platform.wsgi.application"
+ASGI_APPLICATION = "p1platform.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
+
+# Cache: Redis when REDIS_URL is set, else local memory. Redis errors are swallowed
+# (django-redis IGNORE_EXCEPTIONS): a cache outage must never fail a request.
+REDIS_URL = env_str("REDIS_URL")
+CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
+REDIS_TIMEOUT_S = 0.25
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL: expected redis://host:port/db, got {REDIS_URL!r}")
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "p1",
+            "TIMEOUT": 300,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "IGNORE_EXCEPTIONS": True,
+                "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT_S,
+                "SOCKET_TIMEOUT": REDIS_TIMEOUT_S,
+            },
+        }
+    }
+    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
+# A sample with every field is about 750 bytes of JSON; allow twice that per sample.
+INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
+INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
+# How long a client should wait before retrying when the database is unreachable.
+DB_RETRY_AFTER_S = env_int("DB_RETRY_AFTER_S", 15, minimum=1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "telemetry.auth.DeviceTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "p1platform.problems.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"ingest": INGEST_THROTTLE_RATE},
+    "UNAUTHENTICATED_USER": None,
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
+        "rest_framework.renderers.BrowsableAPIRenderer"
+    )
+
+# Behind Caddy: it terminates TLS and sets X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    # Health checks come from the container runtime over plain HTTP inside the host.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True

@@ -1,0 +1,139 @@
+"""Devices, their tokens, and the samples they send."""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone as django_timezone
+
+DEVICE_ID_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$",
+    "Use 1 to 64 lowercase letters, digits and inner hyphens.",
+)
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known IANA time zone.")
+
+
+def default_timezone() -> str:
+    return settings.DEFAULT_DEVICE_TIMEZONE
+
+
+class Device(models.Model):
+    device_id = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[DEVICE_ID_VALIDATOR],
+        help_text="Short public identifier used in the API, e.g. home-p1.",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="devices",
+    )
+    timezone = models.CharField(
+        max_length=64, default=default_timezone, validators=[validate_timezone]
+    )
+    capacity_price_eur_per_kw_year = models.DecimalField(
+        "capacity price (EUR/kW/year)",
+        max_digits=8,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
+    created_at = models.DateTimeField(default=django_timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["device_id"]
+
+    def __str__(self) -> str:
+        return self.device_id
+
+
+class DeviceToken(models.Model):
+    SCOPE_INGEST = "ingest"
+    SCOPE_READ = "read"
+    SCOPES = (SCOPE_INGEST, SCOPE_READ)
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
+    label = models.CharField(max_length=100, blank=True)
+    # The token itself is never stored: only its SHA-256 and a prefix to recognise it.
+    prefix = models.CharField(max_length=12, db_index=True, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.CharField(max_length=50, help_text="Comma-separated: ingest, read.")
+    created_at = models.DateTimeField(default=django_timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.device})"
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s for s in self.scopes.split(",") if s)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return self.is_active and scope in self.scope_set
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = django_timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+class Sample(models.Model):
+    """One meter reading. (device, ts) is the key: a retried batch inserts nothing new.
+
+    The columns follow edgeclient.wire.SAMPLE_FIELDS; the insert path writes them with
+    one statement (telemetry.ingest), so keep both in step.
+    """
+
+    pk = models.CompositePrimaryKey("device", "ts")
+    # PROTECT: telemetry outlives an admin's click; delete samples deliberately.
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, db_index=False)
+    ts = models.DateTimeField()
+    power_w = models.FloatField()
+    energy_import_kwh = models.FloatField()
+    energy_export_kwh = models.FloatField()
+    energy_import_t1_kwh = models.FloatField(null=True)
+    energy_import_t2_kwh = models.FloatField(null=True)
+    energy_export_t1_kwh = models.FloatField(null=True)
+    energy_export_t2_kwh = models.FloatField(null=True)
+    power_l1_w = models.FloatField(null=True)
+    power_l2_w = models.FloatField(null=True)
+    power_l3_w = models.FloatField(null=True)
+    voltage_l1_v = models.FloatField(null=True)
+    voltage_l2_v = models.FloatField(null=True)
+    voltage_l3_v = models.FloatField(null=True)
+    current_l1_a = models.FloatField(null=True)
+    current_l2_a = models.FloatField(null=True)
+    current_l3_a = models.FloatField(null=True)
+    tariff = models.SmallIntegerField(null=True)
+    average_power_15m_w = models.FloatField(null=True)
+    monthly_power_peak_w = models.FloatField(null=True)
+    monthly_power_peak_ts = models.DateTimeField(null=True)
+    gas_m3 = models.FloatField(null=True)
+    gas_ts = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["device", "ts"]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.ts.isoformat()}"

@@ -1,0 +1,85 @@
+"""Device tokens: random, shown once, stored only as a SHA-256 hash.
+
+SHA-256 without a salt is enough here: a token carries 256 random bits, so there is no
+dictionary to precompute. The lookup narrows by prefix and compares hashes in constant
+time, so response timing says nothing about how much of a guess was right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from telemetry.models import Device, DeviceToken
+
+TOKEN_BYTES = 32
+PREFIX_LENGTH = 8
+# Writing last_used_at on every request would add a write to every ingest.
+LAST_USED_RESOLUTION_S = 60
+
+
+class InvalidScopes(ValueError):
+    pass
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def parse_scopes(text: str | Iterable[str]) -> list[str]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    scopes = sorted({s.strip() for s in items if s.strip()})
+    unknown = [s for s in scopes if s not in DeviceToken.SCOPES]
+    if unknown or not scopes:
+        raise InvalidScopes(
+            f"scopes must be a non-empty list of {', '.join(DeviceToken.SCOPES)}; "
+            f"got {', '.join(unknown) or 'none'}"
+        )
+    return scopes
+
+
+def mint(token: DeviceToken, scopes: str | Iterable[str]) -> str:
+    """Give an unsaved token a fresh secret; returns the raw value, never stored."""
+    raw = secrets.token_urlsafe(TOKEN_BYTES)
+    token.prefix = raw[:PREFIX_LENGTH]
+    token.token_hash = hash_token(raw)
+    token.scopes = ",".join(parse_scopes(scopes))
+    return raw
+
+
+def issue_token(
+    device: Device, scopes: str | Iterable[str], label: str = ""
+) -> tuple[DeviceToken, str]:
+    """Create a token; the raw value is returned here and never again."""
+    token = DeviceToken(device=device, label=label)
+    raw = mint(token, scopes)
+    token.save()
+    return token, raw
+
+
+def find_active_token(raw: str) -> DeviceToken | None:
+    if len(raw) < PREFIX_LENGTH or len(raw) > 200:
+        return None
+    wanted = hash_token(raw)
+    match = None
+    candidates = DeviceToken.objects.select_related("device").filter(
+        prefix=raw[:PREFIX_LENGTH], revoked_at__isnull=True
+    )
+    for candidate in candidates:
+        if hmac.compare_digest(candidate.token_hash, wanted):
+            match = candidate
+    if match is not None:
+        _touch(match)
+    return match
+
+
+def _touch(token: DeviceToken) -> None:
+    now = timezone.now()
+    last = token.last_used_at
+    if last is None or (now - last).total_seconds() >= LAST_USED_RESOLUTION_S:
+        DeviceToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now

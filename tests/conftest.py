@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.serverproc import ServerProcess, run_server
+
+HTTP_TIMEOUT_S = 30
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Throttle counters and cached answers must not leak from one test to the next.
+
+    The test command points REDIS_URL at a database of its own, so this clears nothing
+    a running server needs.
+    """
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def server(django_db_setup) -> Iterator[ServerProcess]:
+    """One gunicorn process on the test database, shared by the session's tests."""
+    with run_server(INGEST_THROTTLE_RATE="off") as proc:
+        yield proc
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        yield client
+
+
+@pytest.fixture
+def owner(django_user_model):
+    return django_user_model.objects.create_user("owner", password="owner-password-1")
+
+
+@pytest.fixture
+def device(owner):
+    from telemetry.models import Device
+
+    return Device.objects.create(device_id="home-p1", name="Home", owner=owner)
+
+
+@pytest.fixture
+def other_device(django_user_model):
+    from telemetry.models import Device
+
+    neighbour = django_user_model.objects.create_user("neighbour", password="neighbour-pw-1")
+    return Device.objects.create(device_id="next-door", owner=neighbour)
+
+
+def _token(device, scopes: str) -> str:
+    from telemetry.tokens import issue_token
+
+    return issue_token(device, scopes)[1]
+
+
+@pytest.fixture
+def ingest_token(device) -> str:
+    return _token(device, "ingest")
+
+
+@pytest.fixture
+def read_token(device) -> str:
+    return _token(device, "read")
+
+
+@pytest.fixture
+def other_ingest_token(other_device) -> str:
+    return _token(other_device, "ingest")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def private_redis() -> Iterator[str]:
+    """A Redis server of the test's own, so a test may stop it without harming others."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    # Wait for the line Redis prints when it accepts connections, not for a fixed time.
+    for line in process.stdout:
+        if "Ready to accept connections" in line:
+            break
+    else:
+        pytest.fail("redis-server exited before accepting connections")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)

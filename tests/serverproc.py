@@ -1,0 +1,96 @@
+"""A real server process for tests: gunicorn on a socket the test opened first.
+
+The test binds and listens before gunicorn starts, then hands the descriptor over
+(``fd://``). Connections made before the worker is up wait in the kernel's backlog, so
+no test polls or sleeps for the server to come up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 15
+
+
+def database_url() -> str:
+    """DATABASE_URL of the test database that pytest-django created."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return "sqlite:///" + str(Path(db["NAME"]).resolve())
+    auth = quote(db["USER"], safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "localhost"
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{db['NAME']}"
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    return sock
+
+
+@contextlib.contextmanager
+def run_server(*, workers: int = 1, threads: int = 4, **env: str | None) -> Iterator[ServerProcess]:
+    """Start gunicorn on the test database; ``env`` overrides (None removes a variable)."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    child_env = dict(os.environ)
+    child_env.update(DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
+    for name, value in env.items():
+        if value is None:
+            child_env.pop(name, None)
+        else:
+            child_env[name] = value
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "p1platform.wsgi:application",
+        "--bind",
+        f"fd://{sock.fileno()}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--graceful-timeout",
+        "3",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=child_env, pass_fds=[sock.fileno()])
+    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        yield server
+    finally:
+        server.stop()
+        sock.close()
