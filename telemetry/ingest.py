@@ -6,12 +6,15 @@ are exact even when two overlapping batches race each other.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
+import psycopg
 from django.core.cache import cache
 from django.db import connection, transaction
 
 from edgeclient import wire
+from telemetry import pgarrays
 from telemetry.models import Sample
 
 COLUMNS = tuple(wire.SAMPLE_FIELDS)
@@ -23,11 +26,20 @@ _PG_TYPES = {
     wire.MEASURE: "float8[]",
     wire.TARIFF: "int2[]",
 }
+_PG_ENCODERS = {
+    wire.TIMESTAMP: pgarrays.timestamptz_array,
+    wire.POWER: pgarrays.float8_array,
+    wire.REGISTER: pgarrays.float8_array,
+    wire.MEASURE: pgarrays.float8_array,
+    wire.TARIFF: pgarrays.int2_array,
+}
+_COLUMN_ENCODERS = [_PG_ENCODERS[kind] for kind in wire.SAMPLE_FIELDS.values()]
 _COLUMN_LIST = ", ".join(("device_id", *COLUMNS))
 # Only our own identifiers are formatted in; values always go as parameters.
-_PG_UNNEST = ", ".join(f"%s::{_PG_TYPES[kind]}" for kind in wire.SAMPLE_FIELDS.values())
+# %b: the column arrays travel in binary (see telemetry.pgarrays).
+_PG_UNNEST = ", ".join(f"%b::{_PG_TYPES[kind]}" for kind in wire.SAMPLE_FIELDS.values())
 _PG_INSERT = (
-    f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT %s, * FROM unnest({_PG_UNNEST}) "  # noqa: S608
+    f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT %b, * FROM unnest({_PG_UNNEST}) "  # noqa: S608
     "ON CONFLICT (device_id, ts) DO NOTHING"
 )
 _SQLITE_PLACEHOLDERS = ", ".join(["%s"] * (len(COLUMNS) + 1))
@@ -35,25 +47,41 @@ _SQLITE_INSERT = (
     f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) VALUES ({_SQLITE_PLACEHOLDERS}) "  # noqa: S608
     "ON CONFLICT (device_id, ts) DO NOTHING"
 )
-_TIMESTAMP_POSITIONS = [i for i, k in enumerate(wire.SAMPLE_FIELDS.values()) if k == wire.TIMESTAMP]
 
 
-def insert_rows(device_pk: int, rows: list[list[Any]]) -> int:
-    """Insert rows (wire.SAMPLE_FIELDS order); returns how many were new."""
-    if not rows:
+def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
+    """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field no
+    sample has); returns how many rows were new."""
+    size = len(columns[0])
+    if size == 0:
         return 0
+    if connection.vendor == "postgresql":
+        # Django's cursor binds client-side (text); the driver's own cursor sends the
+        # arrays in binary, packed by us. Errors still go through Django's mapping (503 on outage).
+        # One statement is atomic by itself: no BEGIN/COMMIT round trips needed.
+        # unnest() pads a NULL array with NULLs, so absent fields cost nothing.
+        with connection.wrap_database_errors:
+            connection.ensure_connection()
+            # Django makes ClientCursor the default; binary needs a server-binding cursor.
+            with psycopg.Cursor(connection.connection) as cursor:
+                for kind, dumper in pgarrays.DUMPERS.items():
+                    cursor.adapters.register_dumper(kind, dumper)
+                encoded = [
+                    None if column is None else encode(column)
+                    for encode, column in zip(_COLUMN_ENCODERS, columns, strict=True)
+                ]
+                cursor.execute(_PG_INSERT, [device_pk, *encoded])
+                return cursor.rowcount
+    adapt = connection.ops.adapt_datetimefield_value
+    filled = [
+        [adapt(v) if v is not None else None for v in column]
+        if kind == wire.TIMESTAMP and column is not None
+        else (column if column is not None else repeat(None, size))
+        for column, kind in zip(columns, wire.SAMPLE_FIELDS.values(), strict=True)
+    ]
+    params = [[device_pk, *row] for row in zip(*filled, strict=False)]
+    # executemany is many statements: the transaction makes the batch all-or-nothing.
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_PG_INSERT, [device_pk, *map(list, zip(*rows, strict=False))])
-            return cursor.rowcount
-        adapt = connection.ops.adapt_datetimefield_value
-        params = []
-        for row in rows:
-            values = list(row)
-            for i in _TIMESTAMP_POSITIONS:
-                if values[i] is not None:
-                    values[i] = adapt(values[i])
-            params.append([device_pk, *values])
         cursor.executemany(_SQLITE_INSERT, params)
         return cursor.rowcount
 

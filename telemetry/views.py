@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
@@ -13,12 +12,8 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from p1platform.problems import PayloadTooLarge, UnprocessableBatch
 from telemetry.auth import HasIngestScope
-from telemetry.ingest import insert_rows, refresh_realtime_cache
+from telemetry.ingest import insert_columns, refresh_realtime_cache
 from telemetry.validation import validate_samples
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def decode_batch(request) -> dict:
@@ -34,9 +29,10 @@ def decode_batch(request) -> dict:
     except RequestDataTooBig:
         raise PayloadTooLarge() from None
     try:
-        batch = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        # UnicodeDecodeError is a ValueError too: invalid UTF-8 lands here.
+        # orjson is strict: NaN, Infinity and invalid UTF-8 are errors, as they should be
+        # for meter readings. It parses a 1000-sample batch 3x faster (docs/adr/0002).
+        batch = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
     if not isinstance(batch, dict):
         raise exceptions.ParseError('The body must be a JSON object {"samples": [...]}.')
@@ -85,13 +81,13 @@ class IngestViewSet(viewsets.ViewSet):
             raise UnprocessableBatch(
                 [{"index": None, "field": "samples", "detail": "must not be empty"}]
             )
-        rows, errors = validate_samples(samples, now=timezone.now())
+        columns, errors = validate_samples(samples, now=timezone.now())
         if errors:
             raise UnprocessableBatch(errors)
-        inserted = insert_rows(device.pk, rows)
+        inserted = insert_columns(device.pk, columns)
         if inserted:
             refresh_realtime_cache(device.device_id)
-        received = len(rows)
+        received = len(columns[0])
         return Response(
             {"received": received, "inserted": inserted, "duplicates": received - inserted}
         )

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BASE_TS = datetime(2026, 3, 1, tzinfo=UTC)
+REGISTER_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def sample(ts: datetime, **overrides: Any) -> dict[str, Any]:
     """A sample with every optional field filled, as a 3-phase Belgian meter reports."""
-    seconds = (ts - BASE_TS).total_seconds()
+    # Registers grow by 1 kWh an hour from 2020 on, so any later ts gives a valid reading.
+    seconds = (ts - REGISTER_EPOCH).total_seconds()
     body = {
         "ts": ts.isoformat(),
         "power_w": 1250.5,

@@ -271,3 +271,18 @@ def test_device_ids_are_kept_apart(http, server, device, other_device, ingest_to
     assert Sample.objects.filter(device=device).count() == 3
     assert Sample.objects.filter(device=other_device).count() == 3
     assert Device.objects.count() == 2
+
+
+def test_sample_with_only_required_fields_is_stored(http, server, device, ingest_token):
+    minimal = {
+        "ts": BASE_TS.isoformat(),
+        "power_w": -350,
+        "energy_import_kwh": 12.5,
+        "energy_export_kwh": 0,
+    }
+    response = post_batch(http, server, ingest_token, [minimal])
+    assert response.json() == {"received": 1, "inserted": 1, "duplicates": 0}
+    stored = Sample.objects.get(device=device)
+    assert stored.power_w == -350
+    assert stored.tariff is None
+    assert stored.gas_ts is None

@@ -1,0 +1,16 @@
+.PHONY: run test lint bench
+
+run:  ## the server on the embedded default (SQLite, local-memory cache)
+	bash scripts/serve.sh
+
+test:  ## the suite on PostgreSQL + Redis, then on SQLite
+	bash scripts/test.sh
+
+lint:
+	bash scripts/venv.sh dev
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+bench:
+	bash scripts/venv.sh dev
+	.venv/bin/python bench/ingest.py

@@ -1,0 +1,194 @@
+"""Ingest throughput over HTTP against the raw database baseline, in one run.
+
+    .venv/bin/python bench/ingest.py [--batches 240] [--database-url postgres://...]
+
+1. A fresh PostgreSQL database is migrated; a device and an ingest token are created.
+2. Baseline: the same rows go straight into telemetry_sample with
+   INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING from 2 psycopg connections.
+3. End to end: gunicorn (2 workers) serves POST /v1/ingest; 4 client threads post
+   batches of 1000 samples with every optional field, bodies encoded beforehand so the
+   client's own JSON work is not measured.
+The table is emptied between phases and each phase runs twice, alternating, because this
+machine is shared and noisy. The ratio of the medians is the figure (goal >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BATCH = 1000
+CLIENT_THREADS = 4
+RAW_CONNECTIONS = 2
+HTTP_TIMEOUT_S = 60
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=240, help="batches of 1000 per phase")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per phase")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/p1bench"),
+    )
+    return parser.parse_args()
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def make_batches(count: int) -> list[list[dict]]:
+    from tests.samples import sample
+
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    return [
+        [sample(start + timedelta(seconds=b * BATCH + i)) for i in range(BATCH)]
+        for b in range(count)
+    ]
+
+
+def run_raw(url: str, batches: list[list[dict]]) -> float:
+    """Rows per second with the statement the server itself would ideally run."""
+    import psycopg
+
+    from telemetry.ingest import _PG_INSERT
+    from telemetry.models import Device
+    from telemetry.validation import validate_samples
+
+    device_pk = Device.objects.get(device_id="bench").pk
+    now = datetime.now(UTC)
+    params = []
+    for batch in batches:
+        columns, errors = validate_samples(batch, now)
+        assert not errors, errors[:3]
+        params.append([device_pk, *columns])
+    connections = [psycopg.connect(url, autocommit=True) for _ in range(RAW_CONNECTIONS)]
+    inserted = [0] * RAW_CONNECTIONS
+    barrier = threading.Barrier(RAW_CONNECTIONS + 1)
+
+    def work(i: int) -> None:
+        conn = connections[i]
+        barrier.wait()
+        for p in params[i::RAW_CONNECTIONS]:
+            inserted[i] += conn.execute(_PG_INSERT, p).rowcount
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(RAW_CONNECTIONS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    for conn in connections:
+        conn.close()
+    assert sum(inserted) == len(batches) * BATCH, inserted
+    return sum(inserted) / elapsed
+
+
+def run_http(server_url: str, token: str, batches: list[list[dict]]) -> float:
+    import httpx
+
+    bodies = [json.dumps({"samples": b}).encode() for b in batches]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    inserted = [0] * CLIENT_THREADS
+    barrier = threading.Barrier(CLIENT_THREADS + 1)
+
+    def work(i: int) -> None:
+        with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+            barrier.wait()
+            for body in bodies[i::CLIENT_THREADS]:
+                response = client.post(f"{server_url}/v1/ingest", content=body, headers=headers)
+                response.raise_for_status()
+                inserted[i] += response.json()["inserted"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(CLIENT_THREADS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    assert sum(inserted) == len(batches) * BATCH, inserted
+    return sum(inserted) / elapsed
+
+
+def empty_table() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE telemetry_sample")
+
+
+def main() -> None:
+    args = parse_args()
+    recreate_database(args.database_url)
+    os.environ["DATABASE_URL"] = args.database_url
+    os.environ["INGEST_THROTTLE_RATE"] = "off"
+    os.environ.pop("REDIS_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "p1platform.settings")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
+    )
+    import logging
+
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from telemetry.models import Device
+    from telemetry.tokens import issue_token
+    from tests.serverproc import run_server
+
+    device = Device.objects.create(device_id="bench")
+    token = issue_token(device, "ingest")[1]
+    batches = make_batches(args.batches)
+    warmup = make_batches(args.batches + 8)[-8:]
+
+    raw_rates: list[float] = []
+    http_rates: list[float] = []
+    with run_server(workers=2, threads=1) as server:
+        run_http(server.url, token, warmup)
+        empty_table()
+        for _ in range(args.rounds):
+            raw_rates.append(run_raw(args.database_url, batches))
+            empty_table()
+            http_rates.append(run_http(server.url, token, batches))
+            empty_table()
+
+    raw = statistics.median(raw_rates)
+    end_to_end = statistics.median(http_rates)
+    rows = len(batches) * BATCH
+    print(f"rows per phase: {rows} in batches of {BATCH}")
+    print(f"raw baseline ({RAW_CONNECTIONS} connections, unnest): " + _rates(raw_rates))
+    print(f"HTTP ingest (gunicorn 2 workers, {CLIENT_THREADS} clients): " + _rates(http_rates))
+    print(f"ratio end-to-end / raw: {end_to_end / raw:.2f}  (goal >= 0.50)")
+
+
+def _rates(rates: list[float]) -> str:
+    each = ", ".join(f"{r:,.0f}" for r in rates)
+    return f"{each} rows/s (median {statistics.median(rates):,.0f})"
+
+
+if __name__ == "__main__":
+    main()

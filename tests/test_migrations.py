@@ -1,0 +1,122 @@
+"""One migration history for SQLite, PostgreSQL, and PostgreSQL with TimescaleDB."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from django.db import connection
+
+from telemetry.timescale import is_hypertable, timescaledb_enabled
+from tests.serverproc import ROOT, database_url
+
+TIMESCALE_URL = os.environ.get("TIMESCALE_DATABASE_URL", "")
+needs_timescaledb = pytest.mark.skipif(
+    not TIMESCALE_URL,
+    reason="TIMESCALE_DATABASE_URL is not set: no PostgreSQL with timescaledb preloaded here",
+)
+
+
+def primary_key_columns(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            # Django's SQLite introspection does not keep the key's column order.
+            cursor.execute(
+                "SELECT name FROM pragma_table_info(%s) WHERE pk > 0 ORDER BY pk", [table]
+            )
+            return [name for (name,) in cursor.fetchall()]
+        constraints = connection.introspection.get_constraints(cursor, table)
+    (columns,) = [c["columns"] for c in constraints.values() if c["primary_key"]]
+    return columns
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the given server; dropped afterwards."""
+    name = f"p1_scratch_{secrets.token_hex(4)}"
+    admin_url = urlunsplit(urlsplit(server_url)._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(url: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.django_db
+def test_sample_key_is_device_and_ts():
+    assert primary_key_columns("telemetry_sample") == ["device_id", "ts"]
+
+
+@pytest.mark.django_db
+def test_hypertable_exactly_when_timescaledb_can_be_loaded():
+    assert is_hypertable(connection, "telemetry_sample") == timescaledb_enabled(connection)
+
+
+@needs_timescaledb
+def test_sample_becomes_a_compressed_hypertable_on_timescaledb():
+    with scratch_database(TIMESCALE_URL) as url:
+        result = migrate(url, TIMESCALEDB="require")
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url) as conn:
+            (compressed,) = conn.execute(
+                "SELECT compression_enabled FROM timescaledb_information.hypertables "
+                "WHERE hypertable_name = 'telemetry_sample'"
+            ).fetchone()
+            segment_by = conn.execute(
+                "SELECT attname FROM timescaledb_information.compression_settings "
+                "WHERE hypertable_name = 'telemetry_sample' AND segmentby_column_index = 1"
+            ).fetchone()
+            policies = conn.execute(
+                "SELECT count(*) FROM timescaledb_information.jobs "
+                "WHERE hypertable_name = 'telemetry_sample' AND proc_name = 'policy_compression'"
+            ).fetchone()
+        assert compressed is True
+        assert segment_by == ("device_id",)
+        assert policies == (1,)
+        # Running the migrations again (an upgrade that adds nothing) changes nothing.
+        assert migrate(url, TIMESCALEDB="require").returncode == 0
+
+
+@pytest.mark.django_db
+def test_require_fails_clearly_where_timescaledb_cannot_be_loaded():
+    if connection.vendor != "postgresql":
+        pytest.skip("TimescaleDB is a PostgreSQL extension; SQLite never uses it")
+    if timescaledb_enabled(connection):
+        pytest.skip("this PostgreSQL can load timescaledb, so there is no failure to show")
+    with scratch_database(database_url()) as url:
+        result = migrate(url, TIMESCALEDB="require")
+    assert result.returncode != 0
+    assert "TIMESCALEDB=require" in result.stderr
+
+
+@pytest.mark.django_db
+def test_off_keeps_a_plain_table_even_where_timescaledb_exists():
+    if not TIMESCALE_URL:
+        pytest.skip("TIMESCALE_DATABASE_URL is not set: no PostgreSQL with timescaledb here")
+    with scratch_database(TIMESCALE_URL) as url:
+        assert migrate(url, TIMESCALEDB="off").returncode == 0
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT to_regclass('timescaledb_information.hypertables')"
+            ).fetchone()
+    assert row == (None,)
