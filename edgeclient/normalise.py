@@ -175,9 +175,7 @@ def _tariff(raw: Any) -> int | None:
 
 def _timestamp(field: str, raw: Any, now: datetime, tz: ZoneInfo) -> str:
     parsed = _parse_meter_time(field, raw)
-    moment = (
-        meter_time_to_utc(parsed, now, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    )
+    moment = meter_time_to_utc(parsed, now, tz) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if moment < _EARLIEST:
         raise SampleRejected(field, f"is before 2000: {raw!r}")
     return _iso(moment)

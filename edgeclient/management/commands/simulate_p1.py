@@ -1,0 +1,104 @@
+"""``manage.py simulate_p1``: run the fake HomeWizard P1 meter until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from edgeclient.simcerts import CertificateToolError
+from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig
+
+
+class Command(BaseCommand):
+    help = "Serve a simulated HomeWizard P1 meter (API v1 over http, v2 over https)."
+    # The edge runs without the server's apps: the URL check would import DRF.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--api", choices=("v1", "v2", "both"), default="both")
+        parser.add_argument("--log", type=Path, help="append each served measurement's ts")
+        parser.add_argument("--token", help="v2 token to accept (default: from the seed)")
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--cert-dir", type=Path, help="default: DATA_DIR/simulator")
+        parser.add_argument("--button-after", type=int, default=3, help="pairing attempts")
+        parser.add_argument("--no-storage", action="store_true", help="pairing: no-storage")
+        parser.add_argument("--slow", type=float, default=0.0, help="seconds per answer")
+        parser.add_argument("--error-rate", type=float, default=0.0, help="share of HTTP 500")
+        parser.add_argument("--garbage-rate", type=float, default=0.0, help="share garbled")
+        parser.add_argument("--offline-every", type=float, default=0.0, help="seconds")
+        parser.add_argument("--offline-for", type=float, default=30.0, help="seconds")
+        parser.add_argument("--start", help="simulated start time, ISO 8601 with offset")
+        parser.add_argument("--speed", type=float, default=1.0, help="simulated s per real s")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        config = SimulatorConfig(
+            port=options["port"],
+            host=options["host"],
+            api=options["api"],
+            seed=options["seed"],
+            cert_dir=options["cert_dir"] or Path(settings.DATA_DIR) / "simulator",
+            log_path=options["log"],
+            token=options["token"],
+            button_after=options["button_after"],
+            no_storage=options["no_storage"],
+            clock=_clock(options["start"], options["speed"]),
+            faults=Faults(
+                slow_s=options["slow"],
+                error_rate=options["error_rate"],
+                garbage_rate=options["garbage_rate"],
+            ),
+        )
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            sim = P1Simulator(config).start()
+        except (OSError, CertificateToolError) as exc:
+            raise CommandError(f"simulate_p1: {exc}") from exc
+        self._announce(sim)
+        every, length = options["offline_every"], options["offline_for"]
+        next_drop = time.monotonic() + every if every > 0 else None
+        try:
+            while not stop.wait(0.5):
+                if next_drop is not None and time.monotonic() >= next_drop:
+                    self.stdout.write(f"dropping off the network for {length:g} s", ending="\n")
+                    sim.go_offline(length)
+                    next_drop += every + length
+        finally:
+            sim.stop()
+        self.stdout.write(f"stopped after {sim.served_count} measurements")
+
+    def _announce(self, sim: P1Simulator) -> None:
+        out = self.stdout
+        out.write(f"simulated P1 meter {sim.serial} on {sim.address} (api {sim.config.api})")
+        if sim.ca_file is not None:
+            out.write(f"  HW_P1_HOST={sim.address}")
+            out.write(f"  HW_P1_TOKEN={sim.token}")
+            out.write(f"  HW_P1_CA_FILE={sim.ca_file}")
+            out.write(f"  HW_P1_SERIAL={sim.serial}")
+        out.flush()
+
+
+def _clock(start: str | None, speed: float) -> Any:
+    if speed <= 0:
+        raise CommandError("--speed: must be positive")
+    if start is None and speed == 1.0:
+        return time.time
+    try:
+        moment = datetime.fromisoformat(start) if start else None
+    except ValueError:
+        moment = None
+    if start and (moment is None or moment.tzinfo is None):
+        raise CommandError(f"--start: expected ISO 8601 with an offset, got {start!r}")
+    origin = moment.timestamp() if moment else time.time()
+    real_origin = time.time()
+    return lambda: origin + (time.time() - real_origin) * speed
