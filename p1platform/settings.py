@@ -59,11 +59,18 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # httpx logs every request at INFO: one line per poll and upload is noise.
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 if ROLE == "edge":
     INSTALLED_APPS = ["edgeclient"]
     DATABASES: dict = {}
+    # The server's URLs import DRF, which the edge does not install.
+    ROOT_URLCONF = "p1platform.urls_edge"
 else:
     INSTALLED_APPS = [
         "django.contrib.admin",
@@ -100,7 +107,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "p1platform.urls"
+if ROLE == "server":
+    ROOT_URLCONF = "p1platform.urls"
 WSGI_APPLICATION = "p1platform.wsgi.application"
 ASGI_APPLICATION = "p1platform.asgi.application"
 
