@@ -132,7 +132,8 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 
 # Cache: Redis when REDIS_URL is set, else local memory. Redis errors are swallowed
 # (django-redis IGNORE_EXCEPTIONS): a cache outage must never fail a request.
-REDIS_URL = env_str("REDIS_URL")
+# The edge keeps its state in its spool, never in a cache: it ignores REDIS_URL.
+REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
 CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
 REDIS_TIMEOUT_S = 0.25
 if REDIS_URL:
