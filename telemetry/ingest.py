@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 
 from edgeclient import wire
-from telemetry import pgarrays
+from telemetry import pgarrays, rollups
 from telemetry.models import Sample
 
 COLUMNS = tuple(wire.SAMPLE_FIELDS)
@@ -42,6 +42,7 @@ _PG_INSERT = (
     f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT %b, * FROM unnest({_PG_UNNEST}) "  # noqa: S608
     "ON CONFLICT (device_id, ts) DO NOTHING"
 )
+_PG_INSERT_WITH_ROLLUPS = rollups.pg_insert_with_rollups(_PG_INSERT)
 _SQLITE_PLACEHOLDERS = ", ".join(["%s"] * (len(COLUMNS) + 1))
 _SQLITE_INSERT = (
     f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) VALUES ({_SQLITE_PLACEHOLDERS}) "  # noqa: S608
@@ -70,6 +71,9 @@ def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
                     None if column is None else encode(column)
                     for encode, column in zip(_COLUMN_ENCODERS, columns, strict=True)
                 ]
+                if rollups.maintained_by_ingest():
+                    cursor.execute(_PG_INSERT_WITH_ROLLUPS, [device_pk, *encoded])
+                    return cursor.fetchone()[0]
                 cursor.execute(_PG_INSERT, [device_pk, *encoded])
                 return cursor.rowcount
     adapt = connection.ops.adapt_datetimefield_value
@@ -81,9 +85,13 @@ def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
     ]
     params = [[device_pk, *row] for row in zip(*filled, strict=False)]
     # executemany is many statements: the transaction makes the batch all-or-nothing.
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_SQLITE_INSERT, params)
-        return cursor.rowcount
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.executemany(_SQLITE_INSERT, params)
+            inserted = cursor.rowcount
+        if inserted:
+            rollups.sqlite_refresh(device_pk, columns[0])
+    return inserted
 
 
 def realtime_cache_key(device_id: str) -> str:

@@ -137,3 +137,51 @@ class Sample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.ts.isoformat()}"
+
+
+class Rollup(models.Model):
+    """Per-device aggregates of one time bucket, enough for the capacity rules.
+
+    The relation is a TimescaleDB continuous aggregate where the extension is loaded, and
+    a table kept current by the ingest path elsewhere (telemetry.rollups); both have
+    these columns, so the query code has one path. Never written through the ORM.
+    """
+
+    # A plain column, not a foreign key: a continuous aggregate can have no constraints.
+    device_id = models.BigIntegerField()
+    bucket = models.DateTimeField()
+    first_ts = models.DateTimeField()
+    last_ts = models.DateTimeField()
+    first_import_kwh = models.FloatField()
+    last_import_kwh = models.FloatField()
+    first_export_kwh = models.FloatField()
+    last_export_kwh = models.FloatField()
+    sample_count = models.BigIntegerField()
+    power_sum_w = models.FloatField()
+    min_power_w = models.FloatField()
+    max_power_w = models.FloatField()
+    meter_avg_15m_w = models.FloatField(null=True)
+    meter_peak_w = models.FloatField(null=True)
+    meter_peak_ts = models.DateTimeField(null=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.bucket.isoformat()}"
+
+
+class QuarterRollup(Rollup):
+    pk = models.CompositePrimaryKey("device_id", "bucket")
+
+    class Meta:
+        managed = False
+        db_table = "telemetry_quarter"
+
+
+class HourRollup(Rollup):
+    pk = models.CompositePrimaryKey("device_id", "bucket")
+
+    class Meta:
+        managed = False
+        db_table = "telemetry_hour"

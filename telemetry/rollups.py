@@ -1,0 +1,258 @@
+"""The 15-minute and hourly rollup relations: created by migrations, kept current here.
+
+Three ways to the same columns (telemetry.models.Rollup):
+- TimescaleDB: continuous aggregates (hourly built on the 15-minute one) with real-time
+  aggregation, refreshed by policies. Ingest does nothing extra.
+- PostgreSQL without it: tables merged in the same statement that inserts the batch,
+  from exactly the rows that were new (``RETURNING``), so a retried or overlapping
+  batch never counts twice and late, out-of-order data lands in the right bucket.
+- SQLite: the touched buckets are recomputed from the raw samples after the insert, in
+  the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+
+QUARTER = timedelta(minutes=15)
+HOUR = timedelta(hours=1)
+RELATIONS = {"telemetry_quarter": QUARTER, "telemetry_hour": HOUR}
+ROLLUP_COLUMNS = (
+    "device_id",
+    "bucket",
+    "first_ts",
+    "last_ts",
+    "first_import_kwh",
+    "last_import_kwh",
+    "first_export_kwh",
+    "last_export_kwh",
+    "sample_count",
+    "power_sum_w",
+    "min_power_w",
+    "max_power_w",
+    "meter_avg_15m_w",
+    "meter_peak_w",
+    "meter_peak_ts",
+)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def bucket_start(ts: datetime, width: timedelta) -> datetime:
+    """Start of the UTC-aligned bucket holding ts (Belgian offsets are whole hours)."""
+    return ts - (ts - _EPOCH) % width
+
+
+# --- TimescaleDB ------------------------------------------------------------------
+
+_AGGREGATES_FROM_SAMPLES = """
+    min(ts) AS first_ts, max(ts) AS last_ts,
+    first(energy_import_kwh, ts) AS first_import_kwh,
+    last(energy_import_kwh, ts) AS last_import_kwh,
+    first(energy_export_kwh, ts) AS first_export_kwh,
+    last(energy_export_kwh, ts) AS last_export_kwh,
+    count(*) AS sample_count, sum(power_w) AS power_sum_w,
+    min(power_w) AS min_power_w, max(power_w) AS max_power_w,
+    last(average_power_15m_w, ts) AS meter_avg_15m_w,
+    max(monthly_power_peak_w) AS meter_peak_w,
+    last(monthly_power_peak_ts, ts) AS meter_peak_ts
+"""
+
+_AGGREGATES_FROM_QUARTERS = """
+    min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+    first(first_import_kwh, first_ts) AS first_import_kwh,
+    last(last_import_kwh, last_ts) AS last_import_kwh,
+    first(first_export_kwh, first_ts) AS first_export_kwh,
+    last(last_export_kwh, last_ts) AS last_export_kwh,
+    sum(sample_count) AS sample_count, sum(power_sum_w) AS power_sum_w,
+    min(min_power_w) AS min_power_w, max(max_power_w) AS max_power_w,
+    last(meter_avg_15m_w, last_ts) AS meter_avg_15m_w,
+    max(meter_peak_w) AS meter_peak_w,
+    last(meter_peak_ts, last_ts) AS meter_peak_ts
+"""
+
+TIMESCALE_DDL = [
+    "CREATE MATERIALIZED VIEW telemetry_quarter "
+    "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+    "SELECT device_id, time_bucket(INTERVAL '15 minutes', ts) AS bucket,"
+    + _AGGREGATES_FROM_SAMPLES
+    + "FROM telemetry_sample GROUP BY device_id, time_bucket(INTERVAL '15 minutes', ts) "
+    "WITH NO DATA",
+    "CREATE MATERIALIZED VIEW telemetry_hour "
+    "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+    "SELECT device_id, time_bucket(INTERVAL '1 hour', bucket) AS bucket,"
+    + _AGGREGATES_FROM_QUARTERS
+    + "FROM telemetry_quarter GROUP BY device_id, time_bucket(INTERVAL '1 hour', bucket) "
+    "WITH NO DATA",
+    # start_offset NULL: late data of any age is picked up at the next run (a backlog an
+    # edge uploads after days offline). Only invalidated ranges are recomputed.
+    "SELECT add_continuous_aggregate_policy('telemetry_quarter', start_offset => NULL, "
+    "end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '1 minute')",
+    "SELECT add_continuous_aggregate_policy('telemetry_hour', start_offset => NULL, "
+    "end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '5 minutes')",
+]
+
+# --- PostgreSQL without TimescaleDB --------------------------------------------------
+
+
+def _pg_bucket(width_s: int) -> str:
+    return f"to_timestamp(floor(extract(epoch FROM ts) / {width_s}) * {width_s})"
+
+
+def _pg_merge(table: str, width_s: int) -> str:
+    bucket = _pg_bucket(width_s)
+    names = ", ".join(ROLLUP_COLUMNS)
+    # Only our own table names and constants are formatted in.
+    return f"""
+    INSERT INTO {table} AS t ({names})
+    SELECT device_id, {bucket}, min(ts), max(ts),
+        (array_agg(energy_import_kwh ORDER BY ts))[1],
+        (array_agg(energy_import_kwh ORDER BY ts DESC))[1],
+        (array_agg(energy_export_kwh ORDER BY ts))[1],
+        (array_agg(energy_export_kwh ORDER BY ts DESC))[1],
+        count(*), sum(power_w), min(power_w), max(power_w),
+        (array_agg(average_power_15m_w ORDER BY ts DESC))[1],
+        max(monthly_power_peak_w),
+        (array_agg(monthly_power_peak_ts ORDER BY ts DESC))[1]
+    FROM inserted GROUP BY device_id, {bucket}
+    ON CONFLICT (device_id, bucket) DO UPDATE SET
+        first_ts = LEAST(t.first_ts, EXCLUDED.first_ts),
+        last_ts = GREATEST(t.last_ts, EXCLUDED.last_ts),
+        first_import_kwh = CASE WHEN EXCLUDED.first_ts < t.first_ts
+            THEN EXCLUDED.first_import_kwh ELSE t.first_import_kwh END,
+        first_export_kwh = CASE WHEN EXCLUDED.first_ts < t.first_ts
+            THEN EXCLUDED.first_export_kwh ELSE t.first_export_kwh END,
+        last_import_kwh = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.last_import_kwh ELSE t.last_import_kwh END,
+        last_export_kwh = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.last_export_kwh ELSE t.last_export_kwh END,
+        meter_avg_15m_w = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.meter_avg_15m_w ELSE t.meter_avg_15m_w END,
+        meter_peak_ts = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.meter_peak_ts ELSE t.meter_peak_ts END,
+        sample_count = t.sample_count + EXCLUDED.sample_count,
+        power_sum_w = t.power_sum_w + EXCLUDED.power_sum_w,
+        min_power_w = LEAST(t.min_power_w, EXCLUDED.min_power_w),
+        max_power_w = GREATEST(t.max_power_w, EXCLUDED.max_power_w),
+        meter_peak_w = GREATEST(t.meter_peak_w, EXCLUDED.meter_peak_w)
+    """
+
+
+def pg_insert_with_rollups(insert_sql: str) -> str:
+    """Wrap the sample insert so the same statement merges its new rows into the rollups."""
+    returning = (
+        " RETURNING device_id, ts, power_w, energy_import_kwh, energy_export_kwh, "
+        "average_power_15m_w, monthly_power_peak_w, monthly_power_peak_ts"
+    )
+    return (
+        f"WITH inserted AS ({insert_sql}{returning}), "
+        f"quarters AS ({_pg_merge('telemetry_quarter', 900)}), "
+        f"hours AS ({_pg_merge('telemetry_hour', 3600)}) "
+        "SELECT count(*) FROM inserted"
+    )
+
+
+# --- SQLite --------------------------------------------------------------------------
+
+_SAMPLE_COLUMNS = (
+    "ts",
+    "power_w",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "average_power_15m_w",
+    "monthly_power_peak_w",
+    "monthly_power_peak_ts",
+)
+
+
+def aggregate_bucket(device_pk: int, bucket: datetime, rows: Sequence[Sequence[Any]]) -> list:
+    """One rollup row from samples in time order (the columns of _SAMPLE_COLUMNS)."""
+    first, last = rows[0], rows[-1]
+    powers = [r[1] for r in rows]
+    peaks = [r[5] for r in rows if r[5] is not None]
+    return [
+        device_pk,
+        bucket,
+        first[0],
+        last[0],
+        first[2],
+        last[2],
+        first[3],
+        last[3],
+        len(rows),
+        sum(powers),
+        min(powers),
+        max(powers),
+        last[4],
+        max(peaks) if peaks else None,
+        last[6],
+    ]
+
+
+def sqlite_refresh(device_pk: int, timestamps: Iterable[datetime]) -> None:
+    """Recompute every quarter and hour the given sample times fall in, from raw rows."""
+    from telemetry.models import HourRollup, QuarterRollup, Sample
+
+    ts_list = list(timestamps)
+    for model, width in ((QuarterRollup, QUARTER), (HourRollup, HOUR)):
+        table = model._meta.db_table
+        for start in sorted({bucket_start(ts, width) for ts in ts_list}):
+            rows = list(
+                Sample.objects.filter(device_id=device_pk, ts__gte=start, ts__lt=start + width)
+                .order_by("ts")
+                .values_list(*_SAMPLE_COLUMNS)
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE device_id = %s AND bucket = %s",
+                    [device_pk, connection.ops.adapt_datetimefield_value(start)],
+                )
+            if rows:
+                values = aggregate_bucket(device_pk, start, rows)
+                model.objects.bulk_create([model(**dict(zip(ROLLUP_COLUMNS, values, strict=True)))])
+
+
+_MAINTAINED: dict[str, bool] = {}
+
+
+def maintained_by_ingest() -> bool:
+    """True where the rollups are tables the ingest path must keep current."""
+    if connection.vendor != "postgresql":
+        return True
+    key = f"{connection.settings_dict['HOST']}:{connection.settings_dict['NAME']}"
+    if key not in _MAINTAINED:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT relkind FROM pg_class WHERE relname = 'telemetry_quarter'")
+            row = cursor.fetchone()
+        # 'r' is a table; a continuous aggregate is a view ('v') kept by TimescaleDB.
+        _MAINTAINED[key] = row is not None and row[0] == "r"
+    return _MAINTAINED[key]
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def create_rollup_relations(apps, schema_editor) -> None:
+    from telemetry.timescale import timescaledb_enabled
+
+    connection_ = schema_editor.connection
+    if timescaledb_enabled(connection_):
+        for statement in TIMESCALE_DDL:
+            schema_editor.execute(statement)
+        return
+    for name in ("QuarterRollup", "HourRollup"):
+        schema_editor.create_model(apps.get_model("telemetry", name))
+
+
+def drop_rollup_relations(apps, schema_editor) -> None:
+    from telemetry.timescale import is_hypertable
+
+    if is_hypertable(schema_editor.connection, "telemetry_sample"):
+        schema_editor.execute("DROP MATERIALIZED VIEW IF EXISTS telemetry_hour")
+        schema_editor.execute("DROP MATERIALIZED VIEW IF EXISTS telemetry_quarter")
+        return
+    for name in ("HourRollup", "QuarterRollup"):
+        schema_editor.delete_model(apps.get_model("telemetry", name))

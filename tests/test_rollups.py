@@ -1,0 +1,114 @@
+"""The 15-minute and hourly rollups equal aggregates of the raw samples, however the
+samples arrived: out of order, in overlapping retried batches, late."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from telemetry.ingest import insert_columns
+from telemetry.models import HourRollup, QuarterRollup, Sample
+from telemetry.rollups import HOUR, QUARTER, ROLLUP_COLUMNS, aggregate_bucket, bucket_start
+from telemetry.validation import validate_samples
+from tests.samples import BASE_TS, sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+_INPUT = (
+    "ts",
+    "power_w",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "average_power_15m_w",
+    "monthly_power_peak_w",
+    "monthly_power_peak_ts",
+)
+
+
+def ingest(device, samples) -> int:
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors, errors
+    return insert_columns(device.pk, columns)
+
+
+def stream(rng: random.Random, count: int) -> list[dict]:
+    """Jittered 1-10 s sampling with gaps, export bursts and optional meter fields."""
+    samples, ts, imported, exported = [], BASE_TS, 1000.0, 50.0
+    for _ in range(count):
+        ts += timedelta(seconds=rng.choice([1, 2, 2, 3, 10]) + rng.random())
+        if rng.random() < 0.01:
+            ts += timedelta(minutes=rng.randint(5, 40))  # the edge was offline
+        power = rng.uniform(-3000, 6000)
+        imported += max(power, 0) / 3.6e6 * 2
+        exported += max(-power, 0) / 3.6e6 * 2
+        s = sample(ts, power_w=power, energy_import_kwh=imported, energy_export_kwh=exported)
+        if rng.random() < 0.3:
+            s["average_power_15m_w"] = None
+        if rng.random() < 0.3:
+            s["monthly_power_peak_w"] = rng.uniform(2000, 9000)
+        samples.append(s)
+    return samples
+
+
+def expected_rollups(device, width: timedelta) -> dict:
+    raw = Sample.objects.filter(device=device).order_by("ts").values_list(*_INPUT)
+    buckets: dict = defaultdict(list)
+    for row in raw:
+        buckets[bucket_start(row[0], width)].append(row)
+    return {b: aggregate_bucket(device.pk, b, rows) for b, rows in buckets.items()}
+
+
+def stored_rollups(model, device) -> dict:
+    rows = model.objects.filter(device_id=device.pk).values_list(*ROLLUP_COLUMNS)
+    return {row[1]: list(row) for row in rows}
+
+
+def assert_rollups_match(device) -> None:
+    for model, width in ((QuarterRollup, QUARTER), (HourRollup, HOUR)):
+        expected, stored = expected_rollups(device, width), stored_rollups(model, device)
+        assert stored.keys() == expected.keys(), model.__name__
+        for bucket, row in expected.items():
+            for name, got, want in zip(ROLLUP_COLUMNS, stored[bucket], row, strict=True):
+                if isinstance(want, float):
+                    got = pytest.approx(got, rel=1e-9, abs=1e-9)
+                assert got == want, (model.__name__, bucket, name)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rollups_match_raw_samples_after_shuffled_overlapping_batches(device, seed):
+    rng = random.Random(seed)
+    samples = stream(rng, 1500)
+    batches = []
+    i = 0
+    while i < len(samples):
+        size = rng.randint(1, 200)
+        batches.append(samples[i : i + size])
+        if rng.random() < 0.3:
+            batches.append(samples[max(0, i - 50) : i + size])  # a retried, overlapping batch
+        i += size
+    rng.shuffle(batches)  # late and out-of-order arrival
+    inserted = sum(ingest(device, batch) for batch in batches)
+    assert inserted == len(samples)
+    assert_rollups_match(device)
+
+
+def test_late_sample_moves_the_first_value_of_its_quarter(device):
+    ingest(device, [sample(BASE_TS + timedelta(minutes=5))])
+    ingest(device, [sample(BASE_TS + timedelta(minutes=1), energy_import_kwh=1.0)])
+    quarter = QuarterRollup.objects.get(device_id=device.pk, bucket=BASE_TS)
+    assert quarter.first_ts == BASE_TS + timedelta(minutes=1)
+    assert quarter.first_import_kwh == 1.0
+    assert quarter.sample_count == 2
+    assert_rollups_match(device)
+
+
+def test_duplicate_samples_are_not_counted_twice(device):
+    batch = [sample(BASE_TS + timedelta(seconds=i)) for i in range(10)]
+    ingest(device, batch)
+    ingest(device, batch)
+    assert QuarterRollup.objects.get(device_id=device.pk).sample_count == 10
+    assert HourRollup.objects.get(device_id=device.pk).sample_count == 10
