@@ -2,11 +2,17 @@ from django.contrib import admin
 from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
+from capacity.views import CapacityViewSet, RealtimeViewSet
 from p1platform import health
+from telemetry.read_views import DeviceViewSet, SeriesViewSet
 from telemetry.views import IngestViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("ingest", IngestViewSet, basename="ingest")
+router.register("devices", DeviceViewSet, basename="devices")
+router.register("realtime", RealtimeViewSet, basename="realtime")
+router.register("series", SeriesViewSet, basename="series")
+router.register("capacity", CapacityViewSet, basename="capacity")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.utils import timezone
 
 from edgeclient import wire
 from telemetry import pgarrays, rollups
@@ -52,30 +53,42 @@ _SQLITE_INSERT = (
 
 def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
     """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field no
-    sample has); returns how many rows were new."""
-    size = len(columns[0])
-    if size == 0:
+    sample has) and keep the rollups current; returns how many rows were new."""
+    if not columns[0]:
         return 0
     if connection.vendor == "postgresql":
-        # Django's cursor binds client-side (text); the driver's own cursor sends the
-        # arrays in binary, packed by us. Errors still go through Django's mapping (503 on outage).
-        # One statement is atomic by itself: no BEGIN/COMMIT round trips needed.
-        # unnest() pads a NULL array with NULLs, so absent fields cost nothing.
-        with connection.wrap_database_errors:
-            connection.ensure_connection()
-            # Django makes ClientCursor the default; binary needs a server-binding cursor.
-            with psycopg.Cursor(connection.connection) as cursor:
-                for kind, dumper in pgarrays.DUMPERS.items():
-                    cursor.adapters.register_dumper(kind, dumper)
-                encoded = [
-                    None if column is None else encode(column)
-                    for encode, column in zip(_COLUMN_ENCODERS, columns, strict=True)
-                ]
-                if rollups.maintained_by_ingest():
-                    cursor.execute(_PG_INSERT_WITH_ROLLUPS, [device_pk, *encoded])
-                    return cursor.fetchone()[0]
-                cursor.execute(_PG_INSERT, [device_pk, *encoded])
-                return cursor.rowcount
+        return _insert_postgresql(device_pk, columns)
+    return _insert_sqlite(device_pk, columns)
+
+
+def _insert_postgresql(device_pk: int, columns: list[list[Any] | None]) -> int:
+    # Django's cursor binds client-side (text); the driver's own cursor sends the arrays
+    # in binary, packed by telemetry.pgarrays. Errors still go through Django's mapping
+    # (503 on an outage). One statement is atomic by itself: no BEGIN/COMMIT round trips.
+    # unnest() pads a NULL array with NULLs, so absent fields cost nothing.
+    encoded = [
+        None if column is None else encode(column)
+        for encode, column in zip(_COLUMN_ENCODERS, columns, strict=True)
+    ]
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        # Django makes ClientCursor the default; binary needs a server-binding cursor.
+        with psycopg.Cursor(connection.connection) as cursor:
+            for kind, dumper in pgarrays.DUMPERS.items():
+                cursor.adapters.register_dumper(kind, dumper)
+            if rollups.maintained_by_ingest():
+                cursor.execute(_PG_INSERT_WITH_ROLLUPS, [device_pk, *encoded])
+                return cursor.fetchone()[0]
+            cursor.execute(_PG_INSERT, [device_pk, *encoded])
+            inserted = cursor.rowcount
+    oldest, newest = min(columns[0]), max(columns[0])
+    if inserted and oldest < timezone.now() - rollups.REFRESH_IF_OLDER_THAN:
+        rollups.timescale_refresh(oldest, newest)
+    return inserted
+
+
+def _insert_sqlite(device_pk: int, columns: list[list[Any] | None]) -> int:
+    size = len(columns[0])
     adapt = connection.ops.adapt_datetimefield_value
     filled = [
         [adapt(v) if v is not None else None for v in column]

@@ -1,0 +1,66 @@
+"""Capacity tariff and realtime endpoints. Thin: parse, check access, call reports."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import exceptions, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from capacity import reports
+from capacity.rules import Month
+from telemetry.access import CanRead, readable_device
+from telemetry.ingest import realtime_cache_key
+
+
+class RealtimeViewSet(viewsets.ViewSet):
+    """Latest reading, the running quarter against this month's peak, and headroom."""
+
+    permission_classes = [CanRead]
+
+    def list(self, request):
+        device = readable_device(request, request.query_params.get("device_id"))
+        key = realtime_cache_key(device.device_id)
+        answer = cache.get(key)
+        if answer is None:
+            answer = reports.realtime(device, timezone.now())
+            cache.set(key, answer, settings.CACHE_TTL_S)
+        return Response(with_age(answer))
+
+
+def with_age(answer: dict) -> dict:
+    """The latest reading's age at the moment of serving, cached answer or not."""
+    latest = answer.get("latest")
+    if latest is None:
+        return {**answer, "age_s": None}
+    age = (timezone.now() - datetime.fromisoformat(latest["ts"])).total_seconds()
+    return {**answer, "age_s": round(age, 1)}
+
+
+class CapacityViewSet(viewsets.ViewSet):
+    """Monthly peaks, the 12-month average and every quarter of a day."""
+
+    permission_classes = [CanRead]
+
+    @action(detail=False, url_path=r"month/(?P<month>[^/]+)")
+    def month(self, request, month: str):
+        device = readable_device(request, request.query_params.get("device_id"))
+        try:
+            parsed = Month.parse(month)
+        except ValueError as exc:
+            raise exceptions.ValidationError({"month": [str(exc)]}) from None
+        return Response(reports.month_report(device, parsed))
+
+    @action(detail=False)
+    def quarters(self, request):
+        device = readable_device(request, request.query_params.get("device_id"))
+        text = request.query_params.get("date", "")
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise exceptions.ValidationError({"date": ["Use YYYY-MM-DD."]}) from None
+        return Response(reports.day_quarters(device, day))

@@ -1,0 +1,46 @@
+"""Who may read which device: one place, used by every read endpoint.
+
+A device another household owns answers exactly like a device that does not exist
+(404), so the API never reveals which device ids are taken.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from rest_framework import exceptions, permissions
+
+from telemetry.models import Device, DeviceToken
+
+
+class CanRead(permissions.BasePermission):
+    """A logged-in user, or a device token with the read scope."""
+
+    message = "This token has no read scope."
+
+    def has_permission(self, request, view) -> bool:
+        token = request.auth
+        if isinstance(token, DeviceToken):
+            return token.has_scope(DeviceToken.SCOPE_READ)
+        return bool(request.user and request.user.is_authenticated)
+
+
+def visible_devices(request) -> QuerySet[Device]:
+    token = request.auth
+    if isinstance(token, DeviceToken):
+        return Device.objects.filter(pk=token.device_id)
+    if request.user.is_staff:
+        return Device.objects.all()
+    return Device.objects.filter(owner=request.user)
+
+
+def readable_device(request, device_id: str | None) -> Device:
+    """The device named by ?device_id= (a token may leave it out for its own device)."""
+    token = request.auth
+    if isinstance(token, DeviceToken) and device_id in (None, ""):
+        return token.device
+    if not device_id:
+        raise exceptions.ValidationError({"device_id": ["This parameter is required."]})
+    try:
+        return visible_devices(request).get(device_id=device_id)
+    except Device.DoesNotExist:
+        raise exceptions.NotFound("No such device.") from None

@@ -1,0 +1,142 @@
+"""History buckets for GET /v1/series, from the rollup relations.
+
+15m and 1h read their own relation; days, weeks (from Monday) and months are built from
+hours at query time in the device's time zone (local midnight is always a whole UTC
+hour in Belgium). Energy per bucket is the import/export register delta between the
+bucket's boundaries, each interpolated between the nearest samples around it, so the
+buckets of a range add up to the register change over the range.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from capacity.rules import interpolate, local_midnight
+from telemetry.models import HourRollup, QuarterRollup, Rollup
+
+INTERVALS = ("15m", "1h", "1d", "1w", "1mo")
+MAX_POINTS = 10_000
+_FIELDS = (
+    "bucket",
+    "first_ts",
+    "last_ts",
+    "first_import_kwh",
+    "last_import_kwh",
+    "first_export_kwh",
+    "last_export_kwh",
+    "sample_count",
+    "power_sum_w",
+    "min_power_w",
+    "max_power_w",
+)
+
+
+class SeriesRangeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Row:
+    bucket: datetime
+    first_ts: datetime
+    last_ts: datetime
+    first_import: float
+    last_import: float
+    first_export: float
+    last_export: float
+    count: int
+    power_sum: float
+    min_power: float
+    max_power: float
+
+
+def period_starts(interval: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Bucket boundaries covering [start, end), aligned to the interval, plus the end."""
+    if interval in ("15m", "1h"):
+        width = timedelta(minutes=15) if interval == "15m" else timedelta(hours=1)
+        epoch = datetime(2000, 1, 1, tzinfo=start.tzinfo)
+        first = start - (start - epoch) % width
+        count = -(-(end - first) // width)
+        _check_points(count)
+        return [first + i * width for i in range(count + 1)]
+    day = start.astimezone(tz).date()
+    if interval == "1w":
+        day -= timedelta(days=day.weekday())
+    elif interval == "1mo":
+        day = day.replace(day=1)
+    days = [day]
+    while local_midnight(days[-1], tz) < end:
+        days.append(_next_period(days[-1], interval))
+        _check_points(len(days) - 1)
+    return [local_midnight(d, tz) for d in days]
+
+
+def _next_period(day: date, interval: str) -> date:
+    if interval == "1d":
+        return day + timedelta(days=1)
+    if interval == "1w":
+        return day + timedelta(days=7)
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def _check_points(count: int) -> None:
+    if count > MAX_POINTS:
+        raise SeriesRangeError(
+            f"the range holds more than {MAX_POINTS} buckets; narrow it or use a wider interval"
+        )
+
+
+def series(
+    device_pk: int, interval: str, start: datetime, end: datetime, tz: ZoneInfo
+) -> list[dict]:
+    boundaries = period_starts(interval, start, end, tz)
+    model: type[Rollup] = QuarterRollup if interval == "15m" else HourRollup
+    rows = _rows(model, device_pk, boundaries[0], boundaries[-1])
+    bucket_starts = [r.bucket for r in rows]
+    out = []
+    for lo, hi in itertools.pairwise(boundaries):
+        i, j = bisect.bisect_left(bucket_starts, lo), bisect.bisect_left(bucket_starts, hi)
+        inside = rows[i:j]
+        if not inside:
+            continue
+        count = sum(r.count for r in inside)
+        out.append(
+            {
+                "start": lo.astimezone(tz).isoformat(),
+                "import_kwh": round(_delta(rows, bucket_starts, lo, hi, "import"), 6),
+                "export_kwh": round(_delta(rows, bucket_starts, lo, hi, "export"), 6),
+                "avg_power_w": round(sum(r.power_sum for r in inside) / count, 1),
+                "min_power_w": min(r.min_power for r in inside),
+                "max_power_w": max(r.max_power for r in inside),
+                "sample_count": count,
+            }
+        )
+    return out
+
+
+def _rows(model: type[Rollup], device_pk: int, start: datetime, end: datetime) -> list[_Row]:
+    """Rollup rows in [start, end) plus the nearest non-empty row on either side."""
+    base = model.objects.filter(device_id=device_pk)
+    before = base.filter(bucket__lt=start).order_by("-bucket").values_list(*_FIELDS)[:1]
+    after = base.filter(bucket__gte=end).order_by("bucket").values_list(*_FIELDS)[:1]
+    within = base.filter(bucket__gte=start, bucket__lt=end).order_by("bucket")
+    rows = [*before, *within.values_list(*_FIELDS), *after]
+    return [_Row(*row) for row in rows]
+
+
+def _register(rows: list[_Row], starts: list[datetime], boundary: datetime, which: str) -> float:
+    i = bisect.bisect_left(starts, boundary)
+    first, last = f"first_{which}", f"last_{which}"
+    if i == len(rows):
+        return getattr(rows[-1], last)  # nothing after the boundary yet
+    after = (rows[i].first_ts, getattr(rows[i], first))
+    before = (rows[i - 1].last_ts, getattr(rows[i - 1], last)) if i > 0 else None
+    return interpolate(boundary, before, after)
+
+
+def _delta(rows, starts, lo: datetime, hi: datetime, which: str) -> float:
+    return max(_register(rows, starts, hi, which) - _register(rows, starts, lo, which), 0.0)

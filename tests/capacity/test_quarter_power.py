@@ -1,0 +1,90 @@
+"""The SQL path over the rollups agrees with the raw-sample reference of the rules."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from capacity import queries
+from capacity.rules import Month
+from telemetry.ingest import insert_columns
+from telemetry.validation import validate_samples
+from tests.capacity import reference
+from tests.samples import sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def ingest(device, samples: list[dict]) -> None:
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors, errors[:3]
+    insert_columns(device.pk, columns)
+
+
+def generated_stream(rng: random.Random, hours: int) -> list[dict]:
+    """Jittered sampling with gaps and export bursts (export never lowers a quarter)."""
+    samples, ts, imported = [], START + timedelta(seconds=rng.random() * 30), 500.0
+    end = START + timedelta(hours=hours)
+    while ts < end:
+        step = rng.choice([1, 2, 5, 10, 30]) + rng.random()
+        if rng.random() < 0.004:
+            step += rng.uniform(300, 3600)  # the edge was offline
+        ts += timedelta(seconds=step)
+        power = rng.choice([rng.uniform(100, 9000), -rng.uniform(0, 4000)])
+        imported += max(power, 0) * step / 3.6e6
+        samples.append(sample(ts, power_w=power, energy_import_kwh=imported))
+    return samples
+
+
+def as_pairs(samples: list[dict]) -> list[tuple[datetime, float]]:
+    pairs = [(datetime.fromisoformat(s["ts"]), s["energy_import_kwh"]) for s in samples]
+    return sorted(pairs)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_quarter_power_matches_the_reference(device, seed):
+    rng = random.Random(seed)
+    samples = generated_stream(rng, hours=12)
+    # Overlapping batches (a retried upload) that together hold every sample.
+    batches = [samples[i : i + rng.randint(200, 400)] for i in range(0, len(samples), 200)]
+    rng.shuffle(batches)
+    for batch in batches:
+        ingest(device, batch)
+    pairs = as_pairs(samples)
+    window_start, window_end = START + timedelta(hours=1), START + timedelta(hours=11)
+    got = {q.start: q for q in queries.quarter_powers(device.pk, window_start, window_end)}
+    for start in [window_start + i * reference.QUARTER for i in range(40)]:
+        want = reference.quarter_kw(pairs, start)
+        if want is None:
+            assert start not in got
+            continue
+        q = got[start]
+        assert q.kw == pytest.approx(want["kw"], rel=1e-6, abs=1e-6), start
+        assert q.coverage == pytest.approx(want["coverage"], abs=1e-6), start
+        assert q.sample_count == want["sample_count"]
+
+
+def test_month_peaks_match_the_reference(device):
+    rng = random.Random(5)
+    samples = generated_stream(rng, hours=30)
+    ingest(device, samples)
+    pairs = as_pairs(samples)
+    # Two made-up "months" of 15 hours each exercise the grouping.
+    first, middle, last = START, START + timedelta(hours=15), START + timedelta(hours=30)
+    peaks = queries.month_peaks(
+        device.pk, [(Month(2026, 3), first, middle), (Month(2026, 4), middle, last)]
+    )
+    assert peaks[0].peak_kw == pytest.approx(reference.month_peak(pairs, first, middle))
+    assert peaks[1].peak_kw == pytest.approx(reference.month_peak(pairs, middle, last))
+
+
+def test_month_without_data_has_no_peak(device):
+    peaks = queries.month_peaks(device.pk, [(Month(2026, 3), START, START + timedelta(days=31))])
+    assert peaks[0].peak_kw is None
+    assert peaks[0].billed_kw == 2.5
+    assert peaks[0].missing
