@@ -1,9 +1,11 @@
-"""Quarter power and monthly peaks, computed in SQL from the 15-minute rollup.
+"""Quarter power and monthly peaks.
 
-Never a raw-sample scan: a quarter's boundary register values are interpolated between
-the last sample of the previous non-empty quarter and the first of the quarter itself
-(and likewise at its end), both read from telemetry_quarter with LAG/LEAD. The same
-SQL runs on PostgreSQL (with or without TimescaleDB) and on SQLite; only the
+``quarters_sql`` computes quarter power from the 15-minute rollup, never from raw
+samples: a quarter's boundary register values are interpolated between the last sample
+of the previous non-empty quarter and the first of the quarter itself (and likewise at
+its end), read with LAG/LEAD. capacity.materialize stores its result in
+capacity_quarter as samples arrive; the read functions here query that table. The
+same SQL runs on PostgreSQL (with or without TimescaleDB) and on SQLite; only the
 expression for "seconds since the epoch" differs.
 """
 
@@ -33,7 +35,7 @@ class QuarterPower:
 
 def _epoch(column: str) -> str:
     if connection.vendor == "postgresql":
-        return f"extract(epoch FROM {column})::float8"
+        return f"date_part('epoch', {column})"
     # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]'. julianday() keeps only milliseconds,
     # so whole seconds come from strftime('%s') and the fraction is added as text.
     return (
@@ -42,11 +44,11 @@ def _epoch(column: str) -> str:
     )
 
 
-def _param(moment: datetime):
+def param(moment: datetime):
     return connection.ops.adapt_datetimefield_value(moment)
 
 
-def _quarters_sql() -> str:
+def quarters_sql() -> str:
     """Quarter kW for device %(device)s in [%(start)s, %(end)s); one row per non-empty quarter."""
     e = _epoch
     start_value = (
@@ -87,50 +89,70 @@ def _quarters_sql() -> str:
     """
 
 
-def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[QuarterPower]:
-    """Every non-empty quarter starting in [start, end), in time order."""
-    sql = _quarters_sql() + (
-        "SELECT bucket, kw, coverage, sample_count, first_ts, last_ts FROM quarters ORDER BY bucket"
-    )
-    params = {"device": device_pk, "start": _param(start), "end": _param(end)}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+_QUARTER_COLUMNS = "bucket, kw, coverage, sample_count, first_ts, last_ts"
+
+
+def _quarter_powers(rows) -> list[QuarterPower]:
     convert = _datetime_converter()
     return [
-        QuarterPower(
-            start=convert(bucket),
-            kw=max(kw, 0.0),  # registers never fall; this only absorbs rounding
-            coverage=min(coverage, 1.0),
-            sample_count=count,
-            first_ts=convert(first_ts),
-            last_ts=convert(last_ts),
-        )
-        for bucket, kw, coverage, count, first_ts, last_ts in rows
+        QuarterPower(convert(b), kw, coverage, count, convert(first), convert(last))
+        for b, kw, coverage, count, first, last in rows
     ]
+
+
+def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[QuarterPower]:
+    """Every non-empty quarter starting in [start, end), in time order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter "
+            "WHERE device_id = %s AND bucket >= %s AND bucket < %s ORDER BY bucket",
+            [device_pk, param(start), param(end)],
+        )
+        return _quarter_powers(cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class MonthSummary:
+    top: list[QuarterPower]  # highest first; the first is the monthly peak
+    with_data: int
+    complete: int
+
+
+def month_summary(device_pk: int, start: datetime, end: datetime, top: int) -> MonthSummary:
+    """The month's highest quarters and how many quarters have (complete) data."""
+    where = "WHERE device_id = %s AND bucket >= %s AND bucket < %s"
+    params = [device_pk, param(start), param(end)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter {where} "
+            "ORDER BY kw DESC, bucket LIMIT %s",
+            [*params, top],
+        )
+        highest = _quarter_powers(cursor.fetchall())
+        cursor.execute(
+            f"SELECT count(*), count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) "
+            f"FROM capacity_quarter {where}",
+            params,
+        )
+        with_data, complete = cursor.fetchone()
+    return MonthSummary(highest, with_data, complete)
 
 
 def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) -> list[MonthPeak]:
-    """The highest quarter of each month, in one pass over the months' quarters."""
+    """The highest quarter of each month: one index range per month."""
     if not months:
         return []
-    cases = " ".join(f"WHEN bucket < %(end{i})s THEN {i}" for i in range(len(months)))
-    sql = _quarters_sql() + (
-        f"SELECT CASE {cases} END AS month_index, max(kw) FROM quarters GROUP BY 1"
+    one = (
+        "SELECT max(kw) FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s"
     )
-    params = {
-        "device": device_pk,
-        "start": _param(months[0][1]),
-        "end": _param(months[-1][2]),
-        **{f"end{i}": _param(end) for i, (_, _, end) in enumerate(months)},
-    }
+    sql = " UNION ALL ".join(f"SELECT {i}, ({one})" for i in range(len(months)))
+    params = []
+    for _, start, end in months:
+        params += [device_pk, param(start), param(end)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         found = dict(cursor.fetchall())
-    return [
-        MonthPeak(month, None if found.get(i) is None else max(found[i], 0.0))
-        for i, (month, _, _) in enumerate(months)
-    ]
+    return [MonthPeak(month, found.get(i)) for i, (month, _, _) in enumerate(months)]
 
 
 def _datetime_converter():

@@ -45,13 +45,12 @@ def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
 def month_report(device: Device, month: Month) -> dict:
     tz = ZoneInfo(device.timezone)
     start, end = month.bounds(tz)
-    quarters = queries.quarter_powers(device.pk, start, end)
-    peak = max(quarters, key=lambda q: (q.kw, -q.start.timestamp()), default=None)
+    summary = queries.month_summary(device.pk, start, end, TOP_QUARTERS)
+    peak = summary.top[0] if summary.top else None
     window = rolling_window(device, month)
     average = rules.rolling_average_kw(window)
     expected = len(rules.quarter_starts(start, end))
-    complete = sum(1 for q in quarters if not q.incomplete)
-    top = sorted(quarters, key=lambda q: (-q.kw, q.start))[:TOP_QUARTERS]
+    complete = summary.complete
     return {
         "device_id": device.device_id,
         "month": str(month),
@@ -79,11 +78,11 @@ def month_report(device: Device, month: Month) -> dict:
         "meter_reported_peak": meter_reported_peak(device, start, end, tz),
         "completeness": {
             "quarters_expected": expected,
-            "quarters_with_data": len(quarters),
+            "quarters_with_data": summary.with_data,
             "quarters_complete": complete,
             "ratio": _round(complete / expected if expected else 0.0),
         },
-        "top_quarters": [_quarter_json(q, tz) for q in top],
+        "top_quarters": [_quarter_json(q, tz) for q in summary.top],
         "estimated_cost": estimated_cost(device.capacity_price_eur_per_kw_year, average),
     }
 

@@ -157,6 +157,12 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Token lookups are cached only in a shared cache: a per-process cache could not be told
+# that another process revoked a token.
+TOKEN_CACHE_TTL_S = env_int("TOKEN_CACHE_TTL_S", 30 if REDIS_URL else 0, minimum=0)
+if TOKEN_CACHE_TTL_S and not REDIS_URL:
+    raise ImproperlyConfigured("TOKEN_CACHE_TTL_S: needs REDIS_URL (a cache every process shares)")
+
 INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
 INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096

@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from telemetry.models import Device, DeviceToken
 from telemetry.tokens import mint
@@ -87,5 +86,8 @@ class DeviceTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        active = list(queryset.filter(revoked_at__isnull=True))
+        for token in active:
+            token.revoke()  # one by one: each save drops the token's cached lookup
+        count = len(active)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

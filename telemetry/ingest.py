@@ -17,6 +17,7 @@ from django.utils import timezone
 from edgeclient import wire
 from telemetry import pgarrays, rollups
 from telemetry.models import Sample
+from telemetry.signals import samples_ingested
 
 COLUMNS = tuple(wire.SAMPLE_FIELDS)
 _TABLE = Sample._meta.db_table
@@ -57,8 +58,14 @@ def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
     if not columns[0]:
         return 0
     if connection.vendor == "postgresql":
-        return _insert_postgresql(device_pk, columns)
-    return _insert_sqlite(device_pk, columns)
+        inserted = _insert_postgresql(device_pk, columns)
+    else:
+        inserted = _insert_sqlite(device_pk, columns)
+    if inserted:
+        samples_ingested.send(
+            sender=None, device_pk=device_pk, oldest=min(columns[0]), newest=max(columns[0])
+        )
+    return inserted
 
 
 def _insert_postgresql(device_pk: int, columns: list[list[Any] | None]) -> int:

@@ -95,7 +95,7 @@ class DeviceToken(models.Model):
     def revoke(self) -> None:
         if self.revoked_at is None:
             self.revoked_at = django_timezone.now()
-            self.save(update_fields=["revoked_at"])
+            self.save(update_fields=["revoked_at"])  # post_save drops the cached lookup
 
 
 class Sample(models.Model):

@@ -1,0 +1,22 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from capacity.materialize import rebuild
+from telemetry.models import Device
+
+
+class Command(BaseCommand):
+    help = "Recompute the stored quarter power of devices (after a bulk load outside ingest)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("device_ids", nargs="*", help="default: every device")
+
+    def handle(self, device_ids, **options):
+        devices = Device.objects.all()
+        if device_ids:
+            devices = devices.filter(device_id__in=device_ids)
+            missing = set(device_ids) - set(devices.values_list("device_id", flat=True))
+            if missing:
+                raise CommandError(f"device_ids: no device {', '.join(sorted(missing))}")
+        for device in devices:
+            rebuild(device.pk)
+            self.stdout.write(f"rebuilt capacity quarters of {device.device_id}")
