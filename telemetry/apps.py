@@ -8,8 +8,8 @@ class TelemetryConfig(AppConfig):
 
     def ready(self) -> None:
         from telemetry.models import DeviceToken
-        from telemetry.tokens import drop_cached_lookup
+        from telemetry.token_cache import bump_generation
 
         # Any change to a token (revocation above all) must reach the next request.
-        post_save.connect(drop_cached_lookup, sender=DeviceToken, dispatch_uid="token-cache")
-        post_delete.connect(drop_cached_lookup, sender=DeviceToken, dispatch_uid="token-cache")
+        post_save.connect(bump_generation, sender=DeviceToken, dispatch_uid="token-cache")
+        post_delete.connect(bump_generation, sender=DeviceToken, dispatch_uid="token-cache")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rest_framework import authentication, exceptions, permissions
 
+from telemetry import token_cache
 from telemetry.models import DeviceToken
-from telemetry.tokens import find_active_token
 
 
 class DeviceTokenAuthentication(authentication.BaseAuthentication):
@@ -23,9 +23,13 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Malformed token.") from None
-        token = find_active_token(raw)
+        view = (getattr(request, "parser_context", None) or {}).get("view")
+        found = token_cache.lookup(raw, getattr(view, "prefetch_cache_keys", None))
+        token = found.token
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        # Cache values the view asked for, read in the same round trip as the token check.
+        request.prefetched_cache = found.prefetched
         # A device token acts for no user; views read request.auth.
         return (DeviceTokenPrincipal(token), token)
 

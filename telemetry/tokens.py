@@ -12,8 +12,6 @@ import hmac
 import secrets
 from collections.abc import Iterable
 
-from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from telemetry.models import Device, DeviceToken
@@ -63,47 +61,25 @@ def issue_token(
     return token, raw
 
 
-def token_cache_key(token_hash: str) -> str:
-    return f"token:{token_hash}"
-
-
 def find_active_token(raw: str) -> DeviceToken | None:
-    """The active token with this raw value, or None.
-
-    With a shared cache (Redis) a found token is cached for TOKEN_CACHE_TTL_S, so a
-    request costs one cache read instead of a database query; revoking or changing a
-    token deletes its entry (drop_cached_lookup), so a revoked token is refused at once.
-    """
+    """The active token with this raw value, from the database, or None."""
     if len(raw) < PREFIX_LENGTH or len(raw) > 200:
         return None
     wanted = hash_token(raw)
-    ttl = settings.TOKEN_CACHE_TTL_S
-    match = cache.get(token_cache_key(wanted)) if ttl else None
-    if match is None:
-        candidates = DeviceToken.objects.select_related("device").filter(
-            prefix=raw[:PREFIX_LENGTH], revoked_at__isnull=True
-        )
-        for candidate in candidates:
-            if hmac.compare_digest(candidate.token_hash, wanted):
-                match = candidate
-        if match is not None and ttl:
-            cache.set(token_cache_key(wanted), match, ttl)
-    if match is not None and _touch(match) and ttl:
-        cache.set(token_cache_key(wanted), match, ttl)
+    match = None
+    candidates = DeviceToken.objects.select_related("device").filter(
+        prefix=raw[:PREFIX_LENGTH], revoked_at__isnull=True
+    )
+    for candidate in candidates:
+        if hmac.compare_digest(candidate.token_hash, wanted):
+            match = candidate
     return match
 
 
-def drop_cached_lookup(sender, instance: DeviceToken, **kwargs) -> None:
-    """Signal receiver: a saved or deleted token must be looked up afresh."""
-    cache.delete(token_cache_key(instance.token_hash))
-
-
-def _touch(token: DeviceToken) -> bool:
-    """Record use at most once a minute; True when it wrote."""
+def touch(token: DeviceToken) -> None:
+    """Record use at most once a minute: a write per request would slow every ingest."""
     now = timezone.now()
     last = token.last_used_at
     if last is None or (now - last).total_seconds() >= LAST_USED_RESOLUTION_S:
         DeviceToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
-        return True
-    return False

@@ -1,0 +1,93 @@
+"""Token lookups without a database query per request, and revocation at once.
+
+Each process keeps the tokens it has looked up, each stamped with the token generation
+it was read under. The generation lives in Redis and changes whenever any token is
+saved or deleted (revocation above all). A request reads the generation, in the same
+round trip as whatever cache keys its view wants anyway (``prefetch_cache_keys``), and
+trusts its local copy only while the generation is unchanged: a revoked token is
+refused on the very next request, in every process. When Redis cannot be read, every
+request goes to the database.
+
+Only with a shared cache (REDIS_URL): a local-memory cache could not carry a
+generation from one process to another.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.cache import cache
+
+from telemetry.models import Device, DeviceToken
+from telemetry.tokens import find_active_token, hash_token, touch
+
+GENERATION_KEY = "token-generation"
+_MAX_ENTRIES = 1024
+
+
+@dataclass
+class Lookup:
+    token: DeviceToken | None
+    prefetched: dict = field(default_factory=dict)
+
+
+class _Entry:
+    __slots__ = ("expires", "generation", "token")
+
+    def __init__(self, token: DeviceToken, generation: str, expires: float):
+        self.token, self.generation, self.expires = token, generation, expires
+
+
+_entries: OrderedDict[str, _Entry] = OrderedDict()
+_lock = threading.Lock()
+
+
+def lookup(raw: str, extra_keys: Callable[[Device], Iterable[str]] | None = None) -> Lookup:
+    ttl = settings.TOKEN_CACHE_TTL_S
+    if not ttl:
+        return _from_database(raw)
+    token_hash = hash_token(raw)
+    with _lock:
+        entry = _entries.get(token_hash)
+    keys = [GENERATION_KEY]
+    if entry is not None and extra_keys is not None:
+        keys += list(extra_keys(entry.token.device))
+    values = cache.get_many(keys)
+    generation = values.pop(GENERATION_KEY, None)
+    if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
+        touch(entry.token)
+        return Lookup(entry.token, values)
+    found = _from_database(raw)
+    if found.token is not None:
+        current = generation or _ensure_generation()
+        if current is not None:
+            with _lock:
+                _entries[token_hash] = _Entry(found.token, current, time.monotonic() + ttl)
+                _entries.move_to_end(token_hash)
+                while len(_entries) > _MAX_ENTRIES:
+                    _entries.popitem(last=False)
+    return found
+
+
+def _from_database(raw: str) -> Lookup:
+    token = find_active_token(raw)
+    if token is not None:
+        touch(token)
+    return Lookup(token)
+
+
+def _ensure_generation() -> str | None:
+    """The generation, created if Redis lost it; None when Redis cannot be reached."""
+    cache.add(GENERATION_KEY, uuid.uuid4().hex, timeout=None)
+    return cache.get(GENERATION_KEY)
+
+
+def bump_generation(sender=None, instance=None, **kwargs) -> None:
+    """Signal receiver for any token change: every process re-reads its tokens."""
+    cache.set(GENERATION_KEY, uuid.uuid4().hex, timeout=None)
