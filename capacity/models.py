@@ -29,3 +29,26 @@ class CapacityQuarter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.bucket.isoformat()} {self.kw:.3f} kW"
+
+
+class CapacityMonth(models.Model):
+    """A device's monthly peak and quarter counts, kept current with its quarters.
+
+    ``month_start`` is local midnight on the 1st in the device's time zone, as a UTC
+    instant; a change of time zone rebuilds the device's months.
+    """
+
+    pk = models.CompositePrimaryKey("device_id", "month_start")
+    device_id = models.BigIntegerField()
+    month_start = models.DateTimeField()
+    month_end = models.DateTimeField()
+    peak_kw = models.FloatField()
+    peak_bucket = models.DateTimeField()
+    quarters_with_data = models.IntegerField()
+    quarters_complete = models.IntegerField()
+
+    class Meta:
+        db_table = "capacity_month"
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.month_start.isoformat()} {self.peak_kw:.3f} kW"

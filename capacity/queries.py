@@ -111,48 +111,61 @@ def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[Quart
         return _quarter_powers(cursor.fetchall())
 
 
-@dataclass(frozen=True)
-class MonthSummary:
-    top: list[QuarterPower]  # highest first; the first is the monthly peak
-    with_data: int
-    complete: int
-
-
-def month_summary(device_pk: int, start: datetime, end: datetime, top: int) -> MonthSummary:
-    """The month's highest quarters and how many quarters have (complete) data."""
-    where = "WHERE device_id = %s AND bucket >= %s AND bucket < %s"
-    params = [device_pk, param(start), param(end)]
+def top_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> list[QuarterPower]:
+    """The month's highest quarters, highest first (the earliest wins a tie)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter {where} "
+            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter "
+            "WHERE device_id = %s AND bucket >= %s AND bucket < %s "
             "ORDER BY kw DESC, bucket LIMIT %s",
-            [*params, top],
+            [device_pk, param(start), param(end), limit],
         )
-        highest = _quarter_powers(cursor.fetchall())
+        return _quarter_powers(cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class MonthRow:
+    peak_kw: float
+    peak_bucket: datetime
+    quarters_with_data: int
+    quarters_complete: int
+
+
+def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRow]:
+    """capacity_month rows by local month start (as UTC instants); absent: no data."""
+    placeholders = ", ".join(["%s"] * len(starts))
+    with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*), count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) "
-            f"FROM capacity_quarter {where}",
-            params,
+            "SELECT month_start, peak_kw, peak_bucket, quarters_with_data, quarters_complete "
+            f"FROM capacity_month WHERE device_id = %s AND month_start IN ({placeholders})",
+            [device_pk, *map(param, starts)],
         )
-        with_data, complete = cursor.fetchone()
-    return MonthSummary(highest, with_data, complete)
+        rows = cursor.fetchall()
+    convert = _datetime_converter()
+    return {
+        convert(start): MonthRow(kw, convert(bucket), with_data, complete)
+        for start, kw, bucket, with_data, complete in rows
+    }
 
 
 def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) -> list[MonthPeak]:
-    """The highest quarter of each month: one index range per month."""
-    if not months:
-        return []
-    one = (
-        "SELECT max(kw) FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s"
-    )
-    sql = " UNION ALL ".join(f"SELECT {i}, ({one})" for i in range(len(months)))
-    params = []
-    for _, start, end in months:
-        params += [device_pk, param(start), param(end)]
+    """The highest quarter of each whole month."""
+    found = month_rows(device_pk, [start for _, start, _ in months])
+    return [
+        MonthPeak(month, found[start].peak_kw if start in found else None)
+        for month, start, _ in months
+    ]
+
+
+def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:
+    """The highest quarter starting in [start, end), e.g. this month before now."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        found = dict(cursor.fetchall())
-    return [MonthPeak(month, found.get(i)) for i, (month, _, _) in enumerate(months)]
+        cursor.execute(
+            "SELECT max(kw) FROM capacity_quarter "
+            "WHERE device_id = %s AND bucket >= %s AND bucket < %s",
+            [device_pk, param(start), param(end)],
+        )
+        return cursor.fetchone()[0]
 
 
 def _datetime_converter():

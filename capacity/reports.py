@@ -45,12 +45,13 @@ def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
 def month_report(device: Device, month: Month) -> dict:
     tz = ZoneInfo(device.timezone)
     start, end = month.bounds(tz)
-    summary = queries.month_summary(device.pk, start, end, TOP_QUARTERS)
-    peak = summary.top[0] if summary.top else None
+    row = queries.month_rows(device.pk, [start]).get(start)
+    top = queries.top_quarters(device.pk, start, end, TOP_QUARTERS) if row else []
+    peak = top[0] if top else None
     window = rolling_window(device, month)
     average = rules.rolling_average_kw(window)
     expected = len(rules.quarter_starts(start, end))
-    complete = summary.complete
+    complete = row.quarters_complete if row else 0
     return {
         "device_id": device.device_id,
         "month": str(month),
@@ -78,11 +79,11 @@ def month_report(device: Device, month: Month) -> dict:
         "meter_reported_peak": meter_reported_peak(device, start, end, tz),
         "completeness": {
             "quarters_expected": expected,
-            "quarters_with_data": summary.with_data,
+            "quarters_with_data": row.quarters_with_data if row else 0,
             "quarters_complete": complete,
             "ratio": _round(complete / expected if expected else 0.0),
         },
-        "top_quarters": [_quarter_json(q, tz) for q in summary.top],
+        "top_quarters": [_quarter_json(q, tz) for q in top],
         "estimated_cost": estimated_cost(device.capacity_price_eur_per_kw_year, average),
     }
 
@@ -174,7 +175,9 @@ def realtime(device: Device, now: datetime) -> dict:
     month = Month.of(quarter_start, tz)
     month_start, _ = month.bounds(tz)
     # The running quarter is excluded from "the peak so far": it is what we project.
-    (peak_so_far,) = queries.month_peaks(device.pk, [(month, month_start, quarter_start)])
+    peak_so_far = rules.MonthPeak(
+        month, queries.peak_between(device.pk, month_start, quarter_start)
+    )
     start_register = _register_at(device, quarter_start)
     outlook = rules.quarter_outlook(
         energy_so_far_kwh=max(latest["energy_import_kwh"] - start_register, 0.0),

@@ -59,6 +59,13 @@ class Device(models.Model):
     def __str__(self) -> str:
         return self.device_id
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # Derived capacity months depend on the zone; a save compares against this.
+        instance._timezone_at_load = instance.__dict__.get("timezone")
+        return instance
+
 
 class DeviceToken(models.Model):
     SCOPE_INGEST = "ingest"

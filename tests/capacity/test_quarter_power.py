@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -17,7 +18,8 @@ from tests.samples import sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-START = datetime(2026, 3, 1, tzinfo=UTC)
+BRUSSELS = ZoneInfo("Europe/Brussels")
+START = datetime(2026, 2, 28, 23, tzinfo=UTC)  # 1 March, midnight in Brussels
 
 
 def ingest(device, samples: list[dict]) -> None:
@@ -69,22 +71,38 @@ def test_quarter_power_matches_the_reference(device, seed):
         assert q.sample_count == want["sample_count"]
 
 
-def test_month_peaks_match_the_reference(device):
+def test_peaks_match_the_reference(device):
     rng = random.Random(5)
     samples = generated_stream(rng, hours=30)
     ingest(device, samples)
     pairs = as_pairs(samples)
-    # Two made-up "months" of 15 hours each exercise the grouping.
     first, middle, last = START, START + timedelta(hours=15), START + timedelta(hours=30)
-    peaks = queries.month_peaks(
-        device.pk, [(Month(2026, 3), first, middle), (Month(2026, 4), middle, last)]
+    assert queries.peak_between(device.pk, first, middle) == pytest.approx(
+        reference.month_peak(pairs, first, middle)
     )
-    assert peaks[0].peak_kw == pytest.approx(reference.month_peak(pairs, first, middle))
-    assert peaks[1].peak_kw == pytest.approx(reference.month_peak(pairs, middle, last))
+    assert queries.peak_between(device.pk, middle, last) == pytest.approx(
+        reference.month_peak(pairs, middle, last)
+    )
+    march = Month(2026, 3)
+    (stored,) = queries.month_peaks(device.pk, [(march, *march.bounds(BRUSSELS))])
+    assert stored.peak_kw == pytest.approx(reference.month_peak(pairs, *march.bounds(BRUSSELS)))
+
+
+def test_changing_the_time_zone_moves_month_boundaries(device):
+    # 1 March 00:30 in Brussels is still February in London.
+    ingest(device, [sample(START + timedelta(minutes=30, seconds=s)) for s in range(0, 900, 10)])
+    feb, mar = Month(2026, 2), Month(2026, 3)
+    assert queries.month_peaks(device.pk, [(mar, *mar.bounds(BRUSSELS))])[0].peak_kw
+    device.timezone = "Europe/London"
+    device.save()
+    london = ZoneInfo("Europe/London")
+    assert queries.month_peaks(device.pk, [(feb, *feb.bounds(london))])[0].peak_kw
+    assert queries.month_peaks(device.pk, [(mar, *mar.bounds(london))])[0].peak_kw is None
 
 
 def test_month_without_data_has_no_peak(device):
-    peaks = queries.month_peaks(device.pk, [(Month(2026, 3), START, START + timedelta(days=31))])
+    march = Month(2026, 3)
+    peaks = queries.month_peaks(device.pk, [(march, *march.bounds(BRUSSELS))])
     assert peaks[0].peak_kw is None
     assert peaks[0].billed_kw == 2.5
     assert peaks[0].missing
