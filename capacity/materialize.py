@@ -3,7 +3,7 @@
 A batch changes the quarters it lands in and, through boundary interpolation, the
 nearest non-empty quarter on either side. Those are recomputed from the 15-minute
 rollup with the same SQL the rules are tested against, and upserted; then the peak
-and counts of every local month those quarters fall in.
+of every local month those quarters fall in.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from django.db import connection
 
 from capacity.queries import param, quarters_sql
-from capacity.rules import COMPLETE_COVERAGE, QUARTER, Month
+from capacity.rules import QUARTER, Month
 from telemetry.models import Device
 from telemetry.rollups import bucket_start
 
@@ -35,26 +35,35 @@ SELECT
     (SELECT min(bucket) FROM telemetry_quarter WHERE device_id = %(device)s AND bucket > %(hi)s)
 """
 
-_MONTH_UPSERT = f"""
-INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, peak_bucket,
-    quarters_with_data, quarters_complete)
-SELECT %(device)s, %(start)s, %(end)s, kw, bucket,
-    (SELECT count(*) FROM capacity_quarter
-     WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s),
-    (SELECT count(*) FROM capacity_quarter
-     WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
-       AND coverage >= {COMPLETE_COVERAGE})
-FROM capacity_quarter
-WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
+# A month's peak changes only through the quarters just recomputed. If the stored peak
+# is one of them it may have gone down, so the month is searched again (rare: only
+# while the running quarter is the peak); otherwise the best recomputed quarter
+# replaces the peak only when it beats it.
+_MONTH_RESEARCH = """
+UPDATE capacity_month SET (peak_kw, peak_bucket) = (
+    SELECT kw, bucket FROM capacity_quarter
+    WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
+    ORDER BY kw DESC, bucket LIMIT 1)
+WHERE device_id = %(device)s AND month_start = %(start)s
+    AND peak_bucket >= %(lo)s AND peak_bucket < %(hi)s
+"""
+
+_MONTH_CANDIDATE = """
+INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, peak_bucket)
+SELECT %(device)s, %(start)s, %(end)s, kw, bucket FROM capacity_quarter
+WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
 ORDER BY kw DESC, bucket LIMIT 1
 ON CONFLICT (device_id, month_start) DO UPDATE SET
-    month_end = excluded.month_end, peak_kw = excluded.peak_kw,
-    peak_bucket = excluded.peak_bucket, quarters_with_data = excluded.quarters_with_data,
-    quarters_complete = excluded.quarters_complete
+    peak_kw = excluded.peak_kw, peak_bucket = excluded.peak_bucket
+WHERE excluded.peak_kw > capacity_month.peak_kw
+    OR (excluded.peak_kw = capacity_month.peak_kw
+        AND excluded.peak_bucket < capacity_month.peak_bucket)
 """
 
 
-def refresh_quarters(device_pk: int, oldest: datetime, newest: datetime) -> None:
+def refresh_quarters(
+    device_pk: int, oldest: datetime, newest: datetime, tz: ZoneInfo | None = None
+) -> None:
     """Recompute the quarters holding [oldest, newest], their non-empty neighbours, and
     the months those quarters are in."""
     lo, hi = bucket_start(oldest, QUARTER), bucket_start(newest, QUARTER)
@@ -63,7 +72,7 @@ def refresh_quarters(device_pk: int, oldest: datetime, newest: datetime) -> None
         before, after = cursor.fetchone()
     first = _as_datetime(before) if before is not None else lo
     last = _as_datetime(after) if after is not None else hi
-    _recompute(device_pk, first, last)
+    _recompute(device_pk, first, last, tz)
 
 
 def rebuild(device_pk: int) -> None:
@@ -81,20 +90,27 @@ def rebuild(device_pk: int) -> None:
         _recompute(device_pk, _as_datetime(first), _as_datetime(last))
 
 
-def _recompute(device_pk: int, first: datetime, last: datetime) -> None:
+def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | None = None) -> None:
     """Quarters from first to last (bucket starts) and every local month they touch."""
+    if tz is None:
+        tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
     with connection.cursor() as cursor:
         cursor.execute(
             quarters_sql() + _UPSERT,
             {"device": device_pk, "start": param(first), "end": param(last + QUARTER)},
         )
-        tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
         month, last_month = Month.of(first, tz), Month.of(last, tz)
         while True:
             start, end = month.bounds(tz)
-            cursor.execute(
-                _MONTH_UPSERT, {"device": device_pk, "start": param(start), "end": param(end)}
-            )
+            params = {
+                "device": device_pk,
+                "start": param(start),
+                "end": param(end),
+                "lo": param(max(start, first)),
+                "hi": param(min(end, last + QUARTER)),
+            }
+            cursor.execute(_MONTH_RESEARCH, params)
+            cursor.execute(_MONTH_CANDIDATE, params)
             if month == last_month:
                 break
             month = month.shift(1)
@@ -107,8 +123,10 @@ def _as_datetime(value) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def on_samples_ingested(sender, device_pk: int, oldest: datetime, newest: datetime, **kwargs):
-    refresh_quarters(device_pk, oldest, newest)
+def on_samples_ingested(
+    sender, device_pk: int, oldest: datetime, newest: datetime, timezone=None, **kwargs
+):
+    refresh_quarters(device_pk, oldest, newest, ZoneInfo(timezone) if timezone else None)
 
 
 def on_device_saved(sender, instance: Device, created: bool, **kwargs) -> None:

@@ -32,7 +32,7 @@ class CapacityQuarter(models.Model):
 
 
 class CapacityMonth(models.Model):
-    """A device's monthly peak and quarter counts, kept current with its quarters.
+    """A device's monthly peak quarter, kept current with its quarters.
 
     ``month_start`` is local midnight on the 1st in the device's time zone, as a UTC
     instant; a change of time zone rebuilds the device's months.
@@ -44,8 +44,6 @@ class CapacityMonth(models.Model):
     month_end = models.DateTimeField()
     peak_kw = models.FloatField()
     peak_bucket = models.DateTimeField()
-    quarters_with_data = models.IntegerField()
-    quarters_complete = models.IntegerField()
 
     class Meta:
         db_table = "capacity_month"

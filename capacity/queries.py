@@ -127,8 +127,6 @@ def top_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> 
 class MonthRow:
     peak_kw: float
     peak_bucket: datetime
-    quarters_with_data: int
-    quarters_complete: int
 
 
 def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRow]:
@@ -136,16 +134,13 @@ def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRo
     placeholders = ", ".join(["%s"] * len(starts))
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT month_start, peak_kw, peak_bucket, quarters_with_data, quarters_complete "
+            "SELECT month_start, peak_kw, peak_bucket "
             f"FROM capacity_month WHERE device_id = %s AND month_start IN ({placeholders})",
             [device_pk, *map(param, starts)],
         )
         rows = cursor.fetchall()
     convert = _datetime_converter()
-    return {
-        convert(start): MonthRow(kw, convert(bucket), with_data, complete)
-        for start, kw, bucket, with_data, complete in rows
-    }
+    return {convert(start): MonthRow(kw, convert(bucket)) for start, kw, bucket in rows}
 
 
 def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) -> list[MonthPeak]:
@@ -155,6 +150,17 @@ def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) 
         MonthPeak(month, found[start].peak_kw if start in found else None)
         for month, start, _ in months
     ]
+
+
+def quarter_counts(device_pk: int, start: datetime, end: datetime) -> tuple[int, int]:
+    """How many quarters in [start, end) have data, and how many of those are complete."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) "
+            "FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s",
+            [device_pk, param(start), param(end)],
+        )
+        return cursor.fetchone()
 
 
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:

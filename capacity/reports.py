@@ -51,7 +51,7 @@ def month_report(device: Device, month: Month) -> dict:
     window = rolling_window(device, month)
     average = rules.rolling_average_kw(window)
     expected = len(rules.quarter_starts(start, end))
-    complete = row.quarters_complete if row else 0
+    with_data, complete = queries.quarter_counts(device.pk, start, end) if row else (0, 0)
     return {
         "device_id": device.device_id,
         "month": str(month),
@@ -79,7 +79,7 @@ def month_report(device: Device, month: Month) -> dict:
         "meter_reported_peak": meter_reported_peak(device, start, end, tz),
         "completeness": {
             "quarters_expected": expected,
-            "quarters_with_data": row.quarters_with_data if row else 0,
+            "quarters_with_data": with_data,
             "quarters_complete": complete,
             "ratio": _round(complete / expected if expected else 0.0),
         },

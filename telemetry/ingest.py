@@ -52,7 +52,9 @@ _SQLITE_INSERT = (
 )
 
 
-def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
+def insert_columns(
+    device_pk: int, columns: list[list[Any] | None], timezone_name: str | None = None
+) -> int:
     """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field no
     sample has) and keep the rollups current; returns how many rows were new."""
     if not columns[0]:
@@ -63,7 +65,11 @@ def insert_columns(device_pk: int, columns: list[list[Any] | None]) -> int:
         inserted = _insert_sqlite(device_pk, columns)
     if inserted:
         samples_ingested.send(
-            sender=None, device_pk=device_pk, oldest=min(columns[0]), newest=max(columns[0])
+            sender=None,
+            device_pk=device_pk,
+            oldest=min(columns[0]),
+            newest=max(columns[0]),
+            timezone=timezone_name,
         )
     return inserted
 

@@ -12,11 +12,14 @@ Three ways to the same columns (telemetry.models.Rollup):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import OperationalError, connection
+
+logger = logging.getLogger(__name__)
 
 QUARTER = timedelta(minutes=15)
 HOUR = timedelta(hours=1)
@@ -106,8 +109,13 @@ def timescale_refresh(oldest: datetime, newest: datetime) -> None:
         return  # refresh_continuous_aggregate cannot run in a transaction; the policy will
     for table, width in RELATIONS.items():
         start, end = bucket_start(oldest, width), bucket_start(newest, width) + width
-        with connection.cursor() as cursor:
-            cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end])
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end])
+        except OperationalError as exc:
+            # A policy run refreshing the same window is the usual cause; it, or the next
+            # run, covers these rows. The samples are stored either way: never fail ingest.
+            logger.info("refresh of %s deferred to its policy: %s", table, exc)
 
 
 # --- PostgreSQL without TimescaleDB --------------------------------------------------

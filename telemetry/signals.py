@@ -2,6 +2,7 @@
 
 from django.dispatch import Signal
 
-# Sent after a batch added rows, inside the ingest request, with device_pk and the
-# oldest and newest ts of the batch. Receivers keep derived tables current.
+# Sent after a batch added rows, inside the ingest request, with device_pk, the oldest
+# and newest ts of the batch, and the device's timezone name when the caller knows it.
+# Receivers keep derived tables current.
 samples_ingested = Signal()

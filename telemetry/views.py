@@ -84,7 +84,7 @@ class IngestViewSet(viewsets.ViewSet):
         columns, errors = validate_samples(samples, now=timezone.now())
         if errors:
             raise UnprocessableBatch(errors)
-        inserted = insert_columns(device.pk, columns)
+        inserted = insert_columns(device.pk, columns, device.timezone)
         if inserted:
             refresh_realtime_cache(device.device_id)
         received = len(columns[0])

@@ -69,6 +69,10 @@ def test_quarter_power_matches_the_reference(device, seed):
         assert q.kw == pytest.approx(want["kw"], rel=1e-6, abs=1e-6), start
         assert q.coverage == pytest.approx(want["coverage"], abs=1e-6), start
         assert q.sample_count == want["sample_count"]
+    # The stored monthly peak survived every out-of-order recomputation.
+    march = Month(2026, 3)
+    (stored,) = queries.month_peaks(device.pk, [(march, *march.bounds(BRUSSELS))])
+    assert stored.peak_kw == pytest.approx(reference.month_peak(pairs, *march.bounds(BRUSSELS)))
 
 
 def test_peaks_match_the_reference(device):
