@@ -122,25 +122,30 @@ def timescale_refresh(oldest: datetime, newest: datetime) -> None:
 
 
 def _pg_bucket(width_s: int) -> str:
-    return f"to_timestamp(floor(extract(epoch FROM ts) / {width_s}) * {width_s})"
+    return f"date_bin(INTERVAL '{width_s} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
 
 def _pg_merge(table: str, width_s: int) -> str:
     bucket = _pg_bucket(width_s)
     names = ", ".join(ROLLUP_COLUMNS)
     # Only our own table names and constants are formatted in.
+    # First and last values come from joining the rows at min(ts) and max(ts): one
+    # aggregation pass instead of a sorted array per column. ts is unique in a batch.
     return f"""
     INSERT INTO {table} AS t ({names})
-    SELECT device_id, {bucket}, min(ts), max(ts),
-        (array_agg(energy_import_kwh ORDER BY ts))[1],
-        (array_agg(energy_import_kwh ORDER BY ts DESC))[1],
-        (array_agg(energy_export_kwh ORDER BY ts))[1],
-        (array_agg(energy_export_kwh ORDER BY ts DESC))[1],
-        count(*), sum(power_w), min(power_w), max(power_w),
-        (array_agg(average_power_15m_w ORDER BY ts DESC))[1],
-        max(monthly_power_peak_w),
-        (array_agg(monthly_power_peak_ts ORDER BY ts DESC))[1]
-    FROM inserted GROUP BY device_id, {bucket}
+    SELECT a.device_id, a.bucket, a.first_ts, a.last_ts,
+        f.energy_import_kwh, l.energy_import_kwh, f.energy_export_kwh, l.energy_export_kwh,
+        a.sample_count, a.power_sum_w, a.min_power_w, a.max_power_w,
+        l.average_power_15m_w, a.meter_peak_w, l.monthly_power_peak_ts
+    FROM (
+        SELECT device_id, {bucket} AS bucket, min(ts) AS first_ts, max(ts) AS last_ts,
+            count(*) AS sample_count, sum(power_w) AS power_sum_w,
+            min(power_w) AS min_power_w, max(power_w) AS max_power_w,
+            max(monthly_power_peak_w) AS meter_peak_w
+        FROM inserted GROUP BY device_id, {bucket}
+    ) a
+    JOIN inserted f ON f.ts = a.first_ts
+    JOIN inserted l ON l.ts = a.last_ts
     ON CONFLICT (device_id, bucket) DO UPDATE SET
         first_ts = LEAST(t.first_ts, EXCLUDED.first_ts),
         last_ts = GREATEST(t.last_ts, EXCLUDED.last_ts),
