@@ -111,16 +111,27 @@ def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[Quart
         return _quarter_powers(cursor.fetchall())
 
 
-def top_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> list[QuarterPower]:
-    """The month's highest quarters, highest first (the earliest wins a tie)."""
+@dataclass(frozen=True)
+class MonthQuarters:
+    top: list[QuarterPower]  # highest first; the earliest wins a tie
+    with_data: int
+    complete: int
+
+
+def month_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> MonthQuarters:
+    """The month's highest quarters and its quarter counts, in one scan."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter "
-            "WHERE device_id = %s AND bucket >= %s AND bucket < %s "
+            f"SELECT {_QUARTER_COLUMNS}, count(*) OVER (), "
+            f"count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) OVER () "
+            "FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s "
             "ORDER BY kw DESC, bucket LIMIT %s",
             [device_pk, param(start), param(end), limit],
         )
-        return _quarter_powers(cursor.fetchall())
+        rows = cursor.fetchall()
+    if not rows:
+        return MonthQuarters([], 0, 0)
+    return MonthQuarters(_quarter_powers(r[:6] for r in rows), rows[0][6], rows[0][7])
 
 
 @dataclass(frozen=True)
@@ -150,17 +161,6 @@ def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) 
         MonthPeak(month, found[start].peak_kw if start in found else None)
         for month, start, _ in months
     ]
-
-
-def quarter_counts(device_pk: int, start: datetime, end: datetime) -> tuple[int, int]:
-    """How many quarters in [start, end) have data, and how many of those are complete."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT count(*), count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) "
-            "FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s",
-            [device_pk, param(start), param(end)],
-        )
-        return cursor.fetchone()
 
 
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:

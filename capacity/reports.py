@@ -45,13 +45,13 @@ def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
 def month_report(device: Device, month: Month) -> dict:
     tz = ZoneInfo(device.timezone)
     start, end = month.bounds(tz)
-    row = queries.month_rows(device.pk, [start]).get(start)
-    top = queries.top_quarters(device.pk, start, end, TOP_QUARTERS) if row else []
+    quarters = queries.month_quarters(device.pk, start, end, TOP_QUARTERS)
+    top = quarters.top
     peak = top[0] if top else None
     window = rolling_window(device, month)
     average = rules.rolling_average_kw(window)
     expected = len(rules.quarter_starts(start, end))
-    with_data, complete = queries.quarter_counts(device.pk, start, end) if row else (0, 0)
+    with_data, complete = quarters.with_data, quarters.complete
     return {
         "device_id": device.device_id,
         "month": str(month),
@@ -104,10 +104,12 @@ def meter_reported_peak(
     device: Device, start: datetime, end: datetime, tz: ZoneInfo
 ) -> dict | None:
     """The meter's own monthly peak, as it reported it last within the month."""
-    from telemetry.models import QuarterRollup
+    from telemetry.models import HourRollup
 
     row = (
-        QuarterRollup.objects.filter(
+        # Hours suffice (a quarter of the rows): the meter's monthly peak only rises
+        # within a month, so an hour's highest report is also its last.
+        HourRollup.objects.filter(
             device_id=device.pk, bucket__gte=start, bucket__lt=end, meter_peak_w__isnull=False
         )
         .order_by("-meter_peak_w")
