@@ -60,9 +60,25 @@ def listening_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def run_server(*, workers: int = 1, threads: int = 4, **env: str | None) -> Iterator[ServerProcess]:
-    """Start gunicorn on the test database; ``env`` overrides (None removes a variable)."""
-    sock = listening_socket()
+def run_server(
+    *,
+    workers: int = 1,
+    threads: int = 4,
+    sock: socket.socket | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    **env: str | None,
+) -> Iterator[ServerProcess]:
+    """Start gunicorn on the test database; ``env`` overrides (None removes a variable).
+
+    ``sock``: a socket the caller bound earlier (it is put in listening state here), so
+    a test can hand out the server's address before the server exists. ``certfile`` and
+    ``keyfile``: serve HTTPS (gunicorn's own TLS) instead of plain HTTP.
+    """
+    if sock is None:
+        sock = listening_socket()
+    else:
+        sock.listen(256)
     port = sock.getsockname()[1]
     child_env = dict(os.environ)
     child_env.update(DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
@@ -87,8 +103,12 @@ def run_server(*, workers: int = 1, threads: int = 4, **env: str | None) -> Iter
         "--log-level",
         "warning",
     ]
+    scheme = "http"
+    if certfile is not None:
+        command += ["--certfile", str(certfile), "--keyfile", str(keyfile or certfile)]
+        scheme = "https"
     process = subprocess.Popen(command, cwd=ROOT, env=child_env, pass_fds=[sock.fileno()])
-    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process)
+    server = ServerProcess(url=f"{scheme}://127.0.0.1:{port}", process=process)
     try:
         yield server
     finally:

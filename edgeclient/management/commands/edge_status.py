@@ -1,0 +1,149 @@
+"""``manage.py edge_status``: what the spool says about the edge; a container health check.
+
+Reads only the spool file (EDGE_SPOOL_PATH): it works while the server or the meter is
+down, which is exactly when it is asked. Exit 0 healthy, 1 unhealthy, 2 bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from edgeclient.config import ConfigError, spool_path_from_env
+from edgeclient.spool import Spool, SpoolError, SpoolStatus
+from edgeclient.uploader import AUTH, REJECTED, TLS
+
+# Upload failures that will not heal by waiting: somebody has to fix the configuration.
+_CONFIG_STATES = frozenset({AUTH, TLS, REJECTED})
+
+
+class Command(BaseCommand):
+    help = "Report the edge's spool, quarantine and last upload; exit 1 when unhealthy."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--max-pending-age",
+            type=float,
+            default=900.0,
+            help="seconds a sample may wait in the spool before the edge is unhealthy",
+        )
+        parser.add_argument(
+            "--max-meter-down",
+            type=float,
+            default=300.0,
+            help="seconds the meter may be unreachable before the edge is unhealthy",
+        )
+        parser.add_argument("--json", action="store_true", help="one JSON object")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            path = spool_path_from_env()
+        except ConfigError as exc:
+            raise CommandError(str(exc), returncode=2) from None
+        now = time.time()
+        try:
+            with Spool(path, create=False) as spool:
+                status = spool.status()
+        except SpoolError as exc:
+            self._finish(options, {"healthy": False, "problems": [str(exc)]}, [])
+            return
+        problems = health_problems(
+            status, now, options["max_pending_age"], options["max_meter_down"]
+        )
+        report = _report(status, now) | {"healthy": not problems, "problems": problems}
+        self._finish(options, report, _lines(status, now))
+
+    def _finish(self, options: dict, report: dict[str, Any], lines: list[str]) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(report))
+        else:
+            for line in lines:
+                self.stdout.write(line)
+            verdict = "healthy" if report["healthy"] else "UNHEALTHY: "
+            self.stdout.write("status: " + verdict + "; ".join(report["problems"]))
+        if not report["healthy"]:
+            raise SystemExit(1)
+
+
+def health_problems(
+    status: SpoolStatus, now: float, max_pending_age_s: float, max_meter_down_s: float
+) -> list[str]:
+    problems = []
+    if status.oldest_spooled_at is not None:
+        waiting = now - status.oldest_spooled_at
+        if waiting > max_pending_age_s:
+            problems.append(
+                f"oldest pending sample has waited {waiting:.0f} s (limit {max_pending_age_s:g})"
+            )
+    if status.upload_state in _CONFIG_STATES:
+        problems.append(f"uploads refused ({status.upload_state}): {status.last_error}")
+    if status.meter_down_since is not None and now - status.meter_down_since > max_meter_down_s:
+        problems.append(
+            f"meter unreachable for {now - status.meter_down_since:.0f} s: {status.meter_error}"
+        )
+    return problems
+
+
+def _report(status: SpoolStatus, now: float) -> dict[str, Any]:
+    return {
+        "spool": str(status.path),
+        "schema_version": status.schema_version,
+        "pending": status.depth,
+        "oldest_pending_ts": status.oldest_ts,
+        "oldest_pending_age_s": _age(status.oldest_spooled_at, now),
+        "quarantined": status.quarantined,
+        "last_upload_at": _iso(status.last_upload_at),
+        "last_upload_age_s": _age(status.last_upload_at, now),
+        "last_upload_count": status.last_upload_count,
+        "upload_state": status.upload_state,
+        "consecutive_failures": status.consecutive_failures,
+        "last_error": status.last_error,
+        "last_error_at": _iso(status.last_error_at),
+        "meter_error": status.meter_error,
+        "meter_down_since": _iso(status.meter_down_since),
+    }
+
+
+def _lines(status: SpoolStatus, now: float) -> list[str]:
+    age = _age(status.oldest_spooled_at, now)
+    lines = [
+        f"spool: {status.path} (schema v{status.schema_version})",
+        f"pending: {status.depth} samples"
+        + (f", oldest {status.oldest_ts} waiting {age:.0f} s" if age is not None else ""),
+        f"quarantine: {status.quarantined} samples",
+    ]
+    if status.last_upload_at is None:
+        lines.append("last upload: never")
+    else:
+        lines.append(
+            f"last upload: {_iso(status.last_upload_at)} ({_age(status.last_upload_at, now):.0f}"
+            f" s ago, {status.last_upload_count} samples)"
+        )
+    if status.last_error is None:
+        lines.append("last error: none")
+    else:
+        lines.append(
+            f"last error: {_iso(status.last_error_at)} {status.last_error} "
+            f"(upload state {status.upload_state}, {status.consecutive_failures} failures in a row)"
+        )
+    if status.meter_down_since is None:
+        lines.append("meter: answering")
+    else:
+        since = _iso(status.meter_down_since)
+        lines.append(f"meter: unreachable since {since}: {status.meter_error}")
+    return lines
+
+
+def _age(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 1)
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,146 @@
+"""``manage.py run_edge``: poll the meter and upload the spool, until SIGTERM or Ctrl-C.
+
+Two threads that share nothing but the spool file, each with its own connection: the
+poll loop (meter -> normalise -> spool) and the upload loop (spool -> server). A slow or
+dead server therefore never delays a poll. No error ends either loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from edgeclient.backoff import retry_delay
+from edgeclient.config import ConfigError, EdgeConfig
+from edgeclient.homewizard import HomeWizardClient
+from edgeclient.poller import Poller
+from edgeclient.spool import Spool, SpoolError
+from edgeclient.uploader import IngestClient, Uploader
+
+logger = logging.getLogger("edgeclient.run_edge")
+
+# How long SIGTERM waits for a poll (meter timeouts are 3 + 5 s) and an upload in flight.
+# Container runtimes send SIGKILL after 10 s; an abandoned upload is simply sent again.
+SHUTDOWN_GRACE_S = 8.0
+# After an unexpected error (disk full, a bug) a loop waits this long, then goes on.
+LOOP_ERROR_PAUSE_S = 5.0
+
+
+class Command(BaseCommand):
+    help = "Run the edge: poll the HomeWizard P1 meter, spool durably, upload to the server."
+    # The edge runs without the server's apps: the URL check would import DRF.
+    requires_system_checks: list[str] = []
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # httpx logs every request at INFO: one line per poll is what this must not do.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            config = EdgeConfig.from_env()
+            with Spool(config.spool_path) as spool:  # migrates once, before the threads
+                depth = spool.depth()
+        except (ConfigError, SpoolError) as exc:
+            raise CommandError(str(exc), returncode=2) from None
+
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        threads = [
+            threading.Thread(target=poll_loop, args=(config, stop), name="poll", daemon=True),
+            threading.Thread(target=upload_loop, args=(config, stop), name="upload", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        assert config.meter is not None
+        logger.info(
+            "run_edge started: polling %s every %g s, uploading to %s every %g s; "
+            "spool %s holds %d samples",
+            config.meter.host,
+            config.poll_interval_s,
+            config.ingest_url,
+            config.upload_interval_s,
+            config.spool_path,
+            depth,
+        )
+        while not stop.wait(1.0):
+            pass
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        for thread in threads:  # the poll thread first: its write is the one that matters
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in threads if t.is_alive()]
+        with Spool(config.spool_path) as spool:
+            depth = spool.depth()
+        logger.info(
+            "run_edge stopped; %d samples pending in the spool%s",
+            depth,
+            f" (abandoned: {', '.join(busy)})" if busy else "",
+        )
+
+
+def poll_loop(config: EdgeConfig, stop: threading.Event) -> None:
+    """Poll at a fixed rate; a late poll is not made up with a burst."""
+    assert config.meter is not None
+    guard = _LoopGuard("poll")
+    while not stop.is_set():
+        # Opening the spool can fail too (a full or read-only disk): retry, never exit.
+        try:
+            with Spool(config.spool_path) as spool, HomeWizardClient(config.meter) as meter:
+                poller = Poller(meter, spool)
+                next_at = time.monotonic()
+                while not stop.is_set():
+                    try:
+                        poller.step()
+                        guard.ok()
+                    except Exception as exc:  # the loop must outlive any error
+                        guard.failed(exc)
+                    next_at = max(next_at + config.poll_interval_s, time.monotonic())
+                    stop.wait(next_at - time.monotonic())
+        except Exception as exc:  # the loop must outlive any error
+            guard.failed(exc)
+            stop.wait(LOOP_ERROR_PAUSE_S)
+
+
+def upload_loop(config: EdgeConfig, stop: threading.Event) -> None:
+    guard = _LoopGuard("upload")
+    while not stop.is_set():
+        try:
+            with Spool(config.spool_path) as spool, IngestClient.from_config(config) as client:
+                uploader = Uploader(spool, client, config)
+                while not stop.is_set():
+                    try:
+                        _, delay = uploader.step()
+                        guard.ok()
+                    except Exception as exc:  # the loop must outlive any error
+                        guard.failed(exc)
+                        delay = max(LOOP_ERROR_PAUSE_S, retry_delay(guard.failures, random.random))
+                    stop.wait(delay)
+        except Exception as exc:  # the loop must outlive any error
+            guard.failed(exc)
+            stop.wait(LOOP_ERROR_PAUSE_S)
+
+
+class _LoopGuard:
+    """Logs an unexpected error when it first appears (with traceback), not every time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self._last: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last:
+            logger.exception("%s loop error (it goes on): %s", self.name, text)
+            self._last = text
+
+    def ok(self) -> None:
+        if self._last is not None:
+            logger.info("%s loop recovered after %d errors", self.name, self.failures)
+        self.failures, self._last = 0, None
