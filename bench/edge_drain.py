@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import empty_table, recreate_database  # noqa: E402
+from bench.common import migrate_and_setup, recreate_database  # noqa: E402
+from bench.ingest import empty_table  # noqa: E402
 
 POLL_S = 2
 NORMAL_BATCH = 30
@@ -100,16 +100,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
     os.environ["INGEST_THROTTLE_RATE"] = "off"
     os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "p1platform.settings")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
-    )
-    import logging
-
-    import django
-
-    django.setup()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    migrate_and_setup()
     from edgeclient.uploader import IngestClient
     from telemetry.models import Device
     from telemetry.tokens import issue_token

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import recreate_database  # noqa: E402
+from bench.common import migrate_and_setup, recreate_database  # noqa: E402
 
 SAMPLE_EVERY_S = 10
 EDGE_ENV = {"P1_ROLE": "edge", "DJANGO_SETTINGS_MODULE": "p1platform.settings"}
@@ -106,13 +106,7 @@ def main() -> None:
     os.environ["DATABASE_URL"] = args.database_url
     os.environ["INGEST_THROTTLE_RATE"] = "off"
     os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "p1platform.settings")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
-    )
-    import django
-
-    django.setup()
+    migrate_and_setup()
     from telemetry.models import Device, Sample
     from telemetry.tokens import issue_token
     from tests.serverproc import run_server

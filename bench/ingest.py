@@ -19,16 +19,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import migrate_and_setup, recreate_database  # noqa: E402
 
 BATCH = 1000
 CLIENT_THREADS = 4
@@ -48,16 +48,6 @@ def parse_args() -> argparse.Namespace:
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/p1bench"),
     )
     return parser.parse_args()
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def make_batches(count: int) -> list[list[dict]]:
@@ -152,16 +142,7 @@ def main() -> None:
     # As deployed (DESIGN.md): PostgreSQL and Redis. Redis holds the token generation
     # and the realtime answers each batch invalidates.
     os.environ["REDIS_URL"] = args.redis_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "p1platform.settings")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
-    )
-    import logging
-
-    import django
-
-    django.setup()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    migrate_and_setup()
     from telemetry.models import Device
     from telemetry.tokens import issue_token
     from tests.serverproc import run_server

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import migrate_and_setup, recreate_database  # noqa: E402
+
 BATCH = 10_000
 MONTH = "2026-10"
 MONTH_START = datetime(2026, 9, 30, 22, tzinfo=UTC)  # 1 October 00:00 in Brussels
@@ -153,18 +155,6 @@ def run_wrk(url: str, token: str) -> tuple[float, float]:
     return rate, p99
 
 
-def recreate_database(url: str) -> None:
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def main() -> None:
     args = parse_args()
     if shutil.which("wrk") is None:
@@ -177,12 +167,7 @@ def main() -> None:
     )
     if not args.skip_load:
         recreate_database(args.database_url)
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True
-        )
-    import django
-
-    django.setup()
+    migrate_and_setup("bench.settings")
     import httpx
     from django.core.cache import cache
 

@@ -185,7 +185,7 @@ def pg_insert_with_rollups(insert_sql: str) -> str:
 
 # --- SQLite --------------------------------------------------------------------------
 
-_SAMPLE_COLUMNS = (
+SAMPLE_INPUT_COLUMNS = (
     "ts",
     "power_w",
     "energy_import_kwh",
@@ -197,7 +197,7 @@ _SAMPLE_COLUMNS = (
 
 
 def aggregate_bucket(device_pk: int, bucket: datetime, rows: Sequence[Sequence[Any]]) -> list:
-    """One rollup row from samples in time order (the columns of _SAMPLE_COLUMNS)."""
+    """One rollup row from samples in time order (the columns of SAMPLE_INPUT_COLUMNS)."""
     first, last = rows[0], rows[-1]
     powers = [r[1] for r in rows]
     peaks = [r[5] for r in rows if r[5] is not None]
@@ -231,7 +231,7 @@ def sqlite_refresh(device_pk: int, timestamps: Iterable[datetime]) -> None:
             rows = list(
                 Sample.objects.filter(device_id=device_pk, ts__gte=start, ts__lt=start + width)
                 .order_by("ts")
-                .values_list(*_SAMPLE_COLUMNS)
+                .values_list(*SAMPLE_INPUT_COLUMNS)
             )
             with connection.cursor() as cursor:
                 cursor.execute(

@@ -17,22 +17,12 @@ from zoneinfo import ZoneInfo
 
 from capacity.rules import interpolate, local_midnight
 from telemetry.models import HourRollup, QuarterRollup, Rollup
+from telemetry.rollups import ROLLUP_COLUMNS
 
 INTERVALS = ("15m", "1h", "1d", "1w", "1mo")
 MAX_POINTS = 10_000
-_FIELDS = (
-    "bucket",
-    "first_ts",
-    "last_ts",
-    "first_import_kwh",
-    "last_import_kwh",
-    "first_export_kwh",
-    "last_export_kwh",
-    "sample_count",
-    "power_sum_w",
-    "min_power_w",
-    "max_power_w",
-)
+# bucket .. max_power_w: the rollup columns a series bucket needs, in _Row's order.
+_FIELDS = ROLLUP_COLUMNS[1:12]
 
 
 class SeriesRangeError(ValueError):

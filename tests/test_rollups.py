@@ -12,21 +12,18 @@ from django.utils import timezone
 
 from telemetry.ingest import insert_columns
 from telemetry.models import HourRollup, QuarterRollup, Sample
-from telemetry.rollups import HOUR, QUARTER, ROLLUP_COLUMNS, aggregate_bucket, bucket_start
+from telemetry.rollups import (
+    HOUR,
+    QUARTER,
+    ROLLUP_COLUMNS,
+    SAMPLE_INPUT_COLUMNS,
+    aggregate_bucket,
+    bucket_start,
+)
 from telemetry.validation import validate_samples
 from tests.samples import BASE_TS, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-_INPUT = (
-    "ts",
-    "power_w",
-    "energy_import_kwh",
-    "energy_export_kwh",
-    "average_power_15m_w",
-    "monthly_power_peak_w",
-    "monthly_power_peak_ts",
-)
 
 
 def ingest(device, samples) -> int:
@@ -55,7 +52,7 @@ def stream(rng: random.Random, count: int) -> list[dict]:
 
 
 def expected_rollups(device, width: timedelta) -> dict:
-    raw = Sample.objects.filter(device=device).order_by("ts").values_list(*_INPUT)
+    raw = Sample.objects.filter(device=device).order_by("ts").values_list(*SAMPLE_INPUT_COLUMNS)
     buckets: dict = defaultdict(list)
     for row in raw:
         buckets[bucket_start(row[0], width)].append(row)
