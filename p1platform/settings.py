@@ -91,6 +91,9 @@ else:
             sqlite_default=DATA_DIR / "p1platform.sqlite3",
         )
     }
+    if not env_str("DATABASE_URL"):
+        # The embedded default must work from a fresh clone, where var/ does not exist.
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 # TimescaleDB: "auto" uses it when the server can load it, "off" never does, "require"
 # fails the migration when it is missing (production images that must have it).
