@@ -7,9 +7,12 @@ class TelemetryConfig(AppConfig):
     verbose_name = "Telemetry"
 
     def ready(self) -> None:
-        from telemetry.models import DeviceToken
+        from telemetry.models import Device, DeviceToken
         from telemetry.token_cache import bump_generation
 
-        # Any change to a token (revocation above all) must reach the next request.
-        post_save.connect(bump_generation, sender=DeviceToken, dispatch_uid="token-cache")
-        post_delete.connect(bump_generation, sender=DeviceToken, dispatch_uid="token-cache")
+        # Any change to a token (revocation above all) or to its device (time zone,
+        # owner) must reach the next request in every process.
+        for model in (DeviceToken, Device):
+            uid = f"token-cache-{model.__name__}"
+            post_save.connect(bump_generation, sender=model, dispatch_uid=uid)
+            post_delete.connect(bump_generation, sender=model, dispatch_uid=uid)
