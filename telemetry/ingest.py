@@ -56,14 +56,12 @@ def insert_columns(
     device_pk: int, columns: list[list[Any] | None], timezone_name: str | None = None
 ) -> int:
     """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field no
-    sample has) and keep the rollups current; returns how many rows were new."""
+    sample has) and keep the rollups and derived tables current; returns how many rows
+    were new. ``timezone_name`` is the device's zone when the caller has it at hand."""
     if not columns[0]:
         return 0
-    if connection.vendor == "postgresql":
-        inserted = _insert_postgresql(device_pk, columns)
-    else:
-        inserted = _insert_sqlite(device_pk, columns)
-    if inserted:
+
+    def notify() -> None:
         samples_ingested.send(
             sender=None,
             device_pk=device_pk,
@@ -71,6 +69,24 @@ def insert_columns(
             newest=max(columns[0]),
             timezone=timezone_name,
         )
+
+    if connection.vendor == "postgresql" and not rollups.maintained_by_ingest():
+        # TimescaleDB: the aggregates must be refreshed (outside any transaction) before
+        # receivers read them.
+        inserted = _insert_postgresql(device_pk, columns)
+        if inserted:
+            with transaction.atomic():
+                notify()
+        return inserted
+    # Samples, rollups and what receivers derive commit together: one commit (one WAL
+    # flush) per batch, and no derived row can miss a batch that was stored.
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            inserted = _insert_postgresql(device_pk, columns)
+        else:
+            inserted = _insert_sqlite(device_pk, columns)
+        if inserted:
+            notify()
     return inserted
 
 
