@@ -34,9 +34,10 @@ from tests.test_edge_role import SERVER_ONLY
 db = pytest.mark.django_db(transaction=True)
 
 KILLS = 8
-# From a measurement answer leaving the simulator to its spool commit: a few ms normally;
-# generous because CI machines stall. The log line holds the telegram's whole second.
-SERVE_TO_SPOOL_S = 1.0
+# From a measurement answer leaving the simulator to its spool commit: a few ms normally,
+# but a full suite on 2 busy cores once took longer than 1 s (seen 2026-11-27 while a
+# benchmark ran beside it). The log line holds the telegram's whole second.
+SERVE_TO_SPOOL_S = 2.5
 
 
 def spool_depth(path) -> int:
