@@ -99,7 +99,10 @@ def test_repeated_sigkill_while_uploading_loses_no_spooled_measurement(
     explained = {
         ts: [k for k in kills if -0.05 <= k - parse_ts(ts) < 1 + SERVE_TO_SPOOL_S] for ts in missing
     }
-    assert all(explained.values()), f"seed {seed}: lost outside a kill: {explained}"
+    assert all(explained.values()), (
+        f"seed {seed}: lost outside a kill: {explained}; kills at {kills}; "
+        f"last edge log:\n{edge.log.text()[-4000:]}"
+    )
     assert len(missing) <= len(kills), f"seed {seed}: more losses than kills: {missing}"
     assert sorted(set(in_db)) == sorted((logged - set(missing)) | {s["ts"] for s in old})
     assert len(logged) >= 10
@@ -141,7 +144,7 @@ def test_a_server_outage_builds_a_backlog_that_drains_oldest_first(
             if in_db and waiting:
                 assert max(in_db) < waiting[0]
                 rounds += 1
-        assert rounds >= 1
+        assert rounds >= 1, edge.log.text()
         sim.control("offline", {"seconds": 1})
         edge.log.wait_for("meter unreachable")
         edge.log.wait_for("meter back")
@@ -152,8 +155,8 @@ def test_a_server_outage_builds_a_backlog_that_drains_oldest_first(
     in_db = delivered(device)
     assert in_db == sorted(set(sim.logged()))  # nothing lost without kills
     # One line per state change, not per failed attempt or poll.
-    assert len(edge.log.matching("upload failing")) == 1
-    assert len(edge.log.matching("server back up")) == 1
+    assert len(edge.log.matching("upload failing")) == 1, edge.log.text()
+    assert len(edge.log.matching("server back up")) == 1, edge.log.text()
     assert [re.search("meter (unreachable|back)", x).group() for x in meter_lines] == [
         "meter unreachable",
         "meter back",
