@@ -67,13 +67,16 @@ def run_server(
     sock: socket.socket | None = None,
     certfile: Path | None = None,
     keyfile: Path | None = None,
+    config: Path | None = None,
     **env: str | None,
 ) -> Iterator[ServerProcess]:
     """Start gunicorn on the test database; ``env`` overrides (None removes a variable).
 
     ``sock``: a socket the caller bound earlier (it is put in listening state here), so
     a test can hand out the server's address before the server exists. ``certfile`` and
-    ``keyfile``: serve HTTPS (gunicorn's own TLS) instead of plain HTTP.
+    ``keyfile``: serve HTTPS (gunicorn's own TLS) instead of plain HTTP. ``config``: a
+    gunicorn configuration file (``-c``), e.g. deploy/gunicorn.conf.py; the flags given
+    here still override it.
     """
     if sock is None:
         sock = listening_socket()
@@ -103,6 +106,8 @@ def run_server(
         "--log-level",
         "warning",
     ]
+    if config is not None:
+        command[3:3] = ["-c", str(config)]
     scheme = "http"
     if certfile is not None:
         command += ["--certfile", str(certfile), "--keyfile", str(keyfile or certfile)]
