@@ -33,6 +33,8 @@ from edgeclient.simcerts import SimulatorCertificates, ensure_certificates
 
 ServedApi = Literal["v1", "v2", "both"]
 _SNIFF_TIMEOUT_S = 10.0
+# How long stopping waits for answers in flight to be sent and logged.
+_DRAIN_TIMEOUT_S = 2.0
 _TLS_RECORD_HANDSHAKE = b"\x16"
 
 
@@ -74,6 +76,7 @@ class P1Simulator:
         self._lock = threading.Lock()
         self._served = threading.Condition(self._lock)
         self._served_count = 0
+        self._in_flight = 0  # measurement answers being sent and logged
         self._tokens = {self.token}
         self._pair_attempts = 0
         self._button_pressed = False
@@ -183,6 +186,10 @@ class P1Simulator:
         if server is not None:
             server.shutdown()
             server.server_close()
+        # An answer already on its way must also reach the log before connections (or
+        # the process) go: otherwise a reading the edge received would be missing from it.
+        with self._served:
+            self._served.wait_for(lambda: self._in_flight == 0, timeout=_DRAIN_TIMEOUT_S)
         with self._lock:
             connections, self._connections = self._connections, set()
         for conn in connections:
@@ -343,11 +350,20 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(404, {"error": "request:not-found"})
 
     def _answer_measurement(self, api: str) -> None:
-        status, payload, telegram = self.server.sim._measurement(api)
-        self._send(status, payload)
-        if telegram is not None:
-            # Logged only once the answer left, so the log never claims an unsent reading.
-            self.server.sim._served_measurement(telegram)
+        sim = self.server.sim
+        with sim._served:
+            sim._in_flight += 1
+        try:
+            status, payload, telegram = sim._measurement(api)
+            self._send(status, payload)
+            if telegram is not None:
+                # Logged only once the answer left, so the log never claims an unsent
+                # reading; stop() waits for this line (see _close_listener).
+                sim._served_measurement(telegram)
+        finally:
+            with sim._served:
+                sim._in_flight -= 1
+                sim._served.notify_all()
 
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
