@@ -6,6 +6,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,3 +36,30 @@ def migrate_and_setup(settings_module: str = "p1platform.settings") -> None:
 
     django.setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def fresh_database(database_url: str, redis_url: str | None = None) -> None:
+    """A new, migrated database for this process and the servers it starts: throttling
+    off, Redis only when given."""
+    recreate_database(database_url)
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["INGEST_THROTTLE_RATE"] = "off"
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    else:
+        os.environ.pop("REDIS_URL", None)
+    migrate_and_setup()
+
+
+def timed_threads(work: Callable[[int, threading.Barrier], None], count: int) -> float:
+    """Run work(i, start) in count threads; each calls start.wait() once it is ready, and
+    the clock runs from their common start until the last one finishes."""
+    start = threading.Barrier(count + 1)
+    threads = [threading.Thread(target=work, args=(i, start)) for i in range(count)]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began

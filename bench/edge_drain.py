@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import migrate_and_setup, recreate_database  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 from bench.ingest import empty_table  # noqa: E402
 
 POLL_S = 2
@@ -96,11 +96,7 @@ def delivered_count(device) -> int:
 
 def main() -> None:
     args = parse_args()
-    recreate_database(args.database_url)
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ["INGEST_THROTTLE_RATE"] = "off"
-    os.environ.pop("REDIS_URL", None)
-    migrate_and_setup()
+    fresh_database(args.database_url)
     from edgeclient.uploader import IngestClient
     from telemetry.models import Device
     from telemetry.tokens import issue_token

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import migrate_and_setup, recreate_database  # noqa: E402
+from bench.common import fresh_database  # noqa: E402
 
 SAMPLE_EVERY_S = 10
 EDGE_ENV = {"P1_ROLE": "edge", "DJANGO_SETTINGS_MODULE": "p1platform.settings"}
@@ -102,11 +102,7 @@ def start_simulator(folder: Path) -> tuple[subprocess.Popen, dict[str, str]]:
 
 def main() -> None:
     args = parse_args()
-    recreate_database(args.database_url)
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ["INGEST_THROTTLE_RATE"] = "off"
-    os.environ.pop("REDIS_URL", None)
-    migrate_and_setup()
+    fresh_database(args.database_url)
     from telemetry.models import Device, Sample
     from telemetry.tokens import issue_token
     from tests.serverproc import run_server

@@ -21,14 +21,13 @@ import os
 import statistics
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import migrate_and_setup, recreate_database  # noqa: E402
+from bench.common import fresh_database, timed_threads  # noqa: E402
 
 BATCH = 1000
 CLIENT_THREADS = 4
@@ -77,22 +76,14 @@ def run_raw(url: str, batches: list[list[dict]]) -> float:
         params.append([device_pk, *columns])
     connections = [psycopg.connect(url, autocommit=True) for _ in range(RAW_CONNECTIONS)]
     inserted = [0] * RAW_CONNECTIONS
-    barrier = threading.Barrier(RAW_CONNECTIONS + 1)
 
-    def work(i: int) -> None:
+    def work(i: int, start: threading.Barrier) -> None:
         conn = connections[i]
-        barrier.wait()
+        start.wait()
         for p in params[i::RAW_CONNECTIONS]:
             inserted[i] += conn.execute(_PG_INSERT, p).rowcount
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(RAW_CONNECTIONS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = timed_threads(work, RAW_CONNECTIONS)
     for conn in connections:
         conn.close()
     assert sum(inserted) == len(batches) * BATCH, inserted
@@ -105,24 +96,16 @@ def run_http(server_url: str, token: str, batches: list[list[dict]]) -> float:
     bodies = [json.dumps({"samples": b}).encode() for b in batches]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     inserted = [0] * CLIENT_THREADS
-    barrier = threading.Barrier(CLIENT_THREADS + 1)
 
-    def work(i: int) -> None:
+    def work(i: int, start: threading.Barrier) -> None:
         with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-            barrier.wait()
+            start.wait()
             for body in bodies[i::CLIENT_THREADS]:
                 response = client.post(f"{server_url}/v1/ingest", content=body, headers=headers)
                 response.raise_for_status()
                 inserted[i] += response.json()["inserted"]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(CLIENT_THREADS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = timed_threads(work, CLIENT_THREADS)
     assert sum(inserted) == len(batches) * BATCH, inserted
     return sum(inserted) / elapsed
 
@@ -136,13 +119,9 @@ def empty_table() -> None:
 
 def main() -> None:
     args = parse_args()
-    recreate_database(args.database_url)
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ["INGEST_THROTTLE_RATE"] = "off"
     # As deployed (DESIGN.md): PostgreSQL and Redis. Redis holds the token generation
     # and the realtime answers each batch invalidates.
-    os.environ["REDIS_URL"] = args.redis_url
-    migrate_and_setup()
+    fresh_database(args.database_url, args.redis_url)
     from telemetry.models import Device
     from telemetry.tokens import issue_token
     from tests.serverproc import run_server
