@@ -1,4 +1,4 @@
-.PHONY: run test lint bench
+.PHONY: run test lint bench lock
 
 run:  ## the server on the embedded default (SQLite, local-memory cache)
 	bash scripts/serve.sh
@@ -14,3 +14,6 @@ lint:
 bench:
 	bash scripts/venv.sh dev
 	.venv/bin/python bench/ingest.py
+
+lock:  ## regenerate the hash-locked requirements/*.txt from the loose requirements/*.in
+	bash scripts/lock.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make .venv and install one of the pinned requirement sets into it: edge, server or dev.
+# Make .venv and install one of the locked requirement sets into it: edge, server or dev.
+# Every file is checked against the hash in the lock (requirements/README.md).
 # Re-running is cheap: it installs only when the requirement files changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,6 @@ python="${PYTHON:-python3}"
 stamp=".venv/.installed-$set_name"
 digest=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "requirements/$set_name.txt"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r "requirements/$set_name.txt"
   echo "$digest" > "$stamp"
 fi
