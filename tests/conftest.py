@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.serverproc import ServerProcess, run_server
+from tests.services import PrivateRedis, ServiceMissing
 
 HTTP_TIMEOUT_S = 30
 
@@ -86,25 +84,9 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def private_redis() -> Iterator[str]:
     """A Redis server of the test's own, so a test may stop it without harming others."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    # Wait for the line Redis prints when it accepts connections, not for a fixed time.
-    for line in process.stdout:
-        if "Ready to accept connections" in line:
-            break
-    else:
-        pytest.fail("redis-server exited before accepting connections")
     try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+        service = PrivateRedis()
+    except ServiceMissing as exc:
+        pytest.skip(str(exc))
+    with service:
+        yield service.url()

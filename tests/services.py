@@ -1,0 +1,275 @@
+"""Private PostgreSQL and Redis servers for a test or a script that must stop them.
+
+The shared servers on 5432 and 6379 serve every helper and every test run; an outage
+test starts its own here instead. Each server keeps one loopback port for its whole life,
+so a client that reconnects after stop() and start() finds it at the same address.
+Readiness is awaited (pg_isready, Redis's "Ready" line), never slept for.
+
+    with PrivatePostgres() as pg, PrivateRedis() as redis:
+        url = pg.create_database("p1")
+        pg.restart()
+        redis.stop(); ...; redis.start()
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_USER = "postgres"  # the OS user the cluster runs as when we are root
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+COMMAND_TIMEOUT_S = 60.0
+READY_POLL_S = 0.05
+
+
+class ServiceMissing(RuntimeError):
+    """The server's binary is not installed (tests skip, naming it)."""
+
+
+class ServiceFailed(RuntimeError):
+    """The server did not start or stop in time; the message ends with its log."""
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen | None, signum: int, log: Path) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signum)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise ServiceFailed(f"pid {process.pid} ignored signal {signum}:\n{_tail(log)}") from None
+
+
+class _Service:
+    """Start/stop/restart bookkeeping shared by both servers."""
+
+    name = "service"
+
+    def __init__(self, root: Path | None) -> None:
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix=f"p1-{self.name}-")) if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = self.root / f"{self.name}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and delete its files (when the directory was ours)."""
+        try:
+            self.stop()
+        finally:
+            if self._own_root:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PrivatePostgres(_Service):
+    """A PostgreSQL cluster of our own: trust auth, 127.0.0.1 and a socket in its folder."""
+
+    name = "postgres"
+
+    def __init__(self, root: Path | None = None, bin_dir: Path = PG_BIN) -> None:
+        if not (bin_dir / "postgres").exists():
+            raise ServiceMissing(f"PostgreSQL server binaries not found in {bin_dir}")
+        super().__init__(root)
+        self.bin_dir = bin_dir
+        self.data_dir = self.root / "data"
+        self.socket_dir = self.root / "sockets"
+        # initdb and postgres refuse to run as root; as root we run them as `postgres`.
+        self._user = pwd.getpwnam(PG_USER) if os.getuid() == 0 else None
+        self.socket_dir.mkdir(exist_ok=True)
+        if self._user is not None:
+            for path in (self.root, self.socket_dir):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _as_owner(self, **kwargs) -> dict:
+        """Popen keyword arguments, plus the switch to the cluster's owner when root."""
+        if self._user is None:
+            return kwargs
+        return kwargs | {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    def _initdb(self) -> None:
+        command = [
+            str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+        ]  # fmt: skip
+        result = subprocess.run(
+            command,
+            **self._as_owner(cwd=self.root, capture_output=True, text=True),
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        if result.returncode != 0:
+            raise ServiceFailed(f"initdb failed:\n{result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        if self.running:
+            return
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        command = [
+            str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.socket_dir}",
+            # Tests stop the server cleanly but never crash the machine: skip the fsyncs.
+            "-c", "fsync=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                command,
+                **self._as_owner(
+                    cwd=self.root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches our owner, who stops us
+                ),
+            )
+        finally:
+            log.close()
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        probe = [
+            str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+            "-U", "postgres", "-d", "postgres", "-t", "1",
+        ]  # fmt: skip
+        while subprocess.run(probe, timeout=COMMAND_TIMEOUT_S).returncode != 0:
+            if self.process.poll() is not None:
+                raise ServiceFailed(f"postgres exited at start:\n{_tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceFailed(f"postgres not ready in {START_TIMEOUT_S} s")
+            time.sleep(READY_POLL_S)
+
+    def stop(self) -> None:
+        """Fast shutdown: open sessions are cut, committed data stays."""
+        _stop(self.process, signal.SIGINT, self.log_path)
+
+    def create_database(self, name: str) -> str:
+        """Create ``name`` (dropping an old one) and return its URL."""
+        for args in (["dropdb", "--if-exists"], ["createdb"]):
+            command = [
+                str(self.bin_dir / args[0]), *args[1:], "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", "postgres", name,
+            ]  # fmt: skip
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+            )
+            if result.returncode != 0:
+                raise ServiceFailed(f"{args[0]} {name} failed: {result.stderr.strip()}")
+        return self.url(name)
+
+
+class PrivateRedis(_Service):
+    """A Redis server of our own, without persistence, on one port for its whole life."""
+
+    name = "redis"
+
+    def __init__(self, root: Path | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceMissing("redis-server is not installed")
+        super().__init__(root)
+        self.binary = binary
+        self._drain: threading.Thread | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        if self.running:
+            return
+        command = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.root),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        ready = threading.Event()
+        self._drain = threading.Thread(
+            target=self._copy_log, args=(self.process.stdout, ready), daemon=True
+        )
+        self._drain.start()
+        # The line Redis prints once it accepts connections, or the pipe closing (exit).
+        if not ready.wait(START_TIMEOUT_S) or self.process.poll() is not None:
+            self.stop()
+            raise ServiceFailed(f"redis-server did not become ready:\n{_tail(self.log_path)}")
+
+    def _copy_log(self, stream: IO[bytes], ready: threading.Event) -> None:
+        with self.log_path.open("ab") as log:
+            for line in stream:
+                log.write(line)
+                log.flush()
+                if b"Ready to accept connections" in line:
+                    ready.set()
+        ready.set()  # exited: start() sees the process gone
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM, self.log_path)
+        if self._drain is not None:
+            self._drain.join(STOP_TIMEOUT_S)
