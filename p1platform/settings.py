@@ -82,6 +82,7 @@ else:
         "rest_framework",
         "telemetry",
         "capacity",
+        "peakguard",
         "edgeclient",
     ]
     DATABASES = {
@@ -173,6 +174,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # How long a client should wait before retrying when the database is unreachable.
 DB_RETRY_AFTER_S = env_int("DB_RETRY_AFTER_S", 15, minimum=1)
+
+# Peak guard webhooks (peakguard/). Targets on loopback, private and link-local
+# addresses are refused unless allowed here (development, receivers on the LAN).
+PEAKGUARD_ALLOW_PRIVATE_TARGETS = env_bool("PEAKGUARD_ALLOW_PRIVATE_TARGETS", default=False)
+# Optional: signs each body (HMAC-SHA256 in X-P1-Signature-256) so receivers can trust it.
+PEAKGUARD_WEBHOOK_SECRET = env_str("PEAKGUARD_WEBHOOK_SECRET")
+# Seconds before each delivery attempt; checked by peakguard at start-up.
+PEAKGUARD_RETRY_DELAYS_S = env_list("PEAKGUARD_RETRY_DELAYS_S", ["0", "5", "30"])
+# false: the web processes never send; run `manage.py deliver_peak_alerts` instead.
+PEAKGUARD_IN_PROCESS_DELIVERY = env_bool("PEAKGUARD_IN_PROCESS_DELIVERY", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
