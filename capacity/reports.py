@@ -88,6 +88,31 @@ def month_report(device: Device, month: Month) -> dict:
     }
 
 
+MONTH_TABLE_MAX = 36
+
+
+def month_table(device: Device, last: Month, count: int) -> dict:
+    """Peak, billed peak and the meter's own peak of ``count`` months ending with ``last``
+    (newest first): one query for the computed peaks, one index lookup per meter peak."""
+    tz = ZoneInfo(device.timezone)
+    months = [last.shift(-i) for i in range(count)]
+    bounds = [m.bounds(tz) for m in months]
+    found = queries.month_rows(device.pk, [start for start, _ in bounds])
+    rows = []
+    for month, (start, end) in zip(months, bounds, strict=True):
+        row = found.get(start)
+        rows.append(
+            {
+                "month": str(month),
+                "peak_kw": None if row is None else _round(row.peak_kw),
+                "peak_quarter_start": None if row is None else _local(row.peak_bucket, tz),
+                "billed_peak_kw": _round(rules.billed_kw(None if row is None else row.peak_kw)),
+                "meter_reported_peak": meter_reported_peak(device, start, end, tz),
+            }
+        )
+    return {"device_id": device.device_id, "timezone": device.timezone, "months": rows}
+
+
 def estimated_cost(price: Decimal | None, average_kw: float) -> dict | None:
     """Capacity cost at the 12-month average, for a year and per month."""
     if price is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.cache import cache
@@ -60,6 +61,26 @@ class CapacityViewSet(viewsets.ViewSet):
         except ValueError as exc:
             raise exceptions.ValidationError({"month": [str(exc)]}) from None
         return Response(reports.month_report(device, parsed))
+
+    @action(detail=False)
+    def months(self, request):
+        """Peaks of the last ``count`` months (default 13) up to ``end`` (default: now)."""
+        device = readable_device(request, request.query_params.get("device_id"))
+        end_text = request.query_params.get("end")
+        try:
+            last = (
+                Month.parse(end_text)
+                if end_text
+                else Month.of(timezone.now(), ZoneInfo(device.timezone))
+            )
+        except ValueError as exc:
+            raise exceptions.ValidationError({"end": [str(exc)]}) from None
+        count_text = request.query_params.get("count", "13")
+        if not count_text.isdigit() or not 1 <= int(count_text) <= reports.MONTH_TABLE_MAX:
+            raise exceptions.ValidationError(
+                {"count": [f"Use a whole number from 1 to {reports.MONTH_TABLE_MAX}."]}
+            )
+        return Response(reports.month_table(device, last, int(count_text)))
 
     @action(detail=False)
     def quarters(self, request):

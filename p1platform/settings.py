@@ -6,6 +6,8 @@ with the edge requirements alone (no DRF, psycopg or redis on a Raspberry Pi).
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -84,6 +86,7 @@ else:
         "capacity",
         "peakguard",
         "edgeclient",
+        "dashboard",
     ]
     DATABASES = {
         "default": database_from_url(
@@ -113,6 +116,9 @@ MIDDLEWARE = [
 
 if ROLE == "server":
     ROOT_URLCONF = "p1platform.urls"
+    # Static files from the app itself, so the dashboard works behind any proxy (or none)
+    # and on a LAN without internet access. Only the server installs whitenoise.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
 WSGI_APPLICATION = "p1platform.wsgi.application"
 ASGI_APPLICATION = "p1platform.asgi.application"
 
@@ -133,6 +139,22 @@ TEMPLATES = [
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
+if PRODUCTION:
+    # Hashed, compressed file names from collectstatic (the deploy runs it at start):
+    # browsers may cache them for good.
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+else:
+    # Development and tests serve the apps' static folders directly, no collectstatic;
+    # STATIC_ROOT need not exist, so whitenoise's warning about it is noise here.
+    WHITENOISE_USE_FINDERS = True
+    warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
 
 # Cache: Redis when REDIS_URL is set, else local memory. Redis errors are swallowed
 # (django-redis IGNORE_EXCEPTIONS): a cache outage must never fail a request.

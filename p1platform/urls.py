@@ -3,6 +3,7 @@ from django.urls import include, path
 from rest_framework.routers import SimpleRouter
 
 from capacity.views import CapacityViewSet, RealtimeViewSet
+from dashboard import views as dashboard_views
 from p1platform import health
 from telemetry.read_views import DeviceViewSet, SeriesViewSet
 from telemetry.views import IngestViewSet
@@ -19,4 +20,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("", dashboard_views.dashboard, name="dashboard"),
+    path("login", dashboard_views.login, name="login"),
+    path("logout", dashboard_views.logout, name="logout"),
 ]

@@ -1,0 +1,30 @@
+"""Dashboard pages: thin; the figures come from the /v1 API, fetched by the page."""
+
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from dashboard import pages
+from dashboard.csp import with_csp
+
+
+@with_csp
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    devices = pages.devices_for(request.user)
+    device = pages.pick_device(devices, request.GET.get("device"))
+    if device is None and request.GET.get("device"):
+        # Another household's device looks exactly like one that does not exist.
+        raise Http404("No such device.")
+    context = {"devices": devices, "device": device}
+    if device is not None:
+        context["config"] = pages.page_config(device, timezone.now())
+    return render(request, "dashboard/dashboard.html", context)
+
+
+login = with_csp(auth_views.LoginView.as_view(redirect_authenticated_user=True))
+logout = with_csp(auth_views.LogoutView.as_view())

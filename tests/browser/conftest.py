@@ -1,0 +1,252 @@
+"""Headless Chromium (Debian's chromium + chromium-driver) against a live gunicorn with a
+household's history, and simulate_p1 + run_edge feeding it live readings.
+
+Everything here is module-scoped: one server, one browser, one history per module, so
+a pass of the browser tests stays well within its time budget. The data is committed
+(the server is another process) and flushed when the module ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.edge_pipeline.conftest import (
+    EDGE_BASE_ENV,
+    EdgeProcess,
+    LineLog,
+    SimulatorProcess,
+    manage,
+)
+from tests.serverproc import ROOT, ServerProcess, run_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+WAIT_S = 20
+USERNAME, PASSWORD = "household", "household-pw-1"
+SIM_SEED = 7
+
+
+def _missing_browser() -> str | None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.exists(path) and os.access(path, os.X_OK)):
+            return f"{path} is not installed (Debian packages chromium and chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser_tools() -> None:
+    reason = _missing_browser()
+    if reason:
+        pytest.skip(reason)
+
+
+@dataclass
+class Household:
+    server: ServerProcess
+    device_id: str
+    device_pk: int
+    ingest_token: str
+    simulator: SimulatorProcess
+    edge_env: dict[str, str]
+
+
+def start_simulator(folder: Path) -> SimulatorProcess:
+    log = folder / "served.log"
+    command = manage(
+        "simulate_p1", "--port", "0", "--api", "v1", "--seed", str(SIM_SEED),
+        "--log", str(log), "--cert-dir", str(folder / "certs"),
+    )  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=os.environ | EDGE_BASE_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    banner = process.stdout.readline()
+    if "simulated P1 meter" not in banner:
+        process.kill()
+        pytest.fail(f"simulate_p1 did not start: {banner}{process.stderr.read()}")
+    return SimulatorProcess(process, log, banner.split(" on ", 1)[1].split()[0])
+
+
+def meter_registers(sim: SimulatorProcess) -> tuple[float, float]:
+    """The simulated meter's import and export registers now (kWh), over its v1 API."""
+    data = httpx.get(f"http://{sim.address}/api/v1/data", timeout=10).json()
+    return data["total_power_import_kwh"], data["total_power_export_kwh"]
+
+
+@pytest.fixture(scope="module")
+def household(
+    browser_tools, django_db_setup, django_db_blocker, tmp_path_factory
+) -> Iterator[Household]:
+    """A household with ~5 weeks of dense history and a day in each of the 12 months
+    before, its meter simulated, and the server (not started edge: see ``edge``)."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from telemetry.models import Device
+    from telemetry.tokens import issue_token
+    from tests.browser.history import backfill, sparse
+
+    folder = tmp_path_factory.mktemp("household")
+    sim = start_simulator(folder)
+    try:
+        with django_db_blocker.unblock():
+            user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+            device = Device.objects.create(
+                device_id="home-p1",
+                name="Home",
+                owner=user,
+                timezone="Europe/Brussels",
+                capacity_price_eur_per_kw_year="53.2565",
+            )
+            token = issue_token(device, "ingest")[1]
+            now = datetime.now(UTC)
+            end_import, end_export = meter_registers(sim)
+            # History stops just before the meter's present reading and ends at its
+            # registers, so the edge's first upload continues it without a jump.
+            backfill(
+                device,
+                end=now - timedelta(seconds=2),
+                days=400,
+                step_s=300,
+                seed=SIM_SEED,
+                end_import_kwh=end_import - 0.001,
+                end_export_kwh=end_export,
+                keep=sparse(now, dense_days=36),
+            )
+        with run_server(INGEST_THROTTLE_RATE="off") as server:
+            yield Household(
+                server=server,
+                device_id=device.device_id,
+                device_pk=device.pk,
+                ingest_token=token,
+                simulator=sim,
+                edge_env={
+                    "VPS_INGEST_URL": f"{server.url}/v1/ingest",
+                    "VPS_DEVICE_TOKEN": token,
+                    "EDGE_SPOOL_PATH": str(folder / "spool.sqlite3"),
+                    "POLL_INTERVAL_S": "0.5",
+                    "UPLOAD_INTERVAL_S": "0.5",
+                    "HW_P1_HOST": sim.address,
+                    "HW_P1_API": "v1",
+                },
+            )
+    finally:
+        sim.stop()
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture
+def edge(household: Household) -> Iterator[EdgeProcess]:
+    """run_edge polling the simulated meter and uploading to the live server."""
+    env = {k: v for k, v in (os.environ | EDGE_BASE_ENV | household.edge_env).items()}
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        manage("run_edge"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = EdgeProcess(process, LineLog(process.stderr))
+    yield running
+    if process.poll() is None:
+        running.terminate()
+
+
+class Browser:
+    """A Chromium session with its console and network logs checked after each test."""
+
+    def __init__(self, base_url: str) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument("--window-size=1280,1000")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.base_url = base_url
+
+    def get(self, path: str) -> None:
+        self.driver.get(self.base_url + path)
+
+    def wait(self, predicate: Callable, timeout_s: float = WAIT_S, message: str = ""):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
+            lambda _driver: predicate(), message
+        )
+
+    def js(self, script: str, *args):
+        return self.driver.execute_script(script, *args)
+
+    def console_errors(self) -> list[dict]:
+        return [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+    def requested_urls(self) -> list[str]:
+        urls = []
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                urls.append(message["params"]["request"]["url"])
+        return urls
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+def leaves_localhost(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return False
+    return parts.hostname not in ("127.0.0.1", "localhost", "::1")
+
+
+@pytest.fixture(scope="module")
+def browser(household: Household) -> Iterator[Browser]:
+    if shutil.which(CHROMEDRIVER) is None:
+        pytest.skip(f"{CHROMEDRIVER} is not installed")
+    session = Browser(household.server.url)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Browser]:
+    """The browser; after the test, no console error and no request beyond localhost."""
+    browser.console_errors()  # drop what an earlier test left
+    browser.requested_urls()
+    yield browser
+    errors = browser.console_errors()
+    assert errors == [], f"console errors: {errors}"
+    outside = [url for url in browser.requested_urls() if leaves_localhost(url)]
+    assert outside == [], f"requests that left localhost: {outside}"

@@ -1,0 +1,187 @@
+"""The dashboard in headless Chromium against a live server with a household's history.
+
+After every test the page fixture asserts that the console has no error (a CSP
+violation is one) and that no request left localhost (the chart library and every
+other file come from the server itself).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from tests.browser.conftest import PASSWORD, USERNAME
+from tests.conftest import bearer
+
+# The data is committed by the module's fixtures (the server is another process); the
+# mark only makes pytest-django set the test database up.
+pytestmark = pytest.mark.django_db
+
+CANVASES = ("gauge-chart", "day-chart", "history-chart")
+
+# Counts the canvas pixels anything was drawn on (Chart.js leaves the rest transparent).
+DRAWN_PIXELS = """
+const canvas = document.getElementById(arguments[0]);
+if (!canvas || !canvas.width || !canvas.height) return 0;
+const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+let drawn = 0;
+for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) drawn++;
+return drawn;
+"""
+
+
+def logged_in(page) -> None:
+    """Log in through the form unless the session already is."""
+    page.get("/")
+    if "/login" in page.driver.current_url:
+        driver = page.driver
+        driver.find_element("id", "id_username").send_keys(USERNAME)
+        driver.find_element("id", "id_password").send_keys(PASSWORD)
+        driver.find_element("css selector", "form button[type=submit]").click()
+    page.wait(lambda: page.js("return document.getElementById('live-power') !== null"))
+
+
+def loaded(page, section: str) -> str:
+    return page.wait(
+        lambda: page.js(f"return document.getElementById('{section}')?.dataset.loaded"),
+        message=f"section {section} never loaded",
+    )
+
+
+def test_login_form_leads_to_the_dashboard(page):
+    page.driver.delete_all_cookies()
+    page.get("/")
+    assert "/login" in page.driver.current_url
+    logged_in(page)
+    assert page.driver.current_url.rstrip("/") == page.base_url
+
+
+def test_live_power_changes_while_the_edge_runs(page, edge):
+    logged_in(page)
+    first = page.wait(
+        lambda: page.js("return document.getElementById('live-power').dataset.watts"),
+        message="no live power shown",
+    )
+    changed = page.wait(
+        lambda: (
+            (w := page.js("return document.getElementById('live-power').dataset.watts")) != first
+            and w
+        ),
+        timeout_s=30,
+        message="live power never changed",
+    )
+    assert float(changed) != float(first)
+    assert edge.process.poll() is None, edge.log.text()
+
+
+def test_every_chart_canvas_is_drawn(page):
+    logged_in(page)
+    for section in ("day", "history", "months"):
+        loaded(page, section)
+    assert int(page.js("return document.getElementById('day').dataset.quarters")) in (92, 96, 100)
+    assert int(page.js("return document.getElementById('history').dataset.buckets")) > 0
+    for canvas in CANVASES:
+        page.wait(
+            lambda c=canvas: page.js(DRAWN_PIXELS, c) > 500,
+            message=f"canvas {canvas} stayed blank",
+        )
+
+
+def test_history_navigates_between_periods(page):
+    logged_in(page)
+    start = loaded(page, "history")
+    page.driver.find_element("css selector", "#history [data-period=month]").click()
+    month = page.wait(lambda: (v := loaded(page, "history")) != start and v)
+    assert month.startswith("month:") and month.endswith("-01")
+    page.driver.find_element("id", "history-prev").click()
+    previous = page.wait(lambda: (v := loaded(page, "history")) != month and v)
+    assert previous < month
+    assert int(page.js("return document.getElementById('history').dataset.buckets")) > 0
+    page.wait(lambda: page.js(DRAWN_PIXELS, "history-chart") > 500)
+
+
+def test_day_view_goes_back_a_day(page):
+    logged_in(page)
+    today = loaded(page, "day")
+    page.driver.find_element("id", "day-prev").click()
+    yesterday = page.wait(lambda: (v := loaded(page, "day")) != today and v)
+    expected = (datetime.fromisoformat(today) - timedelta(days=1)).date().isoformat()
+    assert yesterday == expected
+    assert page.js("return document.getElementById('day-next').disabled") is False
+
+
+def test_month_table_lists_13_months_with_the_meters_peak(page):
+    logged_in(page)
+    assert loaded(page, "months") == "13"
+    rows = page.js(
+        "return Array.from(document.querySelectorAll('#month-table tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
+    assert len(rows) == 13
+    this_month = rows[0]
+    assert this_month[1].endswith("kW") and this_month[4].endswith("kW")
+
+
+WARNING = "return document.getElementById('gauge').classList.contains('warning')"
+EXCEEDS = """
+const done = arguments[arguments.length - 1];
+fetch("/v1/realtime?device_id=" + arguments[0]).then((r) => r.json())
+  .then((answer) => done(answer.quarter.exceeds_threshold));
+"""
+
+
+def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(
+    page, household, django_db_blocker
+):
+    from telemetry.models import Sample
+
+    logged_in(page)
+    # Before: the gauge agrees with the API (the simulated household may be charging a car).
+    before = page.driver.execute_async_script(EXCEEDS, household.device_id)
+    page.wait(lambda: page.js(WARNING) == before, message="gauge disagrees with the API")
+    with django_db_blocker.unblock():
+        latest = Sample.objects.filter(device_id=household.device_pk).latest("ts")
+    # A burst of heavy load in the running quarter: 4 kWh more is 16 kW over a quarter,
+    # above any peak the simulated household can reach.
+    start = max(latest.ts, datetime.now(UTC)).replace(microsecond=0)
+    burst = [
+        {
+            "ts": (start + timedelta(seconds=i + 1)).isoformat(),
+            "power_w": 22000.0,
+            "energy_import_kwh": latest.energy_import_kwh + 4.0 + i * 0.01,
+            "energy_export_kwh": latest.energy_export_kwh,
+        }
+        for i in range(3)
+    ]
+    response = httpx.post(
+        f"{household.server.url}/v1/ingest",
+        json={"samples": burst},
+        headers=bearer(household.ingest_token),
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    page.wait(lambda: page.js(WARNING), message="the gauge never turned to warning")
+    assert page.js("return document.getElementById('quarter-warning').hidden") is False
+    assert page.driver.execute_async_script(EXCEEDS, household.device_id) is True
+
+
+@pytest.mark.parametrize("width", [390])
+def test_nothing_overflows_on_a_phone_width_screen(page, width):
+    page.driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 844, "deviceScaleFactor": 2, "mobile": True},
+    )
+    try:
+        logged_in(page)
+        for section in ("day", "history", "months"):
+            loaded(page, section)
+        overflow = page.js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0
+        for canvas in CANVASES:
+            assert page.js(f"return document.getElementById('{canvas}').clientWidth") <= width
+    finally:
+        page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
