@@ -182,7 +182,8 @@ def vet(url: str, *, allow_private: bool, timeout_s: float = TIMEOUT_S) -> Targe
     problems = [address_problem(a, allow_private=allow_private) for a in addresses]
     refused = [p for p in problems if p is not None]
     if refused:
-        raise WebhookRefused(f"{host} is not allowed: {refused[0]}")
+        literal = len(addresses) == 1 and str(addresses[0]) == host.strip("[]")
+        raise WebhookRefused(refused[0] if literal else f"{host}: {refused[0]}")
     if scheme == "http" and not all(a.is_loopback for a in addresses):
         raise WebhookRefused("plain http:// is only allowed to a loopback address; use https://")
     return Target(url, scheme, host, port, addresses)

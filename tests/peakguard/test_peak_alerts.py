@@ -215,7 +215,7 @@ def test_refused_target_is_given_up_at_once(client, device, ingest_token, meter,
     ingest(client, ingest_token, meter.run(QUARTER_START, NOW, 3000))
     (alert,) = wait_until(lambda: [a for a in alert_state(device) if a.gave_up_at])
     assert alert.attempts == 1
-    assert alert.last_error.startswith("refused: 10.20.30.40 is not allowed")
+    assert alert.last_error.startswith("refused: 10.20.30.40 is a private address")
 
 
 def test_disabled_guard_raises_nothing(client, device, ingest_token, meter):

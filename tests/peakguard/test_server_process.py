@@ -1,0 +1,61 @@
+"""With a real gunicorn (two workers), a crossing quarter is posted once, and ingest
+answers while the webhook still holds its request open."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from peakguard.models import PeakAlert
+from tests.conftest import bearer
+from tests.peakguard.conftest import Meter, make_guard
+from tests.peakguard.receivers import Receiver, wait_until
+from tests.serverproc import run_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_one_post_per_quarter_and_ingest_is_not_held_up_by_the_webhook(http, device, ingest_token):
+    now = timezone.now()
+    meter = Meter()
+    first = meter.run(now - timedelta(seconds=40), now - timedelta(seconds=20), 5000, step_s=1)
+    second = meter.run(now - timedelta(seconds=19), now, 5000, step_s=1)
+    gate = threading.Event()
+    with Receiver(gate=gate) as receiver:
+        make_guard(device, receiver.url, threshold_kw=1.0)
+        with run_server(
+            workers=2,
+            INGEST_THROTTLE_RATE="off",
+            PEAKGUARD_ALLOW_PRIVATE_TARGETS="true",
+            PEAKGUARD_RETRY_DELAYS_S="0,0.5,0.5",
+        ) as srv:
+
+            def post(samples):
+                return http.post(
+                    f"{srv.url}/v1/ingest", json={"samples": samples}, headers=bearer(ingest_token)
+                )
+
+            assert post(first).status_code == 200
+            receiver.wait_for(1)  # the webhook now holds the delivery open
+            # More batches, a retried one, from several clients (both workers answer).
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(post, [second, first, second, first[:5]]))
+            assert [a.status_code for a in answers] == [200] * 4
+            assert PeakAlert.objects.filter(delivered_at__isnull=False).count() == 0
+            gate.set()
+            alerts = wait_until(
+                lambda: (
+                    rows
+                    if (rows := list(PeakAlert.objects.filter(device=device)))
+                    and all(a.delivered_at for a in rows)
+                    else None
+                ),
+                what="every alert delivered",
+            )
+    quarters = [r.json["quarter_start"] for r in receiver.received]
+    assert len(quarters) == len(set(quarters)) == len(alerts), quarters
+    assert [a.attempts for a in alerts] == [1] * len(alerts)
