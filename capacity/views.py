@@ -8,14 +8,26 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from capacity import reports
+from capacity.openapi import (
+    DATE_PARAM,
+    DAY_QUARTERS,
+    MONTH_PATH_PARAM,
+    MONTH_REPORT,
+    MONTH_TABLE,
+    MONTHS_PARAMS,
+    REALTIME,
+)
 from capacity.rules import Month
+from p1platform.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device
 from telemetry.ingest import realtime_cache_key
+from telemetry.openapi import DEVICE_ID_PARAM
 
 
 class RealtimeViewSet(viewsets.ViewSet):
@@ -28,6 +40,12 @@ class RealtimeViewSet(viewsets.ViewSet):
         """Read with the token check: a cached answer costs one Redis round trip."""
         return [realtime_cache_key(device.device_id)]
 
+    @extend_schema(
+        operation_id="realtime",
+        summary="Latest reading, the running quarter and the month's peak",
+        parameters=[DEVICE_ID_PARAM],
+        responses={200: REALTIME, **problems(*READ_ERRORS)},
+    )
     def list(self, request):
         device = readable_device(request, request.query_params.get("device_id"))
         key = realtime_cache_key(device.device_id)
@@ -53,6 +71,12 @@ class CapacityViewSet(viewsets.ViewSet):
 
     permission_classes = [CanRead]
 
+    @extend_schema(
+        operation_id="capacity_month",
+        summary="A month's peak, billed peak and 12-month average",
+        parameters=[MONTH_PATH_PARAM, DEVICE_ID_PARAM],
+        responses={200: MONTH_REPORT, **problems(*READ_ERRORS)},
+    )
     @action(detail=False, url_path=r"month/(?P<month>[^/]+)")
     def month(self, request, month: str):
         device = readable_device(request, request.query_params.get("device_id"))
@@ -62,6 +86,12 @@ class CapacityViewSet(viewsets.ViewSet):
             raise exceptions.ValidationError({"month": [str(exc)]}) from None
         return Response(reports.month_report(device, parsed))
 
+    @extend_schema(
+        operation_id="capacity_months",
+        summary="Peaks of several months, newest first",
+        parameters=[DEVICE_ID_PARAM, *MONTHS_PARAMS],
+        responses={200: MONTH_TABLE, **problems(*READ_ERRORS)},
+    )
     @action(detail=False)
     def months(self, request):
         """Peaks of the last ``count`` months (default 13) up to ``end`` (default: now)."""
@@ -82,6 +112,12 @@ class CapacityViewSet(viewsets.ViewSet):
             )
         return Response(reports.month_table(device, last, int(count_text)))
 
+    @extend_schema(
+        operation_id="capacity_quarters",
+        summary="Every quarter of a local day",
+        parameters=[DEVICE_ID_PARAM, DATE_PARAM],
+        responses={200: DAY_QUARTERS, **problems(*READ_ERRORS)},
+    )
     @action(detail=False)
     def quarters(self, request):
         device = readable_device(request, request.query_params.get("device_id"))

@@ -82,6 +82,9 @@ else:
         "django.contrib.messages",
         "django.contrib.staticfiles",
         "rest_framework",
+        # OpenAPI schema and its docs; the sidecar serves Swagger UI from our static files.
+        "drf_spectacular",
+        "drf_spectacular_sidecar",
         "telemetry",
         "capacity",
         "peakguard",
@@ -214,16 +217,36 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON first: a client that sends no Accept (or */*) gets JSON; a browser asking for
+    # text/html gets the browsable API (logged-in users; errors stay problem+json).
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "p1platform.problems.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"ingest": INGEST_THROTTLE_RATE},
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-if DEBUG:
-    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
-        "rest_framework.renderers.BrowsableAPIRenderer"
-    )
+# /v1/schema and /v1/docs are public (docs/adr/0004): the schema names no device or data.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "P1 Platform API",
+    "DESCRIPTION": "Energy telemetry from HomeWizard P1 meters and the Belgian capacity "
+    "tariff. Errors are application/problem+json (RFC 9457).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # No authentication on the schema itself: a stale token must not hide the docs.
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "p1platform.openapi.add_components",
+    ],
+}
 
 # Behind Caddy: it terminates TLS and sets X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,10 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
 from capacity.views import CapacityViewSet, RealtimeViewSet
 from dashboard import views as dashboard_views
+from dashboard.csp import with_csp
 from p1platform import health
+from p1platform.openapi import DocsView
 from telemetry.read_views import DeviceViewSet, SeriesViewSet
 from telemetry.views import IngestViewSet
 
@@ -16,6 +19,9 @@ router.register("series", SeriesViewSet, basename="series")
 router.register("capacity", CapacityViewSet, basename="capacity")
 
 urlpatterns = [
+    # Before the router's routes: public, no token needed (docs/adr/0004).
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/docs", with_csp(DocsView.as_view(url_name="schema")), name="docs"),
     path("v1/", include(router.urls)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

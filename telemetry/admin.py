@@ -1,8 +1,38 @@
+"""Admin: devices (owner, latest samples, quarantine) and their tokens (issue, revoke).
+
+Pages stay within the site's Content-Security-Policy: no inline script or style; the
+token page's copy button is a static script.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
-from telemetry.models import Device, DeviceToken
+from telemetry.models import Device, DeviceToken, IngestRejection, Sample
 from telemetry.tokens import mint
+
+LATEST_SAMPLES = 50
+QUARANTINE_SHOWN = 50
+# What the latest-samples table shows: enough to recognise a reading at a glance.
+SAMPLE_COLUMNS = (
+    "ts",
+    "power_w",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "tariff",
+    "average_power_15m_w",
+    "monthly_power_peak_w",
+    "gas_m3",
+)
 
 
 class DeviceTokenInline(admin.TabularInline):
@@ -19,11 +49,93 @@ class DeviceTokenInline(admin.TabularInline):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_id", "name", "owner", "timezone", "capacity_price_eur_per_kw_year")
-    list_filter = ("timezone",)
+    list_display = (
+        "device_id",
+        "name",
+        "owner",
+        "last_sample_at",
+        "timezone",
+        "capacity_price_eur_per_kw_year",
+    )
+    list_filter = ("timezone", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("device_id", "name", "owner__username")
     autocomplete_fields = ("owner",)
     inlines = [DeviceTokenInline]
+    readonly_fields = ("issue_token_link", "latest_samples", "quarantine")
+
+    def get_queryset(self, request):
+        # One index lookup per row on (device, ts): the newest sample's time.
+        newest = Sample.objects.filter(device=OuterRef("pk")).order_by("-ts").values("ts")[:1]
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(last_sample_ts=Subquery(newest))
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        main = (
+            None,
+            {
+                "fields": (
+                    "device_id",
+                    "name",
+                    "owner",
+                    "timezone",
+                    "capacity_price_eur_per_kw_year",
+                )
+            },
+        )
+        if obj is None:
+            return [main]
+        return [
+            main,
+            ("Tokens", {"fields": ("issue_token_link",)}),
+            (f"Latest {LATEST_SAMPLES} samples (read-only)", {"fields": ("latest_samples",)}),
+            ("Quarantine: samples the server refused (read-only)", {"fields": ("quarantine",)}),
+        ]
+
+    @admin.display(description="last sample", ordering="last_sample_ts")
+    def last_sample_at(self, obj):
+        ts = getattr(obj, "last_sample_ts", None)
+        # To the second: how fresh the data is matters more than the date.
+        return None if ts is None else ts.isoformat(timespec="seconds")
+
+    @admin.display(description="issue")
+    def issue_token_link(self, obj):
+        url = reverse("admin:telemetry_devicetoken_add") + f"?device={obj.pk}"
+        return format_html('<a class="addlink" href="{}">Issue a new token</a>', url)
+
+    @admin.display(description="samples")
+    def latest_samples(self, obj):
+        found = (
+            Sample.objects.filter(device=obj)
+            .order_by("-ts")
+            .values_list(*SAMPLE_COLUMNS)[:LATEST_SAMPLES]
+        )
+        # Timestamps to the second, as the API gives them: readings are seconds apart.
+        rows = [[v.isoformat() if isinstance(v, datetime) else v for v in row] for row in found]
+        return mark_safe(  # noqa: S308 - the template escapes every value
+            render_to_string(
+                "admin/telemetry/device/latest_samples.html",
+                {"columns": SAMPLE_COLUMNS, "rows": rows},
+            )
+        )
+
+    @admin.display(description="rejections")
+    def quarantine(self, obj):
+        rejections = IngestRejection.objects.filter(device=obj).order_by("-received_at", "-id")
+        url = reverse("admin:telemetry_ingestrejection_changelist") + f"?device__id__exact={obj.pk}"
+        return mark_safe(  # noqa: S308 - the template escapes every value
+            render_to_string(
+                "admin/telemetry/device/quarantine.html",
+                {
+                    "rejections": rejections[:QUARANTINE_SHOWN],
+                    "total": rejections.count(),
+                    "all_url": url,
+                },
+            )
+        )
 
 
 class IssueTokenForm(forms.ModelForm):
@@ -32,6 +144,7 @@ class IssueTokenForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         initial=[DeviceToken.SCOPE_INGEST],
         label="Scopes",
+        help_text="ingest: POST /v1/ingest (the edge). read: the read API (dashboards, scripts).",
     )
 
     class Meta:
@@ -50,8 +163,9 @@ class DeviceTokenAdmin(admin.ModelAdmin):
         "last_used_at",
         "revoked_at",
     )
-    list_filter = ("scopes", "revoked_at")
+    list_filter = ("scopes", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "device__device_id", "label")
+    list_select_related = ("device",)
     actions = ["revoke"]
     readonly_fields = ("prefix", "scopes", "created_at", "last_used_at", "revoked_at")
 
@@ -73,12 +187,27 @@ class DeviceTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        raw = mint(obj, form.cleaned_data["scope_choices"])
+        # Kept on the instance for response_add only; never stored, logged or messaged.
+        obj._raw_token = mint(obj, form.cleaned_data["scope_choices"])
         super().save_model(request, obj, form, change)
-        messages.warning(
-            request,
-            f"New token for {obj.device}: {raw} — copy it now, it will not be shown again.",
-        )
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The raw token, once: rendered into this answer, never into a redirect or a
+        message (those would carry it in a cookie or the session)."""
+        raw = getattr(obj, "_raw_token", None)
+        if raw is None or "_popup" in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "token": obj,
+            "raw_token": raw,
+            "title": "Token issued",
+            "device_url": reverse("admin:telemetry_device_change", args=[obj.device_id]),
+        }
+        response = TemplateResponse(request, "admin/telemetry/devicetoken/issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_delete_permission(self, request, obj=None):
         # Revoke instead: a revoked token keeps its audit trail (created, last used).
@@ -91,3 +220,22 @@ class DeviceTokenAdmin(admin.ModelAdmin):
             token.revoke()  # one by one: each save drops the token's cached lookup
         count = len(active)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(IngestRejection)
+class IngestRejectionAdmin(admin.ModelAdmin):
+    """Read-only: the ingest path writes these, nobody edits them."""
+
+    list_display = ("received_at", "device", "index", "reason")
+    list_filter = (("device", admin.RelatedOnlyFieldListFilter),)
+    list_select_related = ("device",)
+    search_fields = ("device__device_id", "reason")
+    date_hierarchy = "received_at"
+    fields = ("device", "received_at", "index", "reason", "sample")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -192,3 +192,25 @@ class HourRollup(Rollup):
     class Meta:
         managed = False
         db_table = "telemetry_hour"
+
+
+class IngestRejection(models.Model):
+    """A sample the server refused with 422: the server's view of a device's quarantine.
+
+    Written after the rejection, outside any transaction of the batch, and only for an
+    authenticated device; only the latest few per device are kept (telemetry.quarantine).
+    """
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="rejections")
+    received_at = models.DateTimeField(default=django_timezone.now)
+    # Position in the batch; null: the batch itself was wrong (unknown key, no samples).
+    index = models.IntegerField(null=True, blank=True)
+    reason = models.TextField(help_text="Each problem of the sample, as the 422 named it.")
+    sample = models.TextField(blank=True, help_text="The sample as sent, JSON, truncated.")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["device", "-received_at"], name="rejection_device_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.received_at.isoformat()} #{self.index}"

@@ -6,10 +6,13 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 
+from p1platform.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device, visible_devices
+from telemetry.openapi import DEVICE_LIST, SERIES, SERIES_PARAMS
 from telemetry.series import INTERVALS, SeriesRangeError, series
 
 DEFAULT_SPAN = {
@@ -26,6 +29,12 @@ class DeviceViewSet(viewsets.ViewSet):
 
     permission_classes = [CanRead]
 
+    @extend_schema(
+        operation_id="devices",
+        summary="The devices the caller may read",
+        description="A token: its own device. A user: the devices they own; staff: all.",
+        responses={200: DEVICE_LIST, **problems(401, 403, 503)},
+    )
     def list(self, request):
         devices = visible_devices(request).order_by("device_id")
         return Response(
@@ -65,6 +74,16 @@ class SeriesViewSet(viewsets.ViewSet):
 
     permission_classes = [CanRead]
 
+    @extend_schema(
+        operation_id="series",
+        summary="Energy and power per bucket over a range",
+        description=(
+            "Import/export kWh from register deltas, average/min/max power and the sample "
+            "count per bucket. Buckets without samples are left out."
+        ),
+        parameters=SERIES_PARAMS,
+        responses={200: SERIES, **problems(*READ_ERRORS)},
+    )
     def list(self, request):
         device = readable_device(request, request.query_params.get("device_id"))
         tz = ZoneInfo(device.timezone)

@@ -6,13 +6,17 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
+from p1platform.openapi import problems
 from p1platform.problems import PayloadTooLarge, UnprocessableBatch
+from telemetry import quarantine
 from telemetry.auth import HasIngestScope
 from telemetry.ingest import insert_columns, refresh_realtime_cache
+from telemetry.openapi import INGEST_BATCH, INGEST_RESULT
 from telemetry.validation import validate_samples
 
 
@@ -57,6 +61,20 @@ class IngestViewSet(viewsets.ViewSet):
     permission_classes = [HasIngestScope]
     throttle_classes = [DeviceRateThrottle]
 
+    @extend_schema(
+        operation_id="ingest",
+        summary="Store a batch of samples",
+        description=(
+            "All or nothing: any invalid sample answers 422 naming each bad index, and "
+            "nothing is written. A sample already stored counts as a duplicate."
+        ),
+        request={"application/json": INGEST_BATCH},
+        auth=[{"deviceToken": []}],  # a session has no ingest scope
+        responses={
+            200: INGEST_RESULT,
+            **problems(400, 401, 403, 413, 415, 422, 429, 503),
+        },
+    )
     def create(self, request):
         token = request.auth
         device = token.device
@@ -66,23 +84,26 @@ class IngestViewSet(viewsets.ViewSet):
             raise exceptions.PermissionDenied("This token cannot write to that device.")
         unknown = set(batch) - {"samples", "device_id"}
         if unknown:
-            raise UnprocessableBatch(
-                [
-                    {"index": None, "field": k, "detail": "is not a known field"}
-                    for k in sorted(unknown)
-                ]
-            )
+            errors = [
+                {"index": None, "field": k, "detail": "is not a known field"}
+                for k in sorted(unknown)
+            ]
+            quarantine.record(device, None, errors, timezone.now())
+            raise UnprocessableBatch(errors)
         samples = batch.get("samples")
         if isinstance(samples, list) and len(samples) > settings.INGEST_MAX_BATCH:
             raise PayloadTooLarge(
                 f"A batch holds at most {settings.INGEST_MAX_BATCH} samples; got {len(samples)}."
             )
         if samples == []:
-            raise UnprocessableBatch(
-                [{"index": None, "field": "samples", "detail": "must not be empty"}]
-            )
-        columns, errors = validate_samples(samples, now=timezone.now())
+            errors = [{"index": None, "field": "samples", "detail": "must not be empty"}]
+            quarantine.record(device, None, errors, timezone.now())
+            raise UnprocessableBatch(errors)
+        now = timezone.now()
+        columns, errors = validate_samples(samples, now=now)
         if errors:
+            # Nothing of the batch was written; the record is kept apart from it.
+            quarantine.record(device, samples, errors, now)
             raise UnprocessableBatch(errors)
         inserted = insert_columns(device.pk, columns, device.timezone)
         if inserted:

@@ -1,0 +1,177 @@
+"""OpenAPI components of the capacity and realtime endpoints (see capacity.reports)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter
+
+from capacity import reports
+from p1platform.openapi import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NUMBER,
+    STRING,
+    component,
+    nullable,
+    obj,
+)
+from telemetry.openapi import sample_field_schema
+
+MONTH = {**STRING, "pattern": r"^\d{4}-\d{2}$", "example": "2026-03"}
+KW = {**NUMBER, "description": "kW"}
+
+QUARTER = component(
+    "Quarter",
+    obj(
+        {
+            "start": DATETIME,
+            "kw": nullable({**KW, "description": "Quarter power (kW); null: no samples."}),
+            "coverage": {**NUMBER, "description": "Share of the quarter its samples cover."},
+            "incomplete": {**BOOLEAN, "description": "Samples cover less than 90%."},
+            "sample_count": INTEGER,
+        }
+    ),
+)
+METER_PEAK = nullable(
+    obj(
+        {"kw": KW, "ts": nullable(DATETIME)},
+        description="The meter's own monthly peak as it last reported it; null: none.",
+    )
+)
+REALTIME = component(
+    "Realtime",
+    obj(
+        {
+            "device_id": STRING,
+            "timezone": STRING,
+            "latest": nullable(
+                obj(
+                    {name: sample_field_schema(name) for name in reports._LATEST_FIELDS},
+                    description="The latest sample; null: the device sent none yet.",
+                )
+            ),
+            "age_s": nullable({**NUMBER, "description": "Seconds since the latest sample."}),
+        },
+        {
+            "quarter": obj(
+                {
+                    "start": DATETIME,
+                    "end": DATETIME,
+                    "average_so_far_kw": KW,
+                    "projected_kw": KW,
+                    "threshold_kw": KW,
+                    "headroom_w": NUMBER,
+                    "exceeds_threshold": BOOLEAN,
+                },
+                description="The running quarter; absent when there is no sample.",
+            ),
+            "month": obj(
+                {
+                    "month": MONTH,
+                    "peak_so_far_kw": nullable(KW),
+                    "billed_peak_so_far_kw": KW,
+                },
+                description="The month's peak before the running quarter.",
+            ),
+        },
+    ),
+)
+MONTH_REPORT = component(
+    "MonthReport",
+    obj(
+        {
+            "device_id": STRING,
+            "month": MONTH,
+            "timezone": STRING,
+            "peak": nullable(obj({"kw": KW, "quarter_start": DATETIME, "incomplete": BOOLEAN})),
+            "billed_peak_kw": {**KW, "description": "max(peak, 2.5 kW)."},
+            "rolling_average": obj(
+                {
+                    "kw": KW,
+                    "months": {
+                        "type": "array",
+                        "items": obj(
+                            {
+                                "month": MONTH,
+                                "peak_kw": nullable(KW),
+                                "billed_kw": KW,
+                                "missing": BOOLEAN,
+                            }
+                        ),
+                    },
+                }
+            ),
+            "meter_reported_peak": METER_PEAK,
+            "completeness": obj(
+                {
+                    "quarters_expected": INTEGER,
+                    "quarters_with_data": INTEGER,
+                    "quarters_complete": INTEGER,
+                    "ratio": NUMBER,
+                }
+            ),
+            "top_quarters": {"type": "array", "items": QUARTER},
+            "estimated_cost": nullable(
+                obj(
+                    {"price_eur_per_kw_year": NUMBER, "yearly_eur": NUMBER, "monthly_eur": NUMBER},
+                    description="At the 12-month average; null: the device has no price.",
+                )
+            ),
+        }
+    ),
+)
+MONTH_TABLE = component(
+    "MonthTable",
+    obj(
+        {
+            "device_id": STRING,
+            "timezone": STRING,
+            "months": {
+                "type": "array",
+                "description": "Newest first.",
+                "items": obj(
+                    {
+                        "month": MONTH,
+                        "peak_kw": nullable(KW),
+                        "peak_quarter_start": nullable(DATETIME),
+                        "billed_peak_kw": KW,
+                        "meter_reported_peak": METER_PEAK,
+                    }
+                ),
+            },
+        }
+    ),
+)
+DAY_QUARTERS = component(
+    "DayQuarters",
+    obj(
+        {
+            "device_id": STRING,
+            "date": {**STRING, "format": "date"},
+            "timezone": STRING,
+            "quarters": {
+                "type": "array",
+                "description": "Every quarter of the local day: 92, 96 or 100.",
+                "items": QUARTER,
+            },
+        }
+    ),
+)
+
+MONTH_PATH_PARAM = OpenApiParameter(
+    "month",
+    MONTH,
+    OpenApiParameter.PATH,
+    description="A calendar month in the device's zone, YYYY-MM, from 2000 on.",
+)
+MONTHS_PARAMS = [
+    OpenApiParameter("end", MONTH, description="The newest month; default: this month."),
+    OpenApiParameter(
+        "count",
+        {**INTEGER, "minimum": 1, "maximum": reports.MONTH_TABLE_MAX, "default": 13},
+        description="How many months.",
+    ),
+]
+DATE_PARAM = OpenApiParameter(
+    "date", {**STRING, "format": "date"}, required=True, description="A local day, YYYY-MM-DD."
+)

@@ -1,0 +1,175 @@
+"""OpenAPI pieces shared by every endpoint: problem responses, auth, the docs view.
+
+Schemas are plain JSON Schema dicts registered as components (``component``); the views
+refer to them in ``extend_schema``. Raw dicts instead of serializers: the API answers
+with dicts built by pure functions, and a dict says exactly what is nullable or absent.
+``add_components`` (a drf-spectacular postprocessing hook) puts them into the schema and
+adds the headers a client must act on (Retry-After, WWW-Authenticate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.views import SpectacularSwaggerSplitView
+
+from p1platform.problems import PROBLEM_CONTENT_TYPE
+
+_COMPONENTS: dict[str, dict[str, Any]] = {}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def component(name: str, schema: dict[str, Any]) -> dict[str, str]:
+    """Register a schema component; returns a reference to it."""
+    _COMPONENTS[name] = schema
+    return ref(name)
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extra) -> dict:
+    """An object schema: ``required`` keys are always present (maybe null)."""
+    schema = {"type": "object", "properties": {**required, **(optional or {})}, **extra}
+    if required:  # OpenAPI 3.0 forbids an empty list
+        schema["required"] = list(required)
+    return schema
+
+
+STRING = {"type": "string"}
+NUMBER = {"type": "number"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+DATETIME = {"type": "string", "format": "date-time"}
+
+PROBLEM = component(
+    "ProblemDetail",
+    obj(
+        {
+            "type": {**STRING, "description": "A URI naming the problem; about:blank."},
+            "title": {**STRING, "description": "The HTTP status phrase."},
+            "status": INTEGER,
+        },
+        {
+            "detail": {**STRING, "description": "What went wrong, for a person."},
+            "instance": STRING,
+            "errors": {"description": "Details per field or sample (see the 400 and 422 answers)."},
+        },
+        description="An error, as application/problem+json (RFC 9457).",
+    ),
+)
+VALIDATION_PROBLEM = component(
+    "ValidationProblem",
+    {
+        "allOf": [
+            PROBLEM,
+            obj(
+                {},
+                {
+                    "errors": {
+                        "type": "object",
+                        "description": "Messages per query or path parameter.",
+                        "additionalProperties": {"type": "array", "items": STRING},
+                    }
+                },
+            ),
+        ]
+    },
+)
+SAMPLE_ERROR = component(
+    "SampleError",
+    obj(
+        {
+            "index": nullable(
+                {**INTEGER, "description": "Position of the sample; null: the batch itself."}
+            ),
+            "field": nullable(STRING),
+            "detail": STRING,
+        }
+    ),
+)
+BATCH_PROBLEM = component(
+    "BatchProblem",
+    {
+        "allOf": [
+            PROBLEM,
+            obj({"errors": {"type": "array", "items": SAMPLE_ERROR}}),
+        ]
+    },
+)
+
+_ERRORS = {
+    400: (VALIDATION_PROBLEM, "Malformed JSON or a bad query/path parameter."),
+    401: (PROBLEM, "No credentials, or an invalid or revoked token."),
+    403: (PROBLEM, "The token lacks the scope, or may not act for that device."),
+    404: (PROBLEM, "No such device, or one the caller may not read."),
+    413: (PROBLEM, "The body or the batch is too large."),
+    415: (PROBLEM, "The body is not uncompressed application/json."),
+    422: (BATCH_PROBLEM, "Invalid samples, each named by index; nothing was written."),
+    429: (PROBLEM, "Too many batches from this device; wait Retry-After seconds."),
+    503: (PROBLEM, "The database cannot be reached; retry after Retry-After seconds."),
+}
+# Headers sent with these answers (p1platform.problems keeps them on the problem).
+_HEADERS = {
+    401: ("WWW-Authenticate", "The authentication scheme: Bearer."),
+    429: ("Retry-After", "Seconds to wait before the next batch."),
+    503: ("Retry-After", "Seconds to wait before retrying."),
+}
+
+
+def problems(*codes: int) -> dict:
+    """extend_schema responses for these error codes, as application/problem+json."""
+    return {
+        (code, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            response=_ERRORS[code][0], description=_ERRORS[code][1]
+        )
+        for code in codes
+    }
+
+
+READ_ERRORS = (400, 401, 403, 404, 503)
+
+
+def add_components(result: dict, generator, request, public) -> dict:
+    """Postprocessing hook: our components, and the headers of error answers."""
+    result.setdefault("components", {}).setdefault("schemas", {}).update(_COMPONENTS)
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody")
+            if body is not None:
+                body["required"] = True  # raw request schemas default to optional
+            for code, response in operation.get("responses", {}).items():
+                header = _HEADERS.get(int(code))
+                if header is not None:
+                    name, description = header
+                    response.setdefault("headers", {})[name] = {
+                        "schema": STRING,
+                        "required": True,
+                        "description": description,
+                    }
+    return result
+
+
+class DeviceTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "telemetry.auth.DeviceTokenAuthentication"
+    name = "deviceToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A device token (scopes ingest and/or read), issued in the admin.",
+        }
+
+
+class DocsView(SpectacularSwaggerSplitView):
+    """Swagger UI from our static files; its start script is a separate request, so the
+    page needs no inline script, and our template drops the inline <style>."""
+
+    template_name = "api/swagger_ui.html"
