@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import threading
 from datetime import datetime, timedelta
@@ -60,7 +61,7 @@ def retry_delays() -> tuple[float, ...]:
         delays = tuple(float(item) for item in raw)
     except ValueError:
         delays = ()
-    if not delays or any(d < 0 or d != d for d in delays):
+    if not delays or not all(math.isfinite(d) and d >= 0 for d in delays):
         raise ImproperlyConfigured(
             "PEAKGUARD_RETRY_DELAYS_S: expected comma-separated seconds like 0,5,30, "
             f"got {','.join(raw)!r}"

@@ -69,10 +69,7 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
     Returns the alert when this call created it, None otherwise.
     """
     guard = (
-        PeakGuard.objects.select_related("device")
-        .filter(device_id=device_pk, enabled=True)
-        .only("threshold_kw", "device")
-        .first()
+        PeakGuard.objects.select_related("device").filter(device_id=device_pk, enabled=True).first()
     )
     if guard is None:
         return None
@@ -102,6 +99,8 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
     )
     # ignore_conflicts: ON CONFLICT DO NOTHING on both PostgreSQL and SQLite.
     PeakAlert.objects.bulk_create([alert], ignore_conflicts=True)
+    # The insert does not say whether it won; the row's creation instant does (another
+    # process's row for this quarter was made at another microsecond).
     created = PeakAlert.objects.filter(
         device_id=device_pk, quarter_start=quarter_start, created_at=alert.created_at
     ).first()

@@ -39,11 +39,13 @@ class PeakGuard(models.Model):
         return f"peak guard of {self.device}"
 
     def clean(self) -> None:
+        self.webhook_url = (self.webhook_url or "").strip()
+        if not self.webhook_url:
+            return  # the field's own "required" error says it
         try:
-            outbound.vet(
-                self.webhook_url.strip(),
-                allow_private=settings.PEAKGUARD_ALLOW_PRIVATE_TARGETS,
-            )
+            # Resolves the host now, so a typo or a private target is caught at once;
+            # delivery checks again, as DNS may change in between.
+            outbound.vet(self.webhook_url, allow_private=settings.PEAKGUARD_ALLOW_PRIVATE_TARGETS)
         except outbound.WebhookError as exc:
             raise ValidationError({"webhook_url": f"This address cannot be used: {exc}."}) from exc
 

@@ -85,8 +85,9 @@ def test_a_due_alert_is_claimed_by_one_caller_only(device):
     assert len(delivery.claim_due(now + delivery.LEASE * 2)) == 1, "an expired lease is free"
 
 
-def test_bad_retry_delays_name_the_variable(settings):
-    settings.PEAKGUARD_RETRY_DELAYS_S = ["0", "soon"]
+@pytest.mark.parametrize("delays", [["0", "soon"], ["0", "-5"], ["inf"], []])
+def test_bad_retry_delays_name_the_variable(settings, delays):
+    settings.PEAKGUARD_RETRY_DELAYS_S = delays
     with pytest.raises(ImproperlyConfigured, match="PEAKGUARD_RETRY_DELAYS_S"):
         delivery.retry_delays()
 

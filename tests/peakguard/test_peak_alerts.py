@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import socket
 import threading
 from datetime import timedelta
 
@@ -184,6 +185,17 @@ def test_receiver_down_for_good_exhausts_attempts_and_ingest_stays_fine(
     assert "answered 500" in alert.last_error
     assert len(receiver.received) == 3
     assert any("attempt 3 of 3 failed, giving up" in r.getMessage() for r in caplog.records)
+
+
+def test_nothing_listening_counts_as_a_failed_attempt_too(client, device, ingest_token, meter):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    make_guard(device, f"http://127.0.0.1:{port}/hook", threshold_kw=2.0)
+    ingest(client, ingest_token, meter.run(QUARTER_START, NOW, 3000))
+    (alert,) = wait_until(lambda: [a for a in alert_state(device) if a.gave_up_at])
+    assert alert.attempts == 3
+    assert "ConnectError" in alert.last_error
 
 
 def test_ingest_answers_before_the_delivery_finishes(client, device, ingest_token, meter):
