@@ -1,0 +1,193 @@
+"""``manage.py demo`` end to end: the real command, its real children, a real login.
+
+The demo always runs on the embedded default (a SQLite file under its own DATA_DIR,
+local-memory cache), whatever database the rest of the suite uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from capacity.rules import Month
+from tests.edge_pipeline.conftest import LineLog, wait_until
+from tests.serverproc import ROOT
+
+# The first run writes 13 months (about 113,000 samples) before it is ready.
+READY_TIMEOUT_S = 150.0
+STOP_TIMEOUT_S = 40.0
+HTTP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen
+    out: LineLog
+
+    def ready(self) -> str:
+        """The base URL, once the demo says it is ready."""
+        line = self.out.wait_for(r"^demo ready at ", READY_TIMEOUT_S)
+        return line.split(" at ", 1)[1].rstrip("/")
+
+    def value(self, label: str) -> str:
+        line = self.out.matching(rf"^\s+{label}:")[0]
+        return line.split(":", 1)[1].strip()
+
+    def pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"pid (\d+)", self.value("processes"))]
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(STOP_TIMEOUT_S)
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="p1platform.settings"
+    )
+    return env
+
+
+@pytest.fixture
+def start_demo() -> Iterator:
+    started: list[Demo] = []
+
+    def start(data_dir: Path, *args: str) -> Demo:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", "--port", "0", "--poll-interval", "0.5", *args],
+            cwd=ROOT,
+            env=_env(data_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        demo = Demo(process, LineLog(process.stdout))
+        started.append(demo)
+        return demo
+
+    yield start
+    for demo in started:
+        if demo.process.poll() is None:
+            demo.stop(signal.SIGTERM)
+
+
+def _login(client: httpx.Client, username: str, password: str) -> None:
+    client.get("/admin/login/")
+    response = client.post(
+        "/admin/login/",
+        data={
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            "next": "/admin/",
+        },
+        headers={"Referer": f"{client.base_url}/admin/login/"},
+    )
+    assert response.status_code == 302, response.text[:500]
+    assert response.headers["location"] == "/admin/"
+
+
+def _latest_ts(client: httpx.Client) -> tuple[datetime, float]:
+    body = client.get("/v1/realtime", params={"device_id": "demo-p1"}).json()
+    return datetime.fromisoformat(body["latest"]["ts"]), body["age_s"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _counts(data_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(data_dir / "p1platform.sqlite3") as db:
+        return {
+            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+            for table in ("auth_user", "telemetry_device", "telemetry_devicetoken")
+        }
+
+
+def test_demo_runs_the_platform_and_a_second_run_reuses_what_the_first_made(
+    tmp_path: Path, start_demo
+):
+    data_dir = tmp_path / "data"
+    first = start_demo(data_dir)
+    base_url = first.ready()
+    username, password = first.value("login").split(" / ")
+    assert username == "admin"
+    assert password == (data_dir / "demo" / "admin-password").read_text().strip()
+    assert (data_dir / "demo" / "admin-password").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "demo" / "ingest-token").stat().st_mode & 0o777 == 0o600
+    token = (data_dir / "demo" / "ingest-token").read_text()
+
+    with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_S) as client:
+        _login(client, username, password)
+        assert client.get("/").status_code == 200
+        year_ago = Month.of(datetime.now(UTC), ZoneInfo("Europe/Brussels")).shift(-12)
+        month = client.get(f"/v1/capacity/month/{year_ago}", params={"device_id": "demo-p1"})
+        assert month.status_code == 200, month.text
+        assert month.json()["peak"]["kw"] > 2.5
+        assert month.json()["completeness"]["ratio"] > 0.99
+        # Live data from the edge: the latest sample moves on (history never does) and
+        # is seconds old.
+        first_ts, _ = _latest_ts(client)
+        wait_until(lambda: _latest_ts(client)[0] > first_ts, what="a live sample")
+        last_ts, age = wait_until(lambda: _latest_ts(client), what="the realtime answer")
+        assert age < 10
+
+    pids = first.pids()
+    assert len(pids) == 3
+    assert first.stop() == 0
+    assert all(_gone(pid) for pid in pids)
+    assert "demo stopped" in first.out.text()
+    counts = _counts(data_dir)
+    assert counts == {"auth_user": 1, "telemetry_device": 1, "telemetry_devicetoken": 1}
+
+    second = start_demo(data_dir)
+    base_url = second.ready()
+    assert second.value("login") == f"admin / {password}"
+    assert re.search(r"^history: (up to date|\d{1,3} samples)", second.out.text(), re.M)
+    assert (data_dir / "demo" / "ingest-token").read_text() == token
+    with httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_S) as client:
+        _login(client, username, password)
+        devices = client.get("/v1/devices").json()
+        assert [d["device_id"] for d in devices["devices"]] == ["demo-p1"]
+        wait_until(lambda: _latest_ts(client)[0] > last_ts, what="a live sample after restart")
+    assert second.stop(signal.SIGTERM) == 0
+    assert _counts(data_dir) == counts
+
+
+def test_demo_refuses_a_port_in_use_with_one_line(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "manage.py", "demo", "--port", str(port)],
+            cwd=ROOT,
+            env=_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"CommandError: port {port} on 127.0.0.1 is already in use: stop what runs there, "
+        "or choose another with DEMO_PORT=8001 (or --port)"
+    ]
+    assert not (tmp_path / "data" / "demo").exists()
