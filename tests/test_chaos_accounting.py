@@ -11,6 +11,7 @@ import pytest
 from scripts.chaos import plan as chaos_plan
 from scripts.chaos.accounting import (
     SERVE_TO_SPOOL_S,
+    edge_troubles,
     epoch,
     explain_losses,
     judge,
@@ -103,10 +104,29 @@ def test_an_empty_run_fails():
     assert not judge([], [], [], 0, {}).passed
 
 
-def test_the_wait_counts_from_the_spool_commit_or_else_from_the_telegram():
-    seen = {at(0): epoch(at(0)) + 70.0, at(1): epoch(at(1)) + 0.6}
-    waits = spool_waits(seen, spooled_at={at(0): epoch(at(0)) + 0.2})
-    assert waits == {at(0): pytest.approx(69.8), at(1): pytest.approx(0.6)}
+def test_the_wait_runs_from_the_spool_commit_to_its_departure():
+    t = epoch(at(0))
+    waits = spool_waits({at(0): t + 75}, spooled_at={at(0): t + 0.2}, left_spool={at(0): t + 70})
+    assert waits == {at(0): pytest.approx(69.8)}  # not inflated by a late look at the db
+
+
+def test_a_sample_no_look_saw_leave_waits_until_the_database_had_it():
+    t0, t1 = epoch(at(0)), epoch(at(1))
+    first_stored = {at(0): t0 + 3.0, at(1): t1 + 0.6}
+    waits = spool_waits(first_stored, spooled_at={at(0): t0 + 0.2}, left_spool={})
+    # Counted from its commit where a look saw it pending, else from its telegram second.
+    assert waits == {at(0): pytest.approx(2.8), at(1): pytest.approx(0.6)}
+
+
+def test_the_edge_log_tells_which_outages_reached_the_edge():
+    log = [
+        "1.0 2026-11-27 WARNING edgeclient.uploader upload failing (server_error): HTTP 502",
+        "2.0 2026-11-27 INFO edgeclient.uploader server back up after 60 s",
+        "3.0 2026-11-27 WARNING edgeclient.uploader upload failing (unavailable): HTTP 503",
+        "4.0 2026-11-27 WARNING edgeclient.uploader upload failing (server_error): HTTP 502",
+        "5.0 2026-11-27 WARNING edgeclient.poller meter unreachable: connection refused",
+    ]
+    assert edge_troubles(log) == {"meter unreachable": 1, "server_error": 2, "unavailable": 1}
 
 
 def test_the_bounded_plan_holds_every_outage_and_at_least_ten_spread_kills():
@@ -119,7 +139,8 @@ def test_the_bounded_plan_holds_every_outage_and_at_least_ten_spread_kills():
     by_action = {e.action: e.at_s for e in events}
     assert by_action[chaos_plan.START_GUNICORN] - by_action[chaos_plan.STOP_GUNICORN] == 60
     assert by_action[chaos_plan.START_REDIS] - by_action[chaos_plan.STOP_REDIS] == 30
-    assert chaos_plan.RESTART_POSTGRES in actions and chaos_plan.METER_OFFLINE in actions
+    assert by_action[chaos_plan.START_POSTGRES] - by_action[chaos_plan.STOP_POSTGRES] == 5
+    assert chaos_plan.METER_OFFLINE in actions
     assert events == sorted(events)
     assert all(e.at_s < chaos_plan.BOUNDED_S for e in events)
 

@@ -8,6 +8,7 @@ each kill can cost at most one answer (the poll loop has one request in flight).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,16 +85,39 @@ def explain_losses(
 
 
 def spool_waits(
-    first_stored: Mapping[str, float], spooled_at: Mapping[str, float]
+    first_stored: Mapping[str, float],
+    spooled_at: Mapping[str, float],
+    left_spool: Mapping[str, float],
 ) -> dict[str, float]:
-    """Seconds each stored sample waited between its spool commit and the database.
+    """Seconds each stored sample waited in the spool: from its commit there (the
+    spool's own ``spooled_at``) to the first look that found it gone (acknowledged).
 
-    ``first_stored``: when the sample was first seen in the database; ``spooled_at``: the
-    spool's own commit time where the observer saw the sample pending. A sample that came
-    and went between two looks at the spool counts from its telegram second instead,
-    which is at most a second earlier than its commit.
+    The spool is a local file, readable whatever the servers do. A sample that came and
+    went between two looks, or whose departure no look saw, counts until it was first
+    seen in the database (``first_stored``), from its commit or else from its telegram
+    second: an upper bound, so the longest wait is never under-reported.
     """
-    return {ts: max(0.0, seen - spooled_at.get(ts, epoch(ts))) for ts, seen in first_stored.items()}
+    waits = {}
+    for ts, stored_at in first_stored.items():
+        if ts in spooled_at and ts in left_spool:
+            waits[ts] = left_spool[ts] - spooled_at[ts]
+        else:
+            waits[ts] = stored_at - spooled_at.get(ts, epoch(ts))
+    return {ts: max(0.0, wait) for ts, wait in waits.items()}
+
+
+# run_edge logs one line per state change (not per failed attempt); see edgeclient.
+_TROUBLE = re.compile(r"upload failing \((\w+)\)|(meter unreachable)")
+
+
+def edge_troubles(edge_log: Iterable[str]) -> dict[str, int]:
+    """How often run_edge's log says an upload began failing (by state) or the meter
+    went away: evidence that each outage really reached the edge."""
+    counts: Counter[str] = Counter()
+    for line in edge_log:
+        if found := _TROUBLE.search(line):
+            counts[found.group(1) or "meter unreachable"] += 1
+    return dict(sorted(counts.items()))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What happens when in a chaos run: a pure function of its length and a seed.
 
-One outage cycle (gunicorn down 60 s, a PostgreSQL restart, Redis down 30 s, the meter
-off the network) per CYCLE_S of run time, and SIGKILLs of run_edge at random moments
+One outage cycle (gunicorn down 60 s, PostgreSQL restarted after 5 s down, Redis down
+30 s, the meter off the network) per CYCLE_S of run time, and SIGKILLs of run_edge at random moments
 across the whole run, at least MIN_KILLS of them and never two within MIN_KILL_GAP_S
 (the edge needs a moment to start again; a kill during its start-up tests nothing new).
 """
@@ -23,6 +23,9 @@ FIRST_KILL_S = 4.0
 
 GUNICORN_DOWN_S = 60.0
 REDIS_DOWN_S = 30.0
+# A bare restart takes PostgreSQL away for a fraction of a second, between two uploads;
+# a few seconds down makes sure the ingest path meets the outage (503 + Retry-After).
+POSTGRES_DOWN_S = 5.0
 METER_OFFLINE_S = 10.0
 # Offsets within a cycle; each outage ends before the next begins, so the log shows
 # which of them a wait or a loss belongs to.
@@ -32,15 +35,23 @@ REDIS_AT_S = 95.0
 METER_AT_S = 130.0
 
 KILL_EDGE, STOP_GUNICORN, START_GUNICORN = "kill run_edge", "stop gunicorn", "start gunicorn"
-RESTART_POSTGRES, STOP_REDIS, START_REDIS = "restart PostgreSQL", "stop Redis", "start Redis"
+STOP_POSTGRES, START_POSTGRES = "stop PostgreSQL (restart)", "start PostgreSQL (restart)"
+STOP_REDIS, START_REDIS = "stop Redis", "start Redis"
 METER_OFFLINE = "meter off the network"
+# Each start follows its stop by at least the stop's ``seconds``, counted from the moment
+# the service was down (a graceful stop takes a while): the player enforces this.
+STARTS = {
+    START_GUNICORN: STOP_GUNICORN,
+    START_POSTGRES: STOP_POSTGRES,
+    START_REDIS: STOP_REDIS,
+}
 
 
 @dataclass(frozen=True, order=True)
 class Event:
     at_s: float  # seconds after the chaos began
     action: str
-    seconds: float = 0.0  # METER_OFFLINE: how long
+    seconds: float = 0.0  # a stop or the meter's absence: how long
 
 
 def plan(duration_s: float, rng: random.Random) -> list[Event]:
@@ -54,10 +65,11 @@ def plan(duration_s: float, rng: random.Random) -> list[Event]:
     for cycle in range(int(duration_s // CYCLE_S)):
         base = cycle * CYCLE_S
         events += [
-            Event(base + GUNICORN_AT_S, STOP_GUNICORN),
+            Event(base + GUNICORN_AT_S, STOP_GUNICORN, GUNICORN_DOWN_S),
             Event(base + GUNICORN_AT_S + GUNICORN_DOWN_S, START_GUNICORN),
-            Event(base + POSTGRES_AT_S, RESTART_POSTGRES),
-            Event(base + REDIS_AT_S, STOP_REDIS),
+            Event(base + POSTGRES_AT_S, STOP_POSTGRES, POSTGRES_DOWN_S),
+            Event(base + POSTGRES_AT_S + POSTGRES_DOWN_S, START_POSTGRES),
+            Event(base + REDIS_AT_S, STOP_REDIS, REDIS_DOWN_S),
             Event(base + REDIS_AT_S + REDIS_DOWN_S, START_REDIS),
             Event(base + METER_AT_S, METER_OFFLINE, METER_OFFLINE_S),
         ]

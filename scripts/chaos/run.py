@@ -11,18 +11,25 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 from scripts.chaos import plan as chaos_plan
-from scripts.chaos.accounting import judge, parse_served_log, report, spool_waits
+from scripts.chaos.accounting import (
+    edge_troubles,
+    judge,
+    parse_served_log,
+    report,
+    spool_waits,
+)
+from scripts.chaos.observer import Observer
 from scripts.chaos.stack import (
     Caddy,
     ChaosError,
     Edge,
     Gunicorn,
-    Observer,
     Simulator,
     base_env,
     manage,
@@ -73,8 +80,9 @@ class Timeline:
     def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def say(self, text: str) -> None:
-        print(f"[{self.phase} {self.now():6.1f} s] {text}", flush=True)
+    def say(self, text: str, at: float | None = None) -> None:
+        moment = self.now() if at is None else at
+        print(f"[{self.phase} {moment:6.1f} s] {text}", flush=True)
 
     def sleep_until(self, at_s: float) -> None:
         delay = at_s - self.now()
@@ -134,6 +142,7 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
             STATIC_ROOT=str(root / "static"),
             LOG_LEVEL="info",
         )
+        (root / "static").mkdir()
         manage("migrate", "--verbosity", "0", env=server_env)
         manage("create_device", DEVICE_ID, "--name", "Chaos", env=server_env)
         token = manage("issue_token", DEVICE_ID, "--scopes", "ingest", env=server_env).split()[-1]
@@ -145,6 +154,7 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
         caddy.start()
         stack.callback(caddy.stop)
         caddy.wait_ready()
+        caddy.check_untrusted_without_root()
         clock.say(
             f"server up behind caddy at {caddy.url} (PostgreSQL {pg.port}, Redis {cache.port})"
         )
@@ -175,7 +185,16 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
         clock.say(f"simulate_p1 on {sim.address} (API v2, TLS), run_edge polling every 1 s")
         clock.begin()
 
-        kills = play(events, clock, edge, gunicorn, pg, cache, sim)
+        actions = {
+            chaos_plan.STOP_GUNICORN: lambda _: gunicorn.stop(),
+            chaos_plan.START_GUNICORN: lambda _: gunicorn.start(),
+            chaos_plan.STOP_POSTGRES: lambda _: pg.stop(),
+            chaos_plan.START_POSTGRES: lambda _: pg.start(),
+            chaos_plan.STOP_REDIS: lambda _: cache.stop(),
+            chaos_plan.START_REDIS: lambda _: cache.start(),
+            chaos_plan.METER_OFFLINE: lambda event: sim.go_offline(event.seconds),
+        }
+        kills = play(events, clock, edge, actions)
         clock.sleep_until(duration)
         edge.check_alive()
         sim.stop()  # from here on its log is complete
@@ -195,39 +214,42 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
             observer.stored,
             kills,
             int(status.get("quarantined", -1)),
-            spool_waits(observer.first_stored, observer.spooled_at),
+            spool_waits(observer.first_stored, observer.spooled_at, observer.left_spool),
         )
         print(report(verdict), flush=True)
+        troubles = edge_troubles(edge.log.read_text().splitlines())
+        print("  edge log: " + ", ".join(f"{what} x{n}" for what, n in troubles.items()))
         for ts, killed_at in sorted(verdict.lost_at_kill.items()):
             moment = datetime.fromtimestamp(killed_at, UTC).isoformat(timespec="milliseconds")
             print(f"  lost at a kill: {ts} (kill at {moment})")
         return verdict.passed
 
 
-def play(events, clock: Timeline, edge: Edge, gunicorn, pg, cache, sim) -> list[float]:
+def play(
+    events: list[chaos_plan.Event],
+    clock: Timeline,
+    edge: Edge,
+    actions: dict[str, Callable[[chaos_plan.Event], None]],
+) -> list[float]:
     """Each event at its moment; returns the wall-clock times of the kills."""
     kills: list[float] = []
     total = sum(e.action == chaos_plan.KILL_EDGE for e in events)
+    back_at: dict[str, float] = {}  # a stop's action -> the earliest moment to start again
     for event in events:
-        clock.sleep_until(event.at_s)
+        at = event.at_s
+        if event.action in chaos_plan.STARTS:
+            at = max(at, back_at.pop(chaos_plan.STARTS[event.action], at))
+        clock.sleep_until(at)
+        began = clock.now()
         if event.action == chaos_plan.KILL_EDGE:
             pid = edge.child.pid
             kills.append(edge.kill())
             edge.start()
-            clock.say(f"SIGKILL run_edge (pid {pid}), {len(kills)} of {total}; restarted")
+            clock.say(f"SIGKILL run_edge (pid {pid}), {len(kills)} of {total}; restarted", began)
             continue
         edge.check_alive()
-        if event.action == chaos_plan.STOP_GUNICORN:
-            gunicorn.stop()
-        elif event.action == chaos_plan.START_GUNICORN:
-            gunicorn.start()
-        elif event.action == chaos_plan.RESTART_POSTGRES:
-            pg.restart()
-        elif event.action == chaos_plan.STOP_REDIS:
-            cache.stop()
-        elif event.action == chaos_plan.START_REDIS:
-            cache.start()
-        elif event.action == chaos_plan.METER_OFFLINE:
-            sim.go_offline(event.seconds)
-        clock.say(event.action + (f" for {event.seconds:g} s" if event.seconds else ""))
+        actions[event.action](event)
+        if event.seconds:
+            back_at[event.action] = clock.now() + event.seconds
+        clock.say(event.action + (f" for {event.seconds:g} s" if event.seconds else ""), began)
     return kills

@@ -1,7 +1,8 @@
 """The processes of a chaos run, each on a fixed loopback port so it can be stopped and
-started again where its clients expect it: gunicorn, Caddy, simulate_p1 and run_edge.
-PostgreSQL and Redis come from tests/services.py. Every child runs in a session of its
-own (a Ctrl-C reaches only the run, which then stops them in order) and logs to a file.
+started again where its clients expect it: gunicorn, Caddy, simulate_p1 and run_edge
+(PostgreSQL and Redis come from tests/services.py). Every child runs in a session of
+its own (a Ctrl-C reaches only the run, which then stops them in order) and logs to a
+file.
 """
 
 from __future__ import annotations
@@ -10,19 +11,17 @@ import json
 import os
 import secrets
 import signal
-import sqlite3
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import certifi
 import httpx
-import psycopg
 
 from scripts.chaos.accounting import utc_iso
 
@@ -31,8 +30,6 @@ STOP_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 90.0
 HTTP_TIMEOUT_S = 5.0
-OBSERVE_EVERY_S = 0.5
-DB_CONNECT_TIMEOUT_S = 2
 # Variables of the calling shell that must not leak into the children's settings.
 SCRUBBED = (
     "DATABASE_URL", "REDIS_URL", "DATA_DIR", "DJANGO_ENV", "SECRET_KEY", "ALLOWED_HOSTS",
@@ -202,6 +199,21 @@ class Caddy:
             time.sleep(0.2)
         raise ChaosError(f"{self.url}{path} not ready in {READY_TIMEOUT_S:g} s: {last}")
 
+    def check_untrusted_without_root(self) -> None:
+        """The public CAs alone must refuse Caddy's certificate: only then does the run
+        show that the edge verifies, with the local root as its one addition."""
+        try:
+            httpx.get(
+                self.url + "/healthz",
+                verify=ssl.create_default_context(cafile=certifi.where()),
+                timeout=HTTP_TIMEOUT_S,
+            )
+        except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                return
+            raise ChaosError(f"{self.url}: unexpected error without the root CA: {exc}") from exc
+        raise ChaosError(f"{self.url}: trusted without Caddy's root CA; the run proves nothing")
+
 
 class Simulator:
     """simulate_p1 serving API v2 over TLS (the meter hop, verified) with --log."""
@@ -309,95 +321,6 @@ class Edge:
             return json.loads(result.stdout)
         except ValueError:
             raise ChaosError(f"edge_status answered no JSON: {result.stderr[-1000:]}") from None
-
-
-def ts_from_key(ts_us: int) -> str:
-    return utc_iso(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us))
-
-
-class Observer:
-    """Looks at the database and the spool twice a second, from the outside.
-
-    Records when each sample first appeared in the database, and the spool's commit
-    time of every sample it saw pending. Either side may be down or locked for a look
-    (PostgreSQL restarting, the edge writing): that look is skipped.
-    """
-
-    def __init__(self, db_url: str, device_id: str, spool_path: Path) -> None:
-        self.db_url = db_url
-        self.device_id = device_id
-        self.spool_path = spool_path
-        self.first_stored: dict[str, float] = {}
-        self.spooled_at: dict[str, float] = {}
-        self.stored: list[str] = []
-        self.depth: int | None = None
-        self._conn: psycopg.Connection | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="observer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(OBSERVE_EVERY_S):
-            self.look()
-
-    def look(self) -> None:
-        with self._lock:
-            self._look_at_spool()
-            self._look_at_database()
-
-    def _look_at_spool(self) -> None:
-        if not self.spool_path.exists():
-            return
-        try:
-            db = sqlite3.connect(f"file:{self.spool_path}?mode=ro", uri=True, timeout=1)
-            try:
-                rows = db.execute("SELECT ts_us, spooled_at FROM pending").fetchall()
-            finally:
-                db.close()
-        except sqlite3.Error:
-            return
-        self.depth = len(rows)
-        for ts_us, spooled_at in rows:
-            self.spooled_at.setdefault(ts_from_key(ts_us), spooled_at)
-
-    def _look_at_database(self) -> None:
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(
-                    self.db_url, connect_timeout=DB_CONNECT_TIMEOUT_S, autocommit=True
-                )
-            rows = self._conn.execute(
-                "SELECT s.ts FROM telemetry_sample s JOIN telemetry_device d "
-                "ON d.id = s.device_id WHERE d.device_id = %s",
-                (self.device_id,),
-            ).fetchall()
-        except psycopg.Error:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            return
-        now = time.time()
-        self.stored = [utc_iso(ts) for (ts,) in rows]
-        for ts in self.stored:
-            self.first_stored.setdefault(ts, now)
-
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if predicate():
-                    return True
-            time.sleep(OBSERVE_EVERY_S / 2)
-        return False
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        if self._conn is not None:
-            self._conn.close()
 
 
 def new_secret_key() -> str:
