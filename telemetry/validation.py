@@ -15,6 +15,9 @@ from typing import Any
 from edgeclient import wire
 
 MAX_FUTURE = timedelta(minutes=5)
+# Far beyond any meter (1e15 W, 1e15 kWh) yet far below float overflow, so sums and
+# differences of stored values stay finite in rollups and reports.
+MAX_MAGNITUDE = 1e15
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_ERRORS = 100  # a batch of 5000 bad samples needs no 5000-line answer
 
@@ -28,9 +31,11 @@ def _number(value: Any) -> float:
     if type(value) is float:
         if not math.isfinite(value):
             raise InvalidValue("must be a finite number")
+        if abs(value) > MAX_MAGNITUDE:
+            raise InvalidValue("is out of range")
         return value
     if type(value) is int:
-        if abs(value) > 1e15:
+        if abs(value) > MAX_MAGNITUDE:
             raise InvalidValue("is out of range")
         return float(value)
     raise InvalidValue("must be a number")
@@ -207,11 +212,13 @@ def _columns_fast(samples: list, now: datetime) -> list[list[Any] | None] | None
                 return None
         else:
             if not types <= _FLOATS:
-                if not types <= _NUMBERS or max(map(abs, present)) > 1e15:
+                if not types <= _NUMBERS or max(map(abs, present)) > MAX_MAGNITUDE:
                     return None
                 column = [float(v) if type(v) is int else v for v in column]
                 present = [v for v in column if v is not None]
             if not all(map(math.isfinite, present)):
+                return None
+            if present and (max(present) > MAX_MAGNITUDE or min(present) < -MAX_MAGNITUDE):
                 return None
             if kind == wire.REGISTER and present and min(present) < 0:
                 return None

@@ -51,6 +51,8 @@ def test_only_required_fields_is_enough():
         ("power_w", True),
         ("power_w", "100"),
         ("power_w", 10**20),
+        ("power_w", -1e20),
+        ("energy_import_kwh", 1.7e308),
         ("energy_import_kwh", -0.001),
         ("gas_m3", -1),
         ("tariff", 5),
