@@ -1,4 +1,7 @@
-.PHONY: run test lint bench lock
+.PHONY: demo run test lint bench lock
+
+demo:  ## everything on this machine: history, meter, edge, server and dashboard (Ctrl-C stops)
+	bash scripts/demo.sh
 
 run:  ## the server on the embedded default (SQLite, local-memory cache)
 	bash scripts/serve.sh

@@ -117,4 +117,6 @@ def _aware(value: datetime | str) -> datetime:
 def _sqlite_ts(value: datetime) -> str:
     """What Django's SQLite backend stores for an aware datetime (UTC, naive text), in
     a fraction of its adapter's time: this runs for every timestamp of the history."""
-    return str(value.astimezone(UTC).replace(tzinfo=None))
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return str(value.replace(tzinfo=None))
