@@ -198,6 +198,12 @@ INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
+# Failed token checks one client address may make before its Bearer requests get 429
+# for the rest of the period (telemetry.auth); "off" disables.
+BAD_TOKEN_RATE = env_rate("BAD_TOKEN_RATE", "30/min")
+# Peers whose X-Real-IP names the client (Caddy sets it); the same variable tells
+# gunicorn whose X-Forwarded-* to trust. "*" trusts every peer.
+TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
 # How long a client should wait before retrying when the database is unreachable.
 DB_RETRY_AFTER_S = env_int("DB_RETRY_AFTER_S", 15, minimum=1)
 

@@ -35,6 +35,8 @@ _MAX_ENTRIES = 1024
 class Lookup:
     token: DeviceToken | None
     prefetched: dict = field(default_factory=dict)
+    # Values of the ``also`` keys (None where missing or when the cache is down).
+    also: dict = field(default_factory=dict)
 
 
 class _Entry:
@@ -48,22 +50,33 @@ _entries: OrderedDict[str, _Entry] = OrderedDict()
 _lock = threading.Lock()
 
 
-def lookup(raw: str, extra_keys: Callable[[Device], Iterable[str]] | None = None) -> Lookup:
+def lookup(
+    raw: str,
+    extra_keys: Callable[[Device], Iterable[str]] | None = None,
+    also: Iterable[str] = (),
+) -> Lookup:
+    """The token, with the view's cache keys and the ``also`` keys (whatever the caller
+    checks for every token, such as its address's failed attempts) read in one go."""
+    also = list(also)
     ttl = settings.TOKEN_CACHE_TTL_S
     if not ttl:
-        return _from_database(raw)
+        found = _from_database(raw)
+        found.also = _pick(cache.get_many(also) if also else {}, also)
+        return found
     token_hash = hash_token(raw)
     with _lock:
         entry = _entries.get(token_hash)
-    keys = [GENERATION_KEY]
+    keys = [GENERATION_KEY, *also]
     if entry is not None and extra_keys is not None:
         keys += list(extra_keys(entry.token.device))
     values = cache.get_many(keys)
     generation = values.pop(GENERATION_KEY, None)
+    also_values = _pick(values, also)
     if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
         touch(entry.token)
-        return Lookup(entry.token, values)
+        return Lookup(entry.token, values, also_values)
     found = _from_database(raw)
+    found.also = also_values
     if found.token is not None:
         current = generation or _ensure_generation()
         if current is not None:
@@ -73,6 +86,10 @@ def lookup(raw: str, extra_keys: Callable[[Device], Iterable[str]] | None = None
                 while len(_entries) > _MAX_ENTRIES:
                     _entries.popitem(last=False)
     return found
+
+
+def _pick(values: dict, keys: list[str]) -> dict:
+    return {key: values.pop(key, None) for key in keys}
 
 
 def _from_database(raw: str) -> Lookup:

@@ -26,7 +26,7 @@ def _empty_cache() -> None:
 @pytest.fixture(scope="session")
 def server(django_db_setup) -> Iterator[ServerProcess]:
     """One gunicorn process on the test database, shared by the session's tests."""
-    with run_server(INGEST_THROTTLE_RATE="off") as proc:
+    with run_server(INGEST_THROTTLE_RATE="off", BAD_TOKEN_RATE="off") as proc:
         yield proc
 
 
