@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos run: {duration:g} s, {kills} kills, seed {seed}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="p1-chaos-"))
     root.chmod(0o755)  # PostgreSQL runs as its own user below it
-    # SIGTERM ends the run like Ctrl-C: through the clean-up below.
+    # SIGTERM ends the run like Ctrl-C: through the clean-up below. SIGINT too when the
+    # shell started us in the background with it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     passed = False
     started = time.monotonic()
     try:
