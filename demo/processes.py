@@ -142,7 +142,8 @@ def start_server(sock: socket.socket, paths: DemoPaths, workers: int) -> Child:
         "p1platform.wsgi:application", "--bind", f"fd://{sock.fileno()}",
         "--workers", str(workers),
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # No access log: the edge's upload every second would fill it; errors still go there.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GUNICORN_ACCESS_LOG="")
     return _spawn("server (gunicorn)", command, paths.log("server"), env, pass_fds=[sock.fileno()])
 
 

@@ -66,7 +66,7 @@ class Command(BaseCommand):
         device = bootstrap.ensure_device(username)
         token = bootstrap.ensure_ingest_token(device, paths)
         started = time.monotonic()
-        out.write("writing the history (the first run takes a while) ...")
+        out.write(f"checking the history (a first run writes {options['months']} months) ...")
         filled = bootstrap.ensure_history(
             device, now=datetime.now(UTC), months=options["months"], seed=options["seed"]
         )
