@@ -18,6 +18,14 @@ from p1platform.openapi import (
 from telemetry.openapi import sample_field_schema
 
 MONTH = {**STRING, "pattern": r"^\d{4}-\d{2}$", "example": "2026-03"}
+# What a month or day parameter may name: rules.FIRST_YEAR to rules.LAST_YEAR (2000-2099).
+MONTH_PARAM = {**STRING, "pattern": r"^20\d{2}-(0[1-9]|1[0-2])$", "example": "2026-03"}
+DAY_PARAM = {
+    **STRING,
+    "format": "date",
+    "pattern": r"^20\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+    "example": "2026-03-01",
+}
 KW = {**NUMBER, "description": "kW"}
 
 QUARTER = component(
@@ -160,12 +168,12 @@ DAY_QUARTERS = component(
 
 MONTH_PATH_PARAM = OpenApiParameter(
     "month",
-    MONTH,
+    MONTH_PARAM,
     OpenApiParameter.PATH,
-    description="A calendar month in the device's zone, YYYY-MM, from 2000 on.",
+    description="A calendar month in the device's zone, YYYY-MM, 2000 to 2099.",
 )
 MONTHS_PARAMS = [
-    OpenApiParameter("end", MONTH, description="The newest month; default: this month."),
+    OpenApiParameter("end", MONTH_PARAM, description="The newest month; default: this month."),
     OpenApiParameter(
         "count",
         {**INTEGER, "minimum": 1, "maximum": reports.MONTH_TABLE_MAX, "default": 13},
@@ -173,5 +181,5 @@ MONTHS_PARAMS = [
     ),
 ]
 DATE_PARAM = OpenApiParameter(
-    "date", {**STRING, "format": "date"}, required=True, description="A local day, YYYY-MM-DD."
+    "date", DAY_PARAM, required=True, description="A local day, YYYY-MM-DD, 2000 to 2099."
 )

@@ -25,6 +25,9 @@ QUARTER_S = 900.0
 MINIMUM_BILLED_KW = 2.5
 COMPLETE_COVERAGE = 0.9
 ROLLING_MONTHS = 12
+# The years the read API answers for: samples start in 2000 (telemetry.validation), and
+# far-off years reach local-mean-time offsets and date overflows instead of answers.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,14 @@ class Month:
             month = cls(int(year_text), int(month_text))
         except ValueError:
             raise ValueError(f"{text!r} is not a month in the form YYYY-MM") from None
-        if len(year_text) != 4 or not 1 <= month.month <= 12 or month.year < 2000:
-            raise ValueError(f"{text!r} is not a month in the form YYYY-MM from 2000 on")
+        if (
+            len(year_text) != 4
+            or not 1 <= month.month <= 12
+            or not FIRST_YEAR <= month.year <= LAST_YEAR
+        ):
+            raise ValueError(
+                f"{text!r} is not a month in the form YYYY-MM from {FIRST_YEAR} to {LAST_YEAR}"
+            )
         return month
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from capacity import reports
+from capacity import reports, rules
 from capacity.openapi import (
     DATE_PARAM,
     DAY_QUARTERS,
@@ -126,4 +126,8 @@ class CapacityViewSet(viewsets.ViewSet):
             day = date.fromisoformat(text)
         except ValueError:
             raise exceptions.ValidationError({"date": ["Use YYYY-MM-DD."]}) from None
+        if not rules.FIRST_YEAR <= day.year <= rules.LAST_YEAR:
+            raise exceptions.ValidationError(
+                {"date": [f"Use a day from {rules.FIRST_YEAR} to {rules.LAST_YEAR}."]}
+            )
         return Response(reports.day_quarters(device, day))

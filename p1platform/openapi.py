@@ -1,4 +1,4 @@
-"""OpenAPI pieces shared by every endpoint: problem responses, auth, the docs view.
+"""OpenAPI pieces shared by every endpoint: problem responses, auth, the schema class.
 
 Schemas are plain JSON Schema dicts registered as components (``component``); the views
 refer to them in ``extend_schema``. Raw dicts instead of serializers: the API answers
@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
-from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from p1platform.problems import PROBLEM_CONTENT_TYPE
 
@@ -112,13 +112,17 @@ _ERRORS = {
     413: (PROBLEM, "The body or the batch is too large."),
     415: (PROBLEM, "The body is not uncompressed application/json."),
     422: (BATCH_PROBLEM, "Invalid samples, each named by index; nothing was written."),
-    429: (PROBLEM, "Too many batches from this device; wait Retry-After seconds."),
+    429: (
+        PROBLEM,
+        "Throttled: too many invalid tokens from this address (any Bearer request), or "
+        "too many batches from this device (ingest). Wait Retry-After seconds.",
+    ),
     503: (PROBLEM, "The database cannot be reached; retry after Retry-After seconds."),
 }
 # Headers sent with these answers (p1platform.problems keeps them on the problem).
 _HEADERS = {
     401: ("WWW-Authenticate", "The authentication scheme: Bearer."),
-    429: ("Retry-After", "Seconds to wait before the next batch."),
+    429: ("Retry-After", "Seconds to wait before the next request."),
     503: ("Retry-After", "Seconds to wait before retrying."),
 }
 
@@ -133,7 +137,7 @@ def problems(*codes: int) -> dict:
     }
 
 
-READ_ERRORS = (400, 401, 403, 404, 503)
+READ_ERRORS = (400, 401, 403, 404, 429, 503)
 
 
 def add_components(result: dict, generator, request, public) -> dict:
@@ -156,6 +160,13 @@ def add_components(result: dict, generator, request, public) -> dict:
     return result
 
 
+class AutoSchema(SpectacularAutoSchema):
+    """Our list actions answer one object (e.g. {"devices": [...]}), never a bare list."""
+
+    def _is_list_view(self, serializer=None) -> bool:
+        return False
+
+
 class DeviceTokenScheme(OpenApiAuthenticationExtension):
     target_class = "telemetry.auth.DeviceTokenAuthentication"
     name = "deviceToken"
@@ -166,10 +177,3 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A device token (scopes ingest and/or read), issued in the admin.",
         }
-
-
-class DocsView(SpectacularSwaggerSplitView):
-    """Swagger UI from our static files; its start script is a separate request, so the
-    page needs no inline script, and our template drops the inline <style>."""
-
-    template_name = "api/swagger_ui.html"

@@ -233,7 +233,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "p1platform.problems.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"ingest": INGEST_THROTTLE_RATE},
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "p1platform.openapi.AutoSchema",
 }
 # /v1/schema and /v1/docs are public (docs/adr/0004): the schema names no device or data.
 SPECTACULAR_SETTINGS = {

@@ -7,7 +7,7 @@ from capacity.views import CapacityViewSet, RealtimeViewSet
 from dashboard import views as dashboard_views
 from dashboard.csp import with_csp
 from p1platform import health
-from p1platform.openapi import DocsView
+from p1platform.api_docs import DocsView
 from telemetry.read_views import DeviceViewSet, SeriesViewSet
 from telemetry.views import IngestViewSet
 

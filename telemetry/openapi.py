@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
 from edgeclient import wire
 from p1platform.openapi import (
@@ -131,6 +131,7 @@ SERIES = component(
 DEVICE_ID_PARAM = OpenApiParameter(
     "device_id",
     OpenApiTypes.STR,
+    examples=[OpenApiExample("a device", value="home-p1")],
     description=(
         "The device to read. A device token may leave it out (its own device); a "
         "logged-in user must give it. Another household's device answers 404."
@@ -138,7 +139,7 @@ DEVICE_ID_PARAM = OpenApiParameter(
 )
 MOMENT = {
     "anyOf": [{"type": "string", "format": "date"}, DATETIME],
-    "description": "YYYY-MM-DD (local midnight) or ISO 8601 with an offset.",
+    "description": "YYYY-MM-DD (local midnight) or ISO 8601 with an offset; 2000 to 2099.",
 }
 SERIES_PARAMS = [
     DEVICE_ID_PARAM,

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 
+from capacity.rules import FIRST_YEAR, LAST_YEAR
 from p1platform.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device, visible_devices
 from telemetry.openapi import DEVICE_LIST, SERIES, SERIES_PARAMS
@@ -33,7 +34,7 @@ class DeviceViewSet(viewsets.ViewSet):
         operation_id="devices",
         summary="The devices the caller may read",
         description="A token: its own device. A user: the devices they own; staff: all.",
-        responses={200: DEVICE_LIST, **problems(401, 403, 503)},
+        responses={200: DEVICE_LIST, **problems(401, 403, 429, 503)},
     )
     def list(self, request):
         devices = visible_devices(request).order_by("device_id")
@@ -58,14 +59,17 @@ def parse_moment(name: str, text: str, tz: ZoneInfo) -> datetime:
     """An ISO datetime with offset, or a date meaning local midnight."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
-        moment = datetime.fromisoformat(text)
+            moment = datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
+        else:
+            moment = datetime.fromisoformat(text)
     except ValueError:
         raise exceptions.ValidationError(
             {name: ["Use YYYY-MM-DD or an ISO 8601 datetime with an offset."]}
         ) from None
     if moment.tzinfo is None:
         raise exceptions.ValidationError({name: ["A datetime needs a UTC offset."]})
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise exceptions.ValidationError({name: [f"Use a year from {FIRST_YEAR} to {LAST_YEAR}."]})
     return moment
 
 

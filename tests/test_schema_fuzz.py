@@ -1,0 +1,178 @@
+"""Schema fuzzing: schemathesis (its `st run` command) against /v1/schema of a real
+gunicorn server with a household's data, as four callers: a token with both scopes, a
+token of another device, no token and a garbage token.
+
+Every operation and method in the schema is exercised (examples, coverage and fuzzing
+phases); the checks: no 5xx, and every answer's status, content type, headers and body
+conform to the schema (errors are application/problem+json). A bounded run takes
+FUZZ_MAX_EXAMPLES per operation and caller (default below, >= 500 cases in all); a long
+run is one command:
+
+    FUZZ_MAX_EXAMPLES=1000 .venv/bin/pytest tests/test_schema_fuzz.py
+
+The CLI rather than schemathesis' pytest plugin: each run is a separate process with its
+own report, the server starts before the schema is loaded, and a failure prints
+schemathesis' own reproduction (a curl command) in the test's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from tests.samples import BASE_TS, series
+from tests.serverproc import ServerProcess, run_server
+
+FUZZ_MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
+FUZZ_SEED = os.environ.get("FUZZ_SEED", "20261127")
+# Comfortably above a bounded run; a long run scales with FUZZ_MAX_EXAMPLES.
+RUN_TIMEOUT_S = 300 + FUZZ_MAX_EXAMPLES * 10
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    )
+)
+ST = Path(sys.executable).with_name("st")
+
+
+@dataclass
+class Household:
+    server: ServerProcess
+    token: str
+    other_token: str
+
+
+@pytest.fixture(scope="module")
+def household(django_db_setup, django_db_blocker) -> Iterator[Household]:
+    """Two households (the server is another process, so the data is committed), and
+    a server with production-like throttling; flushed when the module ends."""
+    from django.contrib.auth import get_user_model
+
+    from telemetry.ingest import insert_columns
+    from telemetry.models import Device
+    from telemetry.tokens import issue_token
+    from telemetry.validation import validate_samples
+
+    with django_db_blocker.unblock():
+        owner = get_user_model().objects.create_user("fuzz-owner", password="fuzz-pw-123")
+        device = Device.objects.create(
+            device_id="home-p1", owner=owner, capacity_price_eur_per_kw_year="53.2500"
+        )
+        other = Device.objects.create(device_id="next-door")
+        # A day and a half, a reading every 30 s: peaks, quarters, rollups and a realtime
+        # answer to compute.
+        samples = series(4320, start=BASE_TS - timedelta(hours=12), step_s=30)
+        columns, errors = validate_samples(samples, now=BASE_TS + timedelta(days=1))
+        assert not errors
+        insert_columns(device.pk, columns, device.timezone)
+        token = issue_token(device, "ingest,read")[1]
+        other_token = issue_token(other, "ingest,read")[1]
+    try:
+        with run_server(threads=8) as server:
+            yield Household(server, token, other_token)
+    finally:
+        with django_db_blocker.unblock():
+            call_command("flush", interactive=False, verbosity=0)
+
+
+def schemathesis_run(server: ServerProcess, caller: Caller, report: Path):
+    command = [
+        str(ST),
+        "run",
+        f"{server.url}/v1/schema",
+        "--checks",
+        CHECKS,
+        "--phases",
+        caller.phases,
+        "--max-examples",
+        str(FUZZ_MAX_EXAMPLES),
+        "--seed",
+        FUZZ_SEED,
+        # One worker: Hypothesis' lambda descriptions are not thread-safe on Python 3.11
+        # (SystemError: AST constructor recursion depth mismatch).
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+        "--no-color",
+    ]
+    if caller.authorization:
+        command += ["--header", f"Authorization: {caller.authorization}"]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
+
+
+def cases_per_operation(report: Path) -> dict[str, int]:
+    """Test cases per operation, from schemathesis' ndjson events."""
+    cases: dict[str, int] = {}
+    for line in report.read_text().splitlines():
+        event = json.loads(line)
+        finished = event.get("ScenarioFinished")
+        if finished and finished.get("recorder"):
+            label = finished["recorder"]["label"]
+            cases[label] = cases.get(label, 0) + len(finished["recorder"].get("cases", {}))
+    return cases
+
+
+@dataclass
+class Caller:
+    authorization: str | None
+    # The coverage phase walks every parameter's edge cases: worth it only for callers
+    # that get past authentication (the others answer 401 before reading a parameter).
+    phases: str
+
+
+ALL_PHASES, QUICK_PHASES = "examples,coverage,fuzzing", "examples,fuzzing"
+CALLERS = {
+    "token with both scopes": lambda h: Caller(f"Bearer {h.token}", ALL_PHASES),
+    "another device's token": lambda h: Caller(f"Bearer {h.other_token}", ALL_PHASES),
+    "no token": lambda h: Caller(None, QUICK_PHASES),
+    # Last: its invalid tokens get this address throttled (429) for a while, every token.
+    "garbage token": lambda h: Caller("Bearer not-a-token-at-all-0123456789abcdef", QUICK_PHASES),
+}
+_total_cases: list[int] = []
+
+
+# The mark only makes pytest-django create the test database; the data is the module's.
+@pytest.mark.django_db
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_api_conforms_to_its_schema(household, caller, tmp_path):
+    if not ST.exists() and shutil.which("st") is None:
+        pytest.skip("schemathesis (st) is not installed")
+    report = tmp_path / "events.ndjson"
+    result = schemathesis_run(household.server, CALLERS[caller](household), report)
+    (tmp_path / "out.txt").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+    cases = cases_per_operation(report)
+    assert len(cases) == 7, cases  # every operation of the schema
+    _total_cases.append(sum(cases.values()))
+
+
+def test_bounded_run_covers_at_least_500_cases():
+    # After the four runs above (pytest runs a module's tests in order).
+    if len(_total_cases) < len(CALLERS):
+        pytest.skip("the fuzz runs did not all complete")
+    assert sum(_total_cases) >= 500, _total_cases
