@@ -26,7 +26,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _newest_pg_bin(base: Path = Path("/usr/lib/postgresql")) -> Path:
+    """Debian's binaries of the newest installed PostgreSQL (15 on the reference box)."""
+    versions = [p for p in base.glob("*/bin") if (p / "postgres").exists()] if base.is_dir() else []
+    if not versions:
+        return base / "15" / "bin"
+    return max(versions, key=lambda p: [int(x) for x in p.parent.name.split(".") if x.isdigit()])
+
+
+PG_BIN = _newest_pg_bin()
 PG_USER = "postgres"  # the OS user the cluster runs as when we are root
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
