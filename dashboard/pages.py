@@ -5,7 +5,7 @@ Pure helpers (no request, no clock of their own), so tests call them directly.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
@@ -30,13 +30,23 @@ def pick_device(devices: QuerySet[Device], wanted: str | None) -> Device | None:
     return devices.first()
 
 
-def page_config(device: Device, now: datetime) -> dict:
+def shown_day(text: str | None, today: date) -> date:
+    """The day the day view opens on: ?day=YYYY-MM-DD when valid and not in the future."""
+    try:
+        day = date.fromisoformat(text or "")
+    except ValueError:
+        return today
+    return min(day, today)
+
+
+def page_config(device: Device, now: datetime, day: str | None = None) -> dict:
     """The settings the page's script reads (via json_script): ids, URLs, the local day."""
     local = now.astimezone(ZoneInfo(device.timezone))
     return {
         "device_id": device.device_id,
         "timezone": device.timezone,
         "today": local.date().isoformat(),
+        "day": shown_day(day, local.date()).isoformat(),
         "month": f"{local.year:04d}-{local.month:02d}",
         "live_refresh_ms": LIVE_REFRESH_MS,
         "month_table_months": MONTH_TABLE_MONTHS,

@@ -22,7 +22,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         raise Http404("No such device.")
     context = {"devices": devices, "device": device}
     if device is not None:
-        context["config"] = pages.page_config(device, timezone.now())
+        context["config"] = pages.page_config(device, timezone.now(), request.GET.get("day"))
     return render(request, "dashboard/dashboard.html", context)
 
 

@@ -110,6 +110,14 @@ def test_page_config_uses_the_devices_local_day(device):
     assert config["live_refresh_ms"] <= 5000
 
 
+def test_day_view_opens_on_the_day_asked_for_but_never_in_the_future(client, owner, device):
+    client.force_login(owner)
+    assert page_config(client.get("/?day=2026-03-29"))["day"] == "2026-03-29"
+    today = page_config(client.get("/"))["today"]
+    assert page_config(client.get("/?day=2999-01-01"))["day"] == today
+    assert page_config(client.get("/?day=yesterday"))["day"] == today
+
+
 def test_committed_chart_library_matches_the_hashes_the_fetch_script_records():
     assert fetch_vendor.check_committed() == []
     licence = (fetch_vendor.TARGET / "LICENSE.md").read_text()

@@ -42,7 +42,9 @@ CHROMIUM_FLAGS = (
 )
 WAIT_S = 20
 USERNAME, PASSWORD = "household", "household-pw-1"
-SIM_SEED = 7
+# A meter whose registers (random per seed) exceed what 13 months of demo history use,
+# so the history can end exactly at them (demo.history.generate's at_end).
+SIM_SEED = 36
 
 
 def _missing_browser() -> str | None:
@@ -90,24 +92,31 @@ def start_simulator(folder: Path) -> SimulatorProcess:
     return SimulatorProcess(process, log, banner.split(" on ", 1)[1].split()[0])
 
 
-def meter_registers(sim: SimulatorProcess) -> tuple[float, float]:
-    """The simulated meter's import and export registers now (kWh), over its v1 API."""
+def meter_registers(sim: SimulatorProcess):
+    """The simulated meter's four registers now (kWh), read over its v1 API."""
+    from demo.history import Registers
+
     data = httpx.get(f"http://{sim.address}/api/v1/data", timeout=10).json()
-    return data["total_power_import_kwh"], data["total_power_export_kwh"]
+    return Registers(
+        data["total_power_import_t1_kwh"],
+        data["total_power_import_t2_kwh"],
+        data["total_power_export_t1_kwh"],
+        data["total_power_export_t2_kwh"],
+    )
 
 
 @pytest.fixture(scope="module")
 def household(
     browser_tools, django_db_setup, django_db_blocker, tmp_path_factory
 ) -> Iterator[Household]:
-    """A household with ~5 weeks of dense history and a day in each of the 12 months
-    before, its meter simulated, and the server (not started edge: see ``edge``)."""
+    """A household with 13 months of history (demo.history), its meter simulated, and
+    the live server; the edge is started by the tests that need it (``edge``)."""
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from telemetry.models import Device
+    from demo.history import backfill
+    from telemetry.models import Device, Sample
     from telemetry.tokens import issue_token
-    from tests.browser.history import backfill, sparse
 
     folder = tmp_path_factory.mktemp("household")
     sim = start_simulator(folder)
@@ -123,19 +132,18 @@ def household(
             )
             token = issue_token(device, "ingest")[1]
             now = datetime.now(UTC)
-            end_import, end_export = meter_registers(sim)
-            # History stops just before the meter's present reading and ends at its
-            # registers, so the edge's first upload continues it without a jump.
-            backfill(
-                device,
-                end=now - timedelta(seconds=2),
-                days=400,
-                step_s=300,
-                seed=SIM_SEED,
-                end_import_kwh=end_import - 0.001,
-                end_export_kwh=end_export,
-                keep=sparse(now, dense_days=36),
+            # History ends just before the meter's present reading, at its registers, so
+            # the edge's first upload continues it without a jump (which would read as an
+            # enormous quarter).
+            registers = meter_registers(sim)
+            backfill(device, end=now - timedelta(seconds=5), seed=SIM_SEED, at_end=registers)
+            last = Sample.objects.filter(device=device).latest("ts")
+            joined = (last.energy_import_kwh, last.energy_export_kwh)
+            expected = (
+                registers.import_t1 + registers.import_t2,
+                registers.export_t1 + registers.export_t2,
             )
+            assert joined == pytest.approx(expected, abs=0.01), "history does not meet the meter"
         with run_server(INGEST_THROTTLE_RATE="off") as server:
             yield Household(
                 server=server,

@@ -7,7 +7,7 @@ other file come from the server itself).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -15,9 +15,12 @@ import pytest
 from tests.browser.conftest import PASSWORD, USERNAME
 from tests.conftest import bearer
 
-# The data is committed by the module's fixtures (the server is another process); the
-# mark only makes pytest-django set the test database up.
-pytestmark = pytest.mark.django_db
+# The household is committed once by the module's fixtures (the server is another
+# process, so nothing may sit in an open transaction: SQLite would lock the server out)
+# and flushed when the module ends. The tests themselves touch the database only through
+# the server; available_apps limits pytest-django's flush after each test to an app with
+# no tables, so the household survives from one test to the next.
+pytestmark = pytest.mark.django_db(transaction=True, available_apps=["dashboard"])
 
 CANVASES = ("gauge-chart", "day-chart", "history-chart")
 
@@ -112,6 +115,26 @@ def test_day_view_goes_back_a_day(page):
     assert page.js("return document.getElementById('day-next').disabled") is False
 
 
+def last_dst_change(today: date) -> tuple[date, int]:
+    """The latest Brussels clock change before today, and its number of quarters."""
+    candidates = []
+    for year in (today.year - 1, today.year):
+        for month, quarters in ((3, 92), (10, 100)):
+            last = date(year, month, 31)
+            candidates.append((last - timedelta(days=(last.weekday() + 1) % 7), quarters))
+    return max(c for c in candidates if c[0] < today)
+
+
+def test_day_view_of_a_clock_change_day_has_92_or_100_bars(page):
+    logged_in(page)
+    day, quarters = last_dst_change(datetime.now(UTC).date())
+    page.get(f"/?day={day.isoformat()}")
+    assert loaded(page, "day") == day.isoformat()
+    assert int(page.js("return document.getElementById('day').dataset.quarters")) == quarters
+    assert page.js("return Chart.getChart('day-chart').data.labels.length") == quarters
+    page.wait(lambda: page.js(DRAWN_PIXELS, "day-chart") > 500)
+
+
 def test_month_table_lists_13_months_with_the_meters_peak(page):
     logged_in(page)
     assert loaded(page, "months") == "13"
@@ -125,33 +148,31 @@ def test_month_table_lists_13_months_with_the_meters_peak(page):
 
 
 WARNING = "return document.getElementById('gauge').classList.contains('warning')"
-EXCEEDS = """
+# The realtime answer, fetched by the page with its session.
+REALTIME = """
 const done = arguments[arguments.length - 1];
-fetch("/v1/realtime?device_id=" + arguments[0]).then((r) => r.json())
-  .then((answer) => done(answer.quarter.exceeds_threshold));
+fetch("/v1/realtime?device_id=" + arguments[0]).then((r) => r.json()).then(done);
 """
 
 
-def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(
-    page, household, django_db_blocker
-):
-    from telemetry.models import Sample
-
+def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(page, household):
     logged_in(page)
     # Before: the gauge agrees with the API (the simulated household may be charging a car).
-    before = page.driver.execute_async_script(EXCEEDS, household.device_id)
-    page.wait(lambda: page.js(WARNING) == before, message="gauge disagrees with the API")
-    with django_db_blocker.unblock():
-        latest = Sample.objects.filter(device_id=household.device_pk).latest("ts")
+    before = page.driver.execute_async_script(REALTIME, household.device_id)
+    page.wait(
+        lambda: page.js(WARNING) == before["quarter"]["exceeds_threshold"],
+        message="gauge disagrees with the API",
+    )
+    latest = before["latest"]
     # A burst of heavy load in the running quarter: 4 kWh more is 16 kW over a quarter,
     # above any peak the simulated household can reach.
-    start = max(latest.ts, datetime.now(UTC)).replace(microsecond=0)
+    start = max(datetime.fromisoformat(latest["ts"]), datetime.now(UTC)).replace(microsecond=0)
     burst = [
         {
             "ts": (start + timedelta(seconds=i + 1)).isoformat(),
             "power_w": 22000.0,
-            "energy_import_kwh": latest.energy_import_kwh + 4.0 + i * 0.01,
-            "energy_export_kwh": latest.energy_export_kwh,
+            "energy_import_kwh": latest["energy_import_kwh"] + 4.0 + i * 0.01,
+            "energy_export_kwh": latest["energy_export_kwh"],
         }
         for i in range(3)
     ]
@@ -164,7 +185,8 @@ def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(
     assert response.status_code == 200, response.text
     page.wait(lambda: page.js(WARNING), message="the gauge never turned to warning")
     assert page.js("return document.getElementById('quarter-warning').hidden") is False
-    assert page.driver.execute_async_script(EXCEEDS, household.device_id) is True
+    after = page.driver.execute_async_script(REALTIME, household.device_id)
+    assert after["quarter"]["exceeds_threshold"] is True
 
 
 @pytest.mark.parametrize("width", [390])

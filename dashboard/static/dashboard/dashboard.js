@@ -174,9 +174,11 @@
       $("month-billed").textContent = kw(month.billed_peak_kw);
       $("rolling-average").textContent = kw(month.rolling_average.kw);
       const cost = month.estimated_cost;
-      $("yearly-cost").textContent = cost
-        ? "€ " + cost.yearly_eur.toFixed(2) + " a year (€ " + cost.monthly_eur.toFixed(2) + " a month at € " + cost.price_eur_per_kw_year + "/kW/year)"
+      const yearly = $("yearly-cost");
+      yearly.textContent = cost
+        ? "€ " + cost.yearly_eur.toFixed(2) + " a year · € " + cost.monthly_eur.toFixed(2) + " a month"
         : "set a capacity price for this device in the admin";
+      yearly.title = cost ? "at € " + cost.price_eur_per_kw_year + " per kW per year" : "";
       report("month", null);
       $("month-title").closest("section").dataset.loaded = month.month;
     } catch (error) {
@@ -185,6 +187,34 @@
   }
 
   // ---- the day's quarters -----------------------------------------------------------
+
+  // The peak of the shown day's month as a dashed line: which quarters set or neared it.
+  const monthPeakLine = {
+    id: "monthPeakLine",
+    afterDatasetsDraw(chart) {
+      const peak = monthPeaks.get(dayState.day.slice(0, 7));
+      if (!peak) return;
+      const { left, right } = chart.chartArea;
+      const y = chart.scales.y.getPixelForValue(peak);
+      const ctx = chart.ctx;
+      ctx.save();
+      ctx.strokeStyle = COLOURS.warning;
+      ctx.setLineDash([6, 4]);
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(right, y);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = COLOURS.warning;
+      ctx.font = "12px " + Chart.defaults.font.family;
+      ctx.textAlign = "right";
+      ctx.fillText("month's peak " + peak.toFixed(2) + " kW", right - 4, y - 4);
+      ctx.restore();
+    },
+  };
+  const monthPeaks = new Map();
+  const dayState = { day: config.day, incomplete: [] };
 
   const dayChart = new Chart($("day-chart"), {
     type: "bar",
@@ -196,11 +226,19 @@
       },
       scales: {
         x: { ticks: { autoSkip: true, maxRotation: 0, autoSkipPadding: 12 }, grid: { display: false } },
-        y: { beginAtZero: true, title: { display: true, text: "kW" } },
+        y: {
+          beginAtZero: true,
+          title: { display: true, text: "kW" },
+          // Keep the month's peak line inside the chart.
+          afterDataLimits: (scale) => {
+            const peak = monthPeaks.get(dayState.day.slice(0, 7));
+            if (peak && scale.max < peak * 1.1) scale.max = peak * 1.1;
+          },
+        },
       },
     },
+    plugins: [monthPeakLine],
   });
-  const dayState = { day: config.today, incomplete: [] };
 
   async function loadDay(day) {
     dayState.day = day;
@@ -322,6 +360,9 @@
         cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
         body.append(row);
       }
+      monthPeaks.clear();
+      answer.months.forEach((m) => m.peak_kw !== null && monthPeaks.set(m.month, m.peak_kw));
+      dayChart.update();
       $("months").dataset.loaded = String(answer.months.length);
       report("months", null);
     } catch (error) {
@@ -336,7 +377,7 @@
 
   pollLive();
   loadMonth();
-  loadDay(config.today);
+  loadDay(config.day);
   loadHistory(history);
   loadMonthTable();
   window.setInterval(loadMonth, 60000);
