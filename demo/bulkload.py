@@ -2,14 +2,16 @@
 
 PostgreSQL goes through telemetry.ingest.insert_columns: its rollup merge is one
 set-based statement per batch. On SQLite that path recomputes each touched bucket with
-its own queries (telemetry.rollups.sqlite_refresh), about 48,000 buckets for 13 months:
-minutes instead of seconds. Here the same rows are inserted with the same conflict rule,
-and the touched range's rollups are recomputed from one ordered read, bucket by bucket
-with the very function sqlite_refresh uses (rollups.aggregate_bucket), so both paths
-store the same values. The capacity tables are rebuilt once by the caller.
+queries of its own (telemetry.rollups.sqlite_refresh): 13 months touch about 48,000
+buckets. Here the same rows are inserted with the same conflict rule, and the touched
+range's rollups are recomputed from one ordered read, bucket by bucket with the very
+function sqlite_refresh uses (rollups.aggregate_bucket), so both paths store the same
+values (tests/test_demo_history.py compares them). bench/demo_backfill.py measures the
+two on the same history. The capacity tables are rebuilt once by the caller.
 
-History is not live data: no samples_ingested signal, so nothing reacts to it as if
-it had just happened (peak alerts, per-batch quarter refreshes).
+The SQLite path sends no samples_ingested signal: history is not live data, and the
+per-batch quarter refresh would redo what the one rebuild does. (On PostgreSQL
+insert_columns sends it as for any batch.)
 """
 
 from __future__ import annotations
