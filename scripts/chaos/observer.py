@@ -54,10 +54,11 @@ class Observer:
         while not self._stop.wait(OBSERVE_EVERY_S):
             self.look()
 
-    def look(self) -> None:
+    def look(self) -> bool:
+        """One look at both; False when the database could not be read this time."""
         with self._lock:
             self._look_at_spool()
-            self._look_at_database()
+            return self._look_at_database()
 
     def _look_at_spool(self) -> None:
         if not self.spool_path.exists():
@@ -81,7 +82,7 @@ class Observer:
             self.left_spool[ts] = now  # the latest departure: a re-polled ts may return
         self._pending = pending
 
-    def _look_at_database(self) -> None:
+    def _look_at_database(self) -> bool:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(
@@ -96,11 +97,12 @@ class Observer:
             if self._conn is not None:
                 self._conn.close()
             self._conn = None
-            return
+            return False
         now = time.time()
         self.stored = [utc_iso(ts) for (ts,) in rows]
         for ts in self.stored:
             self.first_stored.setdefault(ts, now)
+        return True
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -110,6 +112,15 @@ class Observer:
                     return True
             time.sleep(OBSERVE_EVERY_S / 2)
         return False
+
+    def wait_for_look(self, timeout_s: float) -> bool:
+        """Look until the database answers (the watcher thread must be stopped)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.look():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(OBSERVE_EVERY_S)
+        return True
 
     def stop(self) -> None:
         self._stop.set()

@@ -41,6 +41,7 @@ DEVICE_ID = "chaos-p1"
 # The last edge uploads what is left; a Retry-After of 15 s (DB_RETRY_AFTER_S) may
 # come first if PostgreSQL was restarting.
 DRAIN_TIMEOUT_S = 120.0
+FINAL_LOOK_TIMEOUT_S = 30.0
 EDGE_SETTINGS = {
     "POLL_INTERVAL_S": "1",
     "UPLOAD_INTERVAL_S": "2",
@@ -208,7 +209,9 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
         if code != 0:
             raise ChaosError(f"run_edge exited with {code} on SIGTERM; see {edge.log}")
         observer.stop()
-        observer.look()  # the last look, with everything settled
+        # The last look, with everything settled; the verdict must not rest on an old one.
+        if not observer.wait_for_look(FINAL_LOOK_TIMEOUT_S):
+            raise ChaosError(f"could not read the database at the end; see {pg.log_path}")
         clock.say(f"drained; run_edge stopped cleanly after {edge.starts} starts")
         status = edge.status()
         verdict = judge(
