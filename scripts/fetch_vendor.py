@@ -4,9 +4,10 @@
 The dashboard must work on a LAN without internet access, so Chart.js is served from
 our own static files. This script downloads the pinned tarball, refuses it unless its
 SHA-512 matches the registry's ``dist.integrity`` recorded below, and extracts the UMD
-build and the licence into dashboard/static/dashboard/vendor/chartjs/. The fetched files
-are committed; tests/test_dashboard_vendor.py checks them against VENDOR_SHA256 so a
-hand edit is caught. Standard library only.
+build (without its source-map comment) and the licence into
+dashboard/static/dashboard/vendor/chartjs/. The fetched files are committed;
+tests/test_dashboard.py checks them against VENDOR_SHA256 so a hand edit is caught.
+Standard library only.
 
     python scripts/fetch_vendor.py            # fetch, verify, extract
     python scripts/fetch_vendor.py --check    # verify the committed files only
@@ -38,7 +39,7 @@ FILES = {
 }
 # sha256 of each extracted file, so a committed copy can be checked without the network.
 VENDOR_SHA256 = {
-    "chart.umd.min.js": "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2",
+    "chart.umd.min.js": "c17f2ce49fb9c71ef7fb39c03f868804ac5ab34730149976eebe6b7f807bef0c",
     "LICENSE.md": "41a84aa2caba645f966a18d9c2056b73e6d3a81d80bc0046bc0011a2634d4cce",
 }
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,10 +85,19 @@ def extract(data: bytes, target: Path = TARGET) -> dict[str, str]:
             handle = tar.extractfile(member)
             if handle is None:
                 raise VendorError(f"{member_name} is not a regular file in the tarball")
-            content = handle.read()
+            content = without_source_map(handle.read())
             (target / file_name).write_bytes(content)
             hashes[file_name] = hashlib.sha256(content).hexdigest()
     return hashes
+
+
+def without_source_map(content: bytes) -> bytes:
+    """Drop a trailing ``//# sourceMappingURL=`` comment: the map (1 MB) is not shipped,
+    and collectstatic's manifest storage refuses a reference to a file that is absent."""
+    lines = content.rstrip(b"\n").split(b"\n")
+    if lines[-1].startswith(b"//# sourceMappingURL="):
+        return b"\n".join(lines[:-1]) + b"\n"
+    return content
 
 
 def check_committed(target: Path = TARGET) -> list[str]:
