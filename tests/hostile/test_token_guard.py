@@ -125,3 +125,16 @@ def test_sessions_and_ingest_are_unaffected_by_a_blocked_address_elsewhere(
         body = {"samples": [sample(BASE_TS)]}
         response = http.post(f"{srv.url}/v1/ingest", json=body, headers=headers)
         assert response.status_code == 200, response.text
+
+
+def test_tokens_carry_256_random_bits_and_only_their_digest_is_stored(device):
+    import base64
+    import hashlib
+
+    raws = [issue_token(device, "read")[1] for _ in range(3)]
+    assert len(set(raws)) == 3
+    for raw in raws:
+        assert len(base64.urlsafe_b64decode(raw + "=")) == 32
+        row = DeviceToken.objects.get(prefix=raw[:8])
+        assert row.token_hash == hashlib.sha256(raw.encode()).hexdigest()
+        assert raw not in {row.prefix, row.token_hash, row.label, row.scopes}
