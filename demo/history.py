@@ -40,6 +40,8 @@ QUARTER_S = 900
 # Samples per insert (demo.bulkload): each is one transaction, a few weeks of history.
 CHUNK = 10_000
 _J_PER_KWH = 3_600_000.0
+_EXPORT = (2, 3)  # indexes of the export registers in Registers.values()
+_EXPORT_SQUEEZE = 0.9  # share of a too-small export register the history may fill
 _FIELDS = list(wire.SAMPLE_FIELDS)
 
 
@@ -138,7 +140,7 @@ def generate(
     ``before``: the registers just before the first sample (continuing a stored
     history); ``at_end``: the registers the last sample must show (joining a live
     meter). Given both, the increments are scaled to fit; given only ``at_end``, the
-    history is counted back from it (a register it cannot hold stays unanchored).
+    history is counted back from it (see _registers for registers too small for it).
     """
     step = seconds.step
     if QUARTER_S % step or 3600 % step:
@@ -182,6 +184,14 @@ def _registers(
                     scale = (target - base) / totals[k]
             elif target >= totals[k]:
                 base = target - totals[k]
+            elif k in _EXPORT:
+                # The live meter's export register is younger than a year of solar:
+                # the history's export rises slower than its power says, so that the
+                # live export does not drop at the seam. (Never for import: scaled
+                # import would lower every peak; too small an import register stays
+                # unanchored, and the live meter's first quarter then reads 0 kW.)
+                scale = _EXPORT_SQUEEZE * target / totals[k]
+                base = target - totals[k] * scale
         value, column = base, []
         for inc in increments:
             value += inc[k] * scale

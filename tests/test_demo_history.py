@@ -189,6 +189,23 @@ def test_history_ends_on_the_live_meter_registers(device):
 
 
 @pytest.mark.django_db
+def test_an_export_register_too_small_for_the_history_still_ends_on_the_live_one(device):
+    july = datetime(2026, 7, 15, 12, 0, tzinfo=UTC)
+    at_end = history.Registers(20000.0, 10000.0, 5.0, 3.0)
+    history.backfill(device, end=july, start=july - timedelta(days=7), at_end=at_end)
+    rows = Sample.objects.filter(device=device).order_by("ts")
+    first, last = rows.first(), rows.last()
+    assert (
+        last.energy_import_t1_kwh,
+        last.energy_import_t2_kwh,
+        last.energy_export_t1_kwh,
+        last.energy_export_t2_kwh,
+    ) == pytest.approx(at_end.values(), abs=0.001)
+    assert 0 < first.energy_export_kwh < last.energy_export_kwh
+    assert rows.filter(power_w__lt=-1000).exists()
+
+
+@pytest.mark.django_db
 def test_a_gap_fill_runs_from_the_stored_registers_to_the_live_ones(device):
     before = history.Registers(20000.0, 10000.0, 3000.0, 2000.0)
     at_end = history.Registers(20030.0, 10020.0, 3010.0, 2000.0)
