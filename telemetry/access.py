@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from rest_framework import exceptions, permissions
 
-from telemetry.models import Device, DeviceToken
+from telemetry.models import DEVICE_ID_VALIDATOR, Device, DeviceToken
 
 
 class CanRead(permissions.BasePermission):
@@ -40,6 +40,9 @@ def readable_device(request, device_id: str | None) -> Device:
         return token.device
     if not device_id:
         raise exceptions.ValidationError({"device_id": ["This parameter is required."]})
+    if not DEVICE_ID_VALIDATOR.regex.fullmatch(device_id):
+        # No device can have this id; and PostgreSQL refuses some of them (a NUL byte).
+        raise exceptions.NotFound("No such device.")
     try:
         return visible_devices(request).get(device_id=device_id)
     except Device.DoesNotExist:

@@ -211,3 +211,12 @@ def test_list_endpoints_answer_the_documented_object(schema):
     for path in ("/v1/devices", "/v1/series", "/v1/realtime"):
         ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
         assert "$ref" in ok["schema"], path
+
+
+@pytest.mark.parametrize("device_id", ["e\x00x", "HOME-P1", "home p1", "-x", "x" * 65])
+def test_impossible_device_ids_are_unknown_devices(client, owner, device_id):
+    # Found by fuzzing: a NUL byte reached PostgreSQL, which refuses it (500).
+    client.force_login(owner)
+    response = client.get("/v1/realtime", {"device_id": device_id})
+    assert response.status_code == 404
+    assert response["Content-Type"] == PROBLEM
