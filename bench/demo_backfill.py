@@ -44,13 +44,18 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     os.environ.pop("REDIS_URL", None)
-    if args.database_url:
-        recreate_database(args.database_url)
-        os.environ["DATABASE_URL"] = args.database_url
-    else:
-        os.environ.pop("DATABASE_URL", None)
-        os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="p1-bench-demo-")
-    migrate_and_setup()
+    with tempfile.TemporaryDirectory(prefix="p1-bench-demo-") as data_dir:
+        if args.database_url:
+            recreate_database(args.database_url)
+            os.environ["DATABASE_URL"] = args.database_url
+        else:
+            os.environ.pop("DATABASE_URL", None)
+            os.environ["DATA_DIR"] = data_dir
+        migrate_and_setup()
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
 
     from zoneinfo import ZoneInfo
 
