@@ -42,6 +42,7 @@ class Observer:
         self._pending: set[str] = set()
         self.stored: list[str] = []
         self.depth: int | None = None
+        self.spool_looks = 0  # successful looks at the spool so far
         self._conn: psycopg.Connection | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -73,6 +74,7 @@ class Observer:
             return
         now = time.time()
         self.depth = len(rows)
+        self.spool_looks += 1
         pending = set()
         for ts_us, spooled_at in rows:
             ts = ts_from_key(ts_us)

@@ -42,6 +42,7 @@ DEVICE_ID = "chaos-p1"
 # come first if PostgreSQL was restarting.
 DRAIN_TIMEOUT_S = 120.0
 FINAL_LOOK_TIMEOUT_S = 30.0
+METER_GONE = "meter unreachable"
 EDGE_SETTINGS = {
     "POLL_INTERVAL_S": "1",
     "UPLOAD_INTERVAL_S": "2",
@@ -200,10 +201,17 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
         kills = play(events, clock, edge, actions)
         clock.sleep_until(duration)
         edge.check_alive()
+        gone_before = edge.log_count(METER_GONE)
         sim.stop()  # from here on its log is complete
         served = parse_served_log(sim.served_log.read_text())
         clock.say(f"simulator stopped after {len(served)} answers; draining the spool")
-        if not observer.wait_for(lambda: observer.depth == 0, DRAIN_TIMEOUT_S):
+        # Polls run one after another: once a poll failed, every earlier answer is spooled.
+        # Only then can an empty spool (seen by a later look) mean "all uploaded".
+        if not observer.wait_for(lambda: edge.log_count(METER_GONE) > gone_before, 30):
+            raise ChaosError("run_edge did not notice that the meter had gone")
+        looks = observer.spool_looks
+        drained = lambda: observer.spool_looks > looks + 1 and observer.depth == 0  # noqa: E731
+        if not observer.wait_for(drained, DRAIN_TIMEOUT_S):
             raise ChaosError(f"the spool did not drain in {DRAIN_TIMEOUT_S:g} s")
         code = edge.stop()
         if code != 0:

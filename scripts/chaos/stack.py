@@ -299,6 +299,11 @@ class Edge:
         self.child.process.wait(STOP_TIMEOUT_S)
         return killed_at
 
+    def log_count(self, text: str) -> int:
+        """Lines of the log (every life so far) that contain ``text``."""
+        with self.log.open(encoding="utf-8", errors="replace") as log:
+            return sum(text in line for line in log)
+
     def check_alive(self) -> None:
         if self.child is not None and not self.child.alive():
             code = self.child.process.returncode
