@@ -6,8 +6,6 @@ with the edge requirements alone (no DRF, psycopg or redis on a Raspberry Pi).
 
 from __future__ import annotations
 
-import re
-import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -151,10 +149,11 @@ if PRODUCTION:
         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
     }
 else:
-    # Development and tests serve the apps' static folders directly, no collectstatic;
-    # STATIC_ROOT need not exist, so whitenoise's warning about it is noise here.
+    # Development and tests serve the apps' static folders directly, no collectstatic.
     WHITENOISE_USE_FINDERS = True
-    warnings.filterwarnings("ignore", message=f"No directory at: {re.escape(str(STATIC_ROOT))}")
+    if ROLE == "server":
+        # whitenoise also indexes STATIC_ROOT, and warns on every start while it is missing.
+        STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
