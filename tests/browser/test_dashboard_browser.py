@@ -207,3 +207,20 @@ def test_nothing_overflows_on_a_phone_width_screen(page, width):
             assert page.js(f"return document.getElementById('{canvas}').clientWidth") <= width
     finally:
         page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_history_periods_follow_the_local_calendar(page):
+    logged_in(page)
+    period = "return P1Periods.period(arguments[0], arguments[1])"
+    # Weeks start on Monday; the clock change on Sunday 29 March stays in its week.
+    assert page.js(period, "week", "2026-03-29") == {
+        "kind": "week",
+        "start": "2026-03-23",
+        "end": "2026-03-30",
+        "interval": "1d",
+    }
+    assert page.js(period, "month", "2026-02-14")["end"] == "2026-03-01"
+    assert page.js(period, "year", "2026-12-31")["start"] == "2026-01-01"
+    previous = "return P1Periods.shift(P1Periods.period('month', '2026-01-15'), -1)"
+    assert page.js(previous)["start"] == "2025-12-01"
+    assert page.js("return P1Periods.addDays('2026-10-25', 1)") == "2026-10-26"
