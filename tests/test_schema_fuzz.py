@@ -29,7 +29,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 
 from tests.samples import BASE_TS, series
 from tests.serverproc import ServerProcess, run_server
@@ -60,9 +59,17 @@ class Household:
 
 
 @pytest.fixture(scope="module")
-def household(django_db_setup, django_db_blocker) -> Iterator[Household]:
-    """Two households (the server is another process, so the data is committed), and
-    a server with production-like throttling; flushed when the module ends."""
+def fuzz_server(django_db_setup) -> Iterator[ServerProcess]:
+    """gunicorn with production-like throttling (unlike the session's shared server)."""
+    with run_server(threads=8) as server:
+        yield server
+
+
+@pytest.fixture
+def household(fuzz_server, transactional_db) -> Household:
+    """Two households with committed data (the server is another process); the
+    transactional test flushes them afterwards. No test transaction stays open: on
+    SQLite (BEGIN IMMEDIATE) it would hold the write lock the server's ingest needs."""
     from django.contrib.auth import get_user_model
 
     from telemetry.ingest import insert_columns
@@ -70,26 +77,20 @@ def household(django_db_setup, django_db_blocker) -> Iterator[Household]:
     from telemetry.tokens import issue_token
     from telemetry.validation import validate_samples
 
-    with django_db_blocker.unblock():
-        owner = get_user_model().objects.create_user("fuzz-owner", password="fuzz-pw-123")
-        device = Device.objects.create(
-            device_id="home-p1", owner=owner, capacity_price_eur_per_kw_year="53.2500"
-        )
-        other = Device.objects.create(device_id="next-door")
-        # A day and a half, a reading every 30 s: peaks, quarters, rollups and a realtime
-        # answer to compute.
-        samples = series(4320, start=BASE_TS - timedelta(hours=12), step_s=30)
-        columns, errors = validate_samples(samples, now=BASE_TS + timedelta(days=1))
-        assert not errors
-        insert_columns(device.pk, columns, device.timezone)
-        token = issue_token(device, "ingest,read")[1]
-        other_token = issue_token(other, "ingest,read")[1]
-    try:
-        with run_server(threads=8) as server:
-            yield Household(server, token, other_token)
-    finally:
-        with django_db_blocker.unblock():
-            call_command("flush", interactive=False, verbosity=0)
+    owner = get_user_model().objects.create_user("fuzz-owner", password="fuzz-pw-123")
+    device = Device.objects.create(
+        device_id="home-p1", owner=owner, capacity_price_eur_per_kw_year="53.2500"
+    )
+    other = Device.objects.create(device_id="next-door")
+    # A day and a half, a reading every 30 s: peaks, quarters, rollups and a realtime
+    # answer to compute.
+    samples = series(4320, start=BASE_TS - timedelta(hours=12), step_s=30)
+    columns, errors = validate_samples(samples, now=BASE_TS + timedelta(days=1))
+    assert not errors
+    insert_columns(device.pk, columns, device.timezone)
+    token = issue_token(device, "ingest,read")[1]
+    other_token = issue_token(other, "ingest,read")[1]
+    return Household(fuzz_server, token, other_token)
 
 
 def schemathesis_run(server: ServerProcess, caller: Caller, report: Path):
@@ -124,6 +125,7 @@ def schemathesis_run(server: ServerProcess, caller: Caller, report: Path):
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
+        cwd=report.parent,  # schemathesis keeps state in ./.schemathesis: not in the repo
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )
 
@@ -159,8 +161,6 @@ CALLERS = {
 _total_cases: list[int] = []
 
 
-# The mark only makes pytest-django create the test database; the data is the module's.
-@pytest.mark.django_db
 @pytest.mark.parametrize("caller", list(CALLERS))
 def test_api_conforms_to_its_schema(household, caller, tmp_path):
     if not ST.exists() and shutil.which("st") is None:
