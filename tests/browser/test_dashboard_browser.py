@@ -164,14 +164,14 @@ def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(page, household
         message="gauge disagrees with the API",
     )
     latest = before["latest"]
-    # A burst of heavy load in the running quarter: 4 kWh more is 16 kW over a quarter,
+    # A burst of heavy load in the running quarter: 6 kWh more is 24 kW over a quarter,
     # above any peak the simulated household can reach.
     start = max(datetime.fromisoformat(latest["ts"]), datetime.now(UTC)).replace(microsecond=0)
     burst = [
         {
             "ts": (start + timedelta(seconds=i + 1)).isoformat(),
             "power_w": 22000.0,
-            "energy_import_kwh": latest["energy_import_kwh"] + 4.0 + i * 0.01,
+            "energy_import_kwh": latest["energy_import_kwh"] + 6.0 + i * 0.01,
             "energy_export_kwh": latest["energy_export_kwh"],
         }
         for i in range(3)
