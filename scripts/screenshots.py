@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +25,8 @@ SEED = 3
 LOAD_TIMEOUT_S = 30
 # Chart.js animates for 250 ms; give it time to settle before the picture.
 SETTLE_S = 1.0
+OUTAGE = timedelta(minutes=35)
+OUTAGE_ENDS_AGO = timedelta(hours=3)
 
 
 def prepare(data_dir: Path) -> None:
@@ -38,8 +40,8 @@ def prepare(data_dir: Path) -> None:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from demo.history import backfill
-    from telemetry.models import Device
+    from demo.history import Registers, backfill
+    from telemetry.models import Device, Sample
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
@@ -50,7 +52,18 @@ def prepare(data_dir: Path) -> None:
         timezone="Europe/Brussels",
         capacity_price_eur_per_kw_year="53.2565",
     )
-    backfill(device, end=datetime.now(UTC), months=13, seed=SEED)
+    now = datetime.now(UTC)
+    # A meter outage earlier today, so the day view shows incomplete and empty quarters.
+    gap_start, gap_end = now - OUTAGE_ENDS_AGO - OUTAGE, now - OUTAGE_ENDS_AGO
+    backfill(device, end=gap_start, months=13, seed=SEED)
+    last = Sample.objects.filter(device=device).latest("ts")
+    registers = Registers(
+        last.energy_import_t1_kwh,
+        last.energy_import_t2_kwh,
+        last.energy_export_t1_kwh,
+        last.energy_export_t2_kwh,
+    )
+    backfill(device, start=gap_end, end=now, seed=SEED, before=registers)
 
 
 def browser(width: int, height: int):
