@@ -6,7 +6,7 @@ Every operation in the schema is exercised (examples, coverage and fuzzing phase
 every method it does not list must answer 405 with Allow. The checks: no 5xx, and every
 answer's status, content type, headers and body conform to the schema (errors are
 application/problem+json). A bounded run takes FUZZ_MAX_EXAMPLES per operation and
-caller (default below: about 1,100 cases, 80 s); a long run (about 15 minutes) is one
+caller (default below: about 1,100 cases, 80 s); a long run (about 15,000 cases, 10 min) is one
 command, with another seed each time:
 
     FUZZ_MAX_EXAMPLES=500 FUZZ_SEED=$RANDOM .venv/bin/pytest tests/test_schema_fuzz.py
