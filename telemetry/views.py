@@ -22,14 +22,22 @@ from telemetry.validation import validate_samples
 
 def decode_batch(request) -> dict:
     """The JSON object of the request body, or a clear 4xx."""
-    if request.content_type != "application/json":
+    # Django's parsed media type, without parameters: many HTTP clients add
+    # "; charset=utf-8", which is what JSON is anyway (RFC 8259). Another charset is not.
+    django_request = request._request
+    if django_request.content_type != "application/json":
         raise exceptions.UnsupportedMediaType(request.content_type or "none")
+    charset = django_request.content_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise exceptions.UnsupportedMediaType(
+            request.content_type, detail=f"JSON must be UTF-8, not {charset}."
+        )
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         raise exceptions.UnsupportedMediaType(
             request.content_type, detail="Compressed request bodies are not accepted."
         )
     try:
-        body = request._request.body
+        body = django_request.body
     except RequestDataTooBig:
         raise PayloadTooLarge() from None
     try:

@@ -158,6 +158,28 @@ def test_malformed_body_is_a_problem(
     assert_problem(response, status)
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8"]
+)
+def test_json_with_a_utf8_charset_parameter_is_accepted(
+    http, server, device, ingest_token, content_type
+):
+    headers = {**bearer(ingest_token), "Content-Type": content_type}
+    body = json.dumps({"samples": series(2)}).encode()
+    response = http.post(f"{server.url}/v1/ingest", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert Sample.objects.count() == 2
+
+
+def test_json_in_another_charset_is_415(http, server, device, ingest_token):
+    headers = {**bearer(ingest_token), "Content-Type": "application/json; charset=latin-1"}
+    body = json.dumps({"samples": series(1)}).encode()
+    response = http.post(f"{server.url}/v1/ingest", content=body, headers=headers)
+    assert_problem(response, 415)
+    assert "UTF-8" in response.json()["detail"]
+    assert Sample.objects.count() == 0
+
+
 def test_unknown_path_under_v1_is_problem_json(http, server):
     assert_problem(http.get(f"{server.url}/v1/no-such-thing"), 404)
 
