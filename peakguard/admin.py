@@ -1,8 +1,31 @@
-"""Admin for peak guards (one per device) and, read-only, the alerts they raised."""
+"""Admin for peak guards (one per device) and, read-only, the alerts they raised.
+
+The guard is also edited where people look for it: on the device's own page. telemetry
+must not depend on peakguard, so this module re-registers the device admin with the
+guard as an extra inline instead of telemetry/admin.py importing it.
+"""
 
 from django.contrib import admin
 
 from peakguard.models import PeakAlert, PeakGuard
+from telemetry.admin import DeviceAdmin
+from telemetry.models import Device
+
+
+class PeakGuardInline(admin.StackedInline):
+    model = PeakGuard
+    extra = 0
+    max_num = 1
+    fields = ("webhook_url", "threshold_kw", "enabled")
+    verbose_name = "peak guard webhook"
+
+
+admin.site.unregister(Device)
+
+
+@admin.register(Device)
+class DeviceWithPeakGuardAdmin(DeviceAdmin):
+    inlines = [*DeviceAdmin.inlines, PeakGuardInline]
 
 
 @admin.register(PeakGuard)

@@ -151,6 +151,9 @@ def test_admin_assigns_an_owner(admin_client, device, django_user_model):
             "capacity_price_eur_per_kw_year": "",
             "tokens-TOTAL_FORMS": "0",
             "tokens-INITIAL_FORMS": "0",
+            # The peak guard inline (peakguard/admin.py), left empty.
+            "peak_guard-TOTAL_FORMS": "0",
+            "peak_guard-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -54,6 +54,36 @@ def test_admin_saves_a_public_https_webhook(admin_client, device):
 
 
 @pytest.mark.django_db
+def test_device_page_edits_its_peak_guard(admin_client, device):
+    page = admin_client.get(f"/admin/telemetry/device/{device.pk}/change/")
+    assert b"peak_guard-TOTAL_FORMS" in page.content
+    form = {
+        "device_id": device.device_id,
+        "name": device.name,
+        "owner": device.owner_id,
+        "timezone": device.timezone,
+        "tokens-TOTAL_FORMS": "0",
+        "tokens-INITIAL_FORMS": "0",
+        "peak_guard-TOTAL_FORMS": "1",
+        "peak_guard-INITIAL_FORMS": "0",
+        "peak_guard-0-webhook_url": "https://93.184.215.14/hook",
+        "peak_guard-0-threshold_kw": "4.5",
+        "peak_guard-0-enabled": "on",
+    }
+    refused = admin_client.post(
+        f"/admin/telemetry/device/{device.pk}/change/",
+        {**form, "peak_guard-0-webhook_url": "https://10.0.0.7/hook"},
+    )
+    assert b"10.0.0.7 is a private address" in refused.content
+    assert not PeakGuard.objects.exists()
+
+    saved = admin_client.post(f"/admin/telemetry/device/{device.pk}/change/", form)
+    assert saved.status_code == 302, saved.content.decode()[-2000:]
+    guard = PeakGuard.objects.get(device=device)
+    assert guard.threshold_kw == 4.5 and guard.enabled
+
+
+@pytest.mark.django_db
 def test_alerts_cannot_be_added_or_edited_in_the_admin(admin_client, device):
     alert = PeakAlert.objects.create(
         device=device,
