@@ -157,9 +157,14 @@ def _number(field: str, raw: Any, *, register: bool) -> float:
     # bool is an int in Python but never a meter reading.
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise SampleRejected(field, f"must be a number, got {raw!r}")
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:  # an int beyond float range
+        raise SampleRejected(field, "is out of range") from None
     if not math.isfinite(value):
         raise SampleRejected(field, f"must be finite, got {raw!r}")
+    if abs(value) > wire.MAX_MAGNITUDE:
+        raise SampleRejected(field, f"is out of range, got {raw!r}")
     if register and value < 0:
         raise SampleRejected(field, f"is a register and must not be negative, got {raw!r}")
     return value
@@ -214,6 +219,8 @@ def _sum_of_tariffs(
             continue
         total += _number(field, raw, register=True)
         found = True
+    if total > wire.MAX_MAGNITUDE:
+        raise SampleRejected(f"{prefix}_kwh", "is out of range: the sum of its tariff registers")
     # Round away float-sum noise so the same registers always give the same total.
     return round(total, 6) if found else None
 

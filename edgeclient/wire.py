@@ -52,6 +52,9 @@ SAMPLE_FIELDS: Final[dict[str, str]] = {
 OPTIONAL_FIELDS: Final = tuple(f for f in SAMPLE_FIELDS if f not in REQUIRED_FIELDS)
 
 TARIFF_RANGE: Final = range(1, 5)
+# Largest magnitude of any number: far beyond any meter (1e15 W, 1e15 kWh) yet far below
+# float overflow, so sums and differences of stored values stay finite in rollups.
+MAX_MAGNITUDE: Final = 1e15
 
 
 def batch_payload(samples: list[dict[str, Any]], device_id: str | None = None) -> dict:

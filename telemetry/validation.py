@@ -15,9 +15,7 @@ from typing import Any
 from edgeclient import wire
 
 MAX_FUTURE = timedelta(minutes=5)
-# Far beyond any meter (1e15 W, 1e15 kWh) yet far below float overflow, so sums and
-# differences of stored values stay finite in rollups and reports.
-MAX_MAGNITUDE = 1e15
+MAX_MAGNITUDE = wire.MAX_MAGNITUDE
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_ERRORS = 100  # a batch of 5000 bad samples needs no 5000-line answer
 
