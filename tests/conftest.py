@@ -11,6 +11,19 @@ from tests.services import PrivateRedis, ServiceMissing
 HTTP_TIMEOUT_S = 30
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """Django's PBKDF2 (1,000,000 iterations) costs 0.7 s a user on this machine and the
+    suite creates hundreds of users. Users who log in through a live server process keep
+    the production hasher (see tests/browser/conftest.py): the server cannot read MD5."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    fast = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+    with override_settings(PASSWORD_HASHERS=fast):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _empty_cache() -> None:
     """Throttle counters and cached answers must not leak from one test to the next.

@@ -112,6 +112,7 @@ def household(
     """A household with 13 months of history (demo.history), its meter simulated, and
     the live server; the edge is started by the tests that need it (``edge``)."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
     from django.core.management import call_command
 
     from demo.history import backfill
@@ -122,7 +123,11 @@ def household(
     sim = start_simulator(folder)
     try:
         with django_db_blocker.unblock():
-            user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+            # The production hasher: the live server verifies this password, and it does
+            # not know the fast MD5 hasher the rest of the suite uses.
+            user = get_user_model().objects.create_user(USERNAME)
+            user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+            user.save(update_fields=["password"])
             device = Device.objects.create(
                 device_id="home-p1",
                 name="Home",
