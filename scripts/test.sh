@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# The test suite, twice: on PostgreSQL + Redis (real connections), then on the embedded
+# The test suite, twice: on PostgreSQL + Redis (real connections), and on the embedded
 # default (SQLite file, local-memory cache). Extra arguments go to pytest.
+#
+# The two passes share nothing (own database, own cache, own DATA_DIR, free ports), and
+# most of a pass is waiting on server processes, so they run side by side on the two
+# cores and each writes its own log; both logs are printed, and either failing fails.
+# TEST_PASSES=sequential runs them one after the other with live output.
 #
 #   TEST_DATABASE_URL   PostgreSQL for the first pass (default: local server, trust auth)
 #   TEST_REDIS_URL      Redis for the first pass; the suite clears this database
@@ -9,13 +14,37 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/venv.sh dev
-PYTEST=(.venv/bin/pytest -q -rs)
+PYTEST=(.venv/bin/pytest -q -rs -p no:cacheprovider)
 
 pg_url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/p1platform}"
 redis_url="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+mkdir -p var/test-pg var/test-sqlite
 
-echo "== tests on PostgreSQL ($pg_url) and Redis ($redis_url)"
-DATABASE_URL="$pg_url" REDIS_URL="$redis_url" "${PYTEST[@]}" "$@"
+postgres_pass() {
+  DATA_DIR="$PWD/var/test-pg" DATABASE_URL="$pg_url" REDIS_URL="$redis_url" "${PYTEST[@]}" "$@"
+}
+sqlite_pass() {
+  env -u DATABASE_URL -u REDIS_URL DATA_DIR="$PWD/var/test-sqlite" "${PYTEST[@]}" "$@"
+}
 
-echo "== tests on the embedded default (SQLite, local-memory cache)"
-env -u DATABASE_URL -u REDIS_URL "${PYTEST[@]}" "$@"
+if [ "${TEST_PASSES:-parallel}" = sequential ]; then
+  echo "== tests on PostgreSQL ($pg_url) and Redis ($redis_url)"
+  postgres_pass "$@"
+  echo "== tests on the embedded default (SQLite, local-memory cache)"
+  sqlite_pass "$@"
+  exit 0
+fi
+
+echo "== tests on PostgreSQL ($pg_url) + Redis ($redis_url), and on SQLite + local memory, side by side"
+postgres_pass "$@" > var/test-pg/pytest.log 2>&1 &
+pg_pid=$!
+sqlite_pass "$@" > var/test-sqlite/pytest.log 2>&1 &
+sqlite_pid=$!
+pg_status=0; wait "$pg_pid" || pg_status=$?
+sqlite_status=0; wait "$sqlite_pid" || sqlite_status=$?
+
+echo "== PostgreSQL + Redis pass (exit $pg_status)"
+cat var/test-pg/pytest.log
+echo "== SQLite + local-memory pass (exit $sqlite_status)"
+cat var/test-sqlite/pytest.log
+[ "$pg_status" -eq 0 ] && [ "$sqlite_status" -eq 0 ]
