@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.serverproc import ServerProcess, run_server
-from tests.services import PrivateRedis, ServiceMissing
+from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
 
 HTTP_TIMEOUT_S = 30
 
@@ -95,11 +95,27 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def private_redis() -> Iterator[str]:
+def private_redis_server() -> Iterator[PrivateRedis]:
     """A Redis server of the test's own, so a test may stop it without harming others."""
     try:
         service = PrivateRedis()
     except ServiceMissing as exc:
         pytest.skip(str(exc))
     with service:
-        yield service.url()
+        yield service
+
+
+@pytest.fixture
+def private_redis(private_redis_server: PrivateRedis) -> str:
+    return private_redis_server.url()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory)."""
+    try:
+        service = PrivatePostgres()
+    except ServiceMissing as exc:
+        pytest.skip(str(exc))
+    with service:
+        yield service

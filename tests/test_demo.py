@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 from capacity.rules import Month
-from tests.edge_pipeline.conftest import LineLog, wait_until
+from tests.edge_pipeline.conftest import LineLog
 from tests.serverproc import ROOT
+from tests.waiting import wait_until
 
 # The demo runs on the embedded default whatever DATABASE_URL says, so the PostgreSQL
 # pass would only repeat the SQLite pass's run (scripts/test.sh runs both).

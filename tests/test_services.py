@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 import redis
@@ -14,23 +12,8 @@ CONNECT_TIMEOUT_S = 5
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    try:
-        service = PrivatePostgres()
-    except ServiceMissing as exc:
-        pytest.skip(str(exc))
-    with service:
-        yield service
-
-
-@pytest.fixture
-def private_redis_server() -> Iterator[PrivateRedis]:
-    try:
-        service = PrivateRedis()
-    except ServiceMissing as exc:
-        pytest.skip(str(exc))
-    with service:
-        yield service
+def postgres(private_postgres: PrivatePostgres) -> PrivatePostgres:
+    return private_postgres
 
 
 def pg_connect(url: str) -> psycopg.Connection:

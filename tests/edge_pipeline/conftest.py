@@ -35,20 +35,6 @@ EDGE_BASE_ENV = {
 }
 
 
-def wait_until(
-    predicate: Callable[[], Any], timeout_s: float = EVENT_TIMEOUT_S, what: str = ""
-) -> Any:
-    """The predicate's first truthy value, checked every 20 ms until the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
 class LineLog:
     """Every line a child process writes to one stream, with the time it arrived."""
 

@@ -25,11 +25,11 @@ from tests.edge_pipeline.conftest import (
     delivered,
     manage,
     parse_ts,
-    wait_until,
 )
 from tests.samples import sample
 from tests.serverproc import ROOT, run_server
 from tests.test_edge_role import SERVER_ONLY
+from tests.waiting import wait_until
 
 db = pytest.mark.django_db(transaction=True)
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
 import httpx
 
 PROBLEM = "application/problem+json"
-T = TypeVar("T")
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict:
@@ -31,16 +26,3 @@ def stored_rows() -> dict[str, int]:
         model.__name__: model.objects.count()
         for model in (Sample, QuarterRollup, HourRollup, CapacityQuarter, CapacityMonth)
     }
-
-
-def await_true(probe: Callable[[], T], timeout_s: float = 30.0, every_s: float = 0.1) -> T:
-    """``probe()`` once it returns something true; fails naming the last value after
-    ``timeout_s``. For states another process reaches in its own time (a reconnect)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s} s; last: {value!r}")
-        time.sleep(every_s)

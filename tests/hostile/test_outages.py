@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -20,10 +19,11 @@ import redis
 
 from telemetry.models import Sample
 from tests.conftest import bearer
-from tests.hostile.helpers import assert_problem, await_true
+from tests.hostile.helpers import assert_problem
 from tests.samples import BASE_TS, sample
 from tests.serverproc import ROOT, database_url, run_server
-from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
+from tests.services import PrivatePostgres, PrivateRedis
+from tests.waiting import wait_until
 
 RECOVERY_TIMEOUT_S = 60
 READS = [
@@ -36,25 +36,15 @@ READS = [
 
 
 @pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    try:
-        service = PrivateRedis()
-    except ServiceMissing as exc:
-        pytest.skip(str(exc))
-    with service:
-        yield service
+def redis_server(private_redis_server: PrivateRedis) -> PrivateRedis:
+    return private_redis_server
 
 
 @pytest.fixture
-def postgres_server() -> Iterator[PrivatePostgres]:
+def postgres_server(request: pytest.FixtureRequest) -> PrivatePostgres:
     if database_url().startswith("sqlite"):
         pytest.skip("needs PostgreSQL (this pass runs on SQLite)")
-    try:
-        service = PrivatePostgres()
-    except ServiceMissing as exc:
-        pytest.skip(str(exc))
-    with service:
-        yield service
+    return request.getfixturevalue("private_postgres")
 
 
 def ingest(http: httpx.Client, url: str, token: str, minute: int) -> httpx.Response:
@@ -104,7 +94,9 @@ def test_redis_outage_degrades_to_the_database_and_recovers(
 
         redis_server.start()
 
-        await_true(lambda: readiness(http, srv.url)["cache"] == "ok", RECOVERY_TIMEOUT_S)
+        wait_until(
+            lambda: readiness(http, srv.url)["cache"] == "ok", RECOVERY_TIMEOUT_S, "the cache back"
+        )
         assert ingest(http, srv.url, token, 2).json()["inserted"] == 6
         assert http.get(f"{srv.url}/v1/realtime", headers=bearer(token)).status_code == 200
         # The cache is in use again: the realtime answer was stored in the new Redis.
@@ -159,7 +151,11 @@ def test_postgres_outage_is_503_with_retry_after_and_recovers(http, postgres_ser
 
         postgres_server.start()
 
-        await_true(lambda: readiness(http, srv.url)["http_status"] == 200, RECOVERY_TIMEOUT_S)
+        wait_until(
+            lambda: readiness(http, srv.url)["http_status"] == 200,
+            RECOVERY_TIMEOUT_S,
+            "ready again",
+        )
         response = ingest(http, srv.url, token, 1)
         assert response.status_code == 200, response.text
         assert response.json()["inserted"] == 6, "the refused batch must not have been stored"

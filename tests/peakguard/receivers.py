@@ -7,7 +7,6 @@ import json
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -157,15 +156,3 @@ def trickles(release: threading.Event, step_s: float) -> Callable[[socket.socket
                     return
 
     return serve
-
-
-def wait_until(predicate: Callable[[], object], timeout_s: float = AWAIT_S, what: str = ""):
-    """Poll ``predicate`` until it is truthy; its value, or AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what or predicate}")
-        time.sleep(0.02)

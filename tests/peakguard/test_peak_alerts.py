@@ -17,7 +17,8 @@ from peakguard.delivery import SIGNATURE_HEADER
 from peakguard.models import PeakAlert
 from tests.conftest import bearer
 from tests.peakguard.conftest import NOW, QUARTER_START, make_guard
-from tests.peakguard.receivers import Receiver, wait_until
+from tests.peakguard.receivers import Receiver
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("webhooks", "clock")
 

@@ -13,8 +13,9 @@ from django.utils import timezone
 from peakguard.models import PeakAlert
 from tests.conftest import bearer
 from tests.peakguard.conftest import Meter, make_guard
-from tests.peakguard.receivers import Receiver, wait_until
+from tests.peakguard.receivers import Receiver
 from tests.serverproc import run_server
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
