@@ -17,6 +17,7 @@ a bad request can add, and only with a valid ingest token.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -125,16 +126,13 @@ def ten_megabytes(url: str, token: str, body: bytes) -> bytes:
     head = request[:-4] + f"\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}".encode()
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as conn:
         conn.sendall(head + b"\r\n\r\n")
-        try:
+        # The server may answer and close before reading it all: as intended.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.sendall(body + filler)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before reading it all: as intended
         answer = b""
-        try:
+        with contextlib.suppress(ConnectionResetError):
             while chunk := conn.recv(65536):
                 answer += chunk
-        except ConnectionResetError:
-            pass
     return answer
 
 

@@ -62,7 +62,7 @@ class Receiver:
                 self.end_headers()
 
             def log_message(self, *args) -> None:
-                pass
+                """No access log on the test's stderr."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
