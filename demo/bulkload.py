@@ -17,21 +17,16 @@ insert_columns sends it as for any batch.)
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from itertools import groupby, repeat
+from itertools import groupby
 from typing import Any
 
 from django.db import connection, transaction
 
-from edgeclient import wire
 from telemetry import rollups
-from telemetry.ingest import COLUMNS, insert_columns
+from telemetry.ingest import insert_columns, sqlite_insert_rows
 from telemetry.models import HourRollup, QuarterRollup, Sample
 
 _TABLE = Sample._meta.db_table
-_INSERT = (
-    f"INSERT INTO {_TABLE} (device_id, {', '.join(COLUMNS)}) "  # noqa: S608 - our own names
-    f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))}) ON CONFLICT (device_id, ts) DO NOTHING"
-)
 
 
 def insert_history(device_pk: int, columns: list[list[Any] | None], timezone_name: str) -> int:
@@ -45,19 +40,8 @@ def insert_history(device_pk: int, columns: list[list[Any] | None], timezone_nam
 
 
 def _insert_sqlite(device_pk: int, columns: list[list[Any] | None]) -> int:
-    size = len(columns[0])
-    adapt = _sqlite_ts
-    filled = [
-        [None if v is None else adapt(v) for v in column]
-        if kind == wire.TIMESTAMP and column is not None
-        else (column if column is not None else repeat(None, size))
-        for column, kind in zip(columns, wire.SAMPLE_FIELDS.values(), strict=True)
-    ]
-    params = [[device_pk, *row] for row in zip(*filled, strict=False)]
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.executemany(_INSERT, params)
-            inserted = cursor.rowcount
+        inserted = sqlite_insert_rows(device_pk, columns, adapt_ts=_sqlite_ts)
         if inserted:
             refresh_rollups(device_pk, min(columns[0]), max(columns[0]))
     return inserted

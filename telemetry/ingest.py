@@ -6,6 +6,8 @@ are exact even when two overlapping batches race each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from itertools import repeat
 from typing import Any
 
@@ -117,8 +119,26 @@ def _insert_postgresql(device_pk: int, columns: list[list[Any] | None]) -> int:
 
 
 def _insert_sqlite(device_pk: int, columns: list[list[Any] | None]) -> int:
+    # executemany is many statements: the transaction makes the batch all-or-nothing.
+    with transaction.atomic():
+        inserted = sqlite_insert_rows(device_pk, columns)
+        if inserted:
+            rollups.sqlite_refresh(device_pk, columns[0])
+    return inserted
+
+
+def sqlite_insert_rows(
+    device_pk: int,
+    columns: list[list[Any] | None],
+    adapt_ts: Callable[[datetime], Any] | None = None,
+) -> int:
+    """The SQLite insert alone (no transaction, no rollups); returns the new rows.
+
+    demo.bulkload shares it and refreshes rollups its own way; ``adapt_ts`` lets it pass
+    a faster timestamp adapter than the backend's.
+    """
     size = len(columns[0])
-    adapt = connection.ops.adapt_datetimefield_value
+    adapt = adapt_ts or connection.ops.adapt_datetimefield_value
     filled = [
         [adapt(v) if v is not None else None for v in column]
         if kind == wire.TIMESTAMP and column is not None
@@ -126,14 +146,9 @@ def _insert_sqlite(device_pk: int, columns: list[list[Any] | None]) -> int:
         for column, kind in zip(columns, wire.SAMPLE_FIELDS.values(), strict=True)
     ]
     params = [[device_pk, *row] for row in zip(*filled, strict=False)]
-    # executemany is many statements: the transaction makes the batch all-or-nothing.
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.executemany(_SQLITE_INSERT, params)
-            inserted = cursor.rowcount
-        if inserted:
-            rollups.sqlite_refresh(device_pk, columns[0])
-    return inserted
+    with connection.cursor() as cursor:
+        cursor.executemany(_SQLITE_INSERT, params)
+        return cursor.rowcount
 
 
 def realtime_cache_key(device_id: str) -> str:
