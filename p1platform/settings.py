@@ -58,11 +58,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"cache_errors": {"()": "p1platform.logfilters.CacheErrorsOnOneLine"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    # httpx logs every request at INFO: one line per poll and upload is noise.
     "loggers": {
+        # httpx logs every request at INFO: one line per poll and upload is noise.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # A Redis outage: one line per ignored error instead of a traceback each.
+        "django_redis.cache": {"filters": ["cache_errors"]},
     },
 }
 
