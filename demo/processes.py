@@ -171,7 +171,7 @@ def start_edge(
         POLL_INTERVAL_S=str(poll_interval_s),
         UPLOAD_INTERVAL_S=str(poll_interval_s),
         # The server is next to it: after a hiccup (a slow first start on a busy machine)
-        # the dashboard should catch up in seconds, not after the default 300 s backoff.
+        # the dashboard should catch up in seconds, not after up to the default 60 s backoff.
         BACKOFF_MAX_S="5",
     )
     return _spawn("edge (run_edge)", _manage("run_edge"), paths.log("edge"), env)

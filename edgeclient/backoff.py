@@ -1,7 +1,12 @@
 """The upload loop's retry policy, as pure functions: randomness and clock come in.
 
 Exponential backoff with full jitter between 0 and a ceiling that doubles from 2 s up to
-a cap (300 s by default), unless the server said when to come back (Retry-After).
+a cap (60 s by default), unless the server said when to come back (Retry-After).
+
+The cap is a minute because an outage ends unseen: with 300 s, a server back after a
+one-minute restart waited up to five more minutes for the household's readings (the
+live view stale all that time), while one attempt a minute per home costs a recovering
+server nothing. Jitter still spreads a fleet of edges over that minute.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC
 
 BACKOFF_BASE_S = 2.0
-BACKOFF_MAX_S = 300.0
+BACKOFF_MAX_S = 60.0
 # A Retry-After beyond this is more likely a misconfigured proxy than a plan.
 RETRY_AFTER_MAX_S = 3600.0
 

@@ -46,8 +46,8 @@ METER_GONE = "meter unreachable"
 EDGE_SETTINGS = {
     "POLL_INTERVAL_S": "1",
     "UPLOAD_INTERVAL_S": "2",
-    # The default 300 s cap suits a household; here a 60 s outage should not leave the
-    # edge asleep for minutes after the server is back.
+    # The default 60 s cap suits a household; a bounded run should not spend up to a
+    # minute after each outage with the edge asleep.
     "BACKOFF_MAX_S": "5",
     "LOG_LEVEL": "info",
 }
