@@ -19,6 +19,7 @@ from demo import history
 from demo.bulkload import insert_history
 from telemetry.ingest import insert_columns
 from telemetry.models import Device, Sample
+from telemetry.rollups import maintained_by_ingest
 
 END = datetime(2026, 11, 27, 18, 42, 17, tzinfo=UTC)
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -26,15 +27,21 @@ THIS_MONTH = Month(2026, 11)
 
 
 def _wipe(device_pk: int) -> None:
+    # On TimescaleDB the rollups are continuous aggregates (views): they cannot be
+    # deleted from, and a refresh after the samples are gone drops their buckets.
+    tables = maintained_by_ingest()
+    rollups = ("telemetry_quarter", "telemetry_hour")
     with connection.cursor() as cursor:
         for table in (
             "capacity_month",
             "capacity_quarter",
-            "telemetry_quarter",
-            "telemetry_hour",
+            *(rollups if tables else ()),
             "telemetry_sample",
         ):
             cursor.execute(f"DELETE FROM {table} WHERE device_id = %s", [device_pk])  # noqa: S608
+        if not tables:
+            for view in rollups:
+                cursor.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", [view])
     Device.objects.filter(pk=device_pk).delete()
 
 
