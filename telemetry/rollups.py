@@ -220,27 +220,66 @@ def aggregate_bucket(device_pk: int, bucket: datetime, rows: Sequence[Sequence[A
     ]
 
 
+# A run of touched buckets is read with one query; runs longer than this are split so
+# a sparse batch over weeks does not read weeks of samples in one statement.
+MAX_RUN_BUCKETS = 96
+
+
+def bucket_runs(starts: Iterable[datetime], width: timedelta) -> list[tuple[datetime, datetime]]:
+    """Consecutive bucket starts joined into [start, end) ranges of at most MAX_RUN_BUCKETS."""
+    runs: list[tuple[datetime, datetime]] = []
+    for start in sorted(set(starts)):
+        if runs:
+            run_start, run_end = runs[-1]
+            if run_end == start and (run_end - run_start) < width * MAX_RUN_BUCKETS:
+                runs[-1] = (run_start, start + width)
+                continue
+        runs.append((start, start + width))
+    return runs
+
+
 def sqlite_refresh(device_pk: int, timestamps: Iterable[datetime]) -> None:
-    """Recompute every quarter and hour the given sample times fall in, from raw rows."""
+    """Recompute every quarter and hour the given sample times fall in, from raw rows.
+
+    Touched buckets that follow each other are one run: one read, one delete and one
+    insert per run, so a long backlog costs a few statements instead of three per
+    bucket. The samples are streamed in time order and folded bucket by bucket, so
+    memory holds one bucket's samples at a time.
+    """
     from telemetry.models import HourRollup, QuarterRollup, Sample
 
     ts_list = list(timestamps)
     for model, width in ((QuarterRollup, QUARTER), (HourRollup, HOUR)):
         table = model._meta.db_table
-        for start in sorted({bucket_start(ts, width) for ts in ts_list}):
-            rows = list(
-                Sample.objects.filter(device_id=device_pk, ts__gte=start, ts__lt=start + width)
+        for run_start, run_end in bucket_runs((bucket_start(ts, width) for ts in ts_list), width):
+            samples = (
+                Sample.objects.filter(device_id=device_pk, ts__gte=run_start, ts__lt=run_end)
                 .order_by("ts")
                 .values_list(*SAMPLE_INPUT_COLUMNS)
             )
+            rollups = []
+            current, rows = None, []
+            for row in samples.iterator(chunk_size=2000):
+                bucket = bucket_start(row[0], width)
+                if bucket != current and rows:
+                    rollups.append(aggregate_bucket(device_pk, current, rows))
+                    rows = []
+                current = bucket
+                rows.append(row)
+            if rows:
+                rollups.append(aggregate_bucket(device_pk, current, rows))
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"DELETE FROM {table} WHERE device_id = %s AND bucket = %s",
-                    [device_pk, connection.ops.adapt_datetimefield_value(start)],
+                    f"DELETE FROM {table} WHERE device_id = %s AND bucket >= %s AND bucket < %s",
+                    [
+                        device_pk,
+                        connection.ops.adapt_datetimefield_value(run_start),
+                        connection.ops.adapt_datetimefield_value(run_end),
+                    ],
                 )
-            if rows:
-                values = aggregate_bucket(device_pk, start, rows)
-                model.objects.bulk_create([model(**dict(zip(ROLLUP_COLUMNS, values, strict=True)))])
+            model.objects.bulk_create(
+                [model(**dict(zip(ROLLUP_COLUMNS, values, strict=True))) for values in rollups]
+            )
 
 
 _MAINTAINED: dict[str, bool] = {}

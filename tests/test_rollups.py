@@ -14,10 +14,12 @@ from telemetry.ingest import insert_columns
 from telemetry.models import HourRollup, QuarterRollup, Sample
 from telemetry.rollups import (
     HOUR,
+    MAX_RUN_BUCKETS,
     QUARTER,
     ROLLUP_COLUMNS,
     SAMPLE_INPUT_COLUMNS,
     aggregate_bucket,
+    bucket_runs,
     bucket_start,
 )
 from telemetry.validation import validate_samples
@@ -109,3 +111,42 @@ def test_duplicate_samples_are_not_counted_twice(device):
     ingest(device, batch)
     assert QuarterRollup.objects.get(device_id=device.pk).sample_count == 10
     assert HourRollup.objects.get(device_id=device.pk).sample_count == 10
+
+
+def test_consecutive_buckets_form_runs_split_at_gaps_and_at_the_run_limit():
+    q = [BASE_TS + QUARTER * n for n in (0, 1, 2, 5, 6)]
+    assert bucket_runs(reversed(q), QUARTER) == [
+        (BASE_TS, BASE_TS + QUARTER * 3),
+        (BASE_TS + QUARTER * 5, BASE_TS + QUARTER * 7),
+    ]
+    long = [BASE_TS + QUARTER * n for n in range(MAX_RUN_BUCKETS + 1)]
+    assert bucket_runs(long, QUARTER) == [
+        (BASE_TS, BASE_TS + QUARTER * MAX_RUN_BUCKETS),
+        (BASE_TS + QUARTER * MAX_RUN_BUCKETS, BASE_TS + QUARTER * (MAX_RUN_BUCKETS + 1)),
+    ]
+
+
+def test_a_long_backlog_batch_is_refreshed_in_runs_not_bucket_by_bucket(
+    device, other_device, django_assert_max_num_queries
+):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the recomputing refresh is SQLite's; PostgreSQL merges in the insert")
+    # The neighbour's rollups in the same hours must survive the range deletes.
+    ingest(other_device, [sample(BASE_TS + timedelta(hours=h)) for h in range(0, 24 * 14, 7)])
+    neighbour = expected_rollups(other_device, QUARTER)
+    # 14 days every 30 s with a 3-hour gap: 1,340 quarters and 335 hours touched.
+    samples = [
+        sample(BASE_TS + timedelta(seconds=30 * i), energy_import_kwh=1000 + i / 1000)
+        for i in range(14 * 2880)
+        if not 1000 <= i < 1360
+    ]
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors
+    # Bucket by bucket this was over 5,000 statements.
+    with django_assert_max_num_queries(150):
+        insert_columns(device.pk, columns)
+    assert_rollups_match(device)
+    assert_rollups_match(other_device)
+    assert stored_rollups(QuarterRollup, other_device).keys() == neighbour.keys()
