@@ -25,6 +25,7 @@ import httpx
 from django.conf import settings
 
 from demo.bootstrap import DemoPaths
+from p1platform.child_processes import stop_with_parent
 
 ROOT = Path(settings.BASE_DIR)
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -90,6 +91,7 @@ def _spawn(name: str, command: list[str], log_path: Path, env: dict[str, str], *
             stdout=kw.pop("stdout", log),
             stderr=log,
             start_new_session=True,
+            preexec_fn=stop_with_parent(),
             text=True,
             **kw,
         )

@@ -25,7 +25,7 @@ import pytest
 from capacity.rules import Month
 from tests.edge_pipeline.conftest import LineLog
 from tests.serverproc import ROOT
-from tests.waiting import wait_until
+from tests.waiting import process_gone, wait_until
 
 # The demo runs on the embedded default whatever DATABASE_URL says, so the PostgreSQL
 # pass would only repeat the SQLite pass's run (scripts/test.sh runs both).
@@ -117,14 +117,6 @@ def _latest_ts(client: httpx.Client) -> tuple[datetime, float]:
     return datetime.fromisoformat(body["latest"]["ts"]), body["age_s"]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _counts(data_dir: Path) -> dict[str, int]:
     with sqlite3.connect(data_dir / "p1platform.sqlite3") as db:
         return {
@@ -169,7 +161,7 @@ def test_demo_runs_the_platform_and_a_second_run_reuses_what_the_first_made(
     pids = first.pids()
     assert len(pids) == 3
     assert first.stop() == 0
-    assert all(_gone(pid) for pid in pids)
+    assert all(process_gone(pid) for pid in pids)
     assert "demo stopped" in first.out.text()
     counts = _counts(data_dir)
     assert counts == {"auth_user": 1, "telemetry_device": 1, "telemetry_devicetoken": 1}
@@ -189,16 +181,33 @@ def test_demo_runs_the_platform_and_a_second_run_reuses_what_the_first_made(
     os.kill(edge_pid, signal.SIGKILL)
     assert second.process.wait(STOP_TIMEOUT_S) == 1
     assert "edge (run_edge) exited unexpectedly (status -9)" in second.out.text()
-    assert _gone(meter_pid) and _gone(server_pid)
+    assert process_gone(meter_pid) and process_gone(server_pid)
     assert _counts(data_dir) == counts
 
 
-def test_demo_stops_cleanly_on_sigterm(tmp_path: Path, start_demo):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_demo_stops_cleanly_on_sigterm_and_when_its_terminal_closes(
+    tmp_path: Path, start_demo, signum
+):
     demo = start_demo(tmp_path / "data", "--months", "1")
     demo.ready()
     pids = demo.pids()
-    assert demo.stop(signal.SIGTERM) == 0
-    assert all(_gone(pid) for pid in pids)
+    assert demo.stop(signum) == 0
+    assert "demo stopped" in demo.out.text()
+    assert all(process_gone(pid) for pid in pids)
+
+
+def test_demo_children_stop_when_the_demo_itself_is_killed(tmp_path: Path, start_demo):
+    demo = start_demo(tmp_path / "data", "--months", "1")
+    demo.ready()
+    pids = demo.pids()
+    demo.process.kill()
+    demo.process.wait()
+    wait_until(
+        lambda: all(process_gone(pid) for pid in pids),
+        timeout_s=STOP_TIMEOUT_S,
+        what=f"the demo's children {pids} to stop after its SIGKILL",
+    )
 
 
 def test_demo_refuses_a_port_in_use_with_one_line(tmp_path: Path):

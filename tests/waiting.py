@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,3 +28,13 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = EVENT_TIMEOUT_S, w
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
         time.sleep(POLL_EVERY_S)
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie: an orphan's zombie lingers until whoever
+    adopted it reaps it, which a container's first process may never do."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")

@@ -23,6 +23,7 @@ from typing import IO
 import certifi
 import httpx
 
+from p1platform.child_processes import stop_with_parent
 from scripts.chaos.accounting import utc_iso
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=stop_with_parent(),
         )
         self._copier = threading.Thread(
             target=self._copy, args=(self.process.stdout, log, watch), daemon=True
@@ -233,6 +235,7 @@ class Simulator:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=stop_with_parent(),
         )
         banner = self.process.stdout.readline()
         if "simulated P1 meter" not in banner:

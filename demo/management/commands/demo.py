@@ -79,7 +79,8 @@ class Command(BaseCommand):
             )
         # From here on a signal asks for an orderly stop of whatever has started.
         stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP: the terminal that ran the demo was closed.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: stop.set())
         children: list[processes.Child] = []
         try:
