@@ -132,7 +132,10 @@ def test_a_long_backlog_batch_is_refreshed_in_runs_not_bucket_by_bucket(
     from django.db import connection
 
     if connection.vendor != "sqlite":
-        pytest.skip("the recomputing refresh is SQLite's; PostgreSQL merges in the insert")
+        pytest.skip(
+            "the recomputing refresh is SQLite's; PostgreSQL merges in the insert, "
+            "TimescaleDB aggregates continuously"
+        )
     # The neighbour's rollups in the same hours must survive the range deletes.
     ingest(other_device, [sample(BASE_TS + timedelta(hours=h)) for h in range(0, 24 * 14, 7)])
     neighbour = expected_rollups(other_device, QUARTER)
