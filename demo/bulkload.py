@@ -2,7 +2,7 @@
 
 PostgreSQL goes through telemetry.ingest.insert_columns: its rollup merge is one
 set-based statement per batch. On SQLite that path recomputes the touched buckets in
-runs of at most a day (telemetry.rollups.sqlite_refresh) and sends samples_ingested for
+runs of at most 96 buckets (telemetry.rollups.sqlite_refresh) and sends samples_ingested for
 every batch; this path is still about 3x faster. Here the same rows are inserted with
 the same conflict rule, and the touched range's rollups are recomputed from one ordered
 read, bucket by bucket with the very function sqlite_refresh uses

@@ -19,4 +19,6 @@ class CacheErrorsOnOneLine(logging.Filter):
             record.exc_info = None
             record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+            # The logger let it through as ERROR; as a warning it must pass the level again.
+            return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
         return True

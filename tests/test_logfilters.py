@@ -24,3 +24,22 @@ def test_an_ignored_cache_error_is_one_warning_line_naming_it(settings, caplog):
     message = record.getMessage()
     assert message.startswith("cache unavailable, served without it: ConnectionError:")
     assert "\n" not in message
+
+
+def test_at_log_level_error_the_lowered_line_is_not_printed(settings, caplog):
+    # As with LOG_LEVEL=ERROR: the logger admits ERROR records, and the handlers (like
+    # the console's) take whatever reaches them.
+    settings.DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+    logger = logging.getLogger("django_redis.cache")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        cache = RedisCache(
+            f"redis://127.0.0.1:{free_port()}/0",
+            {"OPTIONS": {"IGNORE_EXCEPTIONS": True, "SOCKET_CONNECT_TIMEOUT": 1}},
+        )
+        assert cache.get("realtime:home-p1") is None
+    finally:
+        logger.setLevel(level)
+    assert caplog.handler.level == logging.NOTSET
+    assert [r for r in caplog.records if r.name == "django_redis.cache"] == []
