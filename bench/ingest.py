@@ -40,6 +40,8 @@ CLIENT_THREADS = 4
 RAW_CONNECTIONS = 2
 HTTP_TIMEOUT_S = 60
 LIVE_DEVICES = 48
+# Each device's measured rows span at most this, ending a minute ago.
+LIVE_SPAN_S = 85 * 60
 
 
 def parse_args() -> argparse.Namespace:
@@ -134,10 +136,17 @@ def run_http(server_url: str, tokens: list[str], batches: list[Batch]) -> float:
 
 
 def empty_table() -> None:
+    """Samples and, where ingest keeps them as tables, the rollups: every round starts
+    alike (left in place, later rounds would merge into existing rollup rows)."""
     from django.db import connection
 
+    from telemetry.rollups import maintained_by_ingest
+
+    tables = "telemetry_sample"
+    if maintained_by_ingest():
+        tables += ", telemetry_quarter, telemetry_hour"
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE telemetry_sample")
+        cursor.execute(f"TRUNCATE {tables}")
 
 
 def main() -> None:
@@ -156,6 +165,11 @@ def main() -> None:
     pks = [d.pk for d in devices]
     tokens = [issue_token(d, "ingest")[1] for d in devices]
     if args.live:
+        # Measured rows stay newer than the warmup's (90 min ago) and than the
+        # aggregates' 2-hour watermark.
+        per_device = LIVE_SPAN_S // BATCH
+        if -(-args.batches // len(devices)) > per_device:
+            raise SystemExit(f"--live: at most {per_device * len(devices)} batches")
         end = datetime.now(UTC) - timedelta(minutes=1)
         batches = make_batches(args.batches, len(devices), end)
         warmup = make_batches(8, len(devices), end - timedelta(minutes=90))
