@@ -10,6 +10,8 @@
 #   TEST_DATABASE_URL   PostgreSQL for the first pass (default: local server, trust auth)
 #   TEST_REDIS_URL      Redis for the first pass; the suite clears this database
 #   TIMESCALE_DATABASE_URL  optional: a PostgreSQL with timescaledb preloaded
+#   TESTS_REQUIRE_TOOLS=1   a missing Debian tool (chromium, caddy, ...) fails its tests
+#                           instead of skipping them (.ci/run sets it; tests/tools.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

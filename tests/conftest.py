@@ -7,6 +7,7 @@ import pytest
 
 from tests.serverproc import ServerProcess, run_server
 from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
+from tests.tools import tool_missing
 
 HTTP_TIMEOUT_S = 30
 
@@ -100,7 +101,7 @@ def private_redis_server() -> Iterator[PrivateRedis]:
     try:
         service = PrivateRedis()
     except ServiceMissing as exc:
-        pytest.skip(str(exc))
+        tool_missing(str(exc))
     with service:
         yield service
 
@@ -116,6 +117,6 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         service = PrivatePostgres()
     except ServiceMissing as exc:
-        pytest.skip(str(exc))
+        tool_missing(str(exc))
     with service:
         yield service

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 import runpy
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.tools import need
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -28,13 +29,6 @@ IMAGE_VARIABLES = {
     "POSTGRES_PASSWORD": "docker-compose.vps.yml",
     "POSTGRES_DB": "docker-compose.vps.yml",
 }
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (apt-get install -y {package})")
-    return path
 
 
 def run(command: list[str], **env: str) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from tests.edge_pipeline.conftest import (
     manage,
 )
 from tests.serverproc import ROOT, ServerProcess, run_server
+from tests.tools import tool_missing
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -57,7 +58,7 @@ def _missing_browser() -> str | None:
 def browser_tools() -> None:
     reason = _missing_browser()
     if reason:
-        pytest.skip(reason)
+        tool_missing(reason)
 
 
 @dataclass

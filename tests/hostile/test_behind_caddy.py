@@ -19,6 +19,7 @@ from tests.conftest import bearer
 from tests.hostile.helpers import assert_problem
 from tests.serverproc import run_server
 from tests.services import free_port
+from tests.tools import need
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,8 +32,6 @@ HTTP_TIMEOUT_S = 10.0
 @pytest.fixture
 def caddy_in_front(tmp_path: Path, django_db_setup):
     """Yields a starter: the repository's Caddyfile in front of a test server."""
-    from tests.test_deploy_files import need
-
     need("caddy", "caddy")
     from scripts.chaos.stack import Caddy
 

@@ -4,7 +4,6 @@ host name while dialling the vetted address, and bounds every request in time.""
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import ssl
 import subprocess
 import threading
@@ -16,6 +15,7 @@ import pytest
 from peakguard import outbound
 from peakguard.outbound import WebhookFailed, WebhookRefused
 from tests.peakguard.receivers import Receiver, never_answers, raw_server, trickles
+from tests.tools import need
 
 BODY = b'{"hello":"peak"}'
 
@@ -164,9 +164,7 @@ def test_only_a_small_part_of_the_answer_is_read():
 
 
 def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl command is not installed")
+    openssl = need("openssl", "openssl")
     cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
