@@ -25,7 +25,7 @@ import httpx
 from django.conf import settings
 
 from demo.bootstrap import DemoPaths
-from p1platform.child_processes import stop_with_parent
+from p1platform.child_processes import stop_process, stop_with_parent
 
 ROOT = Path(settings.BASE_DIR)
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -188,15 +188,7 @@ def stop(children: Iterable[Child]) -> list[Child]:
     those that had to be killed or exited with an error."""
     failed = []
     for child in children:
-        if child.running():
-            child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-                failed.append(child)
-                continue
-        if child.process.returncode not in (0, -signal.SIGTERM):
+        killed = stop_process(child.process, STOP_TIMEOUT_S)
+        if killed or child.process.returncode not in (0, -signal.SIGTERM):
             failed.append(child)
     return failed

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -48,3 +49,20 @@ def stop_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
             os.kill(os.getpid(), signum)
 
     return preexec
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float, signum: int = signal.SIGTERM) -> bool:
+    """Send ``signum`` to a running process and wait for it; SIGKILL after ``timeout_s``.
+
+    Returns True when it had to be killed (it ignored the signal or hung).
+    """
+    if process.poll() is not None:
+        return False
+    process.send_signal(signum)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+    return False

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from django.conf import settings
 
+from p1platform.child_processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15
 
@@ -42,13 +44,7 @@ class ServerProcess:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT_S)
 
 
 def listening_socket() -> socket.socket:

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from p1platform.child_processes import stop_process
+
 
 def _newest_pg_bin(base: Path = Path("/usr/lib/postgresql")) -> Path:
     """Debian's binaries of the newest installed PostgreSQL (15 on the reference box)."""
@@ -65,14 +67,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _stop(process: subprocess.Popen | None, signum: int, log: Path) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signum)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process is not None and stop_process(process, STOP_TIMEOUT_S, signum):
         raise ServiceFailed(f"pid {process.pid} ignored signal {signum}:\n{_tail(log)}") from None
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from p1platform.child_processes import stop_with_parent
+from p1platform.child_processes import stop_process, stop_with_parent
 from tests.waiting import process_gone, wait_until
 
 # The parent starts a child that sleeps, prints its pid and then waits to be killed.
 PARENT = """
 import subprocess, sys, time
-from p1platform.child_processes import stop_with_parent
+from p1platform.child_processes import stop_process, stop_with_parent
 child = subprocess.Popen(
     [sys.executable, "-c", "import time; time.sleep(600)"],
     start_new_session=True,
@@ -51,3 +51,22 @@ def test_without_it_the_child_would_survive():
         assert not process_gone(child)
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+IGNORES_SIGTERM = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print(1, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_stop_process_kills_what_ignores_the_signal():
+    stubborn = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # the handler is in place
+    assert stop_process(stubborn, 0.5) is True
+    assert stubborn.returncode == -signal.SIGKILL
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    assert stop_process(polite, 10) is False
+    assert polite.returncode == -signal.SIGTERM
+    assert stop_process(polite, 10) is False  # already gone: nothing to do

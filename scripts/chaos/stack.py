@@ -23,7 +23,7 @@ from typing import IO
 import certifi
 import httpx
 
-from p1platform.child_processes import stop_with_parent
+from p1platform.child_processes import stop_process, stop_with_parent
 from scripts.chaos.accounting import utc_iso
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,13 +104,7 @@ class Child:
         return self.process.poll() is None
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.alive():
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT_S, signum)
         self._copier.join(STOP_TIMEOUT_S)
         return self.process.returncode
 
@@ -267,13 +261,7 @@ class Simulator:
 
     def stop(self) -> None:
         """SIGTERM: the simulator finishes logging answers in flight, then exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT_S)
         self._copier.join(STOP_TIMEOUT_S)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from p1platform.child_processes import stop_process
 from tests.serverproc import ROOT
 
 EVENT_TIMEOUT_S = 30.0
@@ -103,13 +104,7 @@ class SimulatorProcess:
         return self.log_path.read_text().splitlines()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
 
 
 @pytest.fixture
