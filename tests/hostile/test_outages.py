@@ -8,20 +8,18 @@ server process keeps running: nothing restarts it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import httpx
 import pytest
 import redis
 
+from scripts.chaos import stack
 from telemetry.models import Sample
 from tests.conftest import bearer
 from tests.hostile.helpers import assert_problem
 from tests.samples import BASE_TS, sample
-from tests.serverproc import ROOT, database_url, run_server
+from tests.serverproc import database_url, run_server
 from tests.services import PrivatePostgres, PrivateRedis
 from tests.waiting import wait_until
 
@@ -106,22 +104,9 @@ def test_redis_outage_degrades_to_the_database_and_recovers(
 
 
 def manage(database: str, *args: str) -> str:
-    """manage.py in a process of its own against ``database``; returns its stdout."""
-    env = {**os.environ, "DATABASE_URL": database}
-    env.pop("REDIS_URL", None)
-    # The private cluster never has timescaledb; a TIMESCALEDB=require meant for the
-    # suite's own database would refuse to migrate it.
-    env.pop("TIMESCALEDB", None)
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    """manage.py in a process of its own against ``database``, as the chaos run calls it
+    (none of the suite's own settings leak in); returns its stdout."""
+    return stack.manage(*args, env=stack.base_env(DATABASE_URL=database))
 
 
 def test_postgres_outage_is_503_with_retry_after_and_recovers(http, postgres_server):
