@@ -159,12 +159,7 @@ def ensure_history(device: Device, *, now: datetime, months: int, seed: int) -> 
         return HistoryResult(inserted, start)
     if now - newest.ts < timedelta(seconds=history.STEP_S):
         return HistoryResult(0, None)
-    before = history.Registers(
-        newest.energy_import_t1_kwh or newest.energy_import_kwh,
-        newest.energy_import_t2_kwh or 0.0,
-        newest.energy_export_t1_kwh or newest.energy_export_kwh,
-        newest.energy_export_t2_kwh or 0.0,
-    )
+    before = history.Registers.of_sample(newest)
     # A meter restarted in a later month counts from lower registers than the stored
     # ones (simulate_p1 models the month so far); the gap then continues the stored
     # registers and the live meter's first quarter reads as 0 kW, never as a fake peak.

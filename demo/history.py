@@ -57,6 +57,16 @@ class Registers:
     def values(self) -> tuple[float, float, float, float]:
         return (self.import_t1, self.import_t2, self.export_t1, self.export_t2)
 
+    @classmethod
+    def of_sample(cls, sample) -> Registers:
+        """A stored sample's registers; one without the tariff split counts as tariff 1."""
+        return cls(
+            sample.energy_import_t1_kwh or sample.energy_import_kwh,
+            sample.energy_import_t2_kwh or 0.0,
+            sample.energy_export_t1_kwh or sample.energy_export_kwh,
+            sample.energy_export_t2_kwh or 0.0,
+        )
+
 
 @dataclass(frozen=True)
 class _DayExtras:

@@ -57,13 +57,7 @@ def prepare(data_dir: Path) -> None:
     gap_start, gap_end = now - OUTAGE_ENDS_AGO - OUTAGE, now - OUTAGE_ENDS_AGO
     backfill(device, end=gap_start, months=13, seed=SEED)
     last = Sample.objects.filter(device=device).latest("ts")
-    registers = Registers(
-        last.energy_import_t1_kwh,
-        last.energy_import_t2_kwh,
-        last.energy_export_t1_kwh,
-        last.energy_export_t2_kwh,
-    )
-    backfill(device, start=gap_end, end=now, seed=SEED, before=registers)
+    backfill(device, start=gap_end, end=now, seed=SEED, before=Registers.of_sample(last))
 
 
 def browser(width: int, height: int):
