@@ -15,14 +15,17 @@ Per reading (``SampleClock.stamp``):
   ``drifting``; the meter sent a time that is not usable -> ``unusable``; it sent none
   (API v1 firmware) -> ``absent``. In each case the edge's clock stamps the sample.
 - Back to the meter's time only after METER_CLOCK_TRUST_AFTER readings in a row that
-  move forward and agree within half the tolerance, and only at a meter time later than
-  the last ts given out. The hysteresis keeps a clock near the limit from flapping.
-- A ts never goes back: when the chosen time is earlier than the last one given out
-  (the meter was a few seconds ahead of the edge when it stopped being trusted, or the
-  edge's clock stepped back), the sample gets the last ts + TS_STEP. Samples out of
-  order would look like a register step to the server. The one exception is the
-  meter's own time equal to the last ts: that is the same telegram, which the spool
-  keeps once.
+  move forward and agree within half the tolerance. The hysteresis keeps a clock near
+  the limit from flapping.
+- A ts is always later than the one before: samples out of order would look like a
+  register step to the server. When the chosen time is not later than the last one
+  given out (the meter was a few seconds ahead of the edge when it stopped being
+  trusted, it lags when it is trusted again, or the edge's clock stepped back), the
+  sample's ts moves on from the last one at half the speed of the edge's clock until
+  the chosen time overtakes it. Half speed, not a millisecond step: readings squeezed
+  together would give their register deltas an impossible power, which the server
+  takes as a meter change; at half speed the apparent power is at most twice the real
+  one, and a gap of up to the tolerance closes within twice its length.
 
 Pure: no I/O, no clock reads; the poller passes the edge's time in.
 """
@@ -44,7 +47,10 @@ from typing import Any
 # well inside the server's 5-minute "not in the future" limit.
 METER_CLOCK_TOLERANCE = timedelta(seconds=30)
 METER_CLOCK_TRUST_AFTER = 3
+# The smallest step between two ts, and the edge time assumed between the last spooled
+# sample and the first reading after a restart (the real one is not known).
 TS_STEP = timedelta(milliseconds=1)
+UNKNOWN_GAP = timedelta(seconds=1)
 
 
 class ClockState(StrEnum):
@@ -59,11 +65,12 @@ class ClockState(StrEnum):
 @dataclass(frozen=True)
 class _Memory:
     last_ts: datetime | None = None  # the last ts given out
+    edge_now: datetime | None = None  # the edge's time at the last reading
     meter_time: datetime | None = None  # the meter's time in the last reading
     measurement: Mapping[str, Any] | None = None  # the last reading's values, without ts
     state: ClockState = ClockState.METER
     detail: str = "the meter's clock agrees with the edge's"
-    good_in_a_row: int = 0
+    good_in_a_row: int = 0  # readings in a row that moved forward within half the tolerance
 
 
 @dataclass(frozen=True)
@@ -127,22 +134,22 @@ class SampleClock:
         ):
             return Stamp(None, memory.state, memory.detail, memory)
         verdict, detail = _verdict(memory, meter_time, edge_now, meter_time_unusable)
-        good = memory.good_in_a_row + 1 if verdict is ClockState.METER else 0
+        close = (
+            verdict is ClockState.METER
+            and meter_time is not None
+            and abs(meter_time - edge_now) <= METER_CLOCK_TOLERANCE / 2
+        )
+        good = memory.good_in_a_row + 1 if close else 0
         if verdict is ClockState.METER:
             assert meter_time is not None
-            trusted_again = (
-                good >= METER_CLOCK_TRUST_AFTER
-                and abs(meter_time - edge_now) <= METER_CLOCK_TOLERANCE / 2
-                and (memory.last_ts is None or meter_time > memory.last_ts)
-            )
-            if memory.state is ClockState.METER or trusted_again:
+            if memory.state is ClockState.METER or good >= METER_CLOCK_TRUST_AFTER:
                 state, chosen = ClockState.METER, meter_time
             else:  # still on the edge's clock, until the meter's has proven itself
                 state, detail, chosen = memory.state, memory.detail, edge_now
         else:
             state, chosen = verdict, edge_now
-        ts = _in_order(chosen, memory.last_ts, from_meter=state is ClockState.METER)
-        next_memory = _Memory(ts, meter_time, dict(measurement), state, detail, good)
+        ts = _in_order(chosen, memory, edge_now)
+        next_memory = _Memory(ts, edge_now, meter_time, dict(measurement), state, detail, good)
         return Stamp(ts, state, detail, next_memory)
 
 
@@ -172,10 +179,14 @@ def _verdict(
     return ClockState.METER, "the meter's clock agrees with the edge's"
 
 
-def _in_order(chosen: datetime, last: datetime | None, *, from_meter: bool) -> datetime:
-    if last is None or chosen > last or (chosen == last and from_meter):
+def _in_order(chosen: datetime, memory: _Memory, edge_now: datetime) -> datetime:
+    last = memory.last_ts
+    if last is None or chosen > last:
         return chosen
-    return last + TS_STEP
+    elapsed = UNKNOWN_GAP if memory.edge_now is None else edge_now - memory.edge_now
+    if elapsed <= timedelta(0):  # the edge's clock stepped back: how far it moved is unknown
+        elapsed = UNKNOWN_GAP
+    return last + max(TS_STEP, elapsed / 2)
 
 
 def _span(delta: timedelta) -> str:
