@@ -115,4 +115,4 @@ def test_edge_status_reports_drops_quarantine_meter_identity_and_clock(tmp_path)
     assert "dropped values (readings kept): gas_m3 3 (placeholder), gas_ts 3 (placeholder)" in text
     assert "sample time: the edge's clock since" in text
     assert "(absent: the meter sends no timestamp)" in text
-    assert "meter id: 3153414733313030303133373832 (meter changed 1 times" in text
+    assert "meter id: 3153414733313030303133373832 (meter changed 1 time, last at" in text

@@ -153,7 +153,8 @@ def _lines(status: SpoolStatus, now: float) -> list[str]:
         line = f"meter id: {status.meter_unique_id}"
         if status.meter_changes:
             line += (
-                f" (meter changed {status.meter_changes} times, last at "
+                f" (meter changed {status.meter_changes} time"
+                f"{'' if status.meter_changes == 1 else 's'}, last at "
                 f"{_iso(status.meter_changed_at)}, from {status.previous_meter_unique_id})"
             )
         lines.append(line)
