@@ -82,10 +82,6 @@ class Stamp:
     detail: str  # one sentence for the log and edge_status
     _next: _Memory
 
-    @property
-    def edge_clock(self) -> bool:
-        return self.state is not ClockState.METER
-
 
 class SampleClock:
     """The memory between readings. ``stamp`` proposes, ``commit`` keeps: a reading that
@@ -104,10 +100,6 @@ class SampleClock:
     @property
     def state(self) -> ClockState:
         return self._memory.state
-
-    @property
-    def last_ts(self) -> datetime | None:
-        return self._memory.last_ts
 
     def forget_meter(self) -> None:
         """Another meter answers now: its clock and readings start from nothing."""
