@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,10 +50,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "INSERT INTO state (id) VALUES (1)",
     ),
+    (
+        # An edge-refused poll carries its cause (field:problem): a poll refused for a
+        # cause already recorded bumps repeats and last_seen_at on that row instead of
+        # adding another copy. last_seen_at is what the age bound looks at.
+        "ALTER TABLE quarantine ADD COLUMN cause TEXT",
+        "ALTER TABLE quarantine ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE quarantine ADD COLUMN last_seen_at REAL NOT NULL DEFAULT 0",
+        "UPDATE quarantine SET last_seen_at = quarantined_at",
+        "CREATE UNIQUE INDEX quarantine_cause ON quarantine (cause) WHERE cause IS NOT NULL",
+        # Counting rows and finding the oldest read this small index, not the payloads.
+        "CREATE INDEX quarantine_last_seen ON quarantine (last_seen_at, id)",
+        # Optional values the normaliser dropped from spooled samples, per field and why.
+        """CREATE TABLE dropped_value (
+            field TEXT NOT NULL,
+            problem TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            PRIMARY KEY (field, problem)
+        ) WITHOUT ROWID""",
+        "ALTER TABLE state ADD COLUMN quarantine_dropped INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE state ADD COLUMN quarantine_dropped_at REAL",
+        "ALTER TABLE state ADD COLUMN meter_unique_id TEXT",
+        "ALTER TABLE state ADD COLUMN previous_meter_unique_id TEXT",
+        "ALTER TABLE state ADD COLUMN meter_changed_at REAL",
+        "ALTER TABLE state ADD COLUMN meter_changes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE state ADD COLUMN meter_clock TEXT",
+        "ALTER TABLE state ADD COLUMN meter_clock_detail TEXT",
+        "ALTER TABLE state ADD COLUMN meter_clock_since REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_S = 30.0
 CACHE_KIB = 256
+# The quarantine is for a person to look at, so it keeps what is recent and bounded:
+# a row whose cause was last seen more than 30 days ago (longer than a holiday) goes,
+# and beyond 10,000 rows the least recently seen go first. 10,000 rows hold two whole
+# batches the server refused at the largest drain size (5000) and, at about 1 KB a row,
+# stay near 10 MB on the Pi's SD card. Dropped rows are counted in the state.
+QUARANTINE_MAX_ROWS = 10_000
+QUARANTINE_MAX_AGE_S = 30 * 86400.0
 
 Clock = Callable[[], float]
 
@@ -65,6 +102,17 @@ class SpoolError(Exception):
 class Pending(NamedTuple):
     key: int  # the sample's ts in microseconds: what acknowledge() takes
     sample: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DroppedValues:
+    """How often the normaliser dropped one field for one reason from spooled samples."""
+
+    field: str
+    problem: str
+    count: int
+    first_at: float
+    last_at: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +131,17 @@ class SpoolStatus:
     consecutive_failures: int
     meter_error: str | None
     meter_down_since: float | None
+    quarantine_repeats: int = 0  # refused polls folded into an existing row
+    quarantine_dropped: int = 0  # rows removed by the count and age bounds
+    quarantine_dropped_at: float | None = None
+    dropped_values: tuple[DroppedValues, ...] = ()
+    meter_unique_id: str | None = None
+    previous_meter_unique_id: str | None = None
+    meter_changed_at: float | None = None
+    meter_changes: int = 0
+    meter_clock: str | None = None  # a sampletime.ClockState value
+    meter_clock_detail: str | None = None
+    meter_clock_since: float | None = None
 
 
 def ts_key(ts: str) -> int:
@@ -150,13 +209,32 @@ class Spool:
         return _Transaction(self._db, read_only)
 
     # -- pending samples -------------------------------------------------------------
-    def add(self, sample: dict[str, Any]) -> bool:
-        """Spool one sample durably; False when a sample with its ts is already here."""
-        row = (ts_key(sample["ts"]), _dumps(sample), self._clock())
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO pending (ts_us, sample, spooled_at) VALUES (?, ?, ?)", row
-        )
-        return cursor.rowcount == 1
+    def add(self, sample: dict[str, Any], *, dropped: Mapping[str, str] | None = None) -> bool:
+        """Spool one sample durably; False when a sample with its ts is already here.
+
+        ``dropped`` ({field: problem}) counts the optional values the normaliser left out
+        of this sample, in the same commit, and only when the sample is new.
+        """
+        now = self._clock()
+        row = (ts_key(sample["ts"]), _dumps(sample), now)
+        if not dropped:  # the usual case stays one statement, one commit
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO pending (ts_us, sample, spooled_at) VALUES (?, ?, ?)", row
+            )
+            return cursor.rowcount == 1
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO pending (ts_us, sample, spooled_at) VALUES (?, ?, ?)", row
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._db.executemany(
+                "INSERT INTO dropped_value (field, problem, count, first_at, last_at) "
+                "VALUES (?, ?, 1, ?, ?) ON CONFLICT (field, problem) "
+                "DO UPDATE SET count = count + 1, last_at = excluded.last_at",
+                [(name, str(problem), now, now) for name, problem in dropped.items()],
+            )
+            return True
 
     def add_many(self, samples: Iterable[dict[str, Any]]) -> int:
         """Spool many samples in one durable transaction; returns how many were new."""
@@ -193,6 +271,13 @@ class Spool:
     def depth(self) -> int:
         return self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
 
+    def latest(self) -> Pending | None:
+        """The pending sample with the latest ts (the poller's memory after a restart)."""
+        row = self._db.execute(
+            "SELECT ts_us, sample FROM pending ORDER BY ts_us DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else Pending(row[0], json.loads(row[1]))
+
     def pending_keys(self) -> list[int]:
         return [k for (k,) in self._db.execute("SELECT ts_us FROM pending ORDER BY ts_us")]
 
@@ -216,31 +301,80 @@ class Spool:
                 deleted = self._db.execute("DELETE FROM pending WHERE ts_us = ?", (key,))
                 if deleted.rowcount:
                     self._insert_quarantine(sample.get("ts"), _dumps(sample), reason, "server", now)
+            self._bound_quarantine(now)
         return len(rejected)
 
-    def quarantine_reading(self, payload: Any, reason: str) -> None:
-        """Keep a meter answer the edge itself could not turn into a sample."""
+    def quarantine_reading(self, payload: Any, reason: str, *, cause: str | None = None) -> None:
+        """Keep a meter answer the edge itself could not turn into a sample.
+
+        ``cause`` (e.g. ``"power_w:not_a_number"``) names the kind of refusal: when a row
+        with that cause is already kept, it gets repeats + 1 and a new last_seen_at
+        instead of a second copy.
+        """
         text = json.dumps(payload, default=repr)  # NaN and odd types kept as the meter sent
-        self._insert_quarantine(None, text, reason, "edge", self._clock())
+        now = self._clock()
+        with self._transaction():
+            self._insert_quarantine(None, text, reason, "edge", now, cause)
+            self._bound_quarantine(now)
 
     def _insert_quarantine(
-        self, ts: str | None, text: str, reason: str, source: str, at: float
+        self,
+        ts: str | None,
+        text: str,
+        reason: str,
+        source: str,
+        at: float,
+        cause: str | None = None,
     ) -> None:
         self._db.execute(
-            "INSERT INTO quarantine (ts, sample, reason, source, quarantined_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (ts, text, reason, source, at),
+            "INSERT INTO quarantine "
+            "(ts, sample, reason, source, quarantined_at, cause, last_seen_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (cause) WHERE cause IS NOT NULL "
+            "DO UPDATE SET repeats = repeats + 1, last_seen_at = excluded.last_seen_at",
+            (ts, text, reason, source, at, cause, at),
         )
+
+    def _bound_quarantine(self, now: float) -> int:
+        """Drop rows last seen too long ago, then the least recently seen beyond the count
+        bound; returns how many went (also added to the state's counter)."""
+        aged = self._db.execute(
+            "DELETE FROM quarantine WHERE last_seen_at < ?", (now - QUARANTINE_MAX_AGE_S,)
+        ).rowcount
+        (rows,) = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
+        over = 0
+        if rows > QUARANTINE_MAX_ROWS:
+            over = self._db.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine "
+                "ORDER BY last_seen_at, id LIMIT ?)",
+                (rows - QUARANTINE_MAX_ROWS,),
+            ).rowcount
+        if aged + over:
+            self._db.execute(
+                "UPDATE state SET quarantine_dropped = quarantine_dropped + ?, "
+                "quarantine_dropped_at = ? WHERE id = 1",
+                (aged + over, now),
+            )
+        return aged + over
 
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT ts, sample, reason, source, quarantined_at FROM quarantine "
-            "ORDER BY id DESC LIMIT ?",
+            "SELECT ts, sample, reason, source, quarantined_at, cause, repeats, last_seen_at "
+            "FROM quarantine ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         return [
-            {"ts": ts, "sample": text, "reason": reason, "source": source, "at": at}
-            for ts, text, reason, source, at in rows
+            {
+                "ts": ts,
+                "sample": text,
+                "reason": reason,
+                "source": source,
+                "at": at,
+                "cause": cause,
+                "repeats": repeats,
+                "last_seen_at": last_seen,
+            }
+            for ts, text, reason, source, at, cause, repeats, last_seen in rows
         ]
 
     # -- state -----------------------------------------------------------------------
@@ -266,6 +400,28 @@ class Spool:
                 (error, now),
             )
 
+    def record_meter_identity(self, unique_id: str, *, changed: bool) -> None:
+        """The meter's unique_id: first seen (``changed=False``) or a meter change."""
+        if not changed:
+            self._db.execute("UPDATE state SET meter_unique_id = ? WHERE id = 1", (unique_id,))
+            return
+        self._db.execute(
+            "UPDATE state SET previous_meter_unique_id = meter_unique_id, meter_unique_id = ?, "
+            "meter_changed_at = ?, meter_changes = meter_changes + 1 WHERE id = 1",
+            (unique_id, self._clock()),
+        )
+
+    def meter_identity(self) -> str | None:
+        return self._db.execute("SELECT meter_unique_id FROM state").fetchone()[0]
+
+    def record_meter_clock(self, state: str, detail: str) -> None:
+        """Which clock stamps the samples now (a sampletime.ClockState) and why."""
+        self._db.execute(
+            "UPDATE state SET meter_clock = ?, meter_clock_detail = ?, meter_clock_since = ? "
+            "WHERE id = 1",
+            (state, detail, self._clock()),
+        )
+
     def status(self) -> SpoolStatus:
         """One consistent snapshot (a single read transaction) for edge_status."""
         with self._transaction(read_only=True):
@@ -281,21 +437,48 @@ class Spool:
             oldest = self._db.execute(
                 "SELECT sample FROM pending ORDER BY ts_us LIMIT 1"
             ).fetchone()
-            (quarantined,) = self._db.execute("SELECT count(*) FROM quarantine").fetchone()
-            state = self._db.execute(
-                "SELECT last_upload_at, last_upload_count, last_error, last_error_at, "
-                "upload_state, consecutive_failures, meter_error, meter_down_since "
-                "FROM state WHERE id = 1"
+            quarantined, repeats = self._db.execute(
+                "SELECT count(*), coalesce(sum(repeats), 0) FROM quarantine"
             ).fetchone()
+            state = self._db.execute(_STATE_SELECT).fetchone()
+            dropped = self._db.execute(
+                "SELECT field, problem, count, first_at, last_at FROM dropped_value "
+                "ORDER BY field, problem"
+            ).fetchall()
         return SpoolStatus(
-            self.path,
-            version,
-            depth,
-            json.loads(oldest[0]).get("ts") if oldest else None,
-            oldest_spooled,
-            quarantined,
-            *state,
+            path=self.path,
+            schema_version=version,
+            depth=depth,
+            oldest_ts=json.loads(oldest[0]).get("ts") if oldest else None,
+            oldest_spooled_at=oldest_spooled,
+            quarantined=quarantined,
+            quarantine_repeats=repeats,
+            dropped_values=tuple(DroppedValues(*row) for row in dropped),
+            **dict(zip(_STATE_COLUMNS, state, strict=True)),
         )
+
+
+_STATE_COLUMNS = (
+    "last_upload_at",
+    "last_upload_count",
+    "last_error",
+    "last_error_at",
+    "upload_state",
+    "consecutive_failures",
+    "meter_error",
+    "meter_down_since",
+    "quarantine_dropped",
+    "quarantine_dropped_at",
+    "meter_unique_id",
+    "previous_meter_unique_id",
+    "meter_changed_at",
+    "meter_changes",
+    "meter_clock",
+    "meter_clock_detail",
+    "meter_clock_since",
+)
+# Our own column names, fixed at import: nothing from outside reaches this statement.
+_STATE_SELECT = "SELECT " + ", ".join(_STATE_COLUMNS) + " FROM state WHERE id = 1"  # noqa: S608
 
 
 class _Transaction:

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeclient import wire
-from edgeclient.normalise import SampleRejected, meter_time_to_utc, normalise
+from edgeclient.normalise import (
+    Problem,
+    SampleRejected,
+    meter_time_to_utc,
+    normalise,
+    normalise_reading,
+)
 from tests.edge.conftest import load_fixture
 
 EDGE_NOW = datetime(2024, 6, 28, 12, 12, 40, tzinfo=UTC)
@@ -92,7 +98,9 @@ def test_missing_totals_are_the_sum_of_the_tariff_registers(fixture, api):
     [("v1-data-missing-fields.json", "v1"), ("v2-measurement-missing-fields.json", "v2")],
 )
 def test_missing_optional_fields_become_none_and_a_bad_tariff_becomes_none(fixture, api):
-    sample = normalise(load_fixture(fixture), api=api, now=EDGE_NOW)
+    result = normalise_reading(load_fixture(fixture), api=api, now=EDGE_NOW)
+    sample = result.sample
+    assert {n: d.problem for n, d in result.dropped.items()} == {"tariff": Problem.OUT_OF_RANGE}
     assert sample["ts"] == "2024-06-28T12:12:40+00:00"  # no meter time: the edge clock
     assert sample["tariff"] is None
     assert sample["energy_import_kwh"] == 8331.774
@@ -114,40 +122,112 @@ def _v2(**changes):
 
 
 @pytest.mark.parametrize(
-    ("payload", "field", "reason"),
+    ("payload", "field", "problem", "reason"),
     [
-        (_v2(power_w=math.nan), "power_w", "finite"),
-        (_v2(power_w=math.inf), "power_w", "finite"),
-        (_v2(voltage_l1_v=-math.inf), "voltage_l1_v", "finite"),
-        (_v2(power_w=1.5e15), "power_w", "out of range"),
-        (_v2(energy_import_kwh=10**400), "energy_import_kwh", "out of range"),
+        (_v2(power_w=math.nan), "power_w", Problem.NOT_FINITE, "finite"),
+        (_v2(power_w=math.inf), "power_w", Problem.NOT_FINITE, "finite"),
+        (_v2(power_w=1.5e15), "power_w", Problem.OUT_OF_RANGE, "out of range"),
+        (_v2(energy_import_kwh=10**400), "energy_import_kwh", Problem.OUT_OF_RANGE, "out of range"),
         (_v2(energy_import_kwh=..., energy_import_t1_kwh=9e14, energy_import_t2_kwh=9e14),
-         "energy_import_kwh", "out of range"),
-        (_v2(power_w="523"), "power_w", "number"),
-        (_v2(power_w=True), "power_w", "number"),
-        (_v2(energy_import_kwh=-1.5), "energy_import_kwh", "negative"),
-        (_v2(energy_export_t2_kwh=-0.001), "energy_export_t2_kwh", "negative"),
-        (_v2(energy_import_kwh=..., energy_import_t1_kwh=-3), "energy_import_t1_kwh", "negative"),
-        (_v2(timestamp="yesterday"), "ts", "ISO 8601"),
-        (_v2(timestamp="1999-12-31T23:00:00"), "ts", "before 2000"),
-        (_v2(monthly_power_peak_timestamp="2024-13-01T00:00:00"), "monthly_power_peak_ts", ""),
-        (_v2(power_w=...), "power_w", "missing"),
-        (_v2(energy_export_kwh=..., energy_export_t1_kwh=..., energy_export_t2_kwh=...),
-         "energy_export_kwh", "missing"),
+         "energy_import_kwh", Problem.OUT_OF_RANGE, "out of range"),
+        (_v2(power_w="523"), "power_w", Problem.NOT_A_NUMBER, "number"),
+        (_v2(power_w=True), "power_w", Problem.NOT_A_NUMBER, "number"),
+        (_v2(energy_import_kwh=-1.5), "energy_import_kwh", Problem.NEGATIVE_REGISTER, "negative"),
+        # Without a total, the import register is the sum of its tariffs: one bad tariff
+        # leaves no import register, and the field at fault is named.
+        (_v2(energy_import_kwh=..., energy_import_t1_kwh=-3), "energy_import_t1_kwh",
+         Problem.NEGATIVE_REGISTER, "negative"),
+        (_v2(power_w=...), "power_w", Problem.MISSING, "missing"),
+        (_v2(energy_import_kwh=..., energy_import_t1_kwh=..., energy_import_t2_kwh=...),
+         "energy_import_kwh", Problem.MISSING, "missing"),
     ],
 )  # fmt: skip
-def test_bad_values_reject_the_sample_naming_field_and_reason(payload, field, reason):
+def test_a_bad_required_value_rejects_the_sample_naming_field_and_problem(
+    payload, field, problem, reason
+):
     with pytest.raises(SampleRejected) as excinfo:
         normalise(payload, api="v2", now=EDGE_NOW)
     assert excinfo.value.field == field
+    assert excinfo.value.problem is problem
     assert reason in excinfo.value.reason
 
 
-def test_v1_garbage_timestamp_is_rejected():
+@pytest.mark.parametrize(
+    ("payload", "field", "problem"),
+    [
+        (_v2(voltage_l1_v=-math.inf), "voltage_l1_v", Problem.NOT_FINITE),
+        (_v2(current_l2_a="3.11"), "current_l2_a", Problem.NOT_A_NUMBER),
+        (_v2(power_l3_w=2e15), "power_l3_w", Problem.OUT_OF_RANGE),
+        (_v2(energy_export_t2_kwh=-0.001), "energy_export_t2_kwh", Problem.NEGATIVE_REGISTER),
+        (_v2(energy_export_kwh=math.nan), "energy_export_kwh", Problem.NOT_FINITE),
+        (_v2(tariff=7), "tariff", Problem.OUT_OF_RANGE),
+        (_v2(tariff="1"), "tariff", Problem.NOT_A_NUMBER),
+        (_v2(monthly_power_peak_timestamp="2024-13-01T00:00:00"), "monthly_power_peak_ts",
+         Problem.NOT_A_TIMESTAMP),
+        (_v2(monthly_power_peak_timestamp="1999-06-01T10:00:00"), "monthly_power_peak_ts",
+         Problem.BEFORE_2000),
+        (_v2(monthly_power_peak_w=True), "monthly_power_peak_w", Problem.NOT_A_NUMBER),
+    ],
+)  # fmt: skip
+def test_a_bad_optional_value_is_dropped_and_the_reading_kept(payload, field, problem):
+    result = normalise_reading(payload, api="v2", now=EDGE_NOW)
+    assert result.sample[field] is None
+    assert {name: drop.problem for name, drop in result.dropped.items()} == {field: problem}
+    # Everything else is the reading as the meter sent it.
+    assert result.sample["power_w"] == -2543.0
+    assert result.sample["energy_import_kwh"] == 13779.338
+    assert result.sample["ts"] == "2024-06-28T12:12:34+00:00"
+    assert _server_accepts(result.sample)
+
+
+def test_an_export_total_summed_from_a_bad_tariff_is_dropped_not_made_up():
+    payload = _v2(energy_export_kwh=..., energy_export_t1_kwh=-1)
+    result = normalise_reading(payload, api="v2", now=EDGE_NOW)
+    # t2 alone would be a register 1285.951 kWh lower: a step, not a reading.
+    assert result.sample["energy_export_kwh"] is None
+    assert result.sample["energy_export_t2_kwh"] == 2876.51
+    assert {n: d.problem for n, d in result.dropped.items()} == {
+        "energy_export_t1_kwh": Problem.NEGATIVE_REGISTER,
+        "energy_export_kwh": Problem.NEGATIVE_REGISTER,
+    }
+
+
+@pytest.mark.parametrize(
+    ("stamp", "problem"),
+    [
+        ("yesterday", Problem.NOT_A_TIMESTAMP),
+        ("1999-12-31T23:00:00", Problem.BEFORE_2000),
+        # An unset DSMR clock's factory value (dsmrreader/dsmr-reader#811: 000101010000W).
+        ("2000-01-01T01:00:00", Problem.PLACEHOLDER),
+        (True, Problem.NOT_A_TIMESTAMP),
+    ],
+)
+def test_an_unusable_meter_timestamp_falls_back_to_the_edge_clock(stamp, problem):
+    result = normalise_reading(_v2(timestamp=stamp), api="v2", now=EDGE_NOW)
+    assert result.sample["ts"] == EDGE_NOW.isoformat()
+    assert result.meter_time is None
+    assert result.meter_time_problem is not None
+    assert result.meter_time_problem.problem is problem
+    assert result.dropped == {}  # the ts is the sample clock's business, not a drop
+    assert result.sample["power_w"] == -2543.0
+
+
+def test_a_usable_meter_timestamp_is_reported_as_the_meter_time():
+    result = normalise_reading(_v2(), api="v2", now=EDGE_NOW)
+    assert result.meter_time == datetime(2024, 6, 28, 12, 12, 34, tzinfo=UTC)
+    assert result.meter_time_problem is None
+    v1 = normalise_reading(load_fixture("v1-data-3phase-belgian-gas.json"), api="v1", now=EDGE_NOW)
+    assert (v1.meter_time, v1.meter_time_problem) == (None, None)  # v1 sends no time
+
+
+def test_v1_garbage_timestamp_is_dropped():
     payload = load_fixture("v1-data-3phase-belgian-gas.json")
     payload["montly_power_peak_timestamp"] = 241399999999
-    with pytest.raises(SampleRejected, match="YYMMDDhhmmss"):
-        normalise(payload, api="v1", now=EDGE_NOW)
+    result = normalise_reading(payload, api="v1", now=EDGE_NOW)
+    assert result.sample["monthly_power_peak_ts"] is None
+    assert result.dropped["monthly_power_peak_ts"].problem is Problem.NOT_A_TIMESTAMP
+    assert result.dropped["monthly_power_peak_ts"].value == "241399999999"
+    assert result.sample["monthly_power_peak_w"] == 4311.0
 
 
 def test_an_import_register_that_goes_backwards_is_rejected():
@@ -155,6 +235,7 @@ def test_an_import_register_that_goes_backwards_is_rejected():
     with pytest.raises(SampleRejected, match="went backwards") as excinfo:
         normalise(payload, api="v2", now=EDGE_NOW, previous_import_kwh=13779.339)
     assert excinfo.value.field == "energy_import_kwh"
+    assert excinfo.value.problem is Problem.WENT_BACKWARDS
 
 
 def test_an_unchanged_or_growing_import_register_is_accepted():
@@ -236,7 +317,9 @@ _value = st.one_of(
 )
 def test_any_payload_gives_a_sample_the_server_accepts_or_a_rejection(payload):
     try:
-        sample = normalise(payload, api="v2", now=EDGE_NOW)
-    except SampleRejected:
+        result = normalise_reading(payload, api="v2", now=EDGE_NOW)
+    except SampleRejected as exc:
+        assert exc.field in ("power_w", "energy_import_kwh", "energy_import_t1_kwh")
         return
-    assert _server_accepts(sample)
+    assert _server_accepts(result.sample)
+    assert all(result.sample[name] is None for name in result.dropped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -161,3 +162,142 @@ def test_every_add_that_returned_survives_a_sigkill(tmp_path):
     assert keys[: confirmed + 1] == [
         ts_key(sample(BASE_TS + timedelta(seconds=i))["ts"]) for i in range(confirmed + 1)
     ]
+
+
+def test_a_spool_of_the_first_schema_is_migrated_keeping_its_rows(tmp_path):
+    from edgeclient.spool import MIGRATIONS
+
+    path = tmp_path / "spool.sqlite3"
+    db = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:  # as an edge of the previous release left it
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute(
+        "INSERT INTO quarantine (ts, sample, reason, source, quarantined_at) "
+        "VALUES (NULL, '{}', 'edge: power_w: must be a number', 'edge', 1750000000.0)"
+    )
+    db.execute(
+        "INSERT INTO pending VALUES (?, ?, 1750000000.0)",
+        (ts_key(BASE_TS.isoformat()), json.dumps(sample(BASE_TS))),
+    )
+    db.execute("UPDATE state SET last_upload_count = 7")
+    db.commit()
+    db.close()
+    with Spool(path) as spool:
+        assert spool.schema_version == SCHEMA_VERSION > 1
+        assert [p.sample for p in spool.oldest(10)] == [sample(BASE_TS)]
+        (kept,) = spool.quarantined()
+        assert (kept["reason"], kept["repeats"], kept["last_seen_at"]) == (
+            "edge: power_w: must be a number",
+            0,
+            1750000000.0,
+        )
+        status = spool.status()
+        assert (status.last_upload_count, status.quarantine_dropped, status.meter_changes) == (
+            7,
+            0,
+            0,
+        )
+
+
+def test_dropped_values_are_counted_per_field_only_for_new_samples(tmp_path):
+    clock = Clock()
+    with Spool(tmp_path / "spool.sqlite3", clock=clock) as spool:
+        first = sample(BASE_TS, gas_ts=None, gas_m3=None)
+        dropped = {"gas_ts": "placeholder", "gas_m3": "placeholder"}
+        assert spool.add(first, dropped=dropped) is True
+        assert spool.add(first, dropped=dropped) is False  # the same telegram: not again
+        clock.now += 2
+        later = sample(BASE_TS + timedelta(seconds=2), gas_ts=None, voltage_l1_v=None)
+        assert spool.add(later, dropped={"gas_ts": "placeholder", "voltage_l1_v": "not_finite"})
+        rows = spool.status().dropped_values
+    assert [(r.field, r.problem, r.count) for r in rows] == [
+        ("gas_m3", "placeholder", 1),
+        ("gas_ts", "placeholder", 2),
+        ("voltage_l1_v", "not_finite", 1),
+    ]
+    gas_ts = rows[1]
+    assert (gas_ts.first_at, gas_ts.last_at) == (clock.now - 2, clock.now)
+
+
+def test_a_refusal_with_a_known_cause_bumps_the_row_instead_of_copying_it(tmp_path):
+    clock = Clock()
+    with Spool(tmp_path / "spool.sqlite3", clock=clock) as spool:
+        for power in range(3):  # the message text differs, the cause does not
+            spool.quarantine_reading(
+                {"active_power_w": f"bad{power}"},
+                f"edge: power_w: must be a number, got 'bad{power}'",
+                cause="power_w:not_a_number",
+            )
+            clock.now += 2
+        spool.quarantine_reading({}, "edge: power_w: is missing", cause="power_w:missing")
+        spool.quarantine_reading({"x": 1}, "no cause given")
+        spool.quarantine_reading({"x": 1}, "no cause given")
+        rows = spool.quarantined()
+        status = spool.status()
+    by_cause = {row["cause"]: row for row in rows if row["cause"]}
+    first = by_cause["power_w:not_a_number"]
+    assert (first["repeats"], first["at"], first["last_seen_at"]) == (
+        2,
+        1_750_000_000.0,
+        1_750_000_004.0,
+    )
+    assert json.loads(first["sample"]) == {"active_power_w": "bad0"}  # the first one kept
+    assert by_cause["power_w:missing"]["repeats"] == 0
+    assert len(rows) == 4  # two causes, and two rows without a cause
+    assert (status.quarantined, status.quarantine_repeats) == (4, 2)
+
+
+def test_the_quarantine_is_bounded_by_count_dropping_the_least_recently_seen(tmp_path):
+    from edgeclient.spool import QUARANTINE_MAX_ROWS
+
+    clock = Clock()
+    extra = 25
+    samples = series(QUARANTINE_MAX_ROWS + extra)
+    with Spool(tmp_path / "spool.sqlite3", clock=clock) as spool:
+        spool.add_many(samples)
+        pending = spool.oldest(len(samples))
+        spool.quarantine([(p.key, p.sample, "ts: too old") for p in pending[:extra]])
+        clock.now += 1
+        spool.quarantine([(p.key, p.sample, "ts: too old") for p in pending[extra:]])
+        status = spool.status()
+        kept_ts = {row["ts"] for row in spool.quarantined(limit=QUARANTINE_MAX_ROWS + extra)}
+    assert status.quarantined == QUARANTINE_MAX_ROWS
+    assert (status.quarantine_dropped, status.quarantine_dropped_at) == (extra, clock.now)
+    assert kept_ts == {s["ts"] for s in samples[extra:]}  # the oldest went first
+    assert status.depth == 0
+
+
+def test_the_quarantine_is_bounded_by_age(tmp_path):
+    from edgeclient.spool import QUARANTINE_MAX_AGE_S
+
+    clock = Clock()
+    with Spool(tmp_path / "spool.sqlite3", clock=clock) as spool:
+        spool.quarantine_reading({"a": 1}, "old", cause="power_w:missing")
+        spool.quarantine_reading({"b": 2}, "recurring", cause="power_w:not_finite")
+        clock.now += QUARANTINE_MAX_AGE_S - 10
+        spool.quarantine_reading({"b": 3}, "recurring", cause="power_w:not_finite")  # seen again
+        clock.now += 20
+        spool.quarantine_reading({"c": 4}, "new", cause="energy_import_kwh:went_backwards")
+        causes = sorted(row["cause"] for row in spool.quarantined())
+        status = spool.status()
+    assert causes == ["energy_import_kwh:went_backwards", "power_w:not_finite"]
+    assert status.quarantine_dropped == 1
+
+
+def test_meter_identity_clock_and_latest_sample_are_kept_in_the_state(tmp_path):
+    clock = Clock()
+    with Spool(tmp_path / "spool.sqlite3", clock=clock) as spool:
+        assert (spool.meter_identity(), spool.latest()) == (None, None)
+        spool.add_many(series(3))
+        assert spool.latest().sample == series(3)[-1]
+        spool.record_meter_identity("AAAA", changed=False)
+        clock.now += 60
+        spool.record_meter_identity("BBBB", changed=True)
+        spool.record_meter_clock("stuck", "the meter's clock stands still")
+        status = spool.status()
+        assert spool.meter_identity() == "BBBB"
+    assert (status.meter_unique_id, status.previous_meter_unique_id) == ("BBBB", "AAAA")
+    assert (status.meter_changes, status.meter_changed_at) == (1, clock.now)
+    assert (status.meter_clock, status.meter_clock_since) == ("stuck", clock.now)
+    assert status.meter_clock_detail == "the meter's clock stands still"

@@ -14,7 +14,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from edgeclient.config import ConfigError, spool_path_from_env
-from edgeclient.spool import Spool, SpoolError, SpoolStatus
+from edgeclient.spool import (
+    QUARANTINE_MAX_AGE_S,
+    QUARANTINE_MAX_ROWS,
+    Spool,
+    SpoolError,
+    SpoolStatus,
+)
 from edgeclient.uploader import AUTH, REJECTED, TLS
 
 # Upload failures that will not heal by waiting: somebody has to fix the configuration.
@@ -106,7 +112,31 @@ def _report(status: SpoolStatus, now: float) -> dict[str, Any]:
         "last_error_at": _iso(status.last_error_at),
         "meter_error": status.meter_error,
         "meter_down_since": _iso(status.meter_down_since),
+        "quarantine_repeats": status.quarantine_repeats,
+        "quarantine_dropped": status.quarantine_dropped,
+        "quarantine_dropped_at": _iso(status.quarantine_dropped_at),
+        "quarantine_max_rows": QUARANTINE_MAX_ROWS,
+        "quarantine_max_age_s": QUARANTINE_MAX_AGE_S,
+        "dropped_values": _dropped_by_field(status),
+        "meter_unique_id": status.meter_unique_id,
+        "previous_meter_unique_id": status.previous_meter_unique_id,
+        "meter_changes": status.meter_changes,
+        "meter_changed_at": _iso(status.meter_changed_at),
+        "meter_clock": status.meter_clock,
+        "meter_clock_detail": status.meter_clock_detail,
+        "meter_clock_since": _iso(status.meter_clock_since),
     }
+
+
+def _dropped_by_field(status: SpoolStatus) -> dict[str, dict[str, Any]]:
+    """{field: {"count": n, "problems": {problem: n}, "last_at": iso}}."""
+    fields: dict[str, dict[str, Any]] = {}
+    for row in status.dropped_values:
+        entry = fields.setdefault(row.field, {"count": 0, "problems": {}, "last_at": None})
+        entry["count"] += row.count
+        entry["problems"][row.problem] = row.count
+        entry["last_at"] = max(entry["last_at"] or "", _iso(row.last_at) or "") or None
+    return fields
 
 
 def _lines(status: SpoolStatus, now: float) -> list[str]:
@@ -115,8 +145,19 @@ def _lines(status: SpoolStatus, now: float) -> list[str]:
         f"spool: {status.path} (schema v{status.schema_version})",
         f"pending: {status.depth} samples"
         + (f", oldest {status.oldest_ts} waiting {age:.0f} s" if age is not None else ""),
-        f"quarantine: {status.quarantined} samples",
+        _quarantine_line(status),
+        _dropped_line(status),
+        _meter_clock_line(status),
     ]
+    if status.meter_unique_id is not None:
+        line = f"meter id: {status.meter_unique_id}"
+        if status.meter_changes:
+            line += (
+                f" (meter changed {status.meter_changes} time"
+                f"{'' if status.meter_changes == 1 else 's'}, last at "
+                f"{_iso(status.meter_changed_at)}, from {status.previous_meter_unique_id})"
+            )
+        lines.append(line)
     if status.last_upload_at is None:
         lines.append("last upload: never")
     else:
@@ -137,6 +178,40 @@ def _lines(status: SpoolStatus, now: float) -> list[str]:
         since = _iso(status.meter_down_since)
         lines.append(f"meter: unreachable since {since}: {status.meter_error}")
     return lines
+
+
+def _quarantine_line(status: SpoolStatus) -> str:
+    line = f"quarantine: {status.quarantined} samples"
+    if status.quarantine_repeats:
+        line += f", {status.quarantine_repeats} repeated refusals folded into them"
+    if status.quarantine_dropped:
+        line += (
+            f"; {status.quarantine_dropped} dropped by the bound ({QUARANTINE_MAX_ROWS} rows, "
+            f"{QUARANTINE_MAX_AGE_S / 86400:g} days), last at {_iso(status.quarantine_dropped_at)}"
+        )
+    return line
+
+
+def _dropped_line(status: SpoolStatus) -> str:
+    fields = _dropped_by_field(status)
+    if not fields:
+        return "dropped values: none"
+    parts = [
+        f"{name} {entry['count']} ({', '.join(entry['problems'])})"
+        for name, entry in fields.items()
+    ]
+    return "dropped values (readings kept): " + ", ".join(parts)
+
+
+def _meter_clock_line(status: SpoolStatus) -> str:
+    if status.meter_clock is None:
+        return "sample time: not decided yet"
+    if status.meter_clock == "meter":
+        return "sample time: the meter's timestamps"
+    return (
+        f"sample time: the edge's clock since {_iso(status.meter_clock_since)} "
+        f"({status.meter_clock}: {status.meter_clock_detail})"
+    )
 
 
 def _age(at: float | None, now: float) -> float | None:
