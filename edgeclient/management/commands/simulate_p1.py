@@ -46,7 +46,9 @@ class Command(BaseCommand):
             help="meter variant: " + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()),
         )
         parser.add_argument(
-            "--swap-after", type=int, help="meter-swap: telegrams before the new meter"
+            "--swap-after",
+            type=int,
+            help="swap the meter after this many telegrams (meter-swap: 5)",
         )
         parser.add_argument(
             "--readings-log", type=Path, help="append each served reading as a JSON line"
