@@ -269,3 +269,68 @@ def garble(payload: dict[str, Any], api: str, rng: random.Random) -> dict[str, A
     else:
         bad[total] = round(bad[total] - 1000.0, 3)  # a register that ran backwards
     return bad
+
+
+# -- the raw DSMR telegram (GET /api/telegram, /api/v1/telegram) ---------------------------
+# Layout of a Fluvius (Belgian) DSMR 5 telegram as printed in dsmrreader/dsmr-reader#1794;
+# the CRC is CRC-16/ARC over everything from "/" to "!", as DSMR 5.0.2 prescribes.
+_TELEGRAM_HEADER = "/FLU5\\253769484_A"
+_CRC_POLY_REFLECTED = 0xA001
+
+
+def _dsmr_stamp(second: int, tz: ZoneInfo) -> str:
+    moment = datetime.fromtimestamp(second, tz)
+    return moment.strftime("%y%m%d%H%M%S") + ("S" if moment.dst() else "W")
+
+
+def _crc16(text: str) -> str:
+    crc = 0
+    for byte in text.encode("ascii"):
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ _CRC_POLY_REFLECTED if crc & 1 else crc >> 1
+    return f"{crc:04X}"
+
+
+def dsmr_telegram(t: Telegram, tz: ZoneInfo, unique_id: str, profile: Profile, stamp: Stamp) -> str:
+    """The telegram behind the answers above, as the meter sent it to the dongle."""
+    if stamp.local is None:
+        now = "000101010000W"  # the unset clock of dsmrreader/dsmr-reader#811
+    else:
+        now = _dsmr_stamp(int(stamp.local.replace(tzinfo=tz).timestamp()), tz)
+    lines = [_TELEGRAM_HEADER, "", "0-0:96.1.4(50217)", f"0-0:96.1.1({unique_id})"]
+    lines.append(f"0-0:1.0.0({now})")
+    lines += [f"1-0:1.8.{i}({value:010.3f}*kWh)" for i, value in enumerate(t.import_kwh, 1)]
+    if profile.export_registers:
+        lines += [f"1-0:2.8.{i}({value:010.3f}*kWh)" for i, value in enumerate(t.export_kwh, 1)]
+    lines.append(f"0-0:96.14.0({t.tariff:04d})")
+    lines.append(f"1-0:1.4.0({_peak_watts(t.average_power_15m_w) / 1000:06.3f}*kW)")
+    if t.monthly_power_peak_second is not None and t.monthly_power_peak_w is not None:
+        peak_kw = _peak_watts(t.monthly_power_peak_w) / 1000
+        lines.append(
+            f"1-0:1.6.0({_dsmr_stamp(t.monthly_power_peak_second, tz)})({peak_kw:06.3f}*kW)"
+        )
+    watts, volts, amps = _phases(t, profile)
+    total = _watts(t.power_w)
+    lines.append(f"1-0:1.7.0({max(total, 0) / 1000:06.3f}*kW)")
+    lines.append(f"1-0:2.7.0({max(-total, 0) / 1000:06.3f}*kW)")
+    for index, w in enumerate(watts):
+        lines.append(f"1-0:{21 + 20 * index}.7.0({max(w, 0) / 1000:06.3f}*kW)")
+    for index, w in enumerate(watts):
+        lines.append(f"1-0:{22 + 20 * index}.7.0({max(-w, 0) / 1000:06.3f}*kW)")
+    for index, v in enumerate(volts):
+        lines.append(f"1-0:{32 + 20 * index}.7.0({v:05.1f}*V)")
+    for index, a in enumerate(amps):
+        lines.append(f"1-0:{31 + 20 * index}.7.0({abs(a):06.2f}*A)")
+    lines += ["0-0:96.3.10(1)", "0-0:17.0.0(999.9*kW)", "1-0:31.4.0(999*A)", "0-0:96.13.0()"]
+    if profile.gas != "none":
+        placeholder = profile.gas == "placeholder"
+        gas_time = "632525252525S" if placeholder else _dsmr_stamp(t.gas_second, tz)
+        gas_m3 = 0.0 if placeholder else t.gas_m3
+        lines += ["0-1:24.1.0(003)", f"0-1:96.1.1({GAS_UNIQUE_ID})", "0-1:24.4.0(1)"]
+        lines.append(f"0-1:24.2.3({gas_time})({gas_m3:09.3f}*m3)")
+    if profile.water_meter:
+        lines += ["0-2:24.1.0(007)", f"0-2:96.1.1({WATER_UNIQUE_ID})"]
+        lines.append(f"0-2:24.2.1({_dsmr_stamp(t.gas_second, tz)})({t.water_m3:09.3f}*m3)")
+    body = "\r\n".join(lines) + "\r\n!"
+    return body + _crc16(body) + "\r\n"

@@ -369,6 +369,17 @@ class P1Simulator:
             return self.recording.system
         return simpayloads.system_info(api, int(time.monotonic() - self._started_at))
 
+    def _telegram_text(self) -> tuple[int, str]:
+        """GET /api/telegram, /api/v1/telegram: the raw DSMR telegram (text/plain)."""
+        if self.recording is not None:
+            # A recording holds parsed answers only: as a dongle that has none yet.
+            return 503, "telegram:no-telegram-received"
+        with self._lock:
+            telegram = self._telegram_locked()
+            stamp = self._stamp(telegram)
+            unique_id = self.meter_unique_id(telegram.meter)
+        return 200, simpayloads.dsmr_telegram(telegram, BRUSSELS, unique_id, self.profile, stamp)
+
     def _device_info(self, api: str) -> dict[str, Any]:
         if self.recording is not None:
             return self.recording.device
@@ -530,6 +541,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._answer_measurement("v2")
             if path == "/api/system":
                 return self._send(200, sim._system("v2"))
+            if path == "/api/telegram":
+                return self._send_text(*sim._telegram_text())
         else:
             if path == "/api":
                 return self._send(200, sim._device_info("v1"))
@@ -537,6 +550,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._answer_measurement("v1")
             if path == "/api/v1/system":
                 return self._send(200, sim._system("v1"))
+            if path == "/api/v1/telegram":
+                return self._send_text(*sim._telegram_text())
         return self._send(404, {"error": "request:not-found"})
 
     def do_POST(self) -> None:
@@ -593,10 +608,15 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:  # an empty body is not JSON either
             return _INVALID_JSON
 
+    def _send_text(self, status: int, text: str) -> None:
+        self._send_body(status, text.encode("ascii"), "text/plain")
+
     def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
+        self._send_body(status, json.dumps(payload).encode(), "application/json")
+
+    def _send_body(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if self._tls:
             self.send_header(API_VERSION_HEADER, simpayloads.V2_API_VERSION)

@@ -449,3 +449,24 @@ def test_the_readings_log_says_what_each_answer_carried(make_simulator, tmp_path
     assert (second["api"], second["meter_ts"]) == ("v2", "2024-06-28T12:00:00+00:00")
     assert first["power_w"] == v1["active_power_w"] == second["power_w"] == v2["power_w"]
     assert second["energy_export_kwh"] == v2["energy_export_kwh"]
+
+
+def test_the_telegram_endpoints_serve_the_dsmr_telegram_behind_the_answer(make_simulator):
+    from edgeclient.simpayloads import _crc16
+
+    assert _crc16("123456789") == "BB3D"  # the CRC-16/ARC check value
+    sim = make_simulator(profile=PROFILES["no-gas"])
+    base = f"http://{sim.address}"
+    v1 = httpx.get(f"{base}/api/v1/data", timeout=5).json()
+    answer = httpx.get(f"{base}/api/v1/telegram", timeout=5)
+    with _tls_http(sim) as client:
+        v2 = _v2(client, sim, "GET", "/api/telegram", headers=_bearer(sim.token))
+    assert answer.headers["Content-Type"] == "text/plain"
+    assert v2.text == answer.text  # one telegram, whichever API asks
+    text = answer.text
+    body, crc = text.rstrip("\r\n").rsplit("!", 1)
+    assert text.startswith("/FLU5") and crc == _crc16(body + "!")
+    lines = text.split("\r\n")
+    assert f"1-0:1.8.1({v1['total_power_import_t1_kwh']:010.3f}*kWh)" in lines
+    assert "0-0:1.0.0(240628140000S)" in lines
+    assert "0-1:24.2.3(632525252525S)(00000.000*m3)" in lines
