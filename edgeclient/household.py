@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 BRUSSELS = ZoneInfo("Europe/Brussels")
 QUARTER_S = 900
 GAS_PERIOD_S = 300  # a Belgian gas meter reports every five minutes
+WATER_M3_PER_DAY = 0.15
 _J_PER_KWH = 3_600_000.0
 _COARSE_STEP_S = 10  # integration step when catching up over long gaps
 _PREROLL_STEP_S = 300  # month-so-far pre-roll: three steps per quarter is enough
@@ -42,6 +43,8 @@ class Telegram:
     monthly_power_peak_second: int | None
     gas_m3: float
     gas_second: int
+    water_m3: float = 0.0
+    meter: int = 0  # 0 for the first meter, +1 at each swap (see MeterModel.swap_meter)
 
     @property
     def moment(self) -> datetime:
@@ -173,12 +176,15 @@ class MeterModel:
     _import_at_quarter: float = field(init=False)
     _peak: tuple[float, int] | None = field(init=False, default=None)
     _peak_month: tuple[int, int] = field(init=False)
+    _water_base: float = field(init=False)
+    _meter: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)  # noqa: S311 - reproducible, not secret
         self._import = [rng.uniform(6000, 15000), rng.uniform(3000, 9000)]
         self._export = [rng.uniform(500, 3000), rng.uniform(200, 1500)]
         self._gas = rng.uniform(1500, 6000)
+        self._water_base = rng.uniform(100, 900)
         month_start = self._month_start(self.start_second)
         self._second = month_start
         self._gas_reported = (self._gas, month_start - month_start % GAS_PERIOD_S)
@@ -216,7 +222,27 @@ class MeterModel:
             monthly_power_peak_second=None if self._peak is None else self._peak[1],
             gas_m3=round(self._gas_reported[0], 3),
             gas_second=self._gas_reported[1],
+            # A water meter reports with the gas period; a steady flow is enough here.
+            water_m3=round(self._water_base + self._gas_reported[1] * WATER_M3_PER_DAY / 86400, 3),
+            meter=self._meter,
         )
+
+    @property
+    def meter(self) -> int:
+        """How many times the meter was swapped (0: the first meter)."""
+        return self._meter
+
+    def swap_meter(self) -> None:
+        """The grid operator replaces the meter: new registers from (near) zero, no peak.
+
+        The household, its load and its gas meter stay; the next telegram is the new
+        meter's.
+        """
+        self._meter += 1
+        self._import = [0.0, 0.0]
+        self._export = [0.0, 0.0]
+        self._import_at_quarter = 0.0
+        self._peak = None
 
     def _advance(self, until: int, *, step: int) -> None:
         second = self._second

@@ -5,6 +5,14 @@ gets API v2 (certificate from a CA this simulator makes), anything else API v1 o
 plain HTTP. The meter makes one telegram per second; polls within the same second get
 the same telegram, as from a real dongle.
 
+Where a client can tell, it answers as the HomeWizard API documentation says the device
+does: the ``X-Api-Version`` header on every v2 answer, ``400
+request:api-version-not-supported`` for a version other than 2 (no header: the latest),
+``request:invalid-json`` and the ``user:*`` errors when pairing, a reused user name
+revoking that name's previous token, ``/api/system`` and ``/api/v1/system``. A
+``Profile`` (edgeclient.simprofiles) picks the meter variant; ``fixture_dir`` replays a
+recorded answer from edgeclient/fixtures/ instead of the simulated household.
+
 Control (no authentication, so bind to loopback): POST /_sim/button,
 POST /_sim/faults {"slow_s", "error_rate", "garbage_rate"}, POST /_sim/offline
 {"seconds"}, GET /_sim/state.
@@ -13,8 +21,10 @@ POST /_sim/faults {"slow_s", "error_rate", "garbage_rate"}, POST /_sim/offline
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import random
+import re
 import secrets
 import socket
 import ssl
@@ -29,13 +39,30 @@ from typing import Any, Literal
 
 from edgeclient import simpayloads
 from edgeclient.household import BRUSSELS, MeterModel, Telegram
-from edgeclient.simcerts import SimulatorCertificates, ensure_certificates
+from edgeclient.simcerts import CertificateToolError, SimulatorCertificates, ensure_certificates
+from edgeclient.simprofiles import DEFAULT, PROFILES, Profile
 
 ServedApi = Literal["v1", "v2", "both"]
 _SNIFF_TIMEOUT_S = 10.0
 # How long stopping waits for answers in flight to be sent and logged.
 _DRAIN_TIMEOUT_S = 2.0
 _TLS_RECORD_HANDSHAKE = b"\x16"
+API_VERSION_HEADER = "X-Api-Version"
+SUPPORTED_MAJOR = "2"
+# POST /api/user: "local/" and 1..40 of these characters (authorization docs).
+_USER_PREFIX = "local/"
+_USER_NAME = re.compile(r"[a-zA-Z0-9\-_/\\# ]+")
+_USER_NAME_MAX = 40
+# The preset token belongs to a user of its own, so pairing under any name an edge
+# picks never revokes it.
+PRESET_USER = "local/simulator-preset"
+
+
+class _InvalidJson:
+    """The body of a request that was not JSON (an empty body included)."""
+
+
+_INVALID_JSON = _InvalidJson()
 
 
 @dataclass
@@ -58,6 +85,34 @@ class SimulatorConfig:
     no_storage: bool = False  # answer pairing with user:no-storage
     clock: Callable[[], float] = time.time
     faults: Faults = field(default_factory=Faults)
+    profile: Profile = PROFILES[DEFAULT]
+    swap_after: int | None = None  # meter-swap profile: telegrams until the swap
+    # One JSON line per measurement answer served: what the meter said, for tests that
+    # match stored rows to served readings by value (v1 answers carry no time).
+    readings_log_path: Path | None = None
+    fixture_dir: Path | None = None  # replay a recorded device answer (see Recording)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recorded device: ``api.json``, and ``data.json`` (v1) or ``measurement.json``
+    (v2), optionally ``system.json``, from one folder of edgeclient/fixtures/."""
+
+    api: Literal["v1", "v2"]
+    device: dict[str, Any]
+    measurement: dict[str, Any]
+    system: dict[str, Any] | None
+
+    @classmethod
+    def load(cls, folder: Path) -> Recording:
+        def read(name: str) -> Any:
+            path = folder / name
+            return json.loads(path.read_text()) if path.exists() else None
+
+        device, v1, v2 = read("api.json"), read("data.json"), read("measurement.json")
+        if device is None or (v1 is None) == (v2 is None):
+            raise ValueError(f"{folder}: needs api.json and one of data.json, measurement.json")
+        return cls("v1" if v1 is not None else "v2", device, v1 or v2, read("system.json"))
 
 
 class P1Simulator:
@@ -65,11 +120,21 @@ class P1Simulator:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.serial = "5c2faf" + hashlib.sha256(f"serial:{config.seed}".encode()).hexdigest()[:6]
+        self.profile = config.profile
+        self.recording = Recording.load(config.fixture_dir) if config.fixture_dir else None
+        if self.recording is not None and isinstance(self.recording.device.get("serial"), str):
+            self.serial = self.recording.device["serial"]
+        else:
+            digest = hashlib.sha256(f"serial:{config.seed}".encode()).hexdigest()
+            self.serial = "5c2faf" + digest[:6]
         self.token = (
             config.token or hashlib.sha256(f"token:{config.seed}".encode()).hexdigest()[:32].upper()
         )
-        self.unique_id = hashlib.sha256(f"meter:{config.seed}".encode()).hexdigest()[:34].upper()
+        self._swap_after = config.swap_after or self.profile.swap_after
+        self._telegram_seconds = 0  # distinct telegrams made, for the meter swap
+        self._last_second: int | None = None
+        self._stuck_second: int | None = None
+        self._started_at = time.monotonic()
         self.faults = config.faults
         self.certificates: SimulatorCertificates | None = None
         self._tls: ssl.SSLContext | None = None
@@ -77,7 +142,7 @@ class P1Simulator:
         self._served = threading.Condition(self._lock)
         self._served_count = 0
         self._in_flight = 0  # measurement answers being sent and logged
-        self._tokens = {self.token}
+        self._users = {PRESET_USER: self.token}  # name -> its one valid token
         self._pair_attempts = 0
         self._button_pressed = False
         self._rng = random.Random(config.seed)  # noqa: S311 - reproducible faults
@@ -94,7 +159,9 @@ class P1Simulator:
         if self.config.api in ("v2", "both"):
             if self.config.cert_dir is None:
                 raise ValueError("cert_dir is required to serve API v2")
-            self.certificates = ensure_certificates(self.config.cert_dir, self.serial)
+            self.certificates = _device_certificates(
+                self.config.cert_dir, self.serial, san=self.profile.san
+            )
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
         self._listen()
@@ -127,6 +194,15 @@ class P1Simulator:
     @property
     def device_name(self) -> str:
         return "appliance/p1dongle/" + self.serial
+
+    @property
+    def unique_id(self) -> str:
+        """The meter's unique_id now: a swapped meter has a new one."""
+        return self.meter_unique_id(self._model.meter)
+
+    def meter_unique_id(self, meter: int) -> str:
+        label = f"meter:{self.config.seed}" + (f":{meter}" if meter else "")
+        return hashlib.sha256(label.encode()).hexdigest()[:34].upper()
 
     # -- control ---------------------------------------------------------------------
     def press_button(self) -> None:
@@ -164,7 +240,30 @@ class P1Simulator:
 
     def telegram(self) -> Telegram:
         with self._lock:
-            return self._model.telegram(int(self.config.clock()))
+            return self._telegram_locked()
+
+    def _telegram_locked(self) -> Telegram:
+        second = int(self.config.clock())
+        telegram = self._model.telegram(second)
+        if telegram.second != self._last_second:
+            self._last_second = telegram.second
+            self._telegram_seconds += 1
+            if self._stuck_second is None:
+                self._stuck_second = telegram.second
+            swap = self._swap_after
+            if swap is not None and telegram.meter == 0 and self._telegram_seconds > swap:
+                self._model.swap_meter()
+                telegram = self._model.telegram(second)
+        return telegram
+
+    def _stamp(self, telegram: Telegram) -> simpayloads.Stamp:
+        clock = self.profile.clock
+        if clock == "unset":
+            return simpayloads.Stamp(None, trusted=False)
+        second = telegram.second
+        if clock == "stuck":
+            second = self._stuck_second if self._stuck_second is not None else second
+        return simpayloads.Stamp(simpayloads.local(second, BRUSSELS), trusted=clock == "meter")
 
     # -- internals used by the handler -----------------------------------------------
     def _listen(self) -> None:
@@ -206,11 +305,13 @@ class P1Simulator:
         if not header or not header.startswith("Bearer "):
             return False
         with self._lock:
-            return header[7:].strip() in self._tokens
+            return header[7:].strip() in self._users.values()
 
-    def _pair(self, name: Any) -> tuple[int, dict[str, Any]]:
-        if not isinstance(name, str) or not name.startswith("local/"):
-            return 400, {"error": "user:invalid-prefix"}
+    def _pair(self, body: Any) -> tuple[int, dict[str, Any]]:
+        refused = _user_name_error(body)
+        if refused is not None:
+            return 400, {"error": refused}
+        name = body["name"]
         if self.config.no_storage:
             return 403, {"error": "user:no-storage"}
         with self._lock:
@@ -221,43 +322,160 @@ class P1Simulator:
             if not self._button_pressed:
                 return 403, {"error": "user:creation-not-enabled"}
             token = secrets.token_hex(16).upper()
-            self._tokens.add(token)
+            # The documented rule: a reused name gets a new token, the old one is void.
+            self._users[name] = token
         return 200, {"token": token, "name": name}
 
-    def _measurement(self, api: str) -> tuple[int, Any, Telegram | None]:
+    def _measurement(self, api: str) -> tuple[int, Any, _Served | None]:
         faults = self.faults
         if faults.slow_s > 0:
             self._stopped.wait(faults.slow_s)
-        telegram = self.telegram()
         with self._lock:
+            telegram = self._telegram_locked()
+            stamp = self._stamp(telegram)
+            unique_id = self.meter_unique_id(telegram.meter)
             roll_error, roll_garbage = self._rng.random(), self._rng.random()
         if roll_error < faults.error_rate:
             return 500, {"error": "request:internal-server-error"}, None
-        build = simpayloads.v2_measurement if api == "v2" else simpayloads.v1_data
-        payload = build(telegram, BRUSSELS, self.unique_id)
+        if self.recording is not None:
+            if api != self.recording.api:
+                return 404, {"error": "request:not-found"}, None
+            payload = self.recording.measurement
+        elif api == "v2":
+            payload = simpayloads.v2_measurement(telegram, BRUSSELS, unique_id, self.profile, stamp)
+        else:
+            payload = simpayloads.v1_data(telegram, BRUSSELS, unique_id, self.profile)
         if roll_garbage < faults.garbage_rate:
             with self._lock:
                 return 200, simpayloads.garble(payload, api, self._rng), None
-        return 200, payload, telegram
+        return 200, payload, _Served(api, telegram, stamp, unique_id, payload)
 
-    def _served_measurement(self, telegram: Telegram) -> None:
+    def _served_measurement(self, served: _Served) -> None:
         with self._served:
             self._served_count += 1
             if self.config.log_path is not None:
                 with self.config.log_path.open("a", encoding="utf-8") as log:
-                    log.write(datetime.fromtimestamp(telegram.second, UTC).isoformat() + "\n")
+                    log.write(_utc_iso(served.telegram.second) + "\n")
+                    log.flush()
+            if self.config.readings_log_path is not None:
+                line = json.dumps(served.reading(self.profile, self.recording is not None))
+                with self.config.readings_log_path.open("a", encoding="utf-8") as log:
+                    log.write(line + "\n")
                     log.flush()
             self._served.notify_all()
+
+    def _system(self, api: str) -> dict[str, Any]:
+        if self.recording is not None and self.recording.system is not None:
+            return self.recording.system
+        return simpayloads.system_info(api, int(time.monotonic() - self._started_at))
+
+    def _telegram_text(self) -> tuple[int, str]:
+        """GET /api/telegram, /api/v1/telegram: the raw DSMR telegram (text/plain)."""
+        if self.recording is not None:
+            # A recording holds parsed answers only: as a dongle that has none yet.
+            return 503, "telegram:no-telegram-received"
+        with self._lock:
+            telegram = self._telegram_locked()
+            stamp = self._stamp(telegram)
+            unique_id = self.meter_unique_id(telegram.meter)
+        return 200, simpayloads.dsmr_telegram(telegram, BRUSSELS, unique_id, self.profile, stamp)
+
+    def _device_info(self, api: str) -> dict[str, Any]:
+        if self.recording is not None:
+            return self.recording.device
+        return simpayloads.device_info(self.serial, api)
 
     def _state(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "serial": self.serial,
+                "profile": self.profile.name,
+                "meter": self._model.meter,
+                "unique_id": self.meter_unique_id(self._model.meter),
                 "served": self._served_count,
                 "pair_attempts": self._pair_attempts,
                 "button_pressed": self._button_pressed,
                 "faults": vars(self.faults),
             }
+
+
+@dataclass(frozen=True)
+class _Served:
+    """One measurement answer on its way out, for the logs."""
+
+    api: str
+    telegram: Telegram
+    stamp: simpayloads.Stamp
+    unique_id: str
+    payload: dict[str, Any]
+
+    def reading(self, profile: Profile, recorded: bool) -> dict[str, Any]:
+        """What the meter said, in wire names; None where it said nothing usable."""
+        t = self.telegram
+        line: dict[str, Any] = {
+            "served_at": time.time(),
+            "api": self.api,
+            "profile": "fixture" if recorded else profile.name,
+            "telegram_ts": _utc_iso(t.second),
+        }
+        if recorded:
+            return line | {"payload": self.payload}
+        stamp = self.stamp
+        meter_ts = None
+        if self.api == "v2" and stamp.trusted and stamp.local is not None:
+            meter_ts = _utc_iso(t.second)
+        imported = round(sum(t.import_kwh), 3)
+        exported = round(sum(t.export_kwh), 3) if profile.export_registers else None
+        gas = profile.gas == "meter"
+        return line | {
+            "meter_ts": meter_ts,
+            "meter": t.meter,
+            "unique_id": self.unique_id,
+            "power_w": round(t.power_w),
+            "energy_import_kwh": imported,
+            "energy_export_kwh": exported,
+            "gas_m3": t.gas_m3 if gas else None,
+            "gas_ts": _utc_iso(t.gas_second) if gas else None,
+        }
+
+
+def _utc_iso(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat()
+
+
+def _user_name_error(body: Any) -> str | None:
+    """The documented error id for a POST /api/user body, or None when it is fine."""
+    if body is _INVALID_JSON:
+        return "request:invalid-json"
+    if not isinstance(body, dict) or "name" not in body:
+        return "json:parameter-missing:name"
+    name = body["name"]
+    if not isinstance(name, str):
+        return "json:parameter-invalid-type:name"
+    if not name.startswith(_USER_PREFIX):
+        return "user:invalid-prefix"
+    rest = name[len(_USER_PREFIX) :]
+    if not rest:
+        return "user:name-empty"
+    if len(rest) > _USER_NAME_MAX:
+        return "user:name-too-long"
+    if not _USER_NAME.fullmatch(rest):
+        return "user:name-invalid"
+    return None
+
+
+def _device_certificates(cert_dir: Path, serial: str, *, san: bool) -> SimulatorCertificates:
+    # The one call site of ensure_certificates. Its san= parameter arrives with the TLS
+    # work on simcerts (issue 11, point 4); until then a SAN profile cannot be served
+    # and says so rather than present a certificate without the SAN.
+    if not san:
+        return ensure_certificates(cert_dir, serial)
+    if "san" not in inspect.signature(ensure_certificates).parameters:
+        raise CertificateToolError(
+            "profile san-certificate: simcerts.ensure_certificates has no san parameter yet"
+        )
+    # A folder of its own: the plain certificates are cached by serial in cert_dir.
+    return ensure_certificates(cert_dir / "san", serial, san=True)  # type: ignore[call-arg]
 
 
 class _MeterServer(ThreadingHTTPServer):
@@ -313,17 +531,27 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_sim/state":
             return self._send(200, sim._state())
         if self._tls:
+            if not self._version_supported():
+                return self._send(400, {"error": "request:api-version-not-supported"})
             if not sim._accepts_token(self.headers.get("Authorization")):
                 return self._send(401, {"error": "user:unauthorized"})
             if path == "/api":
-                return self._send(200, simpayloads.device_info(sim.serial, "v2"))
+                return self._send(200, sim._device_info("v2"))
             if path == "/api/measurement":
                 return self._answer_measurement("v2")
+            if path == "/api/system":
+                return self._send(200, sim._system("v2"))
+            if path == "/api/telegram":
+                return self._send_text(*sim._telegram_text())
         else:
             if path == "/api":
-                return self._send(200, simpayloads.device_info(sim.serial, "v1"))
+                return self._send(200, sim._device_info("v1"))
             if path == "/api/v1/data":
                 return self._answer_measurement("v1")
+            if path == "/api/v1/system":
+                return self._send(200, sim._system("v1"))
+            if path == "/api/v1/telegram":
+                return self._send_text(*sim._telegram_text())
         return self._send(404, {"error": "request:not-found"})
 
     def do_POST(self) -> None:
@@ -331,7 +559,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         body = self._body()
         if path == "/api/user" and self._tls:
-            status, payload = sim._pair(body.get("name") if isinstance(body, dict) else None)
+            if not self._version_supported():
+                return self._send(400, {"error": "request:api-version-not-supported"})
+            status, payload = sim._pair(body)
             return self._send(status, payload)
         if path == "/_sim/button":
             sim.press_button()
@@ -354,30 +584,42 @@ class _Handler(BaseHTTPRequestHandler):
         with sim._served:
             sim._in_flight += 1
         try:
-            status, payload, telegram = sim._measurement(api)
+            status, payload, served = sim._measurement(api)
             self._send(status, payload)
-            if telegram is not None:
+            if served is not None:
                 # Logged only once the answer left, so the log never claims an unsent
                 # reading; stop() waits for this line (see _close_listener).
-                sim._served_measurement(telegram)
+                sim._served_measurement(served)
         finally:
             with sim._served:
                 sim._in_flight -= 1
                 sim._served.notify_all()
 
+    def _version_supported(self) -> bool:
+        # No header: the latest version answers (versioning docs, example 1).
+        requested = self.headers.get(API_VERSION_HEADER)
+        return requested is None or requested.strip() == SUPPORTED_MAJOR
+
     def _body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            return json.loads(raw) if raw else None
-        except ValueError:
-            return None
+            return json.loads(raw)
+        except ValueError:  # an empty body is not JSON either
+            return _INVALID_JSON
+
+    def _send_text(self, status: int, text: str) -> None:
+        self._send_body(status, text.encode("ascii"), "text/plain")
 
     def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
+        self._send_body(status, json.dumps(payload).encode(), "application/json")
+
+    def _send_body(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self._tls:
+            self.send_header(API_VERSION_HEADER, simpayloads.V2_API_VERSION)
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()

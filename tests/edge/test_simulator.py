@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from edgeclient.homewizard import (
 )
 from edgeclient.household import BRUSSELS, MeterModel, household_phases, tariff_at
 from edgeclient.normalise import normalise
+from edgeclient.simprofiles import GAS_PLACEHOLDER_V1, GAS_PLACEHOLDER_V2, PROFILES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,6 +199,7 @@ def test_simulate_p1_command_serves_logs_and_stops_on_sigterm(tmp_path):
     try:
         banner = proc.stdout.readline()
         assert "simulated P1 meter" in banner, proc.stderr.read() if proc.poll() else banner
+        assert "profile belgian-3phase-gas" in banner
         address = banner.split(" on ", 1)[1].split()[0]
         lines = _read_env_lines(proc)
         config = MeterConfig.from_env(lines | {"HW_P1_API": "v2"})
@@ -221,3 +225,248 @@ def _read_env_lines(proc: subprocess.Popen) -> dict[str, str]:
         name, _, value = line.strip().partition("=")
         lines[name] = value
     return lines
+
+
+# -- where a client can tell the simulator from the device --------------------------------
+
+
+def _tls_http(sim) -> httpx.Client:
+    # Verified against the simulator's CA; the name is the device's, in the common name.
+    context = ssl.create_default_context(cafile=str(sim.ca_file))
+    context.hostname_checks_common_name = True
+    return httpx.Client(verify=context, timeout=5, trust_env=False)
+
+
+def _v2(client: httpx.Client, sim, method: str, path: str, **kwargs) -> httpx.Response:
+    return client.request(
+        method,
+        f"https://{sim.address}{path}",
+        extensions={"sni_hostname": sim.device_name},
+        **kwargs,
+    )
+
+
+def _bearer(token: str, version: str | None = "2") -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if version is not None:
+        headers["X-Api-Version"] = version
+    return headers
+
+
+def test_v1_data_has_no_timestamp_and_integers_where_the_device_sends_integers(simulator):
+    data = httpx.get(f"http://{simulator.address}/api/v1/data", timeout=5).json()
+    assert "timestamp" not in data  # v1 firmware sends no telegram time
+    for name in (
+        "active_power_w",
+        "active_power_l1_w",
+        "active_power_l2_w",
+        "active_power_l3_w",
+        "active_tariff",
+        "smr_version",
+        "wifi_strength",
+        "any_power_fail_count",
+        "long_power_fail_count",
+        "gas_timestamp",
+        "active_frequency_hz",
+    ):
+        assert type(data[name]) is int, name
+    assert type(data["total_power_import_t1_kwh"]) is float
+    assert data["gas_unique_id"] == data["external"][0]["unique_id"]
+
+
+def test_v2_answers_carry_the_api_version_and_refuse_version_1(simulator):
+    with _tls_http(simulator) as client:
+        ok = _v2(client, simulator, "GET", "/api/measurement", headers=_bearer(simulator.token))
+        latest = _v2(client, simulator, "GET", "/api", headers=_bearer(simulator.token, None))
+        old = _v2(client, simulator, "GET", "/api", headers=_bearer(simulator.token, "1"))
+    assert ok.status_code == 200
+    assert ok.headers["X-Api-Version"] == "2.0.0"
+    assert type(ok.json()["power_w"]) is int
+    assert latest.status_code == 200  # no header: the latest version answers
+    assert latest.json()["api_version"] == "2.0.0"
+    assert old.status_code == 400
+    assert old.json() == {"error": "request:api-version-not-supported"}
+    assert old.headers["X-Api-Version"] == "2.0.0"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "request:invalid-json"),
+        (b"", "request:invalid-json"),
+        (b"{}", "json:parameter-missing:name"),
+        (b'{"name": 7}', "json:parameter-invalid-type:name"),
+        (b'{"name": "p1platform"}', "user:invalid-prefix"),
+        (b'{"name": "local/"}', "user:name-empty"),
+        (json.dumps({"name": "local/" + "x" * 41}).encode(), "user:name-too-long"),
+        (b'{"name": "local/caf\\u00e9"}', "user:name-invalid"),
+    ],
+)
+def test_pairing_answers_the_documented_error_for_a_bad_body(make_simulator, body, error):
+    sim = make_simulator(button_after=0)
+    with _tls_http(sim) as client:
+        answer = _v2(
+            client,
+            sim,
+            "POST",
+            "/api/user",
+            content=body,
+            headers={"X-Api-Version": "2", "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 400
+    assert answer.json() == {"error": error}
+
+
+def test_pairing_again_under_the_same_name_revokes_the_previous_token(make_simulator):
+    sim = make_simulator(button_after=0)
+    with _tls_http(sim) as client:
+
+        def pair(name: str) -> str:
+            answer = _v2(client, sim, "POST", "/api/user", json={"name": name})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["token"]
+
+        def status(token: str) -> int:
+            return _v2(client, sim, "GET", "/api", headers=_bearer(token)).status_code
+
+        first, other = pair("local/edge-one"), pair("local/edge-two")
+        again = pair("local/edge-one")
+        assert (status(first), status(other), status(again)) == (401, 200, 200)
+        assert status(sim.token) == 200  # the preset user is a name of its own
+
+
+def test_system_endpoints_answer_as_documented(simulator):
+    v1 = httpx.get(f"http://{simulator.address}/api/v1/system", timeout=5).json()
+    with _tls_http(simulator) as client:
+        v2 = _v2(client, simulator, "GET", "/api/system", headers=_bearer(simulator.token)).json()
+        refused = _v2(client, simulator, "GET", "/api/system", headers=_bearer("0" * 32))
+    assert v1 == {"cloud_enabled": True}
+    assert set(v2) == {
+        "wifi_ssid",
+        "wifi_rssi_db",
+        "cloud_enabled",
+        "uptime_s",
+        "status_led_brightness_pct",
+        "api_v1_enabled",
+    }
+    assert refused.status_code == 401
+    assert refused.json() == {"error": "user:unauthorized"}
+
+
+# -- profiles --------------------------------------------------------------------------
+
+
+def _both(sim) -> tuple[dict, dict]:
+    v1 = httpx.get(f"http://{sim.address}/api/v1/data", timeout=5).json()
+    with _tls_http(sim) as client:
+        v2 = _v2(client, sim, "GET", "/api/measurement", headers=_bearer(sim.token)).json()
+    return v1, v2
+
+
+def test_the_no_export_profile_sends_no_export_register(make_simulator):
+    v1, v2 = _both(make_simulator(profile=PROFILES["no-export"]))
+    assert not [name for name in v1 if "export" in name]
+    assert not [name for name in v2 if "export" in name]
+    assert v1["total_power_import_kwh"] == v2["energy_import_kwh"]
+
+
+def test_the_no_gas_profile_sends_the_dsmr_placeholder_gas_time(make_simulator):
+    v1, v2 = _both(make_simulator(profile=PROFILES["no-gas"]))
+    assert v1["gas_timestamp"] == GAS_PLACEHOLDER_V1 == 632525252525
+    assert v1["external"][0]["timestamp"] == GAS_PLACEHOLDER_V1
+    assert v2["external"][0] | {"unique_id": None} == {
+        "unique_id": None,
+        "type": "gas_meter",
+        "timestamp": GAS_PLACEHOLDER_V2,
+        "value": 0.0,
+        "unit": "m3",
+    }
+
+
+def test_the_single_phase_profile_sends_tariff_registers_and_one_phase(make_simulator):
+    v1, v2 = _both(make_simulator(profile=PROFILES["single-phase"]))
+    assert set(v2) == {
+        "protocol_version",
+        "meter_model",
+        "unique_id",
+        "timestamp",
+        "energy_import_t1_kwh",
+        "energy_import_t2_kwh",
+        "energy_export_t1_kwh",
+        "energy_export_t2_kwh",
+        "power_w",
+        "power_l1_w",
+    }
+    assert v2["power_w"] == v2["power_l1_w"] == v1["active_power_l1_w"]
+    assert "active_power_l2_w" not in v1 and "total_gas_m3" not in v1
+
+
+def test_an_unset_meter_clock_answers_2000_and_a_stuck_one_its_first_time(make_simulator, clock):
+    unset = make_simulator(profile=PROFILES["unset-clock"], seed=1)
+    stuck = make_simulator(profile=PROFILES["stuck-clock"], seed=1)
+    seen = []
+    for _ in range(3):
+        (_, from_unset), (_, from_stuck) = _both(unset), _both(stuck)
+        seen.append((from_unset["timestamp"], from_stuck["timestamp"], from_stuck["power_w"]))
+        clock.advance(7)
+    assert {s[0] for s in seen} == {"2000-01-01T01:00:00"}
+    assert {s[1] for s in seen} == {"2024-06-28T14:00:00"}  # the first telegram's local time
+    assert len({s[2] for s in seen}) > 1  # the values go on changing
+
+
+def test_a_meter_swap_brings_a_new_unique_id_and_registers_near_zero(make_simulator, clock):
+    sim = make_simulator(profile=PROFILES["meter-swap"], swap_after=2)
+    answers = []
+    for _ in range(4):
+        answers.append(_both(sim)[1])
+        clock.advance(1)
+    before, after = answers[1], answers[2]
+    assert before["unique_id"] != after["unique_id"]
+    assert answers[3]["unique_id"] == after["unique_id"]
+    assert before["energy_import_kwh"] > 1000
+    assert after["energy_import_kwh"] < 1
+    assert "monthly_power_peak_w" not in after  # a new meter has no peak yet
+
+
+def test_the_water_meter_profile_lists_it_in_external_beside_the_gas(make_simulator, clock):
+    sim = make_simulator(profile=PROFILES["water-meter"])
+    v1, v2 = _both(sim)
+    assert [d["type"] for d in v2["external"]] == ["gas_meter", "water_meter"]
+    assert [d["type"] for d in v1["external"]] == ["gas_meter", "water_meter"]
+    water = v2["external"][1]
+    assert water["unit"] == "m3" and water["value"] > 0
+    sample = normalise(v2, api="v2", now=clock.moment)
+    assert sample["gas_m3"] == v2["external"][0]["value"]
+
+
+def test_the_readings_log_says_what_each_answer_carried(make_simulator, tmp_path):
+    log = tmp_path / "readings.jsonl"
+    sim = make_simulator(readings_log_path=log)
+    v1, v2 = _both(sim)
+    assert sim.wait_served(2, timeout_s=10)
+    first, second = (json.loads(line) for line in log.read_text().splitlines())
+    assert (first["api"], first["meter_ts"]) == ("v1", None)  # no time in a v1 answer
+    assert (second["api"], second["meter_ts"]) == ("v2", "2024-06-28T12:00:00+00:00")
+    assert first["power_w"] == v1["active_power_w"] == second["power_w"] == v2["power_w"]
+    assert second["energy_export_kwh"] == v2["energy_export_kwh"]
+
+
+def test_the_telegram_endpoints_serve_the_dsmr_telegram_behind_the_answer(make_simulator):
+    from edgeclient.simpayloads import _crc16
+
+    assert _crc16("123456789") == "BB3D"  # the CRC-16/ARC check value
+    sim = make_simulator(profile=PROFILES["no-gas"])
+    base = f"http://{sim.address}"
+    v1 = httpx.get(f"{base}/api/v1/data", timeout=5).json()
+    answer = httpx.get(f"{base}/api/v1/telegram", timeout=5)
+    with _tls_http(sim) as client:
+        v2 = _v2(client, sim, "GET", "/api/telegram", headers=_bearer(sim.token))
+    assert answer.headers["Content-Type"] == "text/plain"
+    assert v2.text == answer.text  # one telegram, whichever API asks
+    text = answer.text
+    body, crc = text.rstrip("\r\n").rsplit("!", 1)
+    assert text.startswith("/FLU5") and crc == _crc16(body + "!")
+    lines = text.split("\r\n")
+    assert f"1-0:1.8.1({v1['total_power_import_t1_kwh']:010.3f}*kWh)" in lines
+    assert "0-0:1.0.0(240628140000S)" in lines
+    assert "0-1:24.2.3(632525252525S)(00000.000*m3)" in lines

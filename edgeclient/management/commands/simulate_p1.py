@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from edgeclient.simcerts import CertificateToolError
+from edgeclient.simprofiles import DEFAULT, PROFILES, profile_named
 from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig
 
 
@@ -38,8 +39,28 @@ class Command(BaseCommand):
         parser.add_argument("--offline-for", type=float, default=30.0, help="seconds")
         parser.add_argument("--start", help="simulated start time, ISO 8601 with offset")
         parser.add_argument("--speed", type=float, default=1.0, help="simulated s per real s")
+        parser.add_argument(
+            "--profile",
+            choices=tuple(PROFILES),
+            default=DEFAULT,
+            help="meter variant: " + "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values()),
+        )
+        parser.add_argument(
+            "--swap-after",
+            type=int,
+            help="swap the meter after this many telegrams (meter-swap: 5)",
+        )
+        parser.add_argument(
+            "--readings-log", type=Path, help="append each served reading as a JSON line"
+        )
+        parser.add_argument(
+            "--fixture", type=Path, help="replay a recorded device (an edgeclient/fixtures/ folder)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        swap_after = options["swap_after"]
+        if swap_after is not None and swap_after < 1:
+            raise CommandError("--swap-after: must be at least 1")
         config = SimulatorConfig(
             port=options["port"],
             host=options["host"],
@@ -56,13 +77,17 @@ class Command(BaseCommand):
                 error_rate=options["error_rate"],
                 garbage_rate=options["garbage_rate"],
             ),
+            profile=profile_named(options["profile"]),
+            swap_after=swap_after,
+            readings_log_path=options["readings_log"],
+            fixture_dir=options["fixture"],
         )
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         try:
             sim = P1Simulator(config).start()
-        except (OSError, CertificateToolError) as exc:
+        except (OSError, ValueError, CertificateToolError) as exc:
             raise CommandError(f"simulate_p1: {exc}") from exc
         self._announce(sim)
         every, length = options["offline_every"], options["offline_for"]
@@ -79,7 +104,11 @@ class Command(BaseCommand):
 
     def _announce(self, sim: P1Simulator) -> None:
         out = self.stdout
-        out.write(f"simulated P1 meter {sim.serial} on {sim.address} (api {sim.config.api})")
+        variant = f"fixture {sim.config.fixture_dir}" if sim.recording else sim.profile.name
+        out.write(
+            f"simulated P1 meter {sim.serial} on {sim.address} "
+            f"(api {sim.config.api}, profile {variant})"
+        )
         if sim.ca_file is not None:
             out.write(f"  HW_P1_HOST={sim.address}")
             out.write(f"  HW_P1_TOKEN={sim.token}")
