@@ -9,7 +9,11 @@ METER_CLOCK_TOLERANCE; otherwise the sample carries the edge's clock.
 Per reading (``SampleClock.stamp``):
 - same telegram: the meter's time did not advance and no value changed -> no new sample
   (``Stamp.ts`` is None). This holds whichever clock is in use: a reading that repeats
-  the last one exactly, under the same meter time, is not a new measurement.
+  the last one exactly, under the same meter time, is not a new measurement. A meter
+  that sends no usable time (API v1 firmware) repeats its latest telegram to every poll
+  until the next one: an identical reading within TELEGRAM_REPEAT_WINDOW of the first
+  poll that saw it is that same telegram. Past the window an identical reading is a new
+  measurement (a meter at rest still reports, and the quarters need its coverage).
 - the meter's time did not advance but a value changed -> the clock is ``stuck``;
   it went back -> ``backwards``; it is off the edge's by more than the tolerance ->
   ``drifting``; the meter sent a time that is not usable -> ``unusable``; it sent none
@@ -50,6 +54,9 @@ METER_CLOCK_TRUST_AFTER = 3
 # The smallest step between two ts, and the edge time assumed between the last spooled
 # sample and the first reading after a restart (the real one is not known).
 TS_STEP = timedelta(milliseconds=1)
+# The longest time between two telegrams: DSMR 4 (and older) meters send one every 10 s,
+# DSMR 5 (the Belgian e-MUCS meters) every second.
+TELEGRAM_REPEAT_WINDOW = timedelta(seconds=10)
 UNKNOWN_GAP = timedelta(seconds=1)
 
 
@@ -71,6 +78,7 @@ class _Memory:
     state: ClockState = ClockState.METER
     detail: str = "the meter's clock agrees with the edge's"
     good_in_a_row: int = 0  # readings in a row that moved forward within half the tolerance
+    measurement_since: datetime | None = None  # edge time of the first poll of measurement
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,13 @@ class SampleClock:
             and measurement == memory.measurement
         ):
             return Stamp(None, memory.state, memory.detail, memory)
+        if (
+            meter_time is None
+            and measurement == memory.measurement
+            and memory.measurement_since is not None
+            and timedelta(0) <= edge_now - memory.measurement_since < TELEGRAM_REPEAT_WINDOW
+        ):
+            return Stamp(None, memory.state, memory.detail, memory)
         verdict, detail = _verdict(memory, meter_time, edge_now, meter_time_unusable)
         close = (
             verdict is ClockState.METER
@@ -141,7 +156,9 @@ class SampleClock:
         else:
             state, chosen = verdict, edge_now
         ts = _in_order(chosen, memory, edge_now)
-        next_memory = _Memory(ts, edge_now, meter_time, dict(measurement), state, detail, good)
+        next_memory = _Memory(
+            ts, edge_now, meter_time, dict(measurement), state, detail, good, edge_now
+        )
         return Stamp(ts, state, detail, next_memory)
 
 

@@ -258,9 +258,11 @@ def test_the_poller_spools_every_reading_counts_drops_and_logs_once_an_hour(
     tmp_path, clock, caplog, cert_root
 ):
     payload = _v1_without_gas_meter(632525252525) | {"total_power_export_kwh": -1}
+    # Six telegrams: the power moves, so no poll repeats the one before it.
+    payloads = [payload | {"active_power_w": 400 + i} for i in range(6)]
     caplog.set_level(logging.INFO, logger="edgeclient.poller")
     with (
-        recorded_meter([payload], api="v1", cert_dir=cert_root) as meter,
+        recorded_meter(payloads, api="v1", cert_dir=cert_root) as meter,
         Spool(tmp_path / "spool.sqlite3", clock=clock) as spool,
     ):
         poller = Poller(meter, spool, now=lambda: clock.moment)

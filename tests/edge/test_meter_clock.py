@@ -20,6 +20,7 @@ from edgeclient.poller import DUPLICATE, SPOOLED, Poller
 from edgeclient.sampletime import (
     METER_CLOCK_TOLERANCE,
     METER_CLOCK_TRUST_AFTER,
+    TELEGRAM_REPEAT_WINDOW,
     UNKNOWN_GAP,
     ClockState,
     SampleClock,
@@ -92,11 +93,22 @@ def test_an_unset_or_drifting_meter_clock_falls_back_to_the_edge_clock(meter_sta
 
 def test_a_meter_without_timestamps_gets_the_edge_clock_for_every_poll():
     clock = SampleClock()
-    ts = _run(clock, [(None, T0 + _s(i), 500) for i in range(3)])
-    assert ts == [T0, T0 + _s(1), T0 + _s(2)]  # v1: no telegram time to tell repeats
+    ts = _run(clock, [(None, T0 + _s(i), 500 + i) for i in range(3)])
+    assert ts == [T0, T0 + _s(1), T0 + _s(2)]
     assert clock.state is ClockState.ABSENT
     stamp = clock.stamp(None, T0 + _s(3), _values(1), meter_time_unusable="placeholder: 0")
     assert (stamp.state, "placeholder: 0" in stamp.detail) == (ClockState.UNUSABLE, True)
+
+
+def test_without_a_meter_time_an_unchanged_reading_is_the_same_telegram_within_the_window():
+    # v1 firmware sends no telegram time and answers every poll with its latest telegram:
+    # a DSMR 4 meter polled every 2 s repeats each telegram five times.
+    clock = SampleClock()
+    window = TELEGRAM_REPEAT_WINDOW.total_seconds()
+    polls = [(None, T0 + _s(2 * i), 500) for i in range(int(window // 2) + 2)]
+    ts = _run(clock, [*polls, (None, polls[-1][1] + _s(1), 510)])
+    # One sample per telegram, and a meter at rest still gives one per window.
+    assert [t for t in ts if t is not None] == [T0, T0 + _s(window), polls[-1][1] + _s(1)]
 
 
 def test_switching_to_the_edge_clock_never_gives_a_ts_before_the_last_one():
@@ -177,8 +189,9 @@ def test_any_sequence_of_meter_and_edge_clocks_gives_ts_in_strict_order(steps, s
         stamp = clock.stamp(meter_time, edge, _values(power))
         clock.commit(stamp)
         if stamp.ts is None:
-            # Only a repeat of the very same telegram is not a new sample.
-            assert kind == "same" and not changes
+            # Only a repeat of the very same telegram is not a new sample: the same meter
+            # time, or no meter time within the telegram repeat window.
+            assert kind in ("same", "none") and not changes
             continue
         given_out.append(stamp.ts)
     assert given_out == sorted(set(given_out))
