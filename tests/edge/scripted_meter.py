@@ -89,6 +89,7 @@ class ScriptedMeter:
 
     api: str = "v2"
     product: str = "HWE-P1"
+    port: int = 0
     cert_dir: Path | None = None
     pair_answer: PairAnswer | None = None
     data: dict[str, Any] = field(default_factory=lambda: dict(V1_KWH1_DATA))
@@ -99,7 +100,7 @@ class ScriptedMeter:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> ScriptedMeter:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         server.meter = self  # type: ignore[attr-defined]
         if self.api == "v2":
