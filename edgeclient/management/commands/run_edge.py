@@ -134,14 +134,14 @@ class MeterIdentity:
             raise
         except MeterError as exc:
             if not self._ever_confirmed and not self._recorded:
+                spool.record_meter(f"{type(exc).__name__}: {exc}")
+                self._recorded = True
                 fatal = isinstance(exc, MeterTLSError | MeterAuthError | MeterConfigError)
                 (logger.error if fatal else logger.warning)(
                     "meter not answering GET /api (%s); no reading is taken until it says it "
                     "is a P1 meter, asking again every poll",
                     exc,
                 )
-                spool.record_meter(f"{type(exc).__name__}: {exc}")
-                self._recorded = True
             return False
         if self._recorded:
             spool.record_meter(None)
