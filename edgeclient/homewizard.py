@@ -429,21 +429,22 @@ class MeterWrongProduct(MeterError):
         self.product_type = product_type
 
 
-def require_p1_meter(client: HomeWizardClient) -> DeviceInfo:
+def require_p1_meter(client: HomeWizardClient, setting: str = "HW_P1_HOST") -> DeviceInfo:
     """GET /api (``device_info``); MeterWrongProduct unless ``product_type`` is HWE-P1.
 
-    Other MeterErrors (unreachable, timeout, TLS, token) propagate unchanged.
+    ``setting`` names where the address came from, for the message. Other MeterErrors
+    (unreachable, timeout, TLS, token) propagate unchanged.
     """
     info = client.device_info()
     if info.product_type == P1_PRODUCT_TYPE:
         return info
-    where = f"HW_P1_HOST={client.config.host}"
+    where = f"{setting}={client.config.host}"
     if info.product_type is None:
         message = f"{where} answers GET /api without a product_type: not a HomeWizard P1 meter"
     else:
         name = PRODUCT_NAMES.get(info.product_type, "device")
         message = (
             f"{where} is a HomeWizard {name} ({info.product_type}), not a P1 meter "
-            f"({P1_PRODUCT_TYPE}): point HW_P1_HOST at the P1 meter"
+            f"({P1_PRODUCT_TYPE}): point {setting} at the P1 meter"
         )
     raise MeterWrongProduct(message, info.product_type)

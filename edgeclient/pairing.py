@@ -59,7 +59,7 @@ class PairingTimeout(MeterError):
     """Nobody pressed the button (or the meter did not answer) before the deadline;
     ``last`` is the meter's last answer."""
 
-    def __init__(self, message: str, last: MeterError) -> None:
+    def __init__(self, message: str, last: MeterError | None = None) -> None:
         super().__init__(message)
         self.last = last
 
@@ -150,7 +150,7 @@ def pair(
     host: str,
     certificate: PinnedCertificate,
     *,
-    user_name: str,
+    user_name: str | None = None,
     timeout_s: float = PAIRING_TIMEOUT_S,
     interval_s: float = RETRY_INTERVAL_S,
     clock: Callable[[], float] = time.monotonic,
@@ -159,12 +159,13 @@ def pair(
 ) -> Pairing:
     """Ask for a token until the button is pressed or ``timeout_s`` passes.
 
-    Button-not-pressed, timeouts, dropped connections and the meter's own internal
-    errors (HTTP 5xx) are retried within the window; every other device answer
-    (``user:no-storage``, a bad name, a TLS failure) ends it. Raises PairingTimeout or
-    the MeterError that ended it. Pairing under a name the meter already knows revokes
-    that name's earlier token.
+    ``user_name`` defaults to ``default_user_name()`` (this host's). Button-not-pressed,
+    timeouts, dropped connections and the meter's own internal errors (HTTP 5xx) are
+    retried within the window; every other device answer (``user:no-storage``, a bad
+    name, a TLS failure) ends it. Raises PairingTimeout or the MeterError that ended it.
+    Pairing under a name the meter already knows revokes that name's earlier token.
     """
+    user_name = default_user_name() if user_name is None else user_name
     deadline = clock() + timeout_s
     config = MeterConfig(host=host, api="v2", pinned=certificate)
     with HomeWizardClient(config) as client:

@@ -192,9 +192,9 @@ def test_p1_role_server_in_the_edge_install_names_what_to_install(edge_install):
     assert "rest_framework" in line and "requirements/server.txt" in line
 
 
-def test_the_edge_install_serves_no_wsgi_by_accident(edge_install):
-    # gunicorn is a server package: importing the WSGI app in the edge install gets the
-    # edge settings (no P1_ROLE) and their empty URL configuration, not a DRF traceback.
+def test_the_settings_alone_choose_the_edge_role_in_the_edge_install(edge_install):
+    # Any process that loads the settings without manage.py (a script, django.setup())
+    # gets the edge settings there, not a DRF ModuleNotFoundError.
     probe = (
         "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'p1platform.settings'\n"
         "from django.conf import settings; import django; django.setup()\n"

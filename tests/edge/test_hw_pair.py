@@ -276,3 +276,14 @@ def test_the_simulator_refuses_a_name_without_the_local_prefix(make_simulator):
     with pytest.raises(MeterDeviceError) as raised:
         pair(sim.address, fetch_certificate(sim.address), user_name="p1platform")
     assert raised.value.code == "user:invalid-prefix"
+
+
+def test_pairing_a_device_that_is_not_a_p1_meter_is_refused(make_scripted, tmp_path):
+    meter = make_scripted(product="HWE-KWH1")  # kWh meters pair the same way (docs)
+    with pytest.raises(CommandError) as raised:
+        _hw_pair("--host", meter.address, "--cert-out", str(tmp_path / "meter.pem"))
+    assert str(raised.value) == (
+        f"--host={meter.address} is a HomeWizard kWh Meter (1-phase) (HWE-KWH1), not a P1 "
+        "meter (HWE-P1): point --host at the P1 meter"
+    )
+    assert not (tmp_path / "meter.pem").exists()

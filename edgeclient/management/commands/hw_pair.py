@@ -17,14 +17,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from edgeclient.homewizard import (
     ButtonNotPressed,
+    HomeWizardClient,
+    MeterConfig,
     MeterDeviceError,
     MeterError,
     MeterTimeout,
     MeterTLSError,
     MeterUnreachable,
+    MeterWrongProduct,
+    require_p1_meter,
     split_host,
 )
-from edgeclient.meter_tls import display_fingerprint
+from edgeclient.meter_tls import PinnedCertificate, display_fingerprint
 from edgeclient.pairing import (
     USER_NAME_ENV,
     PairingTimeout,
@@ -119,6 +123,7 @@ class Command(BaseCommand):
             )
         except MeterError as exc:
             raise CommandError(_explain(exc, name)) from exc
+        self._check_product(host, certificate, pairing.token)
 
         serial = pairing.serial or "device"
         cert_out = options["cert_out"] or Path(settings.DATA_DIR) / f"homewizard-{serial}.pem"
@@ -134,6 +139,17 @@ class Command(BaseCommand):
         self.stdout.write(f"HW_P1_TOKEN={pairing.token}")
         self.stdout.write(f"HW_P1_CERT_FILE={cert_out.resolve()}")
         self.stdout.write(f"HW_P1_CERT_SHA256={certificate.sha256}")
+
+    def _check_product(self, host: str, certificate: PinnedCertificate, token: str) -> None:
+        """A kWh meter pairs the same way; say so now rather than at run_edge's start."""
+        config = MeterConfig(host=host, api="v2", token=token, pinned=certificate)
+        try:
+            with HomeWizardClient(config) as client:
+                require_p1_meter(client, setting="--host")
+        except MeterWrongProduct as exc:
+            raise CommandError(str(exc)) from None
+        except MeterError as exc:  # the token is good; run_edge asks again at start
+            self.stdout.write(f"Could not ask the meter what it is ({exc}); run_edge will.")
 
 
 def _name_origin(option: str | None) -> str:
