@@ -238,3 +238,17 @@ def test_p1_role_edge_refuses_a_server_command_in_one_line():
     line = one_line(result)
     assert line.startswith("configuration error: manage.py migrate: not an edge command; ")
     assert "unset P1_ROLE or set P1_ROLE=server" in line
+
+
+def test_a_server_install_missing_one_of_its_packages_names_it_in_one_line():
+    # orjson is in requirements/server.txt only; telemetry.views imports it.
+    launch = _LAUNCH.replace(repr(SERVER_ONLY), repr(("orjson",)))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"P1_ROLE": "server"}
+    result = subprocess.run(
+        [sys.executable, "-c", launch, "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "configuration error: orjson is not installed: the server needs requirements/server.txt"
+    )
