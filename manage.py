@@ -7,6 +7,14 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "p1platform.settings")
+    from p1platform import roles
+
+    try:
+        # Without P1_ROLE: the edge settings for the edge commands and in an edge-only
+        # install (requirements/edge.txt), the server's otherwise (p1platform/roles.py).
+        roles.apply(os.environ, sys.argv)
+    except roles.RoleError as exc:
+        _fail(str(exc))
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
@@ -14,8 +22,16 @@ def main() -> None:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         # Settings name the bad variable; one line is all an operator needs.
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in roles.SERVER_ONLY_MODULES:
+            raise
+        _fail(f"{exc.name} is not installed: the server needs requirements/server.txt")
+
+
+def _fail(message: str) -> None:
+    print(f"configuration error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ class EdgeConfig:
         env = _Env(environ)
         url = env.str("VPS_INGEST_URL")
         if url is None:
-            raise ConfigError("VPS_INGEST_URL: required (https://your-server/v1/ingest)")
-        check_ingest_url(url)
+            raise ConfigError(
+                "VPS_INGEST_URL: required (the server's base URL, https://your-server)"
+            )
+        url = ingest_endpoint(url)
         token = env.str("VPS_DEVICE_TOKEN")
         if token is None:
             raise ConfigError("VPS_DEVICE_TOKEN: required (an ingest token from the server)")
@@ -97,6 +99,28 @@ def spool_path_from_env(environ: Mapping[str, str] = os.environ) -> Path:
     return path
 
 
+INGEST_PATH = "/v1/ingest"
+
+
+def ingest_endpoint(url: str) -> str:
+    """The URL to POST batches to, from VPS_INGEST_URL: the server's base URL
+    (``https://host`` or ``https://host/prefix``, the original contract: the uploader
+    POSTs to ``{base}/v1/ingest``), its API root (``.../v1``) or the full ``.../v1/ingest``
+    URL, each with or without a trailing slash. Raises ConfigError like check_ingest_url.
+    """
+    check_ingest_url(url)
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"VPS_INGEST_URL: expected the server's base URL without ?query or #fragment, "
+            f"got {url!r}"
+        )
+    path = parts.path.rstrip("/")
+    if not path.endswith(INGEST_PATH):
+        path = path.removesuffix("/v1") + INGEST_PATH
+    return parts._replace(path=path).geturl()
+
+
 def check_ingest_url(url: str) -> None:
     """https:// anywhere; plain http:// only to a loopback address (development)."""
     try:
@@ -105,7 +129,7 @@ def check_ingest_url(url: str) -> None:
     except ValueError:
         raise ConfigError(f"VPS_INGEST_URL: not a valid URL: {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"VPS_INGEST_URL: expected https://host/v1/ingest, got {url!r}")
+        raise ConfigError(f"VPS_INGEST_URL: expected https://host (the server), got {url!r}")
     if parts.username or parts.password:
         raise ConfigError("VPS_INGEST_URL: must not carry credentials (use VPS_DEVICE_TOKEN)")
     if parts.scheme == "http" and not is_loopback(parts.hostname):

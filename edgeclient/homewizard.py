@@ -397,3 +397,54 @@ def _error_code(response: httpx.Response) -> str | None:
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+# -- what the device is ---------------------------------------------------------------
+
+P1_PRODUCT_TYPE = "HWE-P1"
+# The product_type values the HomeWizard API documents ("Devices and API Versions",
+# docs/introduction.mdx in github:homewizard/api-documentation), by the names it uses.
+PRODUCT_NAMES = {
+    "HWE-P1": "P1 Meter",
+    "HWE-SKT": "Energy Socket",
+    "HWE-WTR": "Watermeter",
+    "HWE-KWH1": "kWh Meter (1-phase)",
+    "HWE-KWH3": "kWh Meter (3-phase)",
+    "SDM230-wifi": "kWh Meter (1-phase)",
+    "SDM630-wifi": "kWh Meter (3-phase)",
+    "HWE-DSP": "Energy Display",
+    "HWE-BAT": "Plug-In Battery",
+}
+
+
+class MeterWrongProduct(MeterError):
+    """GET /api says the device is not a P1 meter: a configuration error, never retried.
+
+    A kWh meter or an Energy Socket also answers with import registers and a power, so
+    its readings would otherwise pass for the household's grid connection.
+    """
+
+    def __init__(self, message: str, product_type: str | None) -> None:
+        super().__init__(message)
+        self.product_type = product_type
+
+
+def require_p1_meter(client: HomeWizardClient, setting: str = "HW_P1_HOST") -> DeviceInfo:
+    """GET /api (``device_info``); MeterWrongProduct unless ``product_type`` is HWE-P1.
+
+    ``setting`` names where the address came from, for the message. Other MeterErrors
+    (unreachable, timeout, TLS, token) propagate unchanged.
+    """
+    info = client.device_info()
+    if info.product_type == P1_PRODUCT_TYPE:
+        return info
+    where = f"{setting}={client.config.host}"
+    if info.product_type is None:
+        message = f"{where} answers GET /api without a product_type: not a HomeWizard P1 meter"
+    else:
+        name = PRODUCT_NAMES.get(info.product_type, "device")
+        message = (
+            f"{where} is a HomeWizard {name} ({info.product_type}), not a P1 meter "
+            f"({P1_PRODUCT_TYPE}): point {setting} at the P1 meter"
+        )
+    raise MeterWrongProduct(message, info.product_type)

@@ -7,6 +7,12 @@ Retry-After, halving the batch on 413, and one log line per state change.
 httpx and ssl errors are translated once, in ``IngestClient.post_batch``, into the small
 UploadError vocabulary below. TLS is always verified: certifi's CAs plus VPS_CA_BUNDLE
 when set. Plain http only reaches a loopback address (see config).
+
+Whose answer it is: the ingest API answers errors as application/problem+json and a
+delivered batch with its receipt (``received``). A 401/403 or 422 without problem+json,
+any 404, 405 or redirect, and a 200 without a receipt come from something else at
+VPS_INGEST_URL (a dashboard's CSRF page, a proxy's login, a wrong prefix): that is the
+NOT_INGEST_API state, never "auth", and nothing is quarantined on its word.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import httpx
 
 from edgeclient import wire
 from edgeclient.backoff import parse_retry_after, retry_delay
-from edgeclient.config import EdgeConfig, check_ingest_url
+from edgeclient.config import EdgeConfig, ingest_endpoint
 from edgeclient.spool import Pending, Spool
 
 logger = logging.getLogger(__name__)
@@ -48,7 +54,12 @@ IDLE, DELIVERED, QUARANTINED = "idle", "delivered", "quarantined"
 UNREACHABLE, TIMEOUT_STATE, TLS = "unreachable", "timeout", "tls"
 AUTH, TOO_LARGE, THROTTLED, UNAVAILABLE = "auth", "too_large", "throttled", "unavailable"
 SERVER_ERROR, REJECTED, BAD_RESPONSE = "server_error", "rejected", "bad_response"
+NOT_INGEST_API = "not_ingest_api"
 HEALTHY_STATES = frozenset({IDLE, DELIVERED, QUARANTINED})
+# Failures that waiting will not heal: somebody has to fix the configuration.
+CONFIG_STATES = frozenset({AUTH, TLS, REJECTED, NOT_INGEST_API})
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+NOT_INGEST_API_MESSAGE = "VPS_INGEST_URL does not point at the ingest API"
 
 
 class UploadError(Exception):
@@ -111,9 +122,9 @@ class IngestClient:
         timeout: httpx.Timeout = TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        check_ingest_url(url)  # config checked it; a direct caller gets the same rule
-        self.url = url
-        self._host = urlsplit(url).netloc
+        # Config resolved it already; a direct caller gets the same rule and resolution.
+        self.url = ingest_endpoint(url)
+        self._host = urlsplit(self.url).netloc
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
@@ -183,16 +194,20 @@ def _settle(
 ) -> UploadResult:
     status = response.status_code
     if status == 200:
-        try:
-            received = response.json().get("received")
-        except (ValueError, AttributeError):
-            received = None
+        received = _receipt(response)
+        if received is None:
+            return _not_ingest_api(spool, batch, depth, response, "HTTP 200 without a receipt")
         if received != len(batch):
-            # Not the ingest API's answer (a captive portal, a wrong URL): keep everything.
-            detail = f"HTTP 200 without a matching receipt (received={received!r})"
+            # The ingest API's shape but not this batch's count: keep everything.
+            detail = f"HTTP 200 with a receipt for {received} of {len(batch)} samples"
             return _failed(spool, BAD_RESPONSE, detail, batch, depth)
         deleted = spool.acknowledge([p.key for p in batch], uploaded_at=clock())
         return UploadResult(DELIVERED, len(batch), deleted, remaining=depth - deleted)
+    if 300 <= status < 400:
+        where = response.headers.get("Location") or "nowhere"
+        return _not_ingest_api(spool, batch, depth, response, f"HTTP {status} to {where}")
+    if status in (404, 405) or (status in (401, 403, 422) and not _is_problem(response)):
+        return _not_ingest_api(spool, batch, depth, response, f"HTTP {status}")
     detail = f"HTTP {status}: {_problem_detail(response)}"
     if status == 422:
         return _quarantine(spool, batch, depth, response, detail)
@@ -208,8 +223,31 @@ def _settle(
     elif status >= 500:
         state = SERVER_ERROR
     else:
-        state = REJECTED  # 400, 404, 415...: a wrong URL or proxy, not the samples
+        state = REJECTED  # 400, 415...: a proxy or a client bug, not the samples
     return _failed(spool, state, detail, batch, depth, retry_after)
+
+
+def _receipt(response: httpx.Response) -> int | None:
+    """``received`` of the ingest API's 200 answer; None when the body is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    received = body.get("received") if isinstance(body, dict) else None
+    return received if isinstance(received, int) and not isinstance(received, bool) else None
+
+
+def _is_problem(response: httpx.Response) -> bool:
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return media_type == PROBLEM_CONTENT_TYPE
+
+
+def _not_ingest_api(
+    spool: Spool, batch: list[Pending], depth: int, response: httpx.Response, what: str
+) -> UploadResult:
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip() or "no body"
+    detail = f"{NOT_INGEST_API_MESSAGE}: POST {response.request.url} answered {what} ({media_type})"
+    return _failed(spool, NOT_INGEST_API, detail, batch, depth)
 
 
 def _failed(
@@ -348,7 +386,7 @@ class Uploader:
             self._failing_since = self._clock()
         self._failed_state = result.state
         self._draining_since = None
-        log = logger.error if result.state in (AUTH, TLS, REJECTED) else logger.warning
+        log = logger.error if result.state in CONFIG_STATES else logger.warning
         log(
             "upload failing (%s): %s; %d samples kept in the spool, retrying with backoff",
             result.state,

@@ -1,7 +1,9 @@
 """Settings: every value comes from the environment, read once here.
 
 P1_ROLE=edge loads only what ``manage.py run_edge`` and friends need, so the edge runs
-with the edge requirements alone (no DRF, psycopg or redis on a Raspberry Pi).
+with the edge requirements alone (no DRF, psycopg or redis on a Raspberry Pi). Without
+P1_ROLE the edge settings are chosen where the server packages are missing, and by
+manage.py for the edge commands (p1platform/roles.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from p1platform import roles
 from p1platform.env import (
     database_from_url,
     env_bool,
@@ -23,7 +26,7 @@ from p1platform.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
 
-ROLE = env_choice("P1_ROLE", ("server", "edge"), "server")
+ROLE = env_choice("P1_ROLE", roles.ROLES, roles.default_role())
 DJANGO_ENV = env_choice("DJANGO_ENV", ("development", "production"), "development")
 PRODUCTION = DJANGO_ENV == "production"
 

@@ -1,16 +1,31 @@
-"""The edge runs with requirements/edge.txt alone: no DRF, psycopg or redis."""
+"""The edge runs with requirements/edge.txt alone (no DRF, psycopg or redis), and its
+commands need no P1_ROLE=edge there (issue 11, point 9); what cannot run in such an
+install says so in one line, never with a traceback.
+
+Most tests use a real edge-only virtualenv (tests/edge_install.py). A few block the
+server packages inside this environment instead (sys.modules[name] = None), which other
+test files share through SERVER_ONLY.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
+from edgeclient.spool import Spool
+from tests.edge_install import EdgeInstall, build_edge_install
+from tests.edge_pipeline.conftest import LineLog, bound_socket
+from tests.samples import sample, series
 from tests.serverproc import ROOT
+from tests.waiting import wait_until
 
 SERVER_ONLY = ("rest_framework", "psycopg", "redis", "django_redis", "orjson", "telemetry")
+EDGE_COMMANDS = ["run_edge", "hw_pair", "edge_status", "simulate_p1"]
 
 # sys.modules[name] = None makes any later import of it fail, as if it were not installed.
 _LAUNCH = (
@@ -19,6 +34,19 @@ _LAUNCH = (
     "sys.argv = ['manage.py', *sys.argv[1:]]\n"
     "runpy.run_path('manage.py', run_name='__main__')\n"
 )
+
+
+@pytest.fixture(scope="session")
+def edge_install(tmp_path_factory: pytest.TempPathFactory) -> EdgeInstall:
+    return build_edge_install(tmp_path_factory.mktemp("edge-venv"))
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    """The single line a failed command wrote to stderr (no traceback, nothing else)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
 
 
 def edge_manage(*args: str) -> subprocess.CompletedProcess:
@@ -34,6 +62,16 @@ def edge_manage(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_edge_install_has_the_edge_packages_and_none_of_the_servers(edge_install):
+    probe = "import importlib.util as u; print([n for n in %r if u.find_spec(n)])"
+    wanted = ("django", "httpx", "certifi", "rest_framework", "psycopg", "redis", "django_redis")
+    result = subprocess.run(
+        [str(edge_install.python), "-c", probe % (wanted,)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == "['django', 'httpx', 'certifi']"
+
+
 def test_edge_role_passes_django_checks_without_server_packages():
     result = edge_manage("check")
     assert result.returncode == 0, result.stderr
@@ -44,3 +82,173 @@ def test_edge_commands_load_without_server_packages(command):
     result = edge_manage(command, "--help")
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+
+
+# -- the edge install, no P1_ROLE -----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [*EDGE_COMMANDS, "check"])
+def test_every_edge_command_loads_in_the_edge_install_without_p1_role(edge_install, command):
+    args = [command] if command == "check" else [command, "--help"]
+    result = edge_install.manage(*args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_edge_status_reads_the_spool_in_the_edge_install(edge_install, tmp_path):
+    spool_path = tmp_path / "spool.sqlite3"
+    with Spool(spool_path) as spool:
+        spool.add_many(series(2))
+    result = edge_install.manage("edge_status", env={"EDGE_SPOOL_PATH": str(spool_path)})
+    assert "pending: 2 samples" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_hw_pair_fails_in_one_line_in_the_edge_install(edge_install):
+    with bound_socket() as closed:  # bound, not listening: refused
+        port = closed.getsockname()[1]
+        result = edge_install.manage("hw_pair", "--host", f"127.0.0.1:{port}", "--timeout", "1")
+    assert result.returncode == 1
+    assert one_line(result).startswith(f"CommandError: 127.0.0.1:{port}: ")
+
+
+def test_run_edge_refuses_a_bad_setting_in_one_line_in_the_edge_install(edge_install):
+    result = edge_install.manage("run_edge", env={"HW_P1_HOST": "127.0.0.1:9"})
+    assert result.returncode == 2
+    assert one_line(result).startswith("CommandError: VPS_INGEST_URL: required")
+
+
+@pytest.fixture
+def edge_processes() -> Iterator[list[subprocess.Popen]]:
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
+    edge_install, edge_processes, tmp_path
+):
+    simulator = subprocess.Popen(
+        [str(edge_install.python), "manage.py", "simulate_p1", "--port", "0", "--api", "v1"],
+        cwd=ROOT, env=edge_install.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    edge_processes.append(simulator)
+    banner = simulator.stdout.readline()
+    assert "simulated P1 meter" in banner, simulator.stderr.read()
+    address = banner.split(" on ", 1)[1].split()[0]
+
+    spool_path = tmp_path / "spool.sqlite3"
+    closed = bound_socket()  # the server is beside the point: uploads just fail
+    env = {
+        "HW_P1_HOST": address, "HW_P1_API": "v1", "EDGE_SPOOL_PATH": str(spool_path),
+        "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
+        "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
+    }  # fmt: skip
+    edge = subprocess.Popen(
+        [str(edge_install.python), "manage.py", "run_edge"],
+        cwd=ROOT, env=edge_install.env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    edge_processes.append(edge)
+    log = LineLog(edge.stderr)
+    log.wait_for("is a HWE-P1")
+    wait_until(lambda: _depth(spool_path) >= 3, what="readings in the spool")
+    edge.terminate()
+    assert edge.wait(20) == 0
+    closed.close()
+    assert "Traceback" not in log.text()
+
+
+def _depth(path) -> int:
+    if not path.exists():
+        return 0
+    with Spool(path, create=False) as spool:
+        return spool.depth()
+
+
+@pytest.mark.parametrize(
+    "args", [["migrate"], ["createsuperuser"], ["runserver"], ["rebuild_capacity"]]
+)
+def test_a_server_command_in_the_edge_install_fails_in_one_line(edge_install, args):
+    result = edge_install.manage(*args)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith(f"configuration error: manage.py {args[0]}: not an edge command; ")
+    assert "no rest_framework" in line and "requirements/server.txt" in line
+
+
+def test_p1_role_server_in_the_edge_install_names_what_to_install(edge_install):
+    result = edge_install.manage("check", env={"P1_ROLE": "server"})
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith("configuration error: P1_ROLE=server: the server packages are not ")
+    assert "rest_framework" in line and "requirements/server.txt" in line
+
+
+def test_the_settings_alone_choose_the_edge_role_in_the_edge_install(edge_install):
+    # Any process that loads the settings without manage.py (a script, django.setup())
+    # gets the edge settings there, not a DRF ModuleNotFoundError.
+    probe = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'p1platform.settings'\n"
+        "from django.conf import settings; import django; django.setup()\n"
+        "print(settings.ROLE, settings.ROOT_URLCONF)"
+    )
+    result = subprocess.run(
+        [str(edge_install.python), "-c", probe], cwd=ROOT, env=edge_install.env(),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.strip() == "edge p1platform.urls_edge", result.stderr
+
+
+# -- the full install ------------------------------------------------------------------
+
+
+def full_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    child = {k: v for k, v in os.environ.items() if k != "P1_ROLE"} | env
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT, env=child, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_edge_commands_get_the_edge_settings_in_a_full_install_without_p1_role(tmp_path):
+    # A server-only setting that is broken would stop the server settings at start; the
+    # edge settings never read it, so edge_status running shows which ones it got.
+    spool_path = tmp_path / "spool.sqlite3"
+    with Spool(spool_path) as spool:
+        spool.add(sample(datetime.now(UTC)))
+    result = full_manage("edge_status", REDIS_URL="not-a-redis-url",
+                         EDGE_SPOOL_PATH=str(spool_path))  # fmt: skip
+    assert "pending: 1 samples" in result.stdout, result.stderr
+    server = full_manage("check", REDIS_URL="not-a-redis-url")
+    assert server.returncode == 2
+    assert one_line(server).startswith("configuration error: REDIS_URL: ")
+
+
+def test_p1_role_edge_refuses_a_server_command_in_one_line():
+    result = full_manage("migrate", P1_ROLE="edge")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert line.startswith("configuration error: manage.py migrate: not an edge command; ")
+    assert "unset P1_ROLE or set P1_ROLE=server" in line
+
+
+def test_a_server_install_missing_one_of_its_packages_names_it_in_one_line():
+    # orjson is in requirements/server.txt only; telemetry.views imports it.
+    launch = _LAUNCH.replace(repr(SERVER_ONLY), repr(("orjson",)))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"P1_ROLE": "server"}
+    result = subprocess.run(
+        [sys.executable, "-c", launch, "check"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "configuration error: orjson is not installed: the server needs requirements/server.txt"
+    )

@@ -18,6 +18,7 @@ from edgeclient.spool import Spool
 from edgeclient.uploader import (
     AUTH,
     DELIVERED,
+    PROBLEM_CONTENT_TYPE,
     QUARANTINED,
     TLS,
     TOO_LARGE,
@@ -146,7 +147,8 @@ def test_a_422_naming_no_sample_quarantines_the_batch_instead_of_looping(spool):
 
     def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        return httpx.Response(422, json=problem)
+        # problem+json, as the server answers every error (p1platform/problems.py).
+        return httpx.Response(422, json=problem, headers={"Content-Type": PROBLEM_CONTENT_TYPE})
 
     spool.add_many(series(3))
     stub = httpx.MockTransport(answer)
@@ -284,7 +286,8 @@ def test_plain_http_to_a_host_that_is_not_loopback_is_refused(url):
 )
 def test_plain_http_to_loopback_is_allowed_for_development(url):
     env = {"VPS_INGEST_URL": url, "VPS_DEVICE_TOKEN": "t"}
-    assert EdgeConfig.from_env(env, meter=False).ingest_url == url
+    endpoint = EdgeConfig.from_env(env, meter=False).ingest_url
+    assert endpoint == url.rstrip("/").removesuffix("/v1/ingest") + "/v1/ingest"
 
 
 @pytest.mark.parametrize(

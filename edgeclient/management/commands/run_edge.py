@@ -2,7 +2,15 @@
 
 Two threads that share nothing but the spool file, each with its own connection: the
 poll loop (meter -> normalise -> spool) and the upload loop (spool -> server). A slow or
-dead server therefore never delays a poll. No error ends either loop.
+dead server therefore never delays a poll. No error ends either loop, but one: the
+device at HW_P1_HOST saying it is not a P1 meter.
+
+What the device is (GET /api) is asked at start, and again at the first answer after
+every outage (an address may be handed to another device while the meter is away). A
+meter that does not answer at start does not stop the edge: it keeps asking, takes no
+reading until the device has said it is a P1 meter, and polls as usual from then on.
+A device that is not a P1 meter ends run_edge with one line and exit code 2; what the
+spool holds stays for the next run.
 """
 
 from __future__ import annotations
@@ -18,8 +26,17 @@ from django.core.management.base import BaseCommand, CommandError
 
 from edgeclient.backoff import retry_delay
 from edgeclient.config import ConfigError, EdgeConfig
-from edgeclient.homewizard import HomeWizardClient
-from edgeclient.poller import Poller
+from edgeclient.homewizard import (
+    DeviceInfo,
+    HomeWizardClient,
+    MeterAuthError,
+    MeterConfigError,
+    MeterError,
+    MeterTLSError,
+    MeterWrongProduct,
+    require_p1_meter,
+)
+from edgeclient.poller import METER_DOWN, Poller
 from edgeclient.spool import Spool, SpoolError
 from edgeclient.uploader import IngestClient, Uploader
 
@@ -41,23 +58,28 @@ class Command(BaseCommand):
         # httpx logs every request at INFO: one line per poll is what this must not do.
         for name in ("httpx", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        identity = MeterIdentity()
         try:
             config = EdgeConfig.from_env()
+            assert config.meter is not None
             with Spool(config.spool_path) as spool:  # migrates once, before the threads
                 depth = spool.depth()
-        except (ConfigError, SpoolError) as exc:
+                with HomeWizardClient(config.meter) as meter:
+                    identity.confirm(meter, spool)
+        except (ConfigError, SpoolError, MeterWrongProduct) as exc:
             raise CommandError(str(exc), returncode=2) from None
 
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         threads = [
-            threading.Thread(target=poll_loop, args=(config, stop), name="poll", daemon=True),
+            threading.Thread(
+                target=poll_loop, args=(config, stop, identity), name="poll", daemon=True
+            ),
             threading.Thread(target=upload_loop, args=(config, stop), name="upload", daemon=True),
         ]
         for thread in threads:
             thread.start()
-        assert config.meter is not None
         logger.info(
             "run_edge started: polling %s every %g s, uploading to %s every %g s; "
             "spool %s holds %d samples",
@@ -81,10 +103,71 @@ class Command(BaseCommand):
             depth,
             f" (abandoned: {', '.join(busy)})" if busy else "",
         )
+        if identity.refused is not None:
+            raise CommandError(str(identity.refused), returncode=2)
 
 
-def poll_loop(config: EdgeConfig, stop: threading.Event) -> None:
-    """Poll at a fixed rate; a late poll is not made up with a burst."""
+class MeterIdentity:
+    """Whether the device at HW_P1_HOST has said (GET /api) that it is a P1 meter.
+
+    Until it has, no reading is taken. While it does not answer at start, that is
+    logged once and recorded in the spool for edge_status, as the poller does for an
+    outage later on; after an outage the poller reports, and ``forget`` makes the next
+    answer be checked again.
+    """
+
+    def __init__(self) -> None:
+        self.info: DeviceInfo | None = None  # None: ask at the next answer
+        self.last_info: DeviceInfo | None = None
+        self.refused: MeterWrongProduct | None = None
+        self._ever_confirmed = False
+        self._recorded = False
+
+    def confirm(self, meter: HomeWizardClient, spool: Spool) -> bool:
+        """True once the device is known to be a P1 meter; raises MeterWrongProduct."""
+        if self.info is not None:
+            return True
+        try:
+            info = require_p1_meter(meter)
+        except MeterWrongProduct as exc:
+            self.refused = exc
+            raise
+        except MeterError as exc:
+            if not self._ever_confirmed and not self._recorded:
+                spool.record_meter(f"{type(exc).__name__}: {exc}")
+                self._recorded = True
+                fatal = isinstance(exc, MeterTLSError | MeterAuthError | MeterConfigError)
+                (logger.error if fatal else logger.warning)(
+                    "meter not answering GET /api (%s); no reading is taken until it says it "
+                    "is a P1 meter, asking again every poll",
+                    exc,
+                )
+            return False
+        if self._recorded:
+            spool.record_meter(None)
+            self._recorded = False
+        if info != self.last_info:
+            logger.info(
+                "meter at %s is a %s, serial %s, firmware %s, API %s",
+                meter.config.host,
+                info.product_type,
+                info.serial,
+                info.firmware_version,
+                info.api_version,
+            )
+        self.info = self.last_info = info
+        self._ever_confirmed = True
+        return True
+
+    def forget(self) -> None:
+        self.info = None
+
+
+def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity) -> None:
+    """Poll at a fixed rate; a late poll is not made up with a burst.
+
+    Ends (and sets ``stop``) only when the device turns out not to be a P1 meter.
+    """
     assert config.meter is not None
     guard = _LoopGuard("poll")
     while not stop.is_set():
@@ -95,8 +178,13 @@ def poll_loop(config: EdgeConfig, stop: threading.Event) -> None:
                 next_at = time.monotonic()
                 while not stop.is_set():
                     try:
-                        poller.step()
+                        if identity.confirm(meter, spool) and poller.step().state == METER_DOWN:
+                            identity.forget()  # ask what it is at its first answer
                         guard.ok()
+                    except MeterWrongProduct:
+                        logger.error("%s; run_edge stops", identity.refused)
+                        stop.set()
+                        return
                     except Exception as exc:  # the loop must outlive any error
                         guard.failed(exc)
                     next_at = max(next_at + config.poll_interval_s, time.monotonic())
