@@ -21,10 +21,9 @@ from edgeclient.spool import (
     SpoolError,
     SpoolStatus,
 )
-from edgeclient.uploader import AUTH, REJECTED, TLS
+from edgeclient.uploader import CONFIG_STATES as _CONFIG_STATES
 
 # Upload failures that will not heal by waiting: somebody has to fix the configuration.
-_CONFIG_STATES = frozenset({AUTH, TLS, REJECTED})
 
 
 class Command(BaseCommand):
