@@ -225,6 +225,10 @@ def test_configuration_from_the_environment(simulator):
     with HomeWizardClient(config) as client:
         assert client.measurement().api == "v2"
     ca = MeterConfig.from_env(
-        {"HW_P1_HOST": "meter", "HW_P1_CA_FILE": str(simulator.ca_file), "HW_P1_SERIAL": "x"}
+        {
+            "HW_P1_HOST": "meter",
+            "HW_P1_CA_FILE": str(simulator.ca_file),
+            "HW_P1_SERIAL": "5C2FAFAABBCC",
+        }
     )
-    assert (ca.api, ca.serial, ca.v2_trust_configured) == ("auto", "x", True)
+    assert (ca.api, ca.serial, ca.v2_trust_configured) == ("auto", "5c2fafaabbcc", True)
