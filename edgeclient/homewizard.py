@@ -148,8 +148,9 @@ class MeterConfig:
         serial = get("HW_P1_SERIAL")
         if serial is not None:
             serial = serial.lower()
-            # The serial is the device's MAC, 12 hex digits (docs/discovery.mdx, TXT
-            # records); the certificate names appliance/p1dongle/<serial>.
+            # The serial is the device's MAC, "12 hexadecimal values" (HomeWizard API
+            # docs, v2/device_information); the certificate names
+            # appliance/p1dongle/<serial> in lowercase, as GET /api reports it.
             if len(serial) != 12 or any(ch not in "0123456789abcdef" for ch in serial):
                 raise MeterConfigError(
                     f"HW_P1_SERIAL: expected the meter's serial, 12 hex digits "

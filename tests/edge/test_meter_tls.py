@@ -222,6 +222,17 @@ def test_ca_mode_refuses_another_serial_before_the_token_is_sent(pki, serve, sha
     assert meter.received.get(timeout=IO_TIMEOUT_S) == b""
 
 
+def test_auto_mode_does_not_fall_back_to_plain_http_when_the_identity_is_wrong(pki, serve):
+    # Only "nothing listens for https" may move an auto client to v1; a wrong device must not.
+    meter = serve(pki.devices["dns-san"])
+    config = _ca_config(meter, pki.devices["dns-san"].ca_file, serial=OTHER_SERIAL)
+    with HomeWizardClient(MeterConfig(**{**config.__dict__, "api": "auto"})) as client:
+        with pytest.raises(MeterTLSError, match="identity mismatch"):
+            client.api  # noqa: B018
+    assert meter.received.get(timeout=IO_TIMEOUT_S) == b""
+    assert meter.received.empty()  # and no second, plain-HTTP connection
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_ca_mode_refuses_a_certificate_from_another_ca(pki, serve, shape):
     meter = serve(pki.stranger)
