@@ -147,15 +147,15 @@ class MeterConfig:
             raise MeterConfigError(f"HW_P1_CA_FILE: no such file {str(ca_file)!r}")
         serial = get("HW_P1_SERIAL")
         if serial is not None:
-            serial = serial.lower()
             # The serial is the device's MAC, "12 hexadecimal values" (HomeWizard API
             # docs, v2/device_information); the certificate names
             # appliance/p1dongle/<serial> in lowercase, as GET /api reports it.
-            if len(serial) != 12 or any(ch not in "0123456789abcdef" for ch in serial):
+            if len(serial) != 12 or any(ch not in "0123456789abcdef" for ch in serial.lower()):
                 raise MeterConfigError(
                     f"HW_P1_SERIAL: expected the meter's serial, 12 hex digits "
                     f"(as in {DEVICE_NAME_PREFIX}5c2fafaabbcc), got {serial!r}"
                 )
+            serial = serial.lower()
         config = cls(
             host=host,
             api=api,  # type: ignore[arg-type]

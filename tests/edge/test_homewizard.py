@@ -204,6 +204,11 @@ def test_a_malformed_host_is_refused(host):
         ({"HW_P1_HOST": "meter", "HW_P1_CERT_FILE": "/nonexistent.pem"}, "HW_P1_CERT_FILE"),
         ({"HW_P1_HOST": "meter", "HW_P1_CERT_SHA256": "abc"}, "HW_P1_CERT_SHA256"),
         ({"HW_P1_HOST": "meter", "HW_P1_CA_FILE": "/nonexistent.pem"}, "HW_P1_CA_FILE"),
+        (
+            {"HW_P1_HOST": "meter", "HW_P1_SERIAL": "appliance/p1dongle/5c2fafaabbcc"},
+            "HW_P1_SERIAL",
+        ),
+        ({"HW_P1_HOST": "meter", "HW_P1_SERIAL": "5c2fafaabbc"}, "HW_P1_SERIAL"),
     ],
 )
 def test_bad_configuration_names_the_variable(environ, variable):
