@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from edgeclient.meter_tls import (
+    DEVICE_NAME_PREFIX,
     CertificateError,
+    DeviceIdentityError,
     PinnedCertificate,
     ca_context,
-    fingerprint,
+    device_name,
     parse_fingerprint,
     pinned_context,
 )
@@ -36,7 +38,6 @@ POOL_TIMEOUT_S = 1.0
 TIMEOUT = httpx.Timeout(
     connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S, write=WRITE_TIMEOUT_S, pool=POOL_TIMEOUT_S
 )
-DEVICE_NAME_PREFIX = "appliance/p1dongle/"
 V1_PORT = 80
 V2_PORT = 443
 
@@ -107,7 +108,7 @@ class MeterConfig:
     api: ApiChoice = "auto"
     token: str | None = None
     ca_file: Path | None = None
-    serial: str | None = None  # with ca_file: the device name to expect
+    serial: str | None = None  # with ca_file: the device to expect (12 hex digits)
     pinned: PinnedCertificate | None = None
     pinned_sha256: str | None = None
 
@@ -144,12 +145,23 @@ class MeterConfig:
         ca_file = Path(get("HW_P1_CA_FILE")) if get("HW_P1_CA_FILE") else None
         if ca_file is not None and not ca_file.is_file():
             raise MeterConfigError(f"HW_P1_CA_FILE: no such file {str(ca_file)!r}")
+        serial = get("HW_P1_SERIAL")
+        if serial is not None:
+            # The serial is the device's MAC, "12 hexadecimal values" (HomeWizard API
+            # docs, v2/device_information); the certificate names
+            # appliance/p1dongle/<serial> in lowercase, as GET /api reports it.
+            if len(serial) != 12 or any(ch not in "0123456789abcdef" for ch in serial.lower()):
+                raise MeterConfigError(
+                    f"HW_P1_SERIAL: expected the meter's serial, 12 hex digits "
+                    f"(as in {DEVICE_NAME_PREFIX}5c2fafaabbcc), got {serial!r}"
+                )
+            serial = serial.lower()
         config = cls(
             host=host,
             api=api,  # type: ignore[arg-type]
             token=get("HW_P1_TOKEN"),
             ca_file=ca_file,
-            serial=get("HW_P1_SERIAL"),
+            serial=serial,
             pinned=pinned,
             pinned_sha256=sha,
         )
@@ -185,10 +197,6 @@ def split_host(host: str) -> tuple[str, int | None]:
     return parts.hostname, port
 
 
-class _PinMismatch(Exception):
-    pass
-
-
 class HomeWizardClient:
     """One meter. ``api`` is resolved on first use when the config says ``auto``."""
 
@@ -199,15 +207,14 @@ class HomeWizardClient:
         self._timeout = timeout
         self._plain: httpx.Client | None = None
         self._tls: httpx.Client | None = None
+        # Sent as the TLS server name, as the official client does (server_hostname =
+        # the device identity); the device check itself is the context's (meter_tls).
         if config.pinned is not None:
             self._server_name = config.pinned.name
         elif config.serial is not None:
-            self._server_name = DEVICE_NAME_PREFIX + config.serial
+            self._server_name = device_name(config.serial)
         else:
             self._server_name = None
-        self._expected_sha256 = config.pinned_sha256 or (
-            config.pinned.sha256 if config.pinned else None
-        )
 
     def __enter__(self) -> HomeWizardClient:
         return self
@@ -288,18 +295,18 @@ class HomeWizardClient:
                     self._url("https", V2_PORT, path),
                     json=json,
                     headers=self._v2_headers(auth),
-                    extensions={"sni_hostname": self._server_name, "trace": self._check_pin},
+                    extensions={"sni_hostname": self._server_name},
                 )
             else:
                 response = self._v1_client().request(
                     method, self._url("http", V1_PORT, path), json=json
                 )
-        except _PinMismatch as exc:
-            raise MeterTLSError(f"{host}: {exc}") from exc
         except httpx.TimeoutException as exc:
             raise MeterTimeout(f"{host}: no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             tls = _ssl_cause(exc)
+            if isinstance(tls, DeviceIdentityError):  # verified, but not our device
+                raise MeterTLSError(f"{host}: {tls}") from exc
             if isinstance(tls, ssl.SSLCertVerificationError):
                 raise MeterTLSError(f"{host}: certificate not trusted: {tls}") from exc
             if tls is not None:
@@ -330,29 +337,15 @@ class HomeWizardClient:
         if self._tls is None:
             config = self.config
             if config.pinned is not None:
-                context = pinned_context(config.pinned)
+                context = pinned_context(config.pinned, config.pinned_sha256)
             elif config.ca_file is not None and config.serial is not None:
-                context = ca_context(config.ca_file)
+                context = ca_context(config.ca_file, config.serial)
             else:
                 raise MeterConfigError(
                     "HW_P1_CERT_FILE: required for API v2 (or HW_P1_CA_FILE with HW_P1_SERIAL)"
                 )
             self._tls = httpx.Client(verify=context, timeout=self._timeout, trust_env=False)
         return self._tls
-
-    def _check_pin(self, event: str, info: dict[str, Any]) -> None:
-        # Runs right after the handshake, before the request (and its token) is sent.
-        if event != "connection.start_tls.complete" or self._expected_sha256 is None:
-            return
-        stream = info.get("return_value")
-        if stream is None:
-            return
-        ssl_object = stream.get_extra_info("ssl_object")
-        # httpcore hands out the low-level _ssl object: its getpeercert is positional-only.
-        der = ssl_object.getpeercert(True) if ssl_object is not None else None
-        if der is None or fingerprint(der) != self._expected_sha256:
-            stream.close()
-            raise _PinMismatch("certificate fingerprint differs from the one pinned at pairing")
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:

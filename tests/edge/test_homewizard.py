@@ -204,6 +204,11 @@ def test_a_malformed_host_is_refused(host):
         ({"HW_P1_HOST": "meter", "HW_P1_CERT_FILE": "/nonexistent.pem"}, "HW_P1_CERT_FILE"),
         ({"HW_P1_HOST": "meter", "HW_P1_CERT_SHA256": "abc"}, "HW_P1_CERT_SHA256"),
         ({"HW_P1_HOST": "meter", "HW_P1_CA_FILE": "/nonexistent.pem"}, "HW_P1_CA_FILE"),
+        (
+            {"HW_P1_HOST": "meter", "HW_P1_SERIAL": "appliance/p1dongle/5c2fafaabbcc"},
+            "HW_P1_SERIAL",
+        ),
+        ({"HW_P1_HOST": "meter", "HW_P1_SERIAL": "5c2fafaabbc"}, "HW_P1_SERIAL"),
     ],
 )
 def test_bad_configuration_names_the_variable(environ, variable):
@@ -225,6 +230,10 @@ def test_configuration_from_the_environment(simulator):
     with HomeWizardClient(config) as client:
         assert client.measurement().api == "v2"
     ca = MeterConfig.from_env(
-        {"HW_P1_HOST": "meter", "HW_P1_CA_FILE": str(simulator.ca_file), "HW_P1_SERIAL": "x"}
+        {
+            "HW_P1_HOST": "meter",
+            "HW_P1_CA_FILE": str(simulator.ca_file),
+            "HW_P1_SERIAL": "5C2FAFAABBCC",
+        }
     )
-    assert (ca.api, ca.serial, ca.v2_trust_configured) == ("auto", "x", True)
+    assert (ca.api, ca.serial, ca.v2_trust_configured) == ("auto", "5c2fafaabbcc", True)
