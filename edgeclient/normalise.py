@@ -347,6 +347,13 @@ def _parse_meter_time(raw: Any) -> datetime:
         try:
             return datetime.fromisoformat(raw)
         except ValueError:
+            # A DSMR placeholder written out as ISO 8601 ("2063-25-25T25:25:25" for
+            # 632525252525) is no calendar time but still the meter's "no time" marker.
+            digits = "".join(ch for ch in raw if ch.isascii() and ch.isdigit())
+            if len(digits) == 14 and digits[2:] in _PLACEHOLDER_DIGITS:
+                raise _Unusable(
+                    Problem.PLACEHOLDER, f"is a no-time placeholder: {_shown(raw)}"
+                ) from None
             raise _Unusable(
                 Problem.NOT_A_TIMESTAMP, f"is not an ISO 8601 timestamp: {_shown(raw)}"
             ) from None

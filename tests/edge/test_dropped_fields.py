@@ -192,7 +192,11 @@ def test_a_placeholder_gas_time_drops_the_gas_reading_and_keeps_the_electricity(
     assert _server_accepts(sample)
 
 
-@pytest.mark.parametrize("stamp", ["2070-01-01T01:00:00", "2000-01-01T00:00:00"])
+@pytest.mark.parametrize(
+    "stamp",
+    # The last: 632525252525 (dsmr_parser#120) written out the way v2 writes a time.
+    ["2070-01-01T01:00:00", "2000-01-01T00:00:00", "2063-25-25T25:25:25"],
+)
 def test_a_placeholder_gas_time_in_the_v2_external_list_is_dropped(stamp):
     payload = copy.deepcopy(HA_MEASUREMENT_V2)
     payload["external"][0] |= {"timestamp": stamp, "value": 0}
