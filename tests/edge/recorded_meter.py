@@ -21,7 +21,7 @@ from typing import Any
 from edgeclient.homewizard import HomeWizardClient, MeterConfig
 from edgeclient.simcerts import ensure_certificates
 
-SERIAL = "5c2fafrec0rd"
+SERIAL = "5c2faf0ec0d0"  # lowercase hex, as the device and simcerts require
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"
 
 

@@ -85,7 +85,8 @@ def test_edge_status_reports_drops_quarantine_meter_identity_and_clock(tmp_path)
         "total_power_import_t1_kwh": 0.5,
         "total_power_import_t2_kwh": 0,
     }
-    answers = [no_gas, no_gas, _no_power(1.0), _no_power(1.1), swapped]
+    # Two telegrams of the meter without gas (its power moved), two refused, the swap.
+    answers = [no_gas, no_gas | {"active_power_w": 12}, _no_power(1.0), _no_power(1.1), swapped]
     path = tmp_path / "spool.sqlite3"
     with (
         recorded_meter(answers, api="v1", cert_dir=tmp_path) as meter,
