@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from capacity import queries, rules
 from capacity.rules import Month
 from telemetry.models import Device, Sample
+from telemetry.segments import Offsets
 
 TOP_QUARTERS = 5
 
@@ -205,9 +206,13 @@ def realtime(device: Device, now: datetime) -> dict:
     peak_so_far = rules.MonthPeak(
         month, queries.peak_between(device.pk, month_start, quarter_start)
     )
-    start_register = _register_at(device, quarter_start)
+    # Registers read across register segments: a meter swapped within the running
+    # quarter adds no energy (telemetry.segments).
+    offsets = Offsets.of_device(device.pk)
+    start_register = _register_at(device, quarter_start, offsets)
+    latest_register = offsets.import_at(ts, latest["energy_import_kwh"])
     outlook = rules.quarter_outlook(
-        energy_so_far_kwh=max(latest["energy_import_kwh"] - start_register, 0.0),
+        energy_so_far_kwh=max(latest_register - start_register, 0.0),
         elapsed_s=(ts - quarter_start).total_seconds(),
         power_now_w=latest["power_w"],
         month_peak_kw=peak_so_far.peak_kw,
@@ -235,12 +240,20 @@ def realtime(device: Device, now: datetime) -> dict:
     }
 
 
-def _register_at(device: Device, boundary: datetime) -> float:
-    """Import register at a boundary from the two samples around it (two index lookups)."""
+def _register_at(device: Device, boundary: datetime, offsets: Offsets) -> float:
+    """Continuous import register at a boundary from the two samples around it (two
+    index lookups)."""
     samples = Sample.objects.filter(device=device)
     after = samples.filter(ts__gte=boundary).order_by("ts").values_list("ts", "energy_import_kwh")
     before = samples.filter(ts__lt=boundary).order_by("-ts").values_list("ts", "energy_import_kwh")
     first_after = after.first()
     if first_after is None:  # cannot happen: the latest sample is at or after it
         raise ValueError("no sample at or after the quarter start")
-    return rules.interpolate(boundary, before.first(), first_after)
+    last_before = before.first()
+
+    def continuous(sample: tuple[datetime, float]) -> tuple[datetime, float]:
+        return sample[0], offsets.import_at(sample[0], sample[1])
+
+    return rules.interpolate(
+        boundary, None if last_before is None else continuous(last_before), continuous(first_after)
+    )

@@ -20,7 +20,7 @@ REGISTER: Final = "register"  # finite float >= 0 (meter registers never go nega
 MEASURE: Final = "measure"  # finite float (voltage, current)
 TARIFF: Final = "tariff"  # integer 1..4
 
-REQUIRED_FIELDS: Final = ("ts", "power_w", "energy_import_kwh", "energy_export_kwh")
+REQUIRED_FIELDS: Final = ("ts", "power_w", "energy_import_kwh")
 
 # Order matters: it is the column order of the server's insert statement.
 SAMPLE_FIELDS: Final[dict[str, str]] = {

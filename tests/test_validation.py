@@ -64,7 +64,7 @@ def test_only_required_fields_is_enough():
         ("ts", "yesterday"),
         ("ts", 1700000000),
         ("monthly_power_peak_ts", "2026-02-14 18:15"),
-        ("energy_export_kwh", None),
+        ("energy_export_kwh", -1),
     ],
 )
 def test_bad_value_is_named_by_index_and_field(field, value):
