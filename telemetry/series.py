@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 
 from capacity.rules import interpolate, local_midnight
 from telemetry.models import HourRollup, QuarterRollup, Rollup
-from telemetry.segments import Offsets
 from telemetry.rollups import ROLLUP_COLUMNS
+from telemetry.segments import Offsets
 
 INTERVALS = ("15m", "1h", "1d", "1w", "1mo")
 MAX_POINTS = 10_000
