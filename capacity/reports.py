@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from capacity import queries, rules
 from capacity.rules import Month
-from telemetry.models import Device, Sample
+from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
 
 TOP_QUARTERS = 5
@@ -86,6 +86,52 @@ def month_report(device: Device, month: Month) -> dict:
         },
         "top_quarters": [_quarter_json(q, tz) for q in top],
         "estimated_cost": estimated_cost(device.capacity_price_eur_per_kw_year, average),
+        "register_breaks": [
+            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
+        ],
+    }
+
+
+REGISTER_BREAKS_MAX = 1000
+
+
+def register_breaks_between(
+    device: Device, start: datetime | None = None, end: datetime | None = None
+) -> list[RegisterBreak]:
+    """The device's register breaks whose new segment starts in [start, end), oldest
+    first (at most REGISTER_BREAKS_MAX: a meter is replaced a few times in its life)."""
+    found = RegisterBreak.objects.filter(device=device).order_by("ts")
+    if start is not None:
+        found = found.filter(ts__gte=start)
+    if end is not None:
+        found = found.filter(ts__lt=end)
+    return list(found[:REGISTER_BREAKS_MAX])
+
+
+def register_break_json(found: RegisterBreak, tz: ZoneInfo) -> dict:
+    export_step = found.export_step_kwh
+    return {
+        "ts": _local(found.ts, tz),
+        "previous_ts": _local(found.prev_ts, tz),
+        "kind": found.kind,
+        "previous_import_kwh": found.prev_import_kwh,
+        "import_kwh": found.import_kwh,
+        "previous_export_kwh": found.prev_export_kwh,
+        "export_kwh": found.export_kwh,
+        "import_step_kwh": _round(found.import_step_kwh, 6),
+        "export_step_kwh": _round(export_step, 6),
+        "unmeasured_s": round((found.ts - found.prev_ts).total_seconds(), 3),
+    }
+
+
+def register_breaks(device: Device, start: datetime | None, end: datetime | None) -> dict:
+    tz = ZoneInfo(device.timezone)
+    return {
+        "device_id": device.device_id,
+        "timezone": device.timezone,
+        "register_breaks": [
+            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
+        ],
     }
 
 
