@@ -10,7 +10,7 @@ a moment (``offset``), so the registers read as one continuous series that stays
 across each step: the unmeasured gap is not invented, and no boundary is interpolated
 across a step.
 
-One rule, one SQL statement pair (``refresh_breaks``): ingest runs it over a batch's
+One rule, one SQL statement (``refresh_breaks``): ingest runs it over a batch's
 time range widened to the stored samples either side (a backlog landing before or
 between stored samples included), ``rebuild_breaks`` over all of a device's samples.
 """
@@ -64,10 +64,14 @@ def _impossible(register: str) -> str:
     return f"{register} - prev_{register} > {REGISTER_RESOLUTION_KWH} + dt_s * {per_second_kwh!r}"
 
 
-def _detected_sql() -> str:
-    """The breaks among the samples in [pred(lo), succ(hi)]: pred is the last stored
-    sample before lo, succ the first after hi. Export counts only where both samples
-    have it (a comparison with NULL is never true)."""
+_COLUMNS = "ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh, kind"
+
+
+def _window_sql() -> str:
+    """The breaks the samples show from pred(lo) to succ(hi) (found = 1), and those
+    recorded there (found = 0), in one statement. pred is the last stored sample before
+    lo, succ the first after hi. Export counts only where both samples have it (a
+    comparison with NULL is never true)."""
     went_down = f"{_went_down('import_kwh')} OR {_went_down('export_kwh')}"
     impossible = f"{_impossible('import_kwh')} OR {_impossible('export_kwh')}"
     # Only our own names and constants are formatted in; values go as parameters.
@@ -92,49 +96,49 @@ def _detected_sql() -> str:
         SELECT pairs.*, {epoch_sql("ts")} - {epoch_sql("prev_ts")} AS dt_s
         FROM pairs WHERE prev_ts IS NOT NULL
     )
-    SELECT %(device)s, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
+    SELECT 1, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
         CASE WHEN {went_down} THEN '{WENT_DOWN}' ELSE '{IMPOSSIBLE_STEP}' END
     FROM steps WHERE {went_down} OR {impossible}
+    UNION ALL
+    SELECT 0, {_COLUMNS} FROM {_TABLE}, bounds
+    WHERE device_id = %(device)s AND ts > bounds.lo AND ts <= bounds.hi
     """  # noqa: S608
 
 
-def _stale_sql() -> str:
-    # Breaks in the window the samples no longer show (a backlog sample now sits
-    # between the two readings of a recorded step, or a rule change).
-    return f"""
-    DELETE FROM {_TABLE} WHERE device_id = %(device)s
-        AND ts > COALESCE((SELECT max(ts) FROM {_SAMPLES}
-                           WHERE device_id = %(device)s AND ts < %(lo)s), %(lo)s)
-        AND ts <= COALESCE((SELECT min(ts) FROM {_SAMPLES}
-                            WHERE device_id = %(device)s AND ts > %(hi)s), %(hi)s)
-        AND ts NOT IN (SELECT ts FROM ({_detected_sql()}) detected)
-    """  # noqa: S608
-
-
-def _upsert_sql() -> str:
-    return f"""
-    INSERT INTO {_TABLE} (device_id, ts, prev_ts, prev_import_kwh, prev_export_kwh,
-        import_kwh, export_kwh, kind)
-    SELECT * FROM ({_detected_sql()}) detected WHERE true
-    ON CONFLICT (device_id, ts) DO UPDATE SET
-        prev_ts = excluded.prev_ts, prev_import_kwh = excluded.prev_import_kwh,
-        prev_export_kwh = excluded.prev_export_kwh, import_kwh = excluded.import_kwh,
-        export_kwh = excluded.export_kwh, kind = excluded.kind
-    """  # noqa: S608
+_DELETE = f"DELETE FROM {_TABLE} WHERE device_id = %s AND ts = %s"  # noqa: S608
+_UPSERT = f"""
+INSERT INTO {_TABLE} (device_id, {_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (device_id, ts) DO UPDATE SET
+    prev_ts = excluded.prev_ts, prev_import_kwh = excluded.prev_import_kwh,
+    prev_export_kwh = excluded.prev_export_kwh, import_kwh = excluded.import_kwh,
+    export_kwh = excluded.export_kwh, kind = excluded.kind
+"""  # noqa: S608
 
 
 def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
     """Make the recorded breaks match the stored samples from the last sample before
     ``oldest`` to the first after ``newest``. Idempotent: a retried batch changes
-    nothing. Two statements per batch, whatever its size."""
+    nothing. One statement per batch whatever its size, and writes only where the
+    breaks changed (rare: a meter swap, or a backlog landing beside one)."""
     params = {
         "device": device_pk,
         "lo": connection.ops.adapt_datetimefield_value(oldest),
         "hi": connection.ops.adapt_datetimefield_value(newest),
     }
     with connection.cursor() as cursor:
-        cursor.execute(_stale_sql(), params)
-        cursor.execute(_upsert_sql(), params)
+        cursor.execute(_window_sql(), params)
+        rows = cursor.fetchall()
+        if not rows:
+            return
+        # Values go back as the database gave them: no conversion can make them differ.
+        detected = {row[1]: tuple(row[1:]) for row in rows if row[0] == 1}
+        recorded = {row[1]: tuple(row[1:]) for row in rows if row[0] == 0}
+        stale = [(device_pk, ts) for ts in recorded if ts not in detected]
+        changed = [(device_pk, *row) for ts, row in detected.items() if recorded.get(ts) != row]
+        if stale:
+            cursor.executemany(_DELETE, stale)
+        if changed:
+            cursor.executemany(_UPSERT, changed)
 
 
 def rebuild_breaks(device_pk: int) -> None:
