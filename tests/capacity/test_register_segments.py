@@ -9,6 +9,7 @@ is checked against tests/capacity/reference.py, which knows nothing of the SQL.
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -203,7 +204,9 @@ def test_rebuild_capacity_finds_the_swap_in_stored_samples(api, device, case):
     with connection.cursor() as cursor:
         for table in ("telemetry_registerbreak", "capacity_quarter", "capacity_month"):
             cursor.execute(f"DELETE FROM {table} WHERE device_id = %s", [device.pk])  # noqa: S608
-    call_command("rebuild_capacity", device.device_id)
+    out = io.StringIO()
+    call_command("rebuild_capacity", device.device_id, stdout=out)
+    assert out.getvalue() == "rebuilt capacity quarters of home-p1 (1 register break)\n"
     assert_one_continuous_story(api, samples, kind)
 
 
