@@ -193,3 +193,33 @@ def test_upgrade_keeps_samples_and_allows_meters_without_export(tmp_path):
         assert [tuple(r) for r in rollups] == [(5.0,), (None,)]
         result = _manage_migrate(env, "telemetry", "0005_ingest_rejection")
         assert result.returncode == 0, result.stderr
+
+
+@needs_timescaledb
+def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates():
+    with scratch_database(TIMESCALE_URL) as url:
+        env = {**os.environ, "DATABASE_URL": url, "TIMESCALEDB": "require"}
+        result = _manage_migrate(env, "telemetry", "0005_ingest_rejection")
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO telemetry_device (id, device_id, name, timezone, created_at) "
+                "VALUES (1, 'home-p1', '', 'Europe/Brussels', '2026-03-01 00:00:00+00')"
+            )
+            db.execute(
+                "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh, "
+                "energy_export_kwh) VALUES (1, '2026-03-01 00:00:00+00', 100, 10, 5)"
+            )
+            db.execute("SELECT compress_chunk(c) FROM show_chunks('telemetry_sample') c")
+        result = _manage_migrate(env)
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh, "
+                "energy_export_kwh) VALUES (1, '2026-03-01 00:15:10+00', 100, 10.1, NULL)"
+            )
+            db.execute("CALL refresh_continuous_aggregate('telemetry_quarter', NULL, NULL)")
+            rows = db.execute(
+                "SELECT first_export_kwh FROM telemetry_quarter ORDER BY bucket"
+            ).fetchall()
+        assert rows == [(5.0,), (None,)]
