@@ -15,7 +15,9 @@ from telemetry.validation import validate_samples
 from tests.conftest import bearer
 from tests.samples import BASE_TS, sample
 
-pytestmark = pytest.mark.django_db
+# Committed: on TimescaleDB the aggregates over old samples refresh only outside a
+# transaction (telemetry.rollups.timescale_refresh).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def store(device, samples) -> None:
