@@ -22,7 +22,7 @@ import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection
+from django.db import connection, transaction
 
 # A Belgian household connection is at most a few tens of kW (3 x 63 A at 400 V is about
 # 44 kVA; anything larger is a professional connection). 250 kW between two readings is
@@ -107,6 +107,8 @@ def _window_sql() -> str:
     """  # noqa: S608
 
 
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
 _DELETE = f"DELETE FROM {_TABLE} WHERE device_id = %s AND ts = %s"  # noqa: S608
 _UPSERT = f"""
 INSERT INTO {_TABLE} (device_id, {_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
@@ -127,7 +129,14 @@ def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
         "lo": connection.ops.adapt_datetimefield_value(oldest),
         "hi": connection.ops.adapt_datetimefield_value(newest),
     }
-    with connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Two batches of one device committing at once would each miss the other's
+            # rows (and a step between them). Taken after the batch's own writes and held
+            # to its commit, so the later batch's window sees the earlier one; only
+            # capacity rows are written after it, so the lock order is always the same.
+            # (SQLite has one writer at a time anyway.)
+            cursor.execute(_LOCK, [_LOCK_CLASS, device_pk & 0x7FFFFFFF])
         cursor.execute(_window_sql(), params)
         rows = cursor.fetchall()
         if not rows:

@@ -10,6 +10,7 @@ is checked against tests/capacity/reference.py, which knows nothing of the SQL.
 from __future__ import annotations
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from telemetry.models import RegisterBreak
+from telemetry.models import RegisterBreak, Sample
 from telemetry.tokens import issue_token
 from tests.capacity import reference
 from tests.conftest import bearer
@@ -221,6 +222,29 @@ def test_backlog_between_the_readings_of_a_step_moves_the_break(api, device):
         assert found.prev_ts == SWAP_PREV
         assert found.ts == SWAP - timedelta(seconds=90)
         assert found.import_kwh == pytest.approx(new_meter[0] - 0.05)
+
+
+def test_old_and_new_meter_batches_posted_at_once_give_one_break(api, device):
+    # A backlog drain from two upload threads: the step lies between their batches.
+    new_meter, _ = NEW_METERS["replaced meter restarts near 0"]
+    old = meter(OLD_METER, START, SWAP_PREV)
+    new = meter(new_meter, SWAP, SWAP + timedelta(minutes=30))
+    for attempt in range(5):
+        Sample.objects.filter(device=device).delete()
+        RegisterBreak.objects.filter(device=device).delete()
+        together = threading.Barrier(2)
+
+        def send(batch: list[dict], barrier: threading.Barrier) -> None:
+            barrier.wait()
+            api.post(batch)
+
+        threads = [threading.Thread(target=send, args=(b, together)) for b in (old, new)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        (found,) = RegisterBreak.objects.filter(device=device)
+        assert (found.prev_ts, found.ts) == (SWAP_PREV, SWAP), attempt
 
 
 def test_steady_meter_has_no_breaks(api, device):
