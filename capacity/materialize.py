@@ -15,6 +15,7 @@ from django.db import connection
 
 from capacity.queries import param, quarters_sql
 from capacity.rules import QUARTER, Month
+from telemetry import segments
 from telemetry.models import Device
 from telemetry.rollups import bucket_start
 
@@ -76,8 +77,10 @@ def refresh_quarters(
 
 
 def rebuild(device_pk: int) -> None:
-    """Recompute every quarter and month of a device (after a bulk load that bypassed
-    ingest, or a change of the device's time zone)."""
+    """Recompute the register breaks, every quarter and every month of a device (after
+    a bulk load that bypassed ingest, a change of the device's time zone, or of the
+    segment rule)."""
+    segments.rebuild_breaks(device_pk)
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM capacity_quarter WHERE device_id = %s", [device_pk])
         cursor.execute("DELETE FROM capacity_month WHERE device_id = %s", [device_pk])

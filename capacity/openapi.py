@@ -15,7 +15,9 @@ from p1platform.openapi import (
     nullable,
     obj,
 )
-from telemetry.openapi import sample_field_schema
+from telemetry import segments
+from telemetry.models import RegisterBreak
+from telemetry.openapi import MOMENT, sample_field_schema
 
 MONTH = {**STRING, "pattern": r"^\d{4}-\d{2}$", "example": "2026-03"}
 # What a month or day parameter may name: rules.FIRST_YEAR to rules.LAST_YEAR (2000-2099).
@@ -84,6 +86,54 @@ REALTIME = component(
         },
     ),
 )
+REGISTER_BREAK = component(
+    "RegisterBreak",
+    obj(
+        {
+            "ts": {**DATETIME, "description": "The first sample of the new register segment."},
+            "previous_ts": {**DATETIME, "description": "The last sample before the step."},
+            "kind": {
+                **STRING,
+                "enum": [RegisterBreak.WENT_DOWN, RegisterBreak.IMPOSSIBLE_STEP],
+                "description": (
+                    "went-down: a register decreased (a replaced meter restarts near 0); "
+                    "impossible-step: it rose faster than "
+                    f"{segments.MAX_HOUSEHOLD_POWER_W / 1000:g} kW, far above any "
+                    "household connection (another meter)."
+                ),
+            },
+            "previous_import_kwh": NUMBER,
+            "import_kwh": NUMBER,
+            "previous_export_kwh": nullable(NUMBER),
+            "export_kwh": nullable(NUMBER),
+            "import_step_kwh": {**NUMBER, "description": "import_kwh - previous_import_kwh."},
+            "export_step_kwh": nullable(NUMBER),
+            "unmeasured_s": {
+                **NUMBER,
+                "description": "Seconds across the step: no energy is counted for them.",
+            },
+        },
+        description=(
+            "A register discontinuity. The step is not consumption: quarters, peaks and "
+            "series count energy only inside register segments."
+        ),
+    ),
+)
+REGISTER_BREAKS = component(
+    "RegisterBreaks",
+    obj(
+        {
+            "device_id": STRING,
+            "timezone": STRING,
+            "register_breaks": {
+                "type": "array",
+                "items": REGISTER_BREAK,
+                "maxItems": reports.REGISTER_BREAKS_MAX,
+                "description": "Oldest first.",
+            },
+        }
+    ),
+)
 MONTH_REPORT = component(
     "MonthReport",
     obj(
@@ -125,6 +175,11 @@ MONTH_REPORT = component(
                     description="At the 12-month average; null: the device has no price.",
                 )
             ),
+            "register_breaks": {
+                "type": "array",
+                "items": REGISTER_BREAK,
+                "description": "Register breaks whose new segment starts in the month.",
+            },
         }
     ),
 )
@@ -183,3 +238,7 @@ MONTHS_PARAMS = [
 DATE_PARAM = OpenApiParameter(
     "date", DAY_PARAM, required=True, description="A local day, YYYY-MM-DD, 2000 to 2099."
 )
+BREAKS_PARAMS = [
+    OpenApiParameter("start", MOMENT, description="From this moment on; default: the first."),
+    OpenApiParameter("end", MOMENT, description="Before this moment; default: no end."),
+]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from django.db import connection
 
 from capacity.rules import COMPLETE_COVERAGE, QUARTER_S, Month, MonthPeak
+from telemetry import segments
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,7 @@ class QuarterPower:
 
 
 def _epoch(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"date_part('epoch', {column})"
-    # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]'. julianday() keeps only milliseconds,
-    # so whole seconds come from strftime('%s') and the fraction is added as text.
-    return (
-        f"(CAST(strftime('%%s', {column}) AS REAL)"
-        f" + COALESCE(CAST(NULLIF(substr({column}, 20), '') AS REAL), 0.0))"
-    )
+    return segments.epoch_sql(column)
 
 
 def param(moment: datetime):
@@ -49,7 +43,14 @@ def param(moment: datetime):
 
 
 def quarters_sql() -> str:
-    """Quarter kW for device %(device)s in [%(start)s, %(end)s); one row per non-empty quarter."""
+    """Quarter kW for device %(device)s in [%(start)s, %(end)s); one row per non-empty quarter.
+
+    Registers are read as one continuous series across register segments
+    (telemetry.segments): each raw value less the steps of the breaks before it. Across a
+    step that series is flat, so a boundary is never interpolated across it and the
+    quarter holding it counts only its measured parts; the time across the step is not
+    coverage either.
+    """
     e = _epoch
     start_value = (
         f"CASE WHEN prev_ts IS NULL THEN first_v ELSE prev_v + (first_v - prev_v) * "
@@ -67,20 +68,26 @@ def quarters_sql() -> str:
             COALESCE((SELECT min(bucket) FROM telemetry_quarter
                       WHERE device_id = %(device)s AND bucket >= %(end)s), %(end)s) AS hi
     ),
-    neighbours AS (
+    measured AS (
         SELECT bucket, first_ts, last_ts, sample_count,
-            first_import_kwh AS first_v, last_import_kwh AS last_v,
-            LAG(last_ts) OVER w AS prev_ts, LAG(last_import_kwh) OVER w AS prev_v,
-            LEAD(first_ts) OVER w AS next_ts, LEAD(first_import_kwh) OVER w AS next_v
+            first_import_kwh - {segments.offset_sql("first_ts")} AS first_v,
+            last_import_kwh - {segments.offset_sql("last_ts")} AS last_v,
+            {segments.gap_sql("first_ts", "last_ts")} AS gap_s
         FROM telemetry_quarter, edges
         WHERE device_id = %(device)s AND bucket >= edges.lo AND bucket <= edges.hi
+    ),
+    neighbours AS (
+        SELECT bucket, first_ts, last_ts, sample_count, first_v, last_v, gap_s,
+            LAG(last_ts) OVER w AS prev_ts, LAG(last_v) OVER w AS prev_v,
+            LEAD(first_ts) OVER w AS next_ts, LEAD(first_v) OVER w AS next_v
+        FROM measured
         WINDOW w AS (ORDER BY bucket)
     ),
     quarters AS (
         SELECT bucket, first_ts, last_ts, sample_count,
             ({end_value} - {start_value}) * 4 AS kw,
             CASE WHEN sample_count > 1
-                THEN ({e("last_ts")} - {e("first_ts")}) * sample_count
+                THEN ({e("last_ts")} - {e("first_ts")} - gap_s) * sample_count
                      / (sample_count - 1) / {QUARTER_S}
                 ELSE 0 END AS coverage
         FROM neighbours

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 from capacity import queries, rules
 from capacity.rules import Month
-from telemetry.models import Device, Sample
+from telemetry.models import Device, RegisterBreak, Sample
+from telemetry.segments import Offsets
 
 TOP_QUARTERS = 5
 
@@ -85,6 +86,52 @@ def month_report(device: Device, month: Month) -> dict:
         },
         "top_quarters": [_quarter_json(q, tz) for q in top],
         "estimated_cost": estimated_cost(device.capacity_price_eur_per_kw_year, average),
+        "register_breaks": [
+            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
+        ],
+    }
+
+
+REGISTER_BREAKS_MAX = 1000
+
+
+def register_breaks_between(
+    device: Device, start: datetime | None = None, end: datetime | None = None
+) -> list[RegisterBreak]:
+    """The device's register breaks whose new segment starts in [start, end), oldest
+    first (at most REGISTER_BREAKS_MAX: a meter is replaced a few times in its life)."""
+    found = RegisterBreak.objects.filter(device=device).order_by("ts")
+    if start is not None:
+        found = found.filter(ts__gte=start)
+    if end is not None:
+        found = found.filter(ts__lt=end)
+    return list(found[:REGISTER_BREAKS_MAX])
+
+
+def register_break_json(found: RegisterBreak, tz: ZoneInfo) -> dict:
+    export_step = found.export_step_kwh
+    return {
+        "ts": _local(found.ts, tz),
+        "previous_ts": _local(found.prev_ts, tz),
+        "kind": found.kind,
+        "previous_import_kwh": found.prev_import_kwh,
+        "import_kwh": found.import_kwh,
+        "previous_export_kwh": found.prev_export_kwh,
+        "export_kwh": found.export_kwh,
+        "import_step_kwh": _round(found.import_step_kwh, 6),
+        "export_step_kwh": _round(export_step, 6),
+        "unmeasured_s": round((found.ts - found.prev_ts).total_seconds(), 3),
+    }
+
+
+def register_breaks(device: Device, start: datetime | None, end: datetime | None) -> dict:
+    tz = ZoneInfo(device.timezone)
+    return {
+        "device_id": device.device_id,
+        "timezone": device.timezone,
+        "register_breaks": [
+            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
+        ],
     }
 
 
@@ -205,9 +252,13 @@ def realtime(device: Device, now: datetime) -> dict:
     peak_so_far = rules.MonthPeak(
         month, queries.peak_between(device.pk, month_start, quarter_start)
     )
-    start_register = _register_at(device, quarter_start)
+    # Registers read across register segments: a meter swapped within the running
+    # quarter adds no energy (telemetry.segments).
+    offsets = Offsets.of_device(device.pk)
+    start_register = _register_at(device, quarter_start, offsets)
+    latest_register = offsets.import_at(ts, latest["energy_import_kwh"])
     outlook = rules.quarter_outlook(
-        energy_so_far_kwh=max(latest["energy_import_kwh"] - start_register, 0.0),
+        energy_so_far_kwh=max(latest_register - start_register, 0.0),
         elapsed_s=(ts - quarter_start).total_seconds(),
         power_now_w=latest["power_w"],
         month_peak_kw=peak_so_far.peak_kw,
@@ -235,12 +286,20 @@ def realtime(device: Device, now: datetime) -> dict:
     }
 
 
-def _register_at(device: Device, boundary: datetime) -> float:
-    """Import register at a boundary from the two samples around it (two index lookups)."""
+def _register_at(device: Device, boundary: datetime, offsets: Offsets) -> float:
+    """Continuous import register at a boundary from the two samples around it (two
+    index lookups)."""
     samples = Sample.objects.filter(device=device)
     after = samples.filter(ts__gte=boundary).order_by("ts").values_list("ts", "energy_import_kwh")
     before = samples.filter(ts__lt=boundary).order_by("-ts").values_list("ts", "energy_import_kwh")
     first_after = after.first()
     if first_after is None:  # cannot happen: the latest sample is at or after it
         raise ValueError("no sample at or after the quarter start")
-    return rules.interpolate(boundary, before.first(), first_after)
+    last_before = before.first()
+
+    def continuous(sample: tuple[datetime, float]) -> tuple[datetime, float]:
+        return sample[0], offsets.import_at(sample[0], sample[1])
+
+    return rules.interpolate(
+        boundary, None if last_before is None else continuous(last_before), continuous(first_after)
+    )

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from capacity import reports, rules
 from capacity.openapi import (
+    BREAKS_PARAMS,
     DATE_PARAM,
     DAY_QUARTERS,
     MONTH_PATH_PARAM,
@@ -22,12 +23,14 @@ from capacity.openapi import (
     MONTH_TABLE,
     MONTHS_PARAMS,
     REALTIME,
+    REGISTER_BREAKS,
 )
 from capacity.rules import Month
 from p1platform.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device
 from telemetry.ingest import realtime_cache_key
 from telemetry.openapi import DEVICE_ID_PARAM
+from telemetry.read_views import parse_moment
 
 
 class RealtimeViewSet(viewsets.ViewSet):
@@ -131,3 +134,26 @@ class CapacityViewSet(viewsets.ViewSet):
                 {"date": [f"Use a day from {rules.FIRST_YEAR} to {rules.LAST_YEAR}."]}
             )
         return Response(reports.day_quarters(device, day))
+
+    @extend_schema(
+        operation_id="capacity_register_breaks",
+        summary="Register discontinuities (meter swaps)",
+        description=(
+            "Where a register went down or jumped beyond what a household connection "
+            "carries: a new register segment starts. Quarters, peaks and series count "
+            "energy only inside segments."
+        ),
+        parameters=[DEVICE_ID_PARAM, *BREAKS_PARAMS],
+        responses={200: REGISTER_BREAKS, **problems(*READ_ERRORS)},
+    )
+    @action(detail=False, url_path="register-breaks")
+    def register_breaks(self, request):
+        device = readable_device(request, request.query_params.get("device_id"))
+        tz = ZoneInfo(device.timezone)
+        bounds = {}
+        for name in ("start", "end"):
+            text = request.query_params.get(name)
+            bounds[name] = parse_moment(name, text, tz) if text else None
+        if bounds["start"] and bounds["end"] and bounds["start"] >= bounds["end"]:
+            raise exceptions.ValidationError({"start": ["Must be before end."]})
+        return Response(reports.register_breaks(device, bounds["start"], bounds["end"]))

@@ -137,10 +137,27 @@ def meter_registers(seed: int, now: datetime) -> history.Registers:
     return history.Registers(*telegram.import_kwh, *telegram.export_kwh)
 
 
+# simulate_p1 --seed N is the same meter on every run: at a stored sample's time it shows
+# that sample's registers, to within the coarse pre-roll's rounding (well under 1 kWh a
+# month). Another seed is another meter, thousands of kWh away.
+SAME_METER_KWH = 5.0
+
+
+def is_this_meter(stored: history.Registers, seed: int, at: datetime) -> bool:
+    """Whether registers stored at ``at`` are what simulate_p1 --seed showed then."""
+    shown = meter_registers(seed, at)
+    return all(
+        abs(a - b) <= SAME_METER_KWH for a, b in zip(stored.values(), shown.values(), strict=True)
+    )
+
+
 @dataclass(frozen=True)
 class HistoryResult:
     inserted: int
     start: datetime | None  # None: nothing was missing
+    # The stored history is another meter's (another --seed): the live meter starts a
+    # new register segment (telemetry.segments) instead of being bridged to.
+    meter_changed: bool = False
 
 
 def ensure_history(device: Device, *, now: datetime, months: int, seed: int) -> HistoryResult:
@@ -160,9 +177,13 @@ def ensure_history(device: Device, *, now: datetime, months: int, seed: int) -> 
     if now - newest.ts < timedelta(seconds=history.STEP_S):
         return HistoryResult(0, None)
     before = history.Registers.of_sample(newest)
-    # A meter restarted in a later month counts from lower registers than the stored
-    # ones (simulate_p1 models the month so far); the gap then continues the stored
-    # registers and the live meter's first quarter reads as 0 kW, never as a fake peak.
+    # The gap is bridged to the live registers only when both are this meter's and
+    # they rose. Another seed is another meter: bridging would invent the difference
+    # between two meters as consumption (a 30,000 kW "peak"). A meter restarted in a
+    # later month counts from lower registers (simulate_p1 models the month so far).
+    # Then the gap continues the stored registers, and the live meter's first reading
+    # starts a new register segment at the server: nothing is counted across the step.
+    same_meter = is_this_meter(before, seed, newest.ts)
     rising = all(b <= a for b, a in zip(before.values(), live.values(), strict=True))
     inserted = history.backfill(
         device,
@@ -170,6 +191,6 @@ def ensure_history(device: Device, *, now: datetime, months: int, seed: int) -> 
         start=newest.ts + timedelta(seconds=1),
         seed=seed,
         before=before,
-        at_end=live if rising else None,
+        at_end=live if same_meter and rising else None,
     )
-    return HistoryResult(inserted, newest.ts)
+    return HistoryResult(inserted, newest.ts, meter_changed=not same_meter)

@@ -149,8 +149,11 @@ def generate(
 
     ``before``: the registers just before the first sample (continuing a stored
     history); ``at_end``: the registers the last sample must show (joining a live
-    meter). Given both, the increments are scaled to fit; given only ``at_end``, the
-    history is counted back from it (see _registers for registers too small for it).
+    meter). Given both, the increments are scaled to fit, so both must be the same
+    meter's: bridging two meters would count their difference as energy (the caller,
+    demo.bootstrap, leaves ``at_end`` out when the live meter is another one). Given
+    only ``at_end``, the history is counted back from it (see _registers for registers
+    too small for it).
     """
     step = seconds.step
     if QUARTER_S % step or 3600 % step:

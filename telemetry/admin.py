@@ -17,11 +17,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from telemetry.models import Device, DeviceToken, IngestRejection, Sample
+from telemetry.models import Device, DeviceToken, IngestRejection, RegisterBreak, Sample
 from telemetry.tokens import mint
 
 LATEST_SAMPLES = 50
 QUARANTINE_SHOWN = 50
+BREAKS_SHOWN = 50
 # What the latest-samples table shows: enough to recognise a reading at a glance.
 SAMPLE_COLUMNS = (
     "ts",
@@ -61,7 +62,7 @@ class DeviceAdmin(admin.ModelAdmin):
     search_fields = ("device_id", "name", "owner__username")
     autocomplete_fields = ("owner",)
     inlines = [DeviceTokenInline]
-    readonly_fields = ("issue_token_link", "latest_samples", "quarantine")
+    readonly_fields = ("issue_token_link", "latest_samples", "register_breaks", "quarantine")
 
     def get_queryset(self, request):
         # One index lookup per row on (device, ts): the newest sample's time.
@@ -92,6 +93,10 @@ class DeviceAdmin(admin.ModelAdmin):
             main,
             ("Tokens", {"fields": ("issue_token_link",)}),
             (f"Latest {LATEST_SAMPLES} samples (read-only)", {"fields": ("latest_samples",)}),
+            (
+                "Register breaks: meter swaps and other steps not counted as energy (read-only)",
+                {"fields": ("register_breaks",)},
+            ),
             ("Quarantine: samples the server refused (read-only)", {"fields": ("quarantine",)}),
         ]
 
@@ -119,6 +124,17 @@ class DeviceAdmin(admin.ModelAdmin):
             render_to_string(
                 "admin/telemetry/device/latest_samples.html",
                 {"columns": SAMPLE_COLUMNS, "rows": rows},
+            )
+        )
+
+    @admin.display(description="breaks")
+    def register_breaks(self, obj):
+        found = RegisterBreak.objects.filter(device=obj).order_by("-ts")
+        url = reverse("admin:telemetry_registerbreak_changelist") + f"?device__id__exact={obj.pk}"
+        return mark_safe(  # noqa: S308 - the template escapes every value
+            render_to_string(
+                "admin/telemetry/device/register_breaks.html",
+                {"breaks": found[:BREAKS_SHOWN], "total": found.count(), "all_url": url},
             )
         )
 
@@ -238,4 +254,36 @@ class IngestRejectionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(RegisterBreak)
+class RegisterBreakAdmin(admin.ModelAdmin):
+    """Read-only: derived from the samples by ingest and rebuild_capacity."""
+
+    list_display = (
+        "ts",
+        "device",
+        "kind",
+        "prev_ts",
+        "prev_import_kwh",
+        "import_kwh",
+        "prev_export_kwh",
+        "export_kwh",
+    )
+    list_filter = ("kind", ("device", admin.RelatedOnlyFieldListFilter))
+    list_select_related = ("device",)
+    search_fields = ("device__device_id",)
+    date_hierarchy = "ts"
+    fields = list_display
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # The samples decide: a deleted break would come back at the next rebuild.
         return False

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from edgeclient import wire
-from telemetry import pgarrays, rollups
+from telemetry import pgarrays, rollups, segments
 from telemetry.models import Sample
 from telemetry.signals import samples_ingested
 
@@ -67,27 +67,36 @@ def insert_columns(
         samples_ingested.send(
             sender=None,
             device_pk=device_pk,
-            oldest=min(columns[0]),
-            newest=max(columns[0]),
+            oldest=oldest,
+            newest=newest,
             timezone=timezone_name,
         )
 
+    oldest, newest = min(columns[0]), max(columns[0])
     if connection.vendor == "postgresql" and not rollups.maintained_by_ingest():
-        # TimescaleDB: the aggregates must be refreshed (outside any transaction) before
+        # TimescaleDB: the samples and their register breaks commit together; the
+        # aggregates are refreshed after that (outside any transaction) and before
         # receivers read them.
-        inserted = _insert_postgresql(device_pk, columns)
+        with transaction.atomic():
+            inserted = _insert_postgresql(device_pk, columns)
+            if inserted:
+                segments.refresh_breaks(device_pk, oldest, newest)
         if inserted:
+            if oldest < timezone.now() - rollups.REFRESH_IF_OLDER_THAN:
+                rollups.timescale_refresh(oldest, newest)
             with transaction.atomic():
                 notify()
         return inserted
-    # Samples, rollups and what receivers derive commit together: one commit (one WAL
-    # flush) per batch, and no derived row can miss a batch that was stored.
+    # Samples, rollups, register breaks and what receivers derive commit together: one
+    # commit (one WAL flush) per batch, and no derived row can miss a batch that was
+    # stored.
     with transaction.atomic():
         if connection.vendor == "postgresql":
             inserted = _insert_postgresql(device_pk, columns)
         else:
             inserted = _insert_sqlite(device_pk, columns)
         if inserted:
+            segments.refresh_breaks(device_pk, oldest, newest)
             notify()
     return inserted
 
@@ -111,11 +120,7 @@ def _insert_postgresql(device_pk: int, columns: list[list[Any] | None]) -> int:
                 cursor.execute(_PG_INSERT_WITH_ROLLUPS, [device_pk, *encoded])
                 return cursor.fetchone()[0]
             cursor.execute(_PG_INSERT, [device_pk, *encoded])
-            inserted = cursor.rowcount
-    oldest, newest = min(columns[0]), max(columns[0])
-    if inserted and oldest < timezone.now() - rollups.REFRESH_IF_OLDER_THAN:
-        rollups.timescale_refresh(oldest, newest)
-    return inserted
+            return cursor.rowcount
 
 
 def _insert_sqlite(device_pk: int, columns: list[list[Any] | None]) -> int:

@@ -118,7 +118,8 @@ class Sample(models.Model):
     ts = models.DateTimeField()
     power_w = models.FloatField()
     energy_import_kwh = models.FloatField()
-    energy_export_kwh = models.FloatField()
+    # Null: the meter has no export registers (reported for real P1 dongles).
+    energy_export_kwh = models.FloatField(null=True)
     energy_import_t1_kwh = models.FloatField(null=True)
     energy_import_t2_kwh = models.FloatField(null=True)
     energy_export_t1_kwh = models.FloatField(null=True)
@@ -161,8 +162,9 @@ class Rollup(models.Model):
     last_ts = models.DateTimeField()
     first_import_kwh = models.FloatField()
     last_import_kwh = models.FloatField()
-    first_export_kwh = models.FloatField()
-    last_export_kwh = models.FloatField()
+    # Null where the bucket's first (last) sample had no export register.
+    first_export_kwh = models.FloatField(null=True)
+    last_export_kwh = models.FloatField(null=True)
     sample_count = models.BigIntegerField()
     power_sum_w = models.FloatField()
     min_power_w = models.FloatField()
@@ -214,3 +216,48 @@ class IngestRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.received_at.isoformat()} #{self.index}"
+
+
+class RegisterBreak(models.Model):
+    """Where a device's registers stop being one series: the first sample of a new
+    register segment, with the last reading before it (telemetry.segments).
+
+    The step between the two readings is not consumption (a replaced meter, an edge
+    pointed at another meter): energy is counted only inside segments. Derived from
+    the samples and recomputed with them, so never edited by hand.
+    """
+
+    WENT_DOWN = "went-down"
+    IMPOSSIBLE_STEP = "impossible-step"
+    KINDS = [
+        (WENT_DOWN, "a register went down"),
+        (IMPOSSIBLE_STEP, "a step no household connection can carry"),
+    ]
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="register_breaks")
+    ts = models.DateTimeField(help_text="The first sample of the new segment.")
+    prev_ts = models.DateTimeField(help_text="The last sample of the previous segment.")
+    prev_import_kwh = models.FloatField()
+    prev_export_kwh = models.FloatField(null=True)
+    import_kwh = models.FloatField()
+    export_kwh = models.FloatField(null=True)
+    kind = models.CharField(max_length=20, choices=KINDS)
+
+    class Meta:
+        ordering = ["device", "ts"]
+        constraints = [
+            models.UniqueConstraint(fields=["device", "ts"], name="register_break_device_ts")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.ts.isoformat()} {self.kind}"
+
+    @property
+    def import_step_kwh(self) -> float:
+        return self.import_kwh - self.prev_import_kwh
+
+    @property
+    def export_step_kwh(self) -> float | None:
+        if self.export_kwh is None or self.prev_export_kwh is None:
+            return None
+        return self.export_kwh - self.prev_export_kwh

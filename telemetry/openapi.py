@@ -115,8 +115,22 @@ SERIES = component(
                 "items": obj(
                     {
                         "start": DATETIME,
-                        "import_kwh": NUMBER,
-                        "export_kwh": NUMBER,
+                        "import_kwh": {
+                            **NUMBER,
+                            "description": (
+                                "Import register rise inside register segments: a meter "
+                                "swap (capacity register-breaks) adds nothing."
+                            ),
+                        },
+                        "export_kwh": nullable(
+                            {
+                                **NUMBER,
+                                "description": (
+                                    "Likewise for export; null where the meter has no "
+                                    "export registers."
+                                ),
+                            }
+                        ),
                         "avg_power_w": NUMBER,
                         "min_power_w": NUMBER,
                         "max_power_w": NUMBER,

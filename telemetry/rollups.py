@@ -323,3 +323,34 @@ def drop_rollup_relations(apps, schema_editor) -> None:
         return
     for name in ("HourRollup", "QuarterRollup"):
         schema_editor.delete_model(apps.get_model("telemetry", name))
+
+
+_EXPORT_COLUMNS = ("first_export_kwh", "last_export_kwh")
+
+
+def _alter_export_columns(apps, schema_editor, null: bool) -> None:
+    """The rollup tables' export columns, where they are tables (not continuous
+    aggregates, whose columns follow their query)."""
+    from django.db import models
+
+    from telemetry.timescale import is_hypertable
+
+    if is_hypertable(schema_editor.connection, "telemetry_sample"):
+        return
+    for name in ("QuarterRollup", "HourRollup"):
+        model = apps.get_model("telemetry", name)
+        for column in _EXPORT_COLUMNS:
+            current = model._meta.get_field(column)
+            other = models.FloatField(null=not current.null)
+            other.set_attributes_from_name(column)
+            other.model = model
+            old, new = (other, current) if null else (current, other)
+            schema_editor.alter_field(model, old, new)
+
+
+def allow_null_export(apps, schema_editor) -> None:
+    _alter_export_columns(apps, schema_editor, null=True)
+
+
+def require_export(apps, schema_editor) -> None:
+    _alter_export_columns(apps, schema_editor, null=False)

@@ -4,12 +4,15 @@
 hours at query time in the device's time zone (local midnight is always a whole UTC
 hour in Belgium). Energy per bucket is the import/export register delta between the
 bucket's boundaries, each interpolated between the nearest samples around it, so the
-buckets of a range add up to the register change over the range.
+buckets of a range add up to the register change over the range. Registers are read
+across register segments (telemetry.segments): a meter swap adds no energy. Export is
+null where a boundary has no export register (a meter without one).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -18,6 +21,7 @@ from zoneinfo import ZoneInfo
 from capacity.rules import interpolate, local_midnight
 from telemetry.models import HourRollup, QuarterRollup, Rollup
 from telemetry.rollups import ROLLUP_COLUMNS
+from telemetry.segments import Offsets
 
 INTERVALS = ("15m", "1h", "1d", "1w", "1mo")
 MAX_POINTS = 10_000
@@ -36,8 +40,8 @@ class _Row:
     last_ts: datetime
     first_import: float
     last_import: float
-    first_export: float
-    last_export: float
+    first_export: float | None
+    last_export: float | None
     count: int
     power_sum: float
     min_power: float
@@ -94,11 +98,12 @@ def series(
         if not inside:
             continue
         count = sum(r.count for r in inside)
+        exported = _delta(rows, bucket_starts, lo, hi, "export")
         out.append(
             {
                 "start": lo.astimezone(tz).isoformat(),
                 "import_kwh": round(_delta(rows, bucket_starts, lo, hi, "import"), 6),
-                "export_kwh": round(_delta(rows, bucket_starts, lo, hi, "export"), 6),
+                "export_kwh": None if exported is None else round(exported, 6),
                 "avg_power_w": round(sum(r.power_sum for r in inside) / count, 1),
                 "min_power_w": min(r.min_power for r in inside),
                 "max_power_w": max(r.max_power for r in inside),
@@ -115,18 +120,42 @@ def _rows(model: type[Rollup], device_pk: int, start: datetime, end: datetime) -
     after = base.filter(bucket__gte=end).order_by("bucket").values_list(*_FIELDS)[:1]
     within = base.filter(bucket__gte=start, bucket__lt=end).order_by("bucket")
     rows = [*before, *within.values_list(*_FIELDS), *after]
-    return [_Row(*row) for row in rows]
+    offsets = Offsets.of_device(device_pk)
+    return [_continuous(_Row(*row), offsets) for row in rows]
 
 
-def _register(rows: list[_Row], starts: list[datetime], boundary: datetime, which: str) -> float:
+def _continuous(row: _Row, offsets: Offsets) -> _Row:
+    """The row's register values with the steps of earlier register breaks taken out."""
+    if not offsets.starts:
+        return row
+    return dataclasses.replace(
+        row,
+        first_import=offsets.import_at(row.first_ts, row.first_import),
+        last_import=offsets.import_at(row.last_ts, row.last_import),
+        first_export=offsets.export_at(row.first_ts, row.first_export),
+        last_export=offsets.export_at(row.last_ts, row.last_export),
+    )
+
+
+def _register(
+    rows: list[_Row], starts: list[datetime], boundary: datetime, which: str
+) -> float | None:
+    """The register at a boundary; None when a sample it needs has no such register."""
     i = bisect.bisect_left(starts, boundary)
     first, last = f"first_{which}", f"last_{which}"
     if i == len(rows):
         return getattr(rows[-1], last)  # nothing after the boundary yet
     after = (rows[i].first_ts, getattr(rows[i], first))
     before = (rows[i - 1].last_ts, getattr(rows[i - 1], last)) if i > 0 else None
+    if after[1] is None:
+        return None
+    if before is not None and before[1] is None:
+        return None
     return interpolate(boundary, before, after)
 
 
-def _delta(rows, starts, lo: datetime, hi: datetime, which: str) -> float:
-    return max(_register(rows, starts, hi, which) - _register(rows, starts, lo, which), 0.0)
+def _delta(rows, starts, lo: datetime, hi: datetime, which: str) -> float | None:
+    end, start = _register(rows, starts, hi, which), _register(rows, starts, lo, which)
+    if end is None or start is None:
+        return None
+    return max(end - start, 0.0)

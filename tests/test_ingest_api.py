@@ -300,11 +300,81 @@ def test_sample_with_only_required_fields_is_stored(http, server, device, ingest
         "ts": BASE_TS.isoformat(),
         "power_w": -350,
         "energy_import_kwh": 12.5,
-        "energy_export_kwh": 0,
     }
     response = post_batch(http, server, ingest_token, [minimal])
     assert response.json() == {"received": 1, "inserted": 1, "duplicates": 0}
     stored = Sample.objects.get(device=device)
     assert stored.power_w == -350
+    assert stored.energy_export_kwh is None
     assert stored.tariff is None
     assert stored.gas_ts is None
+
+
+def without_export(samples: list[dict], how: str) -> list[dict]:
+    """A meter without export registers (reported for real P1 dongles): the fields are
+    absent, or sent as null."""
+    fields = ("energy_export_kwh", "energy_export_t1_kwh", "energy_export_t2_kwh")
+    out = []
+    for s in samples:
+        s = dict(s)
+        for name in fields:
+            if how == "absent":
+                del s[name]
+            else:
+                s[name] = None
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_meter_without_export_registers_is_stored_and_read(
+    http, server, device, ingest_token, read_token, how
+):
+    # Two hours at 1 kWh an hour (tests.samples), every 30 s, in two batches.
+    batch = without_export(series(240, step_s=30), how)
+    for half in (batch[:120], batch[120:]):
+        response = post_batch(http, server, ingest_token, half)
+        assert response.json() == {"received": 120, "inserted": 120, "duplicates": 0}
+    assert not Sample.objects.filter(device=device, energy_export_kwh__isnull=False).exists()
+    answer = http.get(
+        f"{server.url}/v1/series",
+        params={"interval": "1h", "start": BASE_TS.isoformat(), "end": "2026-03-01T02:00:00Z"},
+        headers=bearer(read_token),
+    )
+    assert answer.status_code == 200, answer.text
+    buckets = answer.json()["buckets"]
+    assert [b["export_kwh"] for b in buckets] == [None, None]
+    # Import never depends on export: the first hour up to the second's first sample.
+    assert buckets[0]["import_kwh"] == pytest.approx(1.0, abs=1e-6)
+    assert buckets[1]["import_kwh"] == pytest.approx(1.0 - 30 / 3600, abs=1e-6)
+    quarters = http.get(
+        f"{server.url}/v1/capacity/quarters",
+        params={"date": "2026-03-01"},
+        headers=bearer(read_token),
+    ).json()["quarters"]
+    measured = [q for q in quarters if q["kw"] is not None]
+    assert len(measured) == 8
+    assert all(q["kw"] == pytest.approx(1.0, abs=0.05) for q in measured)  # 1 kWh an hour
+    realtime = http.get(f"{server.url}/v1/realtime", headers=bearer(read_token)).json()
+    assert realtime["latest"]["energy_export_kwh"] is None
+    assert realtime["quarter"]["headroom_w"] is not None
+
+
+@pytest.mark.parametrize("value", [-1, "0.5", True, float("inf")])
+def test_export_register_present_but_invalid_is_still_422(
+    http, server, device, ingest_token, value
+):
+    batch = series(3)
+    batch[2]["energy_export_kwh"] = value
+    if value == float("inf"):
+        content = json.dumps({"samples": batch}).encode()  # Infinity: not JSON at all
+        response = http.post(
+            f"{server.url}/v1/ingest",
+            content=content,
+            headers={**bearer(ingest_token), "Content-Type": "application/json"},
+        )
+        assert_problem(response, 400)
+    else:
+        body = assert_problem(post_batch(http, server, ingest_token, batch), 422)
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [(2, "energy_export_kwh")]
+    assert Sample.objects.count() == 0

@@ -120,3 +120,106 @@ def test_off_keeps_a_plain_table_even_where_timescaledb_exists():
                 "SELECT to_regclass('timescaledb_information.hypertables')"
             ).fetchone()
     assert row == (None,)
+
+
+def _manage_migrate(env: dict[str, str], *target: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "migrate", *target, "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def _scratch(tmp_path) -> Iterator[tuple[dict[str, str], object]]:
+    """Environment for manage.py on an empty database of this pass's engine, and a
+    DB-API connection factory to it."""
+    if connection.vendor == "postgresql":
+        with scratch_database(database_url()) as url:
+            yield (
+                {**os.environ, "DATABASE_URL": url, "TIMESCALEDB": "off"},
+                (lambda: psycopg.connect(url, autocommit=True)),
+            )
+        return
+    import sqlite3
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATA_DIR"] = str(tmp_path)
+    yield env, (lambda: sqlite3.connect(tmp_path / "p1platform.sqlite3", isolation_level=None))
+
+
+@pytest.mark.django_db
+def test_upgrade_keeps_samples_and_allows_meters_without_export(tmp_path):
+    sample_sql = (
+        "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh, "
+        "energy_export_kwh) VALUES (1, {ts}, 100.0, 10.0, {export})"
+    )
+    quarter_sql = (
+        "INSERT INTO telemetry_quarter (device_id, bucket, first_ts, last_ts, first_import_kwh, "
+        "last_import_kwh, first_export_kwh, last_export_kwh, sample_count, power_sum_w, "
+        "min_power_w, max_power_w) VALUES (1, {ts}, {ts}, {ts}, 10.0, 10.0, {export}, {export}, "
+        "1, 100.0, 100.0, 100.0)"
+    )
+    with _scratch(tmp_path) as (env, connect):
+        result = _manage_migrate(env, "telemetry", "0005_ingest_rejection")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        db.execute(
+            "INSERT INTO telemetry_device (id, device_id, name, timezone, created_at) "
+            "VALUES (1, 'home-p1', '', 'Europe/Brussels', '2026-03-01 00:00:00')"
+        )
+        db.execute(sample_sql.format(ts="'2026-03-01 00:00:00'", export="5.0"))
+        db.execute(quarter_sql.format(ts="'2026-03-01 00:00:00'", export="5.0"))
+        db.close()
+
+        result = _manage_migrate(env)
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        db.execute(sample_sql.format(ts="'2026-03-01 00:00:10'", export="NULL"))
+        db.execute(quarter_sql.format(ts="'2026-03-01 00:15:00'", export="NULL"))
+        kept = db.execute("SELECT energy_export_kwh FROM telemetry_sample ORDER BY ts").fetchall()
+        rollups = db.execute(
+            "SELECT first_export_kwh FROM telemetry_quarter ORDER BY bucket"
+        ).fetchall()
+        assert db.execute("SELECT count(*) FROM telemetry_registerbreak").fetchone() == (0,)
+        # Going back needs every export register present again.
+        db.execute("DELETE FROM telemetry_sample WHERE energy_export_kwh IS NULL")
+        db.execute("DELETE FROM telemetry_quarter WHERE first_export_kwh IS NULL")
+        db.close()
+        assert [tuple(r) for r in kept] == [(5.0,), (None,)]
+        assert [tuple(r) for r in rollups] == [(5.0,), (None,)]
+        result = _manage_migrate(env, "telemetry", "0005_ingest_rejection")
+        assert result.returncode == 0, result.stderr
+
+
+@needs_timescaledb
+def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates():
+    with scratch_database(TIMESCALE_URL) as url:
+        env = {**os.environ, "DATABASE_URL": url, "TIMESCALEDB": "require"}
+        result = _manage_migrate(env, "telemetry", "0005_ingest_rejection")
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO telemetry_device (id, device_id, name, timezone, created_at) "
+                "VALUES (1, 'home-p1', '', 'Europe/Brussels', '2026-03-01 00:00:00+00')"
+            )
+            db.execute(
+                "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh, "
+                "energy_export_kwh) VALUES (1, '2026-03-01 00:00:00+00', 100, 10, 5)"
+            )
+            db.execute("SELECT compress_chunk(c) FROM show_chunks('telemetry_sample') c")
+        result = _manage_migrate(env)
+        assert result.returncode == 0, result.stderr
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh, "
+                "energy_export_kwh) VALUES (1, '2026-03-01 00:15:10+00', 100, 10.1, NULL)"
+            )
+            db.execute("CALL refresh_continuous_aggregate('telemetry_quarter', NULL, NULL)")
+            rows = db.execute(
+                "SELECT first_export_kwh FROM telemetry_quarter ORDER BY bucket"
+            ).fetchall()
+        assert rows == [(5.0,), (None,)]

@@ -35,7 +35,8 @@ def ingest(device, samples) -> int:
 
 
 def stream(rng: random.Random, count: int) -> list[dict]:
-    """Jittered 1-10 s sampling with gaps, export bursts and optional meter fields."""
+    """Jittered 1-10 s sampling with gaps, export bursts and optional meter fields
+    (the export register among them)."""
     samples, ts, imported, exported = [], BASE_TS, 1000.0, 50.0
     for _ in range(count):
         ts += timedelta(seconds=rng.choice([1, 2, 2, 3, 10]) + rng.random())
@@ -47,6 +48,8 @@ def stream(rng: random.Random, count: int) -> list[dict]:
         s = sample(ts, power_w=power, energy_import_kwh=imported, energy_export_kwh=exported)
         if rng.random() < 0.3:
             s["average_power_15m_w"] = None
+        if rng.random() < 0.2:
+            s["energy_export_kwh"] = None  # a meter without export registers
         if rng.random() < 0.3:
             s["monthly_power_peak_w"] = rng.uniform(2000, 9000)
         samples.append(s)

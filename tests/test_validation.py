@@ -33,7 +33,6 @@ def test_only_required_fields_is_enough():
         "ts": BASE_TS.isoformat(),
         "power_w": 0,
         "energy_import_kwh": 1,
-        "energy_export_kwh": 0,
     }
     columns, errors = validate_samples([minimal], now=NOW)
     assert errors == []
@@ -64,13 +63,35 @@ def test_only_required_fields_is_enough():
         ("ts", "yesterday"),
         ("ts", 1700000000),
         ("monthly_power_peak_ts", "2026-02-14 18:15"),
-        ("energy_export_kwh", None),
+        ("energy_export_kwh", -1),
     ],
 )
 def test_bad_value_is_named_by_index_and_field(field, value):
     good = sample(BASE_TS)
     bad = {**sample(BASE_TS + timedelta(seconds=1)), field: value}
     assert errors_of([good, bad]) == [(1, field)]
+
+
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_export_register_is_optional(how):
+    # Real P1 dongles on meters without export registers send neither register.
+    samples = [sample(BASE_TS), sample(BASE_TS + timedelta(seconds=1))]
+    if how == "absent":
+        del samples[1]["energy_export_kwh"]
+    else:
+        samples[1]["energy_export_kwh"] = None
+    columns, errors = validate_samples(samples, now=NOW)
+    assert errors == []
+    assert columns[list(wire.SAMPLE_FIELDS).index("energy_export_kwh")] == [2000.0, None]
+
+
+def test_required_fields_are_time_power_and_import():
+    assert wire.REQUIRED_FIELDS == ("ts", "power_w", "energy_import_kwh")
+
+
+@pytest.mark.parametrize("field", ["ts", "power_w", "energy_import_kwh"])
+def test_required_field_sent_as_null_is_named(field):
+    assert errors_of([{**sample(BASE_TS), field: None}]) == [(0, field)]
 
 
 def test_missing_required_field_is_named():

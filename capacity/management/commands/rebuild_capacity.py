@@ -1,11 +1,14 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from capacity.materialize import rebuild
-from telemetry.models import Device
+from telemetry.models import Device, RegisterBreak
 
 
 class Command(BaseCommand):
-    help = "Recompute the stored quarter power of devices (after a bulk load outside ingest)."
+    help = (
+        "Recompute the register breaks (meter swaps), quarter power and monthly peaks of "
+        "devices from their stored samples (after a bulk load outside ingest)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("device_ids", nargs="*", help="default: every device")
@@ -19,4 +22,8 @@ class Command(BaseCommand):
                 raise CommandError(f"device_ids: no device {', '.join(sorted(missing))}")
         for device in devices:
             rebuild(device.pk)
-            self.stdout.write(f"rebuilt capacity quarters of {device.device_id}")
+            breaks = RegisterBreak.objects.filter(device=device).count()
+            self.stdout.write(
+                f"rebuilt capacity quarters of {device.device_id} "
+                f"({breaks} register break{'' if breaks == 1 else 's'})"
+            )

@@ -179,11 +179,40 @@
         ? "€ " + cost.yearly_eur.toFixed(2) + " a year · € " + cost.monthly_eur.toFixed(2) + " a month"
         : "set a capacity price for this device in the admin";
       yearly.title = cost ? "at € " + cost.price_eur_per_kw_year + " per kW per year" : "";
+      drawBreaks(month.register_breaks || []);
       report("month", null);
       $("month-title").closest("section").dataset.loaded = month.month;
     } catch (error) {
       report("month", error);
     }
+  }
+
+  // A meter swap (or an edge pointed at another meter) shows where it is: its register
+  // step is not energy, so the month's figures leave it out and say so.
+  function drawBreaks(breaks) {
+    const section = $("month-title").closest("section");
+    let notice = $("month-breaks");
+    if (!breaks.length) {
+      if (notice) notice.remove();
+      return;
+    }
+    if (!notice) {
+      notice = document.createElement("ul");
+      notice.id = "month-breaks";
+      notice.className = "warning-text";
+      section.appendChild(notice);
+    }
+    notice.replaceChildren(
+      ...breaks.map((b) => {
+        const item = document.createElement("li");
+        const what = b.kind === "went-down" ? "Meter change" : "Register jump (another meter?)";
+        item.textContent =
+          what + " at " + P.moment(b.ts) + ": import register " + b.previous_import_kwh.toFixed(3) +
+          " → " + b.import_kwh.toFixed(3) + " kWh; the step is not counted as energy.";
+        return item;
+      }),
+    );
+    section.dataset.breaks = String(breaks.length);
   }
 
   // ---- the day's quarters -----------------------------------------------------------
@@ -312,9 +341,13 @@
       historyChart.data.datasets[0].data = buckets.map((b) => b.import_kwh);
       historyChart.data.datasets[1].data = buckets.map((b) => b.export_kwh);
       historyChart.update();
-      const sum = (name) => buckets.reduce((total, b) => total + b[name], 0);
+      const sum = (name) => buckets.reduce((total, b) => total + (b[name] || 0), 0);
+      // A meter without export registers answers null export.
+      const exported = buckets.some((b) => b.export_kwh !== null)
+        ? "exported " + sum("export_kwh").toFixed(1) + " kWh"
+        : "no export registers";
       $("history-total").textContent = buckets.length
-        ? "Imported " + sum("import_kwh").toFixed(1) + " kWh, exported " + sum("export_kwh").toFixed(1) + " kWh"
+        ? "Imported " + sum("import_kwh").toFixed(1) + " kWh, " + exported
         : "No readings in this period.";
       const section = $("history");
       section.dataset.loaded = current.kind + ":" + current.start;

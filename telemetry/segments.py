@@ -1,0 +1,214 @@
+"""Register segments: where a device's meter registers stop being one series.
+
+Between two consecutive samples of a device (time order), a register step that goes
+down, or that implies more power than any household connection carries, is not
+consumption: the grid operator replaced the meter (registers restart near 0), or the
+edge was pointed at another meter. The later sample starts a new segment and the pair
+is recorded as a RegisterBreak. Energy is counted only inside segments: every reader of
+registers (capacity quarters, series, realtime) subtracts the steps of the breaks before
+a moment (``offset``), so the registers read as one continuous series that stays flat
+across each step: the unmeasured gap is not invented, and no boundary is interpolated
+across a step.
+
+One rule, one SQL statement (``refresh_breaks``): ingest runs it over a batch's
+time range widened to the stored samples either side (a backlog landing before or
+between stored samples included), ``rebuild_breaks`` over all of a device's samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+
+# A Belgian household connection is at most a few tens of kW (3 x 63 A at 400 V is about
+# 44 kVA; anything larger is a professional connection). 250 kW between two readings is
+# several times that, so no real consumption reaches it, while a swapped meter's restart
+# (or a jump to another meter's registers) is millions of times above it within seconds.
+MAX_HOUSEHOLD_POWER_W = 250_000.0
+# DSMR registers count whole Wh: a step within one unit is rounding, never a break (and
+# keeps two samples a few milliseconds apart from looking impossible).
+REGISTER_RESOLUTION_KWH = 0.001
+
+WENT_DOWN = "went-down"
+IMPOSSIBLE_STEP = "impossible-step"
+
+_TABLE = "telemetry_registerbreak"
+_SAMPLES = "telemetry_sample"
+# Far enough out for "every sample of the device" (samples start in 2000).
+_ALL_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+_ALL_TO = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def epoch_sql(column: str) -> str:
+    """Seconds since the epoch of a timestamp column, in this database's dialect."""
+    if connection.vendor == "postgresql":
+        return f"date_part('epoch', {column})"
+    # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]'. julianday() keeps only milliseconds,
+    # so whole seconds come from strftime('%s') and the fraction is added as text.
+    return (
+        f"(CAST(strftime('%%s', {column}) AS REAL)"
+        f" + COALESCE(CAST(NULLIF(substr({column}, 20), '') AS REAL), 0.0))"
+    )
+
+
+def _went_down(register: str) -> str:
+    return f"{register} < prev_{register} - {REGISTER_RESOLUTION_KWH}"
+
+
+def _impossible(register: str) -> str:
+    per_second_kwh = MAX_HOUSEHOLD_POWER_W / 1000 / 3600
+    step = f"{register} - prev_{register}"
+    # The first test is cheap and false for most pairs (a step within one register
+    # unit); the time between the readings is computed only for the others.
+    return (
+        f"({step} > {REGISTER_RESOLUTION_KWH} AND {step} > {REGISTER_RESOLUTION_KWH} + "
+        f"({epoch_sql('ts')} - {epoch_sql('prev_ts')}) * {per_second_kwh!r})"
+    )
+
+
+_COLUMNS = "ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh, kind"
+
+
+def _window_sql() -> str:
+    """The breaks the samples show from pred(lo) to succ(hi) (found = 1), and those
+    recorded there (found = 0), in one statement. pred is the last stored sample before
+    lo, succ the first after hi. Export counts only where both samples have it (a
+    comparison with NULL is never true)."""
+    went_down = f"{_went_down('import_kwh')} OR {_went_down('export_kwh')}"
+    impossible = f"{_impossible('import_kwh')} OR {_impossible('export_kwh')}"
+    # Only our own names and constants are formatted in; values go as parameters.
+    return f"""
+    WITH bounds AS (
+        SELECT
+            COALESCE((SELECT max(ts) FROM {_SAMPLES}
+                      WHERE device_id = %(device)s AND ts < %(lo)s), %(lo)s) AS lo,
+            COALESCE((SELECT min(ts) FROM {_SAMPLES}
+                      WHERE device_id = %(device)s AND ts > %(hi)s), %(hi)s) AS hi
+    ),
+    pairs AS (
+        SELECT ts, energy_import_kwh AS import_kwh, energy_export_kwh AS export_kwh,
+            LAG(ts) OVER w AS prev_ts,
+            LAG(energy_import_kwh) OVER w AS prev_import_kwh,
+            LAG(energy_export_kwh) OVER w AS prev_export_kwh
+        FROM {_SAMPLES}, bounds
+        WHERE device_id = %(device)s AND ts >= bounds.lo AND ts <= bounds.hi
+        WINDOW w AS (ORDER BY ts)
+    )
+    SELECT 1, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
+        CASE WHEN {went_down} THEN '{WENT_DOWN}' ELSE '{IMPOSSIBLE_STEP}' END
+    FROM pairs WHERE prev_ts IS NOT NULL AND ({went_down} OR {impossible})
+    UNION ALL
+    SELECT 0, {_COLUMNS} FROM {_TABLE}, bounds
+    WHERE device_id = %(device)s AND ts > bounds.lo AND ts <= bounds.hi
+    """  # noqa: S608
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
+_DELETE = f"DELETE FROM {_TABLE} WHERE device_id = %s AND ts = %s"  # noqa: S608
+_UPSERT = f"""
+INSERT INTO {_TABLE} (device_id, {_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (device_id, ts) DO UPDATE SET
+    prev_ts = excluded.prev_ts, prev_import_kwh = excluded.prev_import_kwh,
+    prev_export_kwh = excluded.prev_export_kwh, import_kwh = excluded.import_kwh,
+    export_kwh = excluded.export_kwh, kind = excluded.kind
+"""  # noqa: S608
+
+
+def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
+    """Make the recorded breaks match the stored samples from the last sample before
+    ``oldest`` to the first after ``newest``. Idempotent: a retried batch changes
+    nothing. One statement per batch whatever its size, and writes only where the
+    breaks changed (rare: a meter swap, or a backlog landing beside one)."""
+    params = {
+        "device": device_pk,
+        "lo": connection.ops.adapt_datetimefield_value(oldest),
+        "hi": connection.ops.adapt_datetimefield_value(newest),
+    }
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Two batches of one device committing at once would each miss the other's
+            # rows (and a step between them). Taken after the batch's own writes and held
+            # to its commit, so the later batch's window sees the earlier one; only
+            # capacity rows are written after it, so the lock order is always the same.
+            # (SQLite has one writer at a time anyway.)
+            cursor.execute(_LOCK, [_LOCK_CLASS, device_pk & 0x7FFFFFFF])
+        cursor.execute(_window_sql(), params)
+        rows = cursor.fetchall()
+        if not rows:
+            return
+        # Values go back as the database gave them: no conversion can make them differ.
+        detected = {row[1]: tuple(row[1:]) for row in rows if row[0] == 1}
+        recorded = {row[1]: tuple(row[1:]) for row in rows if row[0] == 0}
+        stale = [(device_pk, ts) for ts in recorded if ts not in detected]
+        changed = [(device_pk, *row) for ts, row in detected.items() if recorded.get(ts) != row]
+        if stale:
+            cursor.executemany(_DELETE, stale)
+        if changed:
+            cursor.executemany(_UPSERT, changed)
+
+
+def rebuild_breaks(device_pk: int) -> None:
+    """The same rule over every stored sample of the device (manage.py rebuild_capacity)."""
+    refresh_breaks(device_pk, _ALL_FROM, _ALL_TO)
+
+
+# --- reading registers across segments -------------------------------------------------
+
+
+def offset_sql(moment: str, register: str = "import") -> str:
+    """SQL: the sum of the steps of the device's breaks at or before ``moment`` (a column
+    or expression), to subtract from a raw ``register`` value read at that moment."""
+    step = f"b.{register}_kwh - b.prev_{register}_kwh"
+    return (
+        f"(SELECT COALESCE(sum({step}), 0) FROM {_TABLE} b "  # noqa: S608
+        f"WHERE b.device_id = %(device)s AND b.ts <= {moment})"
+    )
+
+
+def gap_sql(first_ts: str, last_ts: str) -> str:
+    """SQL: seconds between first_ts and last_ts that lie across a step (unmeasured)."""
+    return (
+        f"(SELECT COALESCE(sum({epoch_sql('b.ts')} - {epoch_sql('b.prev_ts')}), 0) "  # noqa: S608
+        f"FROM {_TABLE} b WHERE b.device_id = %(device)s "
+        f"AND b.prev_ts >= {first_ts} AND b.ts <= {last_ts})"
+    )
+
+
+@dataclass(frozen=True)
+class Offsets:
+    """A device's breaks in memory: the continuous value of a raw register reading."""
+
+    starts: list[datetime]  # ts of each break, ascending
+    import_sums: list[float]  # cumulative import steps up to and including each break
+    export_sums: list[float]  # likewise for export (a step without export counts 0)
+
+    @classmethod
+    def of_device(cls, device_pk: int) -> Offsets:
+        from telemetry.models import RegisterBreak
+
+        rows = (
+            RegisterBreak.objects.filter(device_id=device_pk)
+            .order_by("ts")
+            .values_list("ts", "prev_import_kwh", "import_kwh", "prev_export_kwh", "export_kwh")
+        )
+        starts, imports, exports = [], [], []
+        for ts, prev_import, import_, prev_export, export in rows:
+            starts.append(ts)
+            imports.append(import_ - prev_import)
+            exports.append(0.0 if export is None or prev_export is None else export - prev_export)
+        return cls(starts, list(itertools.accumulate(imports)), list(itertools.accumulate(exports)))
+
+    def _sum(self, sums: list[float], moment: datetime) -> float:
+        i = bisect.bisect_right(self.starts, moment)
+        return sums[i - 1] if i else 0.0
+
+    def import_at(self, moment: datetime, raw: float) -> float:
+        return raw - self._sum(self.import_sums, moment)
+
+    def export_at(self, moment: datetime, raw: float | None) -> float | None:
+        return None if raw is None else raw - self._sum(self.export_sums, moment)
