@@ -174,7 +174,7 @@ CASES = [
     Case("missing_ts", 422, one_without("ts")),
     Case("missing_power", 422, one_without("power_w")),
     Case("missing_import_register", 422, one_without("energy_import_kwh")),
-    Case("required_field_null", 422, one_with(energy_export_kwh=None)),
+    Case("required_field_null", 422, one_with(energy_import_kwh=None)),
     Case("unknown_sample_field", 422, one_with(apparent_power_va=1.0)),
     # Numbers JSON has no room for, in every spelling a JSON parser might accept.
     Case("nan", 400, one_with_raw("power_w", "NaN")),
