@@ -32,6 +32,7 @@ DEVICE_READS = {
     "capacity-month": "/v1/capacity/month/2026-03",
     "capacity-months": "/v1/capacity/months?end=2026-03&count=2",
     "capacity-quarters": "/v1/capacity/quarters?date=2026-03-01",
+    "capacity-register-breaks": "/v1/capacity/register-breaks?start=2026-03-01&end=2026-03-02",
 }
 LIST_READS = {"devices-list": "/v1/devices"}
 WRITES = {"ingest-list": "/v1/ingest"}
