@@ -82,3 +82,27 @@ def make_sample_hypertable(apps, schema_editor) -> None:
         f"SELECT add_compression_policy('{SAMPLE_TABLE}', INTERVAL '{COMPRESS_AFTER}', "
         "if_not_exists => true)"
     )
+
+
+# Dropping NOT NULL on a hypertable with compression enabled is refused before 2.18
+# ("operation not supported on hypertables that have compression enabled").
+NULLABLE_COLUMN_MIN_VERSION = (2, 18)
+
+
+def require_nullable_column_support(apps, schema_editor) -> None:
+    """Migration step: say in one line which TimescaleDB a column change needs, instead
+    of failing inside ALTER TABLE with the extension's generic refusal."""
+    connection = schema_editor.connection
+    if not is_hypertable(connection, SAMPLE_TABLE):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        (version,) = cursor.fetchone()
+    found = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+    if found < NULLABLE_COLUMN_MIN_VERSION:
+        wanted = ".".join(map(str, NULLABLE_COLUMN_MIN_VERSION))
+        raise TimescaleRequired(
+            f"TimescaleDB {version} cannot make a column of the compressed sample table "
+            f"nullable: update the extension to {wanted} or later (a newer image, then "
+            "ALTER EXTENSION timescaledb UPDATE; docs/DEPLOY.md, Upgrades) and migrate again"
+        )

@@ -2,6 +2,7 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 from telemetry.rollups import allow_null_export, require_export
+from telemetry.timescale import require_nullable_column_support
 
 
 class Migration(migrations.Migration):
@@ -10,8 +11,9 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # Meters without export registers exist. On a compressed hypertable, DROP NOT NULL
-        # needs TimescaleDB 2.18 or later (earlier releases refuse it on compressed chunks).
+        # Meters without export registers exist. On a hypertable with compression, DROP
+        # NOT NULL needs TimescaleDB 2.18 or later: an older one is named in one line.
+        migrations.RunPython(require_nullable_column_support, migrations.RunPython.noop),
         migrations.AlterField(
             model_name="sample",
             name="energy_export_kwh",
