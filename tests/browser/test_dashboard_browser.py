@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import pytest
 
+from capacity.rules import QUARTER
 from tests.browser.conftest import PASSWORD, USERNAME
 from tests.conftest import bearer
 
@@ -164,17 +165,23 @@ def test_quarter_gauge_turns_to_warning_when_a_peak_is_simulated(page, household
         message="gauge disagrees with the API",
     )
     latest = before["latest"]
-    # A burst of heavy load in the running quarter: 6 kWh more is 24 kW over a quarter,
-    # above any peak the simulated household can reach.
+    # A burst of heavy load in one quarter: 6 kWh more is 24 kW over a quarter, above any
+    # peak the simulated household can reach. Spread over 100 s (216 kW between
+    # readings), as no faster: a steeper step is a register discontinuity
+    # (telemetry.segments), not consumption.
     start = max(datetime.fromisoformat(latest["ts"]), datetime.now(UTC)).replace(microsecond=0)
+    step_s, steps = 25, 4
+    quarter_end = start + (QUARTER - (start - datetime(2000, 1, 1, tzinfo=UTC)) % QUARTER)
+    if quarter_end - start < timedelta(seconds=step_s * steps + 10):
+        start = quarter_end  # the whole burst in the next quarter (ahead by under 5 minutes)
     burst = [
         {
-            "ts": (start + timedelta(seconds=i + 1)).isoformat(),
+            "ts": (start + timedelta(seconds=step_s * (i + 1))).isoformat(),
             "power_w": 22000.0,
-            "energy_import_kwh": latest["energy_import_kwh"] + 6.0 + i * 0.01,
+            "energy_import_kwh": latest["energy_import_kwh"] + 1.5 * (i + 1),
             "energy_export_kwh": latest["energy_export_kwh"],
         }
-        for i in range(3)
+        for i in range(steps)
     ]
     response = httpx.post(
         f"{household.server.url}/v1/ingest",

@@ -104,9 +104,11 @@ def test_every_served_reading_is_stored_once_with_its_values(
             want["ts"] = first["meter_ts"]
         matching = [row for row in rows if not differences(row, want)]
         if first["meter_ts"] is None:
-            # The edge's own clock: some moment between the first poll and the last one.
+            # The edge's own clock: some moment between the first poll and the last one;
+            # or, for the first reading of a clock found stuck only later, the meter's
+            # own whole second, up to a second before the answer was served.
             earliest = datetime.fromtimestamp(answers[0]["served_at"]).astimezone() - timedelta(
-                seconds=0.5
+                seconds=1.5
             )
             latest = datetime.fromtimestamp(answers[-1]["served_at"]).astimezone() + timedelta(
                 seconds=SERVE_TO_SPOOL_S
