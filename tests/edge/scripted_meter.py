@@ -15,8 +15,10 @@ client at pairing, as with a real meter). Standard library only, one thread per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -98,6 +100,7 @@ class ScriptedMeter:
     certificates: SimulatorCertificates | None = None
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _connections: set[socket.socket] = field(default_factory=set)
 
     def start(self) -> ScriptedMeter:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
@@ -118,6 +121,17 @@ class ScriptedMeter:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        # A client's keep-alive connection would otherwise go on being answered by its
+        # handler thread: a device that left the network answers nothing.
+        with self._lock:
+            connections, self._connections = set(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._lock:
+            (self._connections.add if open_ else self._connections.discard)(conn)
 
     @property
     def address(self) -> str:
@@ -157,6 +171,14 @@ class _Handler(BaseHTTPRequestHandler):
     @property
     def meter(self) -> ScriptedMeter:
         return self.server.meter  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        super().setup()
+        self.meter.track(self.connection, True)
+
+    def finish(self) -> None:
+        self.meter.track(self.connection, False)
+        super().finish()
 
     def do_GET(self) -> None:
         meter = self.meter

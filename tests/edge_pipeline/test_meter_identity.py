@@ -110,7 +110,7 @@ def test_a_device_that_turns_out_not_to_be_a_meter_stops_the_edge_before_any_rea
     assert spooled(spool_path) == 0  # its kWh readings never reached the spool
 
 
-def test_after_an_outage_the_device_is_asked_again_and_spooled_readings_stay(
+def test_after_an_outage_another_product_pauses_the_readings_until_the_meter_is_back(
     start_simulator, scripted, start_edge, edge_only_env, spool_path
 ):
     closed, port = free_port()
@@ -122,8 +122,21 @@ def test_after_an_outage_the_device_is_asked_again_and_spooled_readings_stay(
     sim.stop()
     edge.log.wait_for("meter unreachable")
     kept = spooled(spool_path)
-    # The address now belongs to an Energy Socket (a DHCP lease handed on, say).
-    start_scripted(scripted, product="HWE-SKT", port=port)
-    assert edge.process.wait(EXIT_TIMEOUT_S) == 2
-    assert "(HWE-SKT), not a P1 meter" in edge.log.wait_closed()[-1]
+    # The address now belongs to an Energy Socket (a DHCP lease handed on, say): the
+    # edge keeps running (its backlog must still upload), takes nothing from it, and
+    # says so once and in the spool's meter state for edge_status.
+    socket_meter = start_scripted(scripted, product="HWE-SKT", port=port)
+    edge.log.wait_for(r"\(HWE-SKT\), not a P1 meter")
+    with Spool(spool_path, create=False) as spool:
+        assert "not a P1 meter" in (spool.status().meter_error or "")
+    assert edge.process.poll() is None
     assert spooled(spool_path) == kept  # nothing from the socket, nothing lost
+    socket_meter.stop()
+    # The P1 meter comes back at its address: asked again, it is read again.
+    start_simulator("v1", "--port", str(port))
+    edge.log.wait_for("the P1 meter answers again")
+    wait_until(lambda: spooled(spool_path) > kept, what="readings after the meter came back")
+    with Spool(spool_path, create=False) as spool:
+        assert spool.status().meter_error is None
+    assert edge.terminate() == 0
+    assert len(edge.log.matching("not a P1 meter")) == 1

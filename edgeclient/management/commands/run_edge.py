@@ -3,14 +3,16 @@
 Two threads that share nothing but the spool file, each with its own connection: the
 poll loop (meter -> normalise -> spool) and the upload loop (spool -> server). A slow or
 dead server therefore never delays a poll. No error ends either loop, but one: the
-device at HW_P1_HOST saying it is not a P1 meter.
+first device to answer at HW_P1_HOST saying it is not a P1 meter.
 
 What the device is (GET /api) is asked at start, and again at the first answer after
 every outage (an address may be handed to another device while the meter is away). A
 meter that does not answer at start does not stop the edge: it keeps asking, takes no
 reading until the device has said it is a P1 meter, and polls as usual from then on.
-A device that is not a P1 meter ends run_edge with one line and exit code 2; what the
-spool holds stays for the next run.
+A device that is not a P1 meter ends run_edge with one line and exit code 2 when it is
+the first to answer (a setting to fix); after a P1 meter has answered, another product
+at its address only pauses the readings (logged once, shown by edge_status) while the
+spool's backlog goes on uploading.
 """
 
 from __future__ import annotations
@@ -124,14 +126,30 @@ class MeterIdentity:
         self._recorded = False
 
     def confirm(self, meter: HomeWizardClient, spool: Spool) -> bool:
-        """True once the device is known to be a P1 meter; raises MeterWrongProduct."""
+        """True once the device is known to be a P1 meter.
+
+        Raises MeterWrongProduct when the first device to answer is not one: a setting
+        to fix. Once a P1 meter has answered, another product at its address later (a
+        DHCP lease handed on during an outage) only pauses the readings: the spool's
+        backlog still uploads, and the address is asked again every poll.
+        """
         if self.info is not None:
             return True
         try:
             info = require_p1_meter(meter)
         except MeterWrongProduct as exc:
-            self.refused = exc
-            raise
+            if not self._ever_confirmed:
+                self.refused = exc
+                raise
+            if not self._recorded:
+                spool.record_meter(f"{type(exc).__name__}: {exc}")
+                self._recorded = True
+                logger.error(
+                    "%s; no reading is taken until the P1 meter answers there again, "
+                    "asking every poll (uploads go on)",
+                    exc,
+                )
+            return False
         except MeterError as exc:
             if not self._ever_confirmed and not self._recorded:
                 spool.record_meter(f"{type(exc).__name__}: {exc}")
@@ -146,6 +164,8 @@ class MeterIdentity:
         if self._recorded:
             spool.record_meter(None)
             self._recorded = False
+            if self._ever_confirmed:
+                logger.info("the P1 meter answers again at %s", meter.config.host)
         if info != self.last_info:
             logger.info(
                 "meter at %s is a %s, serial %s, firmware %s, API %s",
@@ -166,7 +186,7 @@ class MeterIdentity:
 def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity) -> None:
     """Poll at a fixed rate; a late poll is not made up with a burst.
 
-    Ends (and sets ``stop``) only when the device turns out not to be a P1 meter.
+    Ends (and sets ``stop``) only when the first device to answer is not a P1 meter.
     """
     assert config.meter is not None
     guard = _LoopGuard("poll")
