@@ -80,6 +80,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE state ADD COLUMN meter_clock_detail TEXT",
         "ALTER TABLE state ADD COLUMN meter_clock_since REAL",
     ),
+    (
+        # The latest sample the server acknowledged: once the spool is drained, the
+        # sample clock still knows after a restart which ts the next sample must follow
+        # (a sample older than stored ones would look like a register step to the server).
+        "ALTER TABLE state ADD COLUMN acknowledged_ts_us INTEGER",
+        "ALTER TABLE state ADD COLUMN acknowledged_sample TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_S = 30.0
@@ -258,6 +265,16 @@ class Spool:
         """Delete exactly these pending samples (the server has them); record the upload."""
         at = self._clock() if uploaded_at is None else uploaded_at
         with self._transaction():
+            if keys:
+                newest = self._db.execute(
+                    "SELECT ts_us, sample FROM pending WHERE ts_us = ?", (max(keys),)
+                ).fetchone()
+                if newest is not None:
+                    self._db.execute(
+                        "UPDATE state SET acknowledged_ts_us = ?, acknowledged_sample = ? "
+                        "WHERE id = 1 AND coalesce(acknowledged_ts_us, ?) <= ?",
+                        (*newest, newest[0], newest[0]),
+                    )
             before = self._db.total_changes
             self._db.executemany("DELETE FROM pending WHERE ts_us = ?", ((k,) for k in keys))
             deleted = self._db.total_changes - before
@@ -272,11 +289,20 @@ class Spool:
         return self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
 
     def latest(self) -> Pending | None:
-        """The pending sample with the latest ts (the poller's memory after a restart)."""
-        row = self._db.execute(
-            "SELECT ts_us, sample FROM pending ORDER BY ts_us DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else Pending(row[0], json.loads(row[1]))
+        """The latest sample this spool held, pending or already acknowledged (the
+        poller's memory after a restart); None for a spool that never held one."""
+        with self._transaction(read_only=True):
+            pending = self._db.execute(
+                "SELECT ts_us, sample FROM pending ORDER BY ts_us DESC LIMIT 1"
+            ).fetchone()
+            acknowledged = self._db.execute(
+                "SELECT acknowledged_ts_us, acknowledged_sample FROM state WHERE id = 1"
+            ).fetchone()
+        rows = [row for row in (pending, acknowledged) if row is not None and row[0] is not None]
+        if not rows:
+            return None
+        key, text = max(rows, key=lambda row: row[0])
+        return Pending(key, json.loads(text))
 
     def pending_keys(self) -> list[int]:
         return [k for (k,) in self._db.execute("SELECT ts_us FROM pending ORDER BY ts_us")]

@@ -340,3 +340,38 @@ def test_after_a_restart_a_stuck_meter_clock_does_not_cost_the_next_reading(
         ("2024-06-28T12:12:34+00:00", 500.0),
         ("2024-06-28T12:12:39.300000+00:00", 650.0),
     ]
+
+
+def test_after_a_restart_with_a_drained_spool_no_sample_goes_before_the_uploaded_ones(
+    tmp_path, clock, cert_root
+):
+    # Found in review: the clock remembered only the newest *pending* sample, so after
+    # the uploader drained the spool a restart forgot where the ts stood. A meter 40 s
+    # behind is stamped by the edge's clock; trusted again at 20 s behind after the
+    # restart, its time fell before the samples the server already had: out of order,
+    # the server saw its registers go down (register breaks that are no meter change).
+    clock.set(datetime(2024, 6, 28, 12, 12, 34, tzinfo=UTC))
+    path = tmp_path / "spool.sqlite3"
+    behind_40 = [
+        _v2_answer(f"2024-06-28T14:11:{54 + 2 * i:02d}", 500 + i, 13779.338) for i in (0, 1, 2)
+    ]
+    with (
+        recorded_meter(behind_40, api="v2", cert_dir=cert_root / "recorded") as meter,
+        Spool(path) as spool,
+    ):
+        poller = Poller(meter, spool, now=_edge_now(clock))
+        for _ in behind_40:
+            assert poller.step().state == SPOOLED
+            clock.advance(2)
+        uploaded = spool.oldest(10)
+        spool.acknowledge([p.key for p in uploaded])  # the server has them all
+    last_uploaded = datetime.fromisoformat(uploaded[-1].sample["ts"])
+    behind_20 = _v2_answer("2024-06-28T14:12:20", 520, 13779.340)  # edge is at 12:12:40
+    with (
+        recorded_meter([behind_20], api="v2", cert_dir=cert_root / "recorded") as meter,
+        Spool(path) as spool,
+    ):
+        assert spool.depth() == 0
+        assert Poller(meter, spool, now=_edge_now(clock)).step().state == SPOOLED
+        (after,) = spool.oldest(10)
+    assert datetime.fromisoformat(after.sample["ts"]) > last_uploaded

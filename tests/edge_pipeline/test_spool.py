@@ -301,3 +301,16 @@ def test_meter_identity_clock_and_latest_sample_are_kept_in_the_state(tmp_path):
     assert (status.meter_changes, status.meter_changed_at) == (1, clock.now)
     assert (status.meter_clock, status.meter_clock_since) == ("stuck", clock.now)
     assert status.meter_clock_detail == "the meter's clock stands still"
+
+
+def test_the_latest_sample_outlives_its_upload_and_never_moves_back(tmp_path):
+    with Spool(tmp_path / "spool.sqlite3", clock=Clock()) as spool:
+        samples = series(4)
+        spool.add_many(samples)
+        keys = spool.pending_keys()
+        spool.acknowledge(keys[2:])  # the newest two reach the server first
+        spool.acknowledge(keys[:2])  # then the older two: the mark stays on the newest
+        assert spool.depth() == 0
+        assert spool.latest() == (keys[-1], samples[-1])
+    with Spool(tmp_path / "spool.sqlite3") as reopened:  # after a restart
+        assert reopened.latest().sample == samples[-1]
