@@ -333,7 +333,7 @@ def _parse_meter_time(raw: Any) -> datetime:
         raise _Unusable(Problem.NOT_A_TIMESTAMP, f"is not a timestamp: {raw!r}")
     if isinstance(raw, int) or (isinstance(raw, str) and raw.isascii() and raw.isdigit()):
         digits = str(raw).zfill(12)
-        if int(raw) == 0 or digits in _PLACEHOLDER_DIGITS:
+        if not digits.strip("0") or digits in _PLACEHOLDER_DIGITS:  # no int(): any length
             raise _Unusable(Problem.PLACEHOLDER, f"is a no-time placeholder: {_shown(raw)}")
         if len(digits) != 12:
             raise _Unusable(Problem.NOT_A_TIMESTAMP, f"expected YYMMDDhhmmss, got {_shown(raw)}")

@@ -13,7 +13,9 @@ Per reading (``SampleClock.stamp``):
   that sends no usable time (API v1 firmware) repeats its latest telegram to every poll
   until the next one: an identical reading within TELEGRAM_REPEAT_WINDOW of the first
   poll that saw it is that same telegram. Past the window an identical reading is a new
-  measurement (a meter at rest still reports, and the quarters need its coverage).
+  measurement (a meter at rest still reports, and the quarters need its coverage). The
+  same holds while the meter's clock is not trusted: a time that stands still names no
+  telegram.
 - the meter's time did not advance but a value changed -> the clock is ``stuck``;
   it went back -> ``backwards``; it is off the edge's by more than the tolerance ->
   ``drifting``; the meter sent a time that is not usable -> ``unusable``; it sent none
@@ -127,18 +129,23 @@ class SampleClock:
         """``meter_time`` as the normaliser read it (None: absent or unusable, then
         ``meter_time_unusable`` says what the meter sent)."""
         memory = self._memory
+        unchanged = measurement == memory.measurement
         if (
-            meter_time is not None
+            unchanged
+            and memory.state is ClockState.METER
+            and meter_time is not None
             and meter_time == memory.meter_time
-            and measurement == memory.measurement
         ):
+            # A trusted clock names its telegram: the same time is the same telegram.
             return Stamp(None, memory.state, memory.detail, memory)
         if (
-            meter_time is None
-            and measurement == memory.measurement
+            unchanged
+            and (meter_time is None or meter_time == memory.meter_time)
             and memory.measurement_since is not None
             and timedelta(0) <= edge_now - memory.measurement_since < TELEGRAM_REPEAT_WINDOW
         ):
+            # No usable meter time (none, or one that stands still): an unchanged
+            # reading within a telegram period is that same telegram polled again.
             return Stamp(None, memory.state, memory.detail, memory)
         verdict, detail = _verdict(memory, meter_time, edge_now, meter_time_unusable)
         close = (

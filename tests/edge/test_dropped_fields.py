@@ -291,3 +291,12 @@ def test_the_poller_spools_every_reading_counts_drops_and_logs_once_an_hour(
     assert sorted(line.split()[2] for line in noted) == sorted(
         ["gas_ts", "gas_m3", "energy_export_kwh"] * 2
     )
+
+
+def test_a_gas_time_of_thousands_of_digits_is_dropped_not_raised():
+    # int() refuses digit strings past 4,300 digits (CPython's conversion limit): the
+    # reading must still be kept, with the odd time dropped and counted.
+    payload = _v1_without_gas_meter("1" * 5000) | {"total_gas_m3": 2569.646}
+    result = normalise_reading(payload, api="v1", now=EDGE_NOW)
+    assert result.sample["gas_ts"] is None and result.sample["power_w"] == -543.0
+    assert _problems(result)["gas_ts"] is Problem.NOT_A_TIMESTAMP

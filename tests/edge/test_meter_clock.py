@@ -111,6 +111,18 @@ def test_without_a_meter_time_an_unchanged_reading_is_the_same_telegram_within_t
     assert [t for t in ts if t is not None] == [T0, T0 + _s(window), polls[-1][1] + _s(1)]
 
 
+def test_a_stuck_meter_clock_at_rest_still_gives_a_sample_per_telegram_window():
+    # Found in review: with the clock stuck, "same time, same values" de-duplicated a
+    # household at rest for as long as nothing changed (one sample an hour).
+    clock = SampleClock()
+    _run(clock, [(T0, T0, 500), (T0, T0 + _s(2), 501)])  # values change: clock stuck
+    assert clock.state is ClockState.STUCK
+    at_rest = [(T0, T0 + _s(2 + 2 * i), 501) for i in range(1, 31)]  # a minute, unchanged
+    given = [ts for ts in _run(clock, at_rest) if ts is not None]
+    window = TELEGRAM_REPEAT_WINDOW.total_seconds()
+    assert len(given) == int(60 // window)
+
+
 def test_switching_to_the_edge_clock_never_gives_a_ts_before_the_last_one():
     clock = SampleClock()
     ahead = _s(20)  # within the tolerance: trusted, but 20 s ahead of the edge
