@@ -166,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Silent: one line per request would drown the test's output."""
 
     @property
     def meter(self) -> ScriptedMeter:
