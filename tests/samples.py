@@ -44,3 +44,18 @@ def sample(ts: datetime, **overrides: Any) -> dict[str, Any]:
 
 def series(count: int, start: datetime = BASE_TS, step_s: float = 1.0) -> list[dict[str, Any]]:
     return [sample(start + timedelta(seconds=i * step_s)) for i in range(count)]
+
+
+def meter_swap(count: int = 6) -> list[dict[str, Any]]:
+    """``count`` readings 10 s apart at about 10,000 kWh, then, five minutes after the
+    first, a new meter that starts at 0.5 kWh and has no export registers."""
+    old = [sample(BASE_TS + timedelta(seconds=10 * i)) for i in range(count)]
+    new = [
+        sample(
+            BASE_TS + timedelta(minutes=5, seconds=10 * i),
+            energy_import_kwh=0.5 + i / 3600,
+            energy_export_kwh=None,
+        )
+        for i in range(count)
+    ]
+    return old + new

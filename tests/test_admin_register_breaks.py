@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from telemetry.models import RegisterBreak
-from tests.samples import BASE_TS, sample
+from tests.samples import BASE_TS, meter_swap, sample
 from tests.test_admin import INLINE_SCRIPT, store
 
 pytestmark = pytest.mark.django_db
@@ -23,16 +23,7 @@ def admin_client(client, django_user_model):
 @pytest.fixture
 def swapped(device):
     """Readings at about 10,000 kWh, then a new meter that starts at 0.5 kWh."""
-    old = [sample(BASE_TS + timedelta(seconds=10 * i)) for i in range(6)]
-    new = [
-        sample(
-            BASE_TS + timedelta(minutes=5, seconds=10 * i),
-            energy_import_kwh=0.5 + i / 3600,
-            energy_export_kwh=None,
-        )
-        for i in range(6)
-    ]
-    store(device, old + new)
+    store(device, meter_swap())
     return device
 
 

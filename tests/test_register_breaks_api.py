@@ -13,7 +13,7 @@ from telemetry.ingest import insert_columns
 from telemetry.tokens import issue_token
 from telemetry.validation import validate_samples
 from tests.conftest import bearer
-from tests.samples import BASE_TS, sample
+from tests.samples import BASE_TS, meter_swap, sample
 
 # Committed: on TimescaleDB the aggregates over old samples refresh only outside a
 # transaction (telemetry.rollups.timescale_refresh).
@@ -30,20 +30,11 @@ def store(device, samples) -> None:
 def swapped(device):
     """About 10,000 kWh, a new meter at 0.5 kWh without export registers, and a third
     meter at 30,000 kWh ten minutes later."""
-    old = [sample(BASE_TS + timedelta(seconds=10 * i)) for i in range(6)]
-    new = [
-        sample(
-            BASE_TS + timedelta(minutes=5, seconds=10 * i),
-            energy_import_kwh=0.5 + i / 3600,
-            energy_export_kwh=None,
-        )
-        for i in range(6)
-    ]
     third = [
         sample(BASE_TS + timedelta(minutes=15, seconds=10 * i), energy_import_kwh=30000 + i / 3600)
         for i in range(6)
     ]
-    store(device, old + new + third)
+    store(device, meter_swap() + third)
     return device
 
 
