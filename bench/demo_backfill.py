@@ -5,7 +5,7 @@
 1. A fresh database: SQLite in a temporary DATA_DIR (the demo's embedded default), or
    the PostgreSQL database named by --database-url (dropped and created).
 2. ``--days`` of demo history (every 5 minutes) is generated once, outside the clock.
-3. Baseline: the samples go through telemetry.ingest.insert_columns in the demo's chunk
+3. Baseline: the samples go through telemetry.pipeline.ingest_batch in the demo's chunk
    size, as an upload of the same rows would, then one capacity rebuild.
    Measured: demo.bulkload.insert_history in the same chunks, then one capacity rebuild.
    Each phase writes to a device of its own; the phases alternate, twice each, because
@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> None:
     from capacity.materialize import rebuild
     from demo import history
     from demo.bulkload import insert_history
-    from telemetry.ingest import insert_columns
     from telemetry.models import Device
+    from telemetry.pipeline import ingest_batch
 
     tz = ZoneInfo("Europe/Brussels")
     seconds = history.grid(END - timedelta(days=args.days), END, history.STEP_S)
@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> None:
         [None if c is None else c[lo : lo + history.CHUNK] for c in columns]
         for lo in range(0, len(seconds), history.CHUNK)
     ]
-    paths = {"ingest path": insert_columns, "demo.bulkload": insert_history}
+    paths = {
+        "ingest path": lambda device, chunk: ingest_batch(device, chunk),
+        "demo.bulkload": lambda device, chunk: insert_history(device.pk, chunk, device.timezone),
+    }
     times: dict[str, list[float]] = {name: [] for name in paths}
     for round_ in range(ROUNDS):
         for name, insert in paths.items():
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
             )
             began = time.perf_counter()
             for chunk in chunks:
-                insert(device.pk, chunk, device.timezone)
+                insert(device, chunk)
             rebuild(device.pk)
             times[name].append(time.perf_counter() - began)
     print(f"{connection.vendor}: {len(seconds)} samples ({args.days} days), median of {ROUNDS}")

@@ -69,10 +69,10 @@ def household_kw(ts: datetime) -> float:
     return base + 0.2 * ((ts.second * 7 + ts.minute * 13) % 10) / 10
 
 
-def load(device_pk: int) -> int:
+def load(device) -> int:
     from django.utils import timezone
 
-    from telemetry.ingest import insert_columns
+    from telemetry.pipeline import ingest_batch
     from telemetry.validation import validate_samples
 
     now = timezone.now()
@@ -94,7 +94,7 @@ def load(device_pk: int) -> int:
             if len(batch) == BATCH or ts >= end:
                 columns, errors = validate_samples(batch, now=now)
                 assert not errors, errors[:2]
-                total += insert_columns(device_pk, columns)
+                total += ingest_batch(device, columns)
                 batch = []
     return total
 
@@ -181,7 +181,7 @@ def main() -> None:
     else:
         device = Device.objects.create(device_id="bench")
         began = time.perf_counter()
-        rows = load(device.pk)
+        rows = load(device)
         print(f"loaded {rows:,} samples in {time.perf_counter() - began:.0f} s")
     token = issue_token(device, "read")[1]
     headers = {"Authorization": f"Bearer {token}"}

@@ -17,7 +17,8 @@ from capacity.queries import param, quarters_sql
 from capacity.rules import QUARTER, Month
 from telemetry import segments
 from telemetry.models import Device
-from telemetry.rollups import bucket_start
+from telemetry.pipeline import StoredBatch
+from telemetry.timegrid import bucket_start
 
 _UPSERT = """
 INSERT INTO capacity_quarter
@@ -126,10 +127,9 @@ def _as_datetime(value) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def on_samples_ingested(
-    sender, device_pk: int, oldest: datetime, newest: datetime, timezone=None, **kwargs
-):
-    refresh_quarters(device_pk, oldest, newest, ZoneInfo(timezone) if timezone else None)
+def refresh_after_batch(batch: StoredBatch) -> None:
+    """Ingest step: the quarters and month candidates the batch's span touches."""
+    refresh_quarters(batch.device_pk, batch.oldest, batch.newest, ZoneInfo(batch.timezone))
 
 
 def on_device_saved(sender, instance: Device, created: bool, **kwargs) -> None:

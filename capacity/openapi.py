@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiParameter
 
 from capacity import reports
-from p1platform.openapi import (
+from p1common.openapi import (
     BOOLEAN,
     DATETIME,
     INTEGER,

@@ -6,7 +6,7 @@ parameters and check access.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,7 @@ from capacity import queries, rules
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
+from telemetry.timegrid import bucket_start
 
 TOP_QUARTERS = 5
 
@@ -245,7 +246,7 @@ def realtime(device: Device, now: datetime) -> dict:
     if latest is None:
         return {"device_id": device.device_id, "timezone": device.timezone, "latest": None}
     ts = latest["ts"]
-    quarter_start = ts - (ts - datetime(2000, 1, 1, tzinfo=UTC)) % rules.QUARTER
+    quarter_start = bucket_start(ts, rules.QUARTER)
     month = Month.of(quarter_start, tz)
     month_start, _ = month.bounds(tz)
     # The running quarter is excluded from "the peak so far": it is what we project.

@@ -17,17 +17,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-QUARTER = timedelta(minutes=15)
-QUARTER_S = 900.0
+from telemetry.timegrid import (  # noqa: F401  (part of the rules' vocabulary)
+    FIRST_YEAR,
+    LAST_YEAR,
+    QUARTER,
+    QUARTER_S,
+    day_bounds,
+    interpolate,
+    local_midnight,
+)
+
 MINIMUM_BILLED_KW = 2.5
 COMPLETE_COVERAGE = 0.9
 ROLLING_MONTHS = 12
-# The years the read API answers for: samples start in 2000 (telemetry.validation), and
-# far-off years reach local-mean-time offsets and date overflows instead of answers.
-FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 
 @dataclass(frozen=True)
@@ -74,28 +79,10 @@ class Month:
         return cls(local.year, local.month)
 
 
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(ZoneInfo("UTC"))
-
-
-def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    return local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
-
-
 def quarter_starts(start: datetime, end: datetime) -> list[datetime]:
     """Every quarter start in [start, end); start must be quarter-aligned."""
     count = int((end - start) / QUARTER)
     return [start + i * QUARTER for i in range(count)]
-
-
-def interpolate(
-    boundary: datetime, before: tuple[datetime, float] | None, after: tuple[datetime, float]
-) -> float:
-    """Register value at a boundary, linear between the nearest samples either side."""
-    if before is None:
-        return after[1]  # no earlier sample: never extrapolate
-    (t1, v1), (t2, v2) = before, after
-    return v1 + (v2 - v1) * ((boundary - t1) / (t2 - t1))
 
 
 def coverage(first_ts: datetime, last_ts: datetime, sample_count: int) -> float:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
@@ -25,10 +23,10 @@ from capacity.openapi import (
     REALTIME,
     REGISTER_BREAKS,
 )
+from capacity.realtime import cached_realtime, realtime_cache_key, with_age
 from capacity.rules import Month
-from p1platform.openapi import READ_ERRORS, problems
+from p1common.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device
-from telemetry.ingest import realtime_cache_key
 from telemetry.openapi import DEVICE_ID_PARAM
 from telemetry.read_views import parse_moment
 
@@ -51,22 +49,8 @@ class RealtimeViewSet(viewsets.ViewSet):
     )
     def list(self, request):
         device = readable_device(request, request.query_params.get("device_id"))
-        key = realtime_cache_key(device.device_id)
-        prefetched = getattr(request, "prefetched_cache", {})
-        answer = prefetched[key] if key in prefetched else cache.get(key)
-        if answer is None:
-            answer = reports.realtime(device, timezone.now())
-            cache.set(key, answer, settings.CACHE_TTL_S)
+        answer = cached_realtime(device, getattr(request, "prefetched_cache", None))
         return Response(with_age(answer))
-
-
-def with_age(answer: dict) -> dict:
-    """The latest reading's age at the moment of serving, cached answer or not."""
-    latest = answer.get("latest")
-    if latest is None:
-        return {**answer, "age_s": None}
-    age = (timezone.now() - datetime.fromisoformat(latest["ts"])).total_seconds()
-    return {**answer, "age_s": round(age, 1)}
 
 
 class CapacityViewSet(viewsets.ViewSet):

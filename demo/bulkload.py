@@ -2,17 +2,16 @@
 
 PostgreSQL goes through telemetry.ingest.insert_columns: its rollup merge is one
 set-based statement per batch. On SQLite that path recomputes the touched buckets in
-runs of at most 96 buckets (telemetry.rollups.sqlite_refresh) and sends samples_ingested for
-every batch; this path is still about 3x faster. Here the same rows are inserted with
-the same conflict rule, and the touched range's rollups are recomputed from one ordered
+runs of at most 96 buckets (telemetry.rollups.sqlite_refresh); this path is faster.
+Here the same rows are inserted with the same conflict rule, and the touched range's
+rollups are recomputed from one ordered
 read, bucket by bucket with the very function sqlite_refresh uses
 (rollups.aggregate_bucket), so both paths store the same values
 (tests/test_demo_history.py compares them). bench/demo_backfill.py measures the two on
 the same history. The capacity tables are rebuilt once by the caller.
 
-The SQLite path sends no samples_ingested signal: history is not live data, and the
-per-batch quarter refresh would redo what the one rebuild does. (On PostgreSQL
-insert_columns sends it as for any batch.)
+Neither path runs the ingest pipeline's steps (telemetry.pipeline): history is not
+live data, and a per-batch quarter refresh would redo what the one rebuild does.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def insert_history(device_pk: int, columns: list[list[Any] | None], timezone_nam
     if not columns[0]:
         return 0
     if connection.vendor == "postgresql":
-        return insert_columns(device_pk, columns, timezone_name)
+        return insert_columns(device_pk, columns)
     return _insert_sqlite(device_pk, columns)
 
 

@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+import p1wire as wire
 from capacity.materialize import rebuild
 from capacity.rules import Month
 from demo.bulkload import insert_history
-from edgeclient import wire
 from edgeclient.household import household_phases, tariff_at
 from telemetry.models import Device
 

@@ -25,7 +25,7 @@ import httpx
 from django.conf import settings
 
 from demo.bootstrap import DemoPaths
-from p1platform.child_processes import stop_process, stop_with_parent
+from p1common.child_processes import stop_process, stop_with_parent
 
 ROOT = Path(settings.BASE_DIR)
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"

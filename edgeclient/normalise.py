@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from edgeclient import wire
+import p1wire as wire
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 ApiVersion = Literal["v1", "v2"]

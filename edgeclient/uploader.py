@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
-from edgeclient import wire
+import p1wire as wire
 from edgeclient.backoff import parse_retry_after, retry_delay
 from edgeclient.config import EdgeConfig, ingest_endpoint
 from edgeclient.spool import Pending, Spool

@@ -1,6 +1,6 @@
 """/v1/docs: Swagger UI within the site's Content-Security-Policy (docs/adr/0004).
 
-Its own module: the schema class (p1platform.openapi) is loaded by drf-spectacular's
+Its own module: the schema class (p1common.openapi) is loaded by drf-spectacular's
 views module, so it must not import that module back.
 """
 

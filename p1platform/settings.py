@@ -12,8 +12,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from p1platform import roles
-from p1platform.env import (
+from p1common.env import (
     database_from_url,
     env_bool,
     env_choice,
@@ -22,6 +21,7 @@ from p1platform.env import (
     env_rate,
     env_str,
 )
+from p1platform import roles
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var")))
@@ -113,7 +113,7 @@ TIMESCALEDB = env_choice("TIMESCALEDB", ("auto", "off", "require"), "auto")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "p1platform.problems.ProblemDetailsMiddleware",
+    "p1common.problems.ProblemDetailsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -202,6 +202,14 @@ INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
 INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
+# What follows a stored batch, in order (telemetry.pipeline): the capacity quarters, the
+# realtime answer's cache, the peak guard. Each is called with a telemetry.pipeline
+# StoredBatch inside the batch's commit.
+INGEST_STEPS = [
+    "capacity.materialize.refresh_after_batch",
+    "capacity.realtime.forget_after_batch",
+    "peakguard.evaluate.check_after_batch",
+]
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.
@@ -235,10 +243,10 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "p1platform.problems.exception_handler",
+    "EXCEPTION_HANDLER": "p1common.problems.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"ingest": INGEST_THROTTLE_RATE},
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "p1platform.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "p1common.openapi.AutoSchema",
 }
 # /v1/schema and /v1/docs are public (docs/adr/0004): the schema names no device or data.
 SPECTACULAR_SETTINGS = {
@@ -255,7 +263,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "p1platform.openapi.add_components",
+        "p1common.openapi.add_components",
     ],
 }
 

@@ -33,10 +33,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from capacity import reports
-from capacity.rules import QUARTER
 from peakguard import delivery
 from peakguard.models import PeakAlert, PeakGuard
-from telemetry.rollups import bucket_start
+from telemetry.pipeline import StoredBatch
+from telemetry.timegrid import QUARTER, bucket_start
 
 logger = logging.getLogger("peakguard")
 
@@ -48,12 +48,12 @@ def current_quarter_start(now: datetime) -> datetime:
     return bucket_start(now, QUARTER)
 
 
-def on_samples_ingested(sender, device_pk: int, newest: datetime, **kwargs) -> None:
-    """samples_ingested receiver: schedule the check for after the commit."""
+def check_after_batch(batch: StoredBatch) -> None:
+    """Ingest step: schedule the check for after the commit."""
     now = clock()
-    if newest < current_quarter_start(now):
+    if batch.newest < current_quarter_start(now):
         return  # a late backlog: its quarters are over, nothing to warn about
-    transaction.on_commit(lambda: check_safely(device_pk, now))
+    transaction.on_commit(lambda: check_safely(batch.device_pk, now))
 
 
 def check_safely(device_pk: int, now: datetime) -> None:

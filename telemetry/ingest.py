@@ -12,14 +12,12 @@ from itertools import repeat
 from typing import Any
 
 import psycopg
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from edgeclient import wire
+import p1wire as wire
 from telemetry import pgarrays, rollups, segments
 from telemetry.models import Sample
-from telemetry.signals import samples_ingested
 
 COLUMNS = tuple(wire.SAMPLE_FIELDS)
 _TABLE = Sample._meta.db_table
@@ -54,29 +52,25 @@ _SQLITE_INSERT = (
 )
 
 
+AfterInsert = Callable[[datetime, datetime, int], None]
+
+
 def insert_columns(
-    device_pk: int, columns: list[list[Any] | None], timezone_name: str | None = None
+    device_pk: int,
+    columns: list[list[Any] | None],
+    after_insert: AfterInsert | None = None,
 ) -> int:
     """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field no
-    sample has) and keep the rollups and derived tables current; returns how many rows
-    were new. ``timezone_name`` is the device's zone when the caller has it at hand."""
+    sample has) and keep the rollups and register breaks current; returns how many rows
+    were new. ``after_insert(oldest, newest, inserted)`` runs when rows were new, where
+    it sees them committed with everything derived from them (telemetry.pipeline)."""
     if not columns[0]:
         return 0
-
-    def notify() -> None:
-        samples_ingested.send(
-            sender=None,
-            device_pk=device_pk,
-            oldest=oldest,
-            newest=newest,
-            timezone=timezone_name,
-        )
-
     oldest, newest = min(columns[0]), max(columns[0])
     if connection.vendor == "postgresql" and not rollups.maintained_by_ingest():
         # TimescaleDB: the samples and their register breaks commit together; the
         # aggregates are refreshed after that (outside any transaction) and before
-        # receivers read them.
+        # the following steps read them.
         with transaction.atomic():
             inserted = _insert_postgresql(device_pk, columns)
             if inserted:
@@ -84,12 +78,13 @@ def insert_columns(
         if inserted:
             if oldest < timezone.now() - rollups.REFRESH_IF_OLDER_THAN:
                 rollups.timescale_refresh(oldest, newest)
-            with transaction.atomic():
-                notify()
+            if after_insert is not None:
+                with transaction.atomic():
+                    after_insert(oldest, newest, inserted)
         return inserted
-    # Samples, rollups, register breaks and what receivers derive commit together: one
-    # commit (one WAL flush) per batch, and no derived row can miss a batch that was
-    # stored.
+    # Samples, rollups, register breaks and what the following steps derive commit
+    # together: one commit (one WAL flush) per batch, and no derived row can miss a
+    # batch that was stored.
     with transaction.atomic():
         if connection.vendor == "postgresql":
             inserted = _insert_postgresql(device_pk, columns)
@@ -97,7 +92,8 @@ def insert_columns(
             inserted = _insert_sqlite(device_pk, columns)
         if inserted:
             segments.refresh_breaks(device_pk, oldest, newest)
-            notify()
+            if after_insert is not None:
+                after_insert(oldest, newest, inserted)
     return inserted
 
 
@@ -154,12 +150,3 @@ def sqlite_insert_rows(
     with connection.cursor() as cursor:
         cursor.executemany(_SQLITE_INSERT, params)
         return cursor.rowcount
-
-
-def realtime_cache_key(device_id: str) -> str:
-    return f"realtime:{device_id}"
-
-
-def refresh_realtime_cache(device_id: str) -> None:
-    """Drop the device's cached realtime answer so the next read sees this batch."""
-    cache.delete(realtime_cache_key(device_id))

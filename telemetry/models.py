@@ -108,7 +108,7 @@ class DeviceToken(models.Model):
 class Sample(models.Model):
     """One meter reading. (device, ts) is the key: a retried batch inserts nothing new.
 
-    The columns follow edgeclient.wire.SAMPLE_FIELDS; the insert path writes them with
+    The columns follow p1wire.SAMPLE_FIELDS; the insert path writes them with
     one statement (telemetry.ingest), so keep both in step.
     """
 

@@ -1,6 +1,6 @@
 """OpenAPI components of the telemetry endpoints.
 
-The sample schema is generated from edgeclient.wire.SAMPLE_FIELDS, the one definition
+The sample schema is generated from p1wire.SAMPLE_FIELDS, the one definition
 of the wire format, so a field added there is documented without another edit.
 """
 
@@ -10,8 +10,8 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
-from edgeclient import wire
-from p1platform.openapi import (
+import p1wire as wire
+from p1common.openapi import (
     DATETIME,
     INTEGER,
     NUMBER,

@@ -10,11 +10,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 
-from capacity.rules import FIRST_YEAR, LAST_YEAR
-from p1platform.openapi import READ_ERRORS, problems
+from p1common.openapi import READ_ERRORS, problems
 from telemetry.access import CanRead, readable_device, visible_devices
 from telemetry.openapi import DEVICE_LIST, SERIES, SERIES_PARAMS
 from telemetry.series import INTERVALS, SeriesRangeError, series
+from telemetry.timegrid import FIRST_YEAR, LAST_YEAR
 
 DEFAULT_SPAN = {
     "15m": timedelta(days=1),

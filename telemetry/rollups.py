@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import OperationalError, connection
 
+from telemetry.timegrid import HOUR, QUARTER, bucket_start
+
 logger = logging.getLogger(__name__)
 
-QUARTER = timedelta(minutes=15)
-HOUR = timedelta(hours=1)
 RELATIONS = {"telemetry_quarter": QUARTER, "telemetry_hour": HOUR}
 ROLLUP_COLUMNS = (
     "device_id",
@@ -41,12 +41,6 @@ ROLLUP_COLUMNS = (
     "meter_peak_w",
     "meter_peak_ts",
 )
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def bucket_start(ts: datetime, width: timedelta) -> datetime:
-    """Start of the UTC-aligned bucket holding ts (Belgian offsets are whole hours)."""
-    return ts - (ts - _EPOCH) % width
 
 
 # --- TimescaleDB ------------------------------------------------------------------

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from capacity.rules import interpolate, local_midnight
 from telemetry.models import HourRollup, QuarterRollup, Rollup
 from telemetry.rollups import ROLLUP_COLUMNS
 from telemetry.segments import Offsets
+from telemetry.timegrid import interpolate, local_midnight
 
 INTERVALS = ("15m", "1h", "1d", "1w", "1mo")
 MAX_POINTS = 10_000

@@ -12,7 +12,7 @@ import operator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edgeclient import wire
+import p1wire as wire
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_MAGNITUDE = wire.MAX_MAGNITUDE

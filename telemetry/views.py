@@ -1,9 +1,8 @@
-"""The ingest API. Views stay thin: decode, authorise, validate, insert."""
+"""The ingest API. The view decodes and authorises; telemetry.pipeline does the rest."""
 
 from __future__ import annotations
 
 import orjson
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -11,13 +10,11 @@ from rest_framework import exceptions, viewsets
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 
-from p1platform.openapi import problems
-from p1platform.problems import PayloadTooLarge, UnprocessableBatch
-from telemetry import quarantine
+from p1common.openapi import problems
+from p1common.problems import PayloadTooLarge
 from telemetry.auth import HasIngestScope
-from telemetry.ingest import insert_columns, refresh_realtime_cache
 from telemetry.openapi import INGEST_BATCH, INGEST_RESULT
-from telemetry.validation import validate_samples
+from telemetry.pipeline import accept_batch
 
 
 def decode_batch(request) -> dict:
@@ -85,38 +82,5 @@ class IngestViewSet(viewsets.ViewSet):
     )
     def create(self, request):
         token = request.auth
-        device = token.device
-        batch = decode_batch(request)
-        named = batch.get("device_id")
-        if named is not None and named != device.device_id:
-            raise exceptions.PermissionDenied("This token cannot write to that device.")
-        unknown = set(batch) - {"samples", "device_id"}
-        if unknown:
-            errors = [
-                {"index": None, "field": k, "detail": "is not a known field"}
-                for k in sorted(unknown)
-            ]
-            quarantine.record(device, None, errors, timezone.now())
-            raise UnprocessableBatch(errors)
-        samples = batch.get("samples")
-        if isinstance(samples, list) and len(samples) > settings.INGEST_MAX_BATCH:
-            raise PayloadTooLarge(
-                f"A batch holds at most {settings.INGEST_MAX_BATCH} samples; got {len(samples)}."
-            )
-        if samples == []:
-            errors = [{"index": None, "field": "samples", "detail": "must not be empty"}]
-            quarantine.record(device, None, errors, timezone.now())
-            raise UnprocessableBatch(errors)
-        now = timezone.now()
-        columns, errors = validate_samples(samples, now=now)
-        if errors:
-            # Nothing of the batch was written; the record is kept apart from it.
-            quarantine.record(device, samples, errors, now)
-            raise UnprocessableBatch(errors)
-        inserted = insert_columns(device.pk, columns, device.timezone)
-        if inserted:
-            refresh_realtime_cache(device.device_id)
-        received = len(columns[0])
-        return Response(
-            {"received": received, "inserted": inserted, "duplicates": received - inserted}
-        )
+        result = accept_batch(token.device, decode_batch(request), timezone.now())
+        return Response(result)

@@ -1,4 +1,4 @@
-"""Sample payloads as the edge sends them (edgeclient.wire field names)."""
+"""Sample payloads as the edge sends them (p1wire field names)."""
 
 from __future__ import annotations
 

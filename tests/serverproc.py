@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from p1platform.child_processes import stop_process
+from p1common.child_processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from p1platform.child_processes import stop_process
+from p1common.child_processes import stop_process
 
 
 def _newest_pg_bin(base: Path = Path("/usr/lib/postgresql")) -> Path:

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from telemetry.ingest import insert_columns
 from telemetry.models import Device, DeviceToken, IngestRejection
+from telemetry.pipeline import ingest_batch
 from telemetry.tokens import hash_token, issue_token
 from telemetry.validation import validate_samples
 from tests.samples import BASE_TS, series
@@ -29,7 +29,7 @@ def admin_client(client, django_user_model):
 def store(device, samples) -> None:
     columns, errors = validate_samples(samples, now=BASE_TS + timedelta(days=365))
     assert not errors
-    insert_columns(device.pk, columns, device.timezone)
+    ingest_batch(device, columns)
 
 
 def issue_through_admin(admin_client, device, scopes):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from p1platform.child_processes import stop_process, stop_with_parent
+from p1common.child_processes import stop_process, stop_with_parent
 from tests.waiting import process_gone, wait_until
 
 # The parent starts a child that sleeps, prints its pid and then waits to be killed.
 PARENT = """
 import subprocess, sys, time
-from p1platform.child_processes import stop_process, stop_with_parent
+from p1common.child_processes import stop_process, stop_with_parent
 child = subprocess.Popen(
     [sys.executable, "-c", "import time; time.sleep(600)"],
     start_new_session=True,

@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import p1wire as wire
 from capacity import reports
 from capacity.rules import Month
-from edgeclient import wire
-from telemetry.ingest import insert_columns
+from telemetry.pipeline import ingest_batch
 from tests.samples import sample
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ def ingest(device, samples: list[dict]) -> None:
         if name.endswith("_ts") or name == "ts":
             values = [None if v is None else datetime.fromisoformat(v) for v in values]
         columns.append(values if any(v is not None for v in values) else None)
-    insert_columns(device.pk, columns, device.timezone)
+    ingest_batch(device, columns)
 
 
 def steady_quarter(start: datetime, kw: float, register: float) -> list[dict]:

@@ -17,8 +17,8 @@ from capacity.queries import month_quarters, month_rows
 from capacity.rules import Month
 from demo import history
 from demo.bulkload import insert_history
-from telemetry.ingest import insert_columns
 from telemetry.models import Device, Sample
+from telemetry.pipeline import ingest_batch
 from telemetry.rollups import maintained_by_ingest
 
 END = datetime(2026, 11, 27, 18, 42, 17, tzinfo=UTC)
@@ -222,9 +222,9 @@ def test_bulk_history_stores_the_same_rollups_as_ingest(device, other_device):
     columns = history.generate(4, seconds, BRUSSELS)
     # Half through ingest first on both, so the bulk path must merge with stored rows.
     half = [None if c is None else c[: len(c) // 2] for c in columns]
-    insert_columns(device.pk, half, device.timezone)
-    insert_columns(other_device.pk, half, other_device.timezone)
-    assert insert_columns(device.pk, columns, device.timezone) == len(seconds) - len(half[0])
+    ingest_batch(device, half)
+    ingest_batch(other_device, half)
+    assert ingest_batch(device, columns) == len(seconds) - len(half[0])
     assert insert_history(other_device.pk, columns, other_device.timezone) == (
         len(seconds) - len(half[0])
     )

@@ -19,8 +19,8 @@ from capacity.queries import month_quarters
 from capacity.rules import Month
 from demo import bootstrap
 from edgeclient.household import MeterModel
-from telemetry.ingest import insert_columns
 from telemetry.models import RegisterBreak, Sample
+from telemetry.pipeline import ingest_batch
 from telemetry.validation import validate_samples
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,7 +49,7 @@ def live_readings(device, seed: int, start: datetime, count: int) -> None:
         )
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors, errors[:2]
-    insert_columns(device.pk, columns, device.timezone)
+    ingest_batch(device, columns)
 
 
 def november_quarters(device):

@@ -273,7 +273,7 @@ def test_ingest_succeeds_while_redis_is_down(http, device, ingest_token, private
 def test_ingest_refreshes_the_realtime_cache_entry(client, device, ingest_token):
     from django.core.cache import cache
 
-    from telemetry.ingest import realtime_cache_key
+    from capacity.realtime import realtime_cache_key
 
     cache.set(realtime_cache_key(device.device_id), {"stale": True})
     response = client.post(

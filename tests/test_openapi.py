@@ -12,7 +12,7 @@ import yaml
 from django.urls import get_resolver
 from drf_spectacular.validation import validate_schema
 
-from edgeclient import wire
+import p1wire as wire
 from tests.conftest import bearer
 from tests.tools import tool_missing
 

@@ -7,7 +7,7 @@ import json
 from django.db import OperationalError
 from django.test import RequestFactory
 
-from p1platform.problems import ProblemDetailsMiddleware, exception_handler
+from p1common.problems import ProblemDetailsMiddleware, exception_handler
 
 
 def test_unexpected_exception_in_a_view_is_a_500_problem():

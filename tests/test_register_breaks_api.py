@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from django.utils import timezone
 
-from telemetry.ingest import insert_columns
+from telemetry.pipeline import ingest_batch
 from telemetry.tokens import issue_token
 from telemetry.validation import validate_samples
 from tests.conftest import bearer
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def store(device, samples) -> None:
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors
-    insert_columns(device.pk, columns, device.timezone)
+    ingest_batch(device, columns)
 
 
 @pytest.fixture

@@ -72,8 +72,8 @@ def household(fuzz_server, transactional_db) -> Household:
     SQLite (BEGIN IMMEDIATE) it would hold the write lock the server's ingest needs."""
     from django.contrib.auth import get_user_model
 
-    from telemetry.ingest import insert_columns
     from telemetry.models import Device
+    from telemetry.pipeline import ingest_batch
     from telemetry.tokens import issue_token
     from telemetry.validation import validate_samples
 
@@ -87,7 +87,7 @@ def household(fuzz_server, transactional_db) -> Household:
     samples = series(4320, start=BASE_TS - timedelta(hours=12), step_s=30)
     columns, errors = validate_samples(samples, now=BASE_TS + timedelta(days=1))
     assert not errors
-    insert_columns(device.pk, columns, device.timezone)
+    ingest_batch(device, columns)
     token = issue_token(device, "ingest,read")[1]
     other_token = issue_token(other, "ingest,read")[1]
     return Household(fuzz_server, token, other_token)

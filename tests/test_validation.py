@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeclient import wire
+import p1wire as wire
 from telemetry.validation import _rows_checked_one_by_one, validate_samples
 from tests.samples import BASE_TS, sample
 

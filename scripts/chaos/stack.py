@@ -23,7 +23,7 @@ from typing import IO
 import certifi
 import httpx
 
-from p1platform.child_processes import stop_process, stop_with_parent
+from p1common.child_processes import stop_process, stop_with_parent
 from scripts.chaos.accounting import utc_iso
 
 ROOT = Path(__file__).resolve().parents[2]

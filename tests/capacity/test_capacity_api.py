@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from telemetry.ingest import insert_columns
+from telemetry.pipeline import ingest_batch
 from telemetry.tokens import issue_token
 from telemetry.validation import validate_samples
 from tests.conftest import bearer
@@ -34,7 +34,7 @@ def load(device, start: datetime, end: datetime, power_kw, step_s: int = 60, reg
     for i in range(0, len(samples), 5000):
         columns, errors = validate_samples(samples[i : i + 5000], now=timezone.now())
         assert not errors, errors[:2]
-        insert_columns(device.pk, columns)
+        ingest_batch(device, columns)
     return register
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from capacity import queries
 from capacity.rules import Month
-from telemetry.ingest import insert_columns
+from telemetry.pipeline import ingest_batch
 from telemetry.validation import validate_samples
 from tests.capacity import reference
 from tests.samples import sample
@@ -25,7 +25,7 @@ START = datetime(2026, 2, 28, 23, tzinfo=UTC)  # 1 March, midnight in Brussels
 def ingest(device, samples: list[dict]) -> None:
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors, errors[:3]
-    insert_columns(device.pk, columns)
+    ingest_batch(device, columns)
 
 
 def generated_stream(rng: random.Random, hours: int) -> list[dict]:

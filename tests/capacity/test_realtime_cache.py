@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.utils import timezone
 
-from telemetry.ingest import realtime_cache_key
+from capacity.realtime import realtime_cache_key
 from tests.conftest import bearer
 from tests.samples import sample
 from tests.serverproc import run_server

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeclient import wire
+import p1wire as wire
 from edgeclient.normalise import (
     Problem,
     SampleRejected,

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from p1platform.child_processes import stop_process
+from p1common.child_processes import stop_process
 from tests.serverproc import ROOT
 
 EVENT_TIMEOUT_S = 30.0

@@ -74,12 +74,12 @@ def b_has_data(other_device) -> Device:
     """Device B with readings, so a leak would have something to show."""
     from django.utils import timezone
 
-    from telemetry.ingest import insert_columns
+    from telemetry.pipeline import ingest_batch
     from telemetry.validation import validate_samples
 
     columns, errors = validate_samples(series(900, step_s=10), now=timezone.now())
     assert not errors
-    insert_columns(other_device.pk, columns, other_device.timezone)
+    ingest_batch(other_device, columns)
     return other_device
 
 

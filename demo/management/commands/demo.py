@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from demo import bootstrap, processes
-from p1platform.env import env_int
+from p1common.env import env_int
 
 # How often the loop looks for a child that died.
 WATCH_INTERVAL_S = 0.5

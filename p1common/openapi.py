@@ -15,7 +15,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 
-from p1platform.problems import PROBLEM_CONTENT_TYPE
+from p1common.problems import PROBLEM_CONTENT_TYPE
 
 _COMPONENTS: dict[str, dict[str, Any]] = {}
 
@@ -119,7 +119,7 @@ _ERRORS = {
     ),
     503: (PROBLEM, "The database cannot be reached; retry after Retry-After seconds."),
 }
-# Headers sent with these answers (p1platform.problems keeps them on the problem).
+# Headers sent with these answers (p1common.problems keeps them on the problem).
 _HEADERS = {
     401: ("WWW-Authenticate", "The authentication scheme: Bearer."),
     429: ("Retry-After", "Seconds to wait before the next request."),
