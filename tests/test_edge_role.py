@@ -232,6 +232,37 @@ def test_edge_commands_get_the_edge_settings_in_a_full_install_without_p1_role(t
     assert one_line(server).startswith("configuration error: REDIS_URL: ")
 
 
+def test_edge_commands_get_the_edge_settings_even_under_p1_role_server(tmp_path):
+    # The server's apps do not include edgeclient (the wire format is p1wire), so the
+    # edge commands exist only under the edge settings: manage.py gives them those even
+    # where P1_ROLE=server is set (the server image), and a broken server-only setting
+    # shows that the server settings were not loaded.
+    spool_path = tmp_path / "spool.sqlite3"
+    with Spool(spool_path) as spool:
+        spool.add(sample(datetime.now(UTC)))
+    result = full_manage("edge_status", P1_ROLE="server", REDIS_URL="not-a-redis-url",
+                         EDGE_SPOOL_PATH=str(spool_path))  # fmt: skip
+    assert "pending: 1 samples" in result.stdout, result.stderr
+    simulator = full_manage("simulate_p1", "--help", P1_ROLE="server")
+    assert simulator.returncode == 0, simulator.stderr
+    assert "--profile" in simulator.stdout
+
+
+def test_the_server_settings_do_not_install_the_edge():
+    probe = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'p1platform.settings'\n"
+        "import django; django.setup()\n"
+        "from django.conf import settings; import sys\n"
+        "print(settings.ROLE, 'edgeclient' in settings.INSTALLED_APPS, 'edgeclient' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("P1_ROLE", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env | {"P1_ROLE": "server"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.strip() == "server False False", result.stderr
+
+
 def test_p1_role_edge_refuses_a_server_command_in_one_line():
     result = full_manage("migrate", P1_ROLE="edge")
     assert result.returncode == 2
