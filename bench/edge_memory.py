@@ -1,50 +1,143 @@
-"""Resident memory of ``manage.py run_edge`` after N minutes, against a bare baseline.
+"""Peak resident memory of the edge polling every second and uploading, in an edge-only
+install, against the bare interpreter measured in the same run.
 
-    .venv/bin/python bench/edge_memory.py [--minutes 10] [--database-url postgres://...]
+    .venv/bin/python bench/edge_memory.py [--minutes 5] [--forms module,manage]
+        [--checkout PATH] [--edge-python PATH]
 
-1. A fresh PostgreSQL database is migrated; a device and an ingest token are created;
-   gunicorn serves it over HTTPS with a certificate from a private CA made here, which
-   run_edge trusts through VPS_CA_BUNDLE: the production upload path, TLS included.
-2. ``manage.py simulate_p1`` serves a fake meter over API v2 (verified TLS, token).
-3. ``manage.py run_edge`` (P1_ROLE=edge) polls it every second (POLL_INTERVAL_S=1) and
-   uploads with the defaults (every 10 s, batches of 30).
-4. Baselines in the same run: the RSS of ``python -c "import django, httpx"`` (the
-   edge's two dependencies, imported and idle), of the same after ``django.setup()``
-   with P1_ROLE=edge (the floor of any manage.py command), and of a bare interpreter.
+1. An edge-only virtualenv is built in a temporary folder: requirements/edge.txt alone,
+   each locked distribution linked from this environment at its locked version (no DRF,
+   psycopg or redis: what a Raspberry Pi with the edge image has). ``--edge-python``
+   uses an existing one instead.
+2. The simulated meter (``python -m edgeclient simulate``, API v2: verified TLS, token)
+   runs in a process of its own, not measured.
+3. The server is a stand-in in this process: HTTPS with a certificate from a private CA
+   made here (the edge trusts it through VPS_CA_BUNDLE, as in production), checking the
+   token and acknowledging every batch as the ingest API does (``{"received": n}``).
+   The edge's memory does not depend on what the server does with a batch.
+4. Each form of the edge, one after the other: ``module`` is ``python -m edgeclient
+   run`` (no Django), ``manage`` is ``python manage.py run_edge`` (django.setup() with
+   the edge settings). POLL_INTERVAL_S=1, uploads with the defaults (every 10 s,
+   batches of 30). ``--checkout`` runs the edge of another checkout (a base commit
+   extracted with ``git archive``, say) with the same install, server and meter.
+5. Baselines in the same run and install: a bare interpreter, and one that imported
+   httpx (the edge's HTTP client) and sits idle.
+
 RSS is VmRSS from /proc/<pid>/status, sampled every 10 s; the peak is VmHWM.
-Goal: below 50 MB after 10 minutes (the design's limit), aim 35 MB.
+Goal (issue 12): the peak of ``python -m edgeclient run`` at or under 35 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
-import signal
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import fresh_database  # noqa: E402
+from p1common.child_processes import stop_process, stop_with_parent  # noqa: E402
 
+GOAL_MB = 35.0
 SAMPLE_EVERY_S = 10
-EDGE_ENV = {"P1_ROLE": "edge", "DJANGO_SETTINGS_MODULE": "p1platform.settings"}
+STOP_TIMEOUT_S = 30
+# openssl makes the simulator's certificates before it prints its settings.
+START_TIMEOUT_S = 60
+TOKEN = "bench-edge-token"  # noqa: S105 - the stand-in server's, nothing real
+FORMS = {
+    "module": ["-m", "edgeclient", "run"],
+    "manage": ["manage.py", "run_edge"],
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=5.0, help="per form of the edge")
     parser.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/p1bench_edge"
-        ),
+        "--forms", default="module,manage", help="comma-separated: " + ", ".join(FORMS)
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--checkout", type=Path, default=ROOT, help="the edge code to run (default: this one)"
+    )
+    parser.add_argument("--edge-python", type=Path, help="an edge-only interpreter to use")
+    args = parser.parse_args()
+    args.forms = [form.strip() for form in args.forms.split(",") if form.strip()]
+    unknown = [form for form in args.forms if form not in FORMS]
+    if unknown:
+        parser.error(f"--forms: unknown {', '.join(unknown)} (choose from {', '.join(FORMS)})")
+    return args
+
+
+# -- the edge-only install ------------------------------------------------------------
+
+
+def build_edge_install(target: Path) -> Path:
+    """A virtualenv holding requirements/edge.txt alone; returns its python."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(target)],
+        check=True,
+        capture_output=True,
+        timeout=STOP_TIMEOUT_S,
+    )
+    python = target / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=STOP_TIMEOUT_S,
+        ).stdout.strip()
+    )
+    for requirement in locked_edge_requirements():
+        dist = importlib.metadata.distribution(requirement.name)
+        if not requirement.specifier.contains(dist.version):
+            raise SystemExit(f"{requirement.name} {dist.version} is not the locked {requirement}")
+        tops = {Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith("..")}
+        for top in tops - {"__pycache__"}:
+            link = site / top
+            if not top.endswith(".pth") and not link.exists():
+                link.symlink_to(Path(dist.locate_file(top)))
+    return python
+
+
+def locked_edge_requirements() -> list[Requirement]:
+    requirements = []
+    for line in (ROOT / "requirements" / "edge.txt").read_text().splitlines():
+        text = line.split("\\", 1)[0].strip()
+        if text and not text.startswith(("#", "--")):
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate():
+                requirements.append(requirement)
+    return requirements
+
+
+def check_edge_only(python: Path) -> None:
+    probe = "import importlib.util as u; print([n for n in %r if u.find_spec(n)])"
+    server = ("rest_framework", "psycopg", "redis", "django_redis")
+    found = subprocess.run(
+        [str(python), "-c", probe % (server,)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=STOP_TIMEOUT_S,
+    ).stdout.strip()
+    if found != "[]":
+        raise SystemExit(f"{python} is not an edge-only install: it has {found}")
+
+
+# -- measuring ------------------------------------------------------------------------
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -54,20 +147,27 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for pid {pid}")
 
 
-def baseline_mb(code: str) -> float:
-    """RSS of an idle interpreter that ran ``code`` (it waits on stdin until we close it)."""
+def baseline_mb(python: Path, code: str) -> float:
+    """Peak RSS of an idle interpreter that ran ``code`` (it waits on stdin)."""
     process = subprocess.Popen(
-        [sys.executable, "-c", code + "\nimport sys\nprint('ready', flush=True)\nsys.stdin.read()"],
+        [str(python), "-c", code + "\nimport sys\nprint('ready', flush=True)\nsys.stdin.read()"],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=stop_with_parent(),
     )
-    assert process.stdout.readline().strip() == "ready"
-    value = rss_mb(process.pid)
-    process.stdin.close()
-    process.wait(10)
-    return value
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the baseline {code!r} did not start")
+        return rss_mb(process.pid, "VmHWM")
+    finally:
+        process.stdin.close()
+        process.wait(STOP_TIMEOUT_S)
+        process.stdout.close()
+
+
+# -- the server stand-in --------------------------------------------------------------
 
 
 def make_server_certificate(folder: Path) -> tuple[Path, Path, Path]:
@@ -86,74 +186,114 @@ def make_server_certificate(folder: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-def start_simulator(folder: Path) -> tuple[subprocess.Popen, dict[str, str]]:
-    command = [sys.executable, "manage.py", "simulate_p1", "--port", "0", "--api", "v2"]
-    command += ["--cert-dir", str(folder / "certs")]
+class IngestStandIn(ThreadingHTTPServer):
+    """Acknowledges every batch POSTed to /v1/ingest with the bench token."""
+
+    daemon_threads = True
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _IngestHandler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.received = 0
+        self.batches = 0
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+    def count(self, samples: int) -> None:
+        with self._lock:
+            self.received += samples
+            self.batches += 1
+
+
+class _IngestHandler(BaseHTTPRequestHandler):
+    server: IngestStandIn
+    protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn behind Caddy
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path != "/v1/ingest":
+            return self._answer(404, {"title": "Not Found"})
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self._answer(401, {"title": "Invalid token."})
+        samples = json.loads(body)["samples"]
+        self.server.count(len(samples))
+        return self._answer(200, {"received": len(samples)})
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        kind = "application/json" if status == 200 else "application/problem+json"
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """One line per request would drown the bench's own output."""
+        return
+
+
+# -- the meter and the edge -----------------------------------------------------------
+
+
+def start_simulator(python: Path, checkout: Path, folder: Path) -> tuple[subprocess.Popen, dict]:
+    """The simulated meter (API v2) and the HW_P1_* settings it prints."""
+    command = [str(python), "-m", "edgeclient", "simulate", "--port", "0", "--api", "v2"]
+    command += ["--cert-dir", str(folder / "meter-certs")]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=os.environ | EDGE_ENV, stdout=subprocess.PIPE, text=True
+        command,
+        cwd=checkout if (checkout / "edgeclient" / "__main__.py").exists() else ROOT,
+        env=edge_env({}),
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=stop_with_parent(),
     )
-    settings: dict[str, str] = {"HW_P1_API": "v2"}
-    assert "simulated P1 meter" in process.stdout.readline()
-    while "HW_P1_SERIAL" not in settings:
-        name, _, value = process.stdout.readline().strip().partition("=")
-        settings[name] = value
+    settings = {"HW_P1_API": "v2"}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "HW_P1_SERIAL" not in settings and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise SystemExit("the simulator ended before printing its settings")
+        name, sep, value = line.strip().partition("=")
+        if sep and name.startswith("HW_P1_"):
+            settings[name] = value
     return process, settings
 
 
-def main() -> None:
-    args = parse_args()
-    fresh_database(args.database_url)
-    from telemetry.models import Device, Sample
-    from telemetry.tokens import issue_token
-    from tests.serverproc import run_server
+def edge_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without the server's settings or a role, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "PYTEST"))}
+    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    return env | {"PYTHONUNBUFFERED": "1"} | extra
 
-    device = Device.objects.create(device_id="bench-edge")
-    token = issue_token(device, "ingest")[1]
 
-    bare = baseline_mb("pass")
-    deps = baseline_mb("import django, httpx")
-    # What any manage.py command costs before it runs a line of its own: django.setup()
-    # imports django.urls -> django.http -> the ORM, whatever the installed apps are.
-    setup = baseline_mb(
-        "import os\nos.environ.update(P1_ROLE='edge', DJANGO_SETTINGS_MODULE='p1platform.settings')"
-        "\nimport django, httpx\ndjango.setup()"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        ca, cert, key = make_server_certificate(folder)
-        with run_server(workers=1, threads=2, certfile=cert, keyfile=key) as server:
-            env = {
-                "VPS_INGEST_URL": f"{server.url}/v1/ingest",
-                "VPS_DEVICE_TOKEN": token,
-                "VPS_CA_BUNDLE": str(ca),
-                "EDGE_SPOOL_PATH": str(folder / "spool.sqlite3"),
-                "POLL_INTERVAL_S": "1",
-                "LOG_LEVEL": "warning",
-            }
-            code, readings, peak = run_edge(env, folder, args.minutes)
-    delivered = Sample.objects.filter(device=device).count()
-
-    (first_at, first), (_, final) = readings[0], readings[-1]
-    print(f"run_edge, POLL_INTERVAL_S=1, {args.minutes:g} min against simulate_p1 (API v2, TLS),")
-    print("uploading over HTTPS (private CA in VPS_CA_BUNDLE) to gunicorn on PostgreSQL")
-    print(f"samples delivered to the server: {delivered}; run_edge exit code on SIGTERM: {code}")
-    print(f"RSS after {first_at:.0f} s: {first:.1f} MB; after {args.minutes:g} min: "
-          f"{final:.1f} MB; peak (VmHWM): {peak:.1f} MB")  # fmt: skip
-    print(f"baseline: python -c 'import django, httpx': {deps:.1f} MB; bare python: {bare:.1f} MB")
-    print(f"baseline: the same + django.setup() with P1_ROLE=edge: {setup:.1f} MB")
-    print(f"run_edge above django+httpx: {final - deps:.1f} MB; above django.setup(): "
-          f"{final - setup:.1f} MB")  # fmt: skip
-    print("goal: below 50 MB (aim 35 MB): " + ("met" if final < 50 else "NOT met"))
+@dataclass
+class EdgeRun:
+    form: str
+    exit_code: int
+    readings: list[tuple[float, float]]
+    peak_mb: float
+    delivered: int
 
 
 def run_edge(
-    env: dict[str, str], folder: Path, minutes: float
-) -> tuple[int, list[tuple[float, float]], float]:
-    """simulate_p1 and run_edge for ``minutes``: (exit code, [(s, RSS MB)], peak MB)."""
-    simulator, meter_env = start_simulator(folder)
-    full_env = os.environ | EDGE_ENV | meter_env | env
-    full_env.pop("DATABASE_URL", None)
-    edge = subprocess.Popen([sys.executable, "manage.py", "run_edge"], cwd=ROOT, env=full_env)
+    python: Path, checkout: Path, form: str, env: dict[str, str], server: IngestStandIn,
+    minutes: float,
+) -> EdgeRun:  # fmt: skip
+    """One form of the edge for ``minutes``, sampled every 10 s, then SIGTERM."""
+    before = server.received
+    edge = subprocess.Popen(
+        [str(python), *FORMS[form]],
+        cwd=checkout,
+        env=edge_env(env),
+        preexec_fn=stop_with_parent(),
+    )
     readings: list[tuple[float, float]] = []
     try:
         began = time.monotonic()
@@ -161,17 +301,66 @@ def run_edge(
         while (elapsed := time.monotonic() - began) < duration:
             time.sleep(min(SAMPLE_EVERY_S, duration - elapsed))
             if edge.poll() is not None:
-                raise SystemExit(f"run_edge exited with {edge.returncode}")
+                raise SystemExit(f"{' '.join(FORMS[form])} exited with {edge.returncode}")
             readings.append((time.monotonic() - began, rss_mb(edge.pid)))
             if len(readings) % 6 == 0:
-                print(f"  {readings[-1][0] / 60:4.1f} min: RSS {readings[-1][1]:.1f} MB")
+                print(f"  {form}: {readings[-1][0] / 60:4.1f} min: RSS {readings[-1][1]:.1f} MB")
         peak = rss_mb(edge.pid, "VmHWM")
     finally:
-        edge.send_signal(signal.SIGTERM)
-        code = edge.wait(30)
-        simulator.send_signal(signal.SIGTERM)
-        simulator.wait(30)
-    return code, readings, peak
+        stop_process(edge, STOP_TIMEOUT_S)
+    return EdgeRun(form, edge.returncode, readings, peak, server.received - before)
+
+
+def main() -> None:
+    args = parse_args()
+    checkout = args.checkout.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        python = args.edge_python or build_edge_install(folder / "edge-venv")
+        check_edge_only(python)
+        bare = baseline_mb(python, "pass")
+        httpx_only = baseline_mb(python, "import httpx")
+        ca, cert, key = make_server_certificate(folder)
+        server = IngestStandIn(cert, key)
+        threading.Thread(target=server.serve_forever, name="ingest", daemon=True).start()
+        simulator, meter_env = start_simulator(python, checkout, folder)
+        runs = []
+        try:
+            for form in args.forms:
+                env = meter_env | {
+                    "VPS_INGEST_URL": server.url,
+                    "VPS_DEVICE_TOKEN": TOKEN,
+                    "VPS_CA_BUNDLE": str(ca),
+                    "EDGE_SPOOL_PATH": str(folder / f"spool-{form}.sqlite3"),
+                    "DATA_DIR": str(folder / f"data-{form}"),
+                    "POLL_INTERVAL_S": "1",
+                    "LOG_LEVEL": "warning",
+                }
+                runs.append(run_edge(python, checkout, form, env, server, args.minutes))
+        finally:
+            stop_process(simulator, STOP_TIMEOUT_S)
+            simulator.stdout.close()
+            server.shutdown()
+            server.server_close()
+    report(args, checkout, runs, bare, httpx_only)
+
+
+def report(
+    args: argparse.Namespace, checkout: Path, runs: list[EdgeRun], bare: float, httpx_only: float
+) -> None:
+    where = "" if checkout == ROOT else f" (checkout {checkout})"
+    print(f"edge-only install (requirements/edge.txt){where}; POLL_INTERVAL_S=1, uploads every")
+    print(f"10 s over HTTPS (private CA) to an ingest stand-in; {args.minutes:g} min per form")
+    print(f"baseline: bare python: {bare:.1f} MB; python -c 'import httpx': {httpx_only:.1f} MB")
+    for run in runs:
+        (first_at, first), (_, final) = run.readings[0], run.readings[-1]
+        print(f"python {' '.join(FORMS[run.form])}: samples acknowledged {run.delivered}, "
+              f"exit code on SIGTERM {run.exit_code}")  # fmt: skip
+        print(f"  RSS after {first_at:.0f} s: {first:.1f} MB; at the end: {final:.1f} MB")
+        print(f"  peak (VmHWM): {run.peak_mb:.1f} MB = bare python + {run.peak_mb - bare:.1f} MB")
+        if run.form == "module":
+            verdict = "met" if run.peak_mb <= GOAL_MB else "NOT met"
+            print(f"  goal: peak at or under {GOAL_MB:g} MB: {verdict}")
 
 
 if __name__ == "__main__":

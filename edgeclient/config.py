@@ -2,7 +2,9 @@
 
 Every bad value raises one ConfigError whose message starts with the variable's name,
 so ``run_edge`` can print a single line and exit 2 instead of failing an hour later in
-the upload loop. No Django imports: the bench and the tests build configs directly.
+the upload loop. No Django imports: ``python -m edgeclient`` reads everything it needs
+here (the server's p1common.env raises Django's ImproperlyConfigured; the edge starts
+without Django), and the bench and the tests build configs directly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from edgeclient.backoff import BACKOFF_MAX_S as DEFAULT_BACKOFF_MAX_S
 from edgeclient.homewizard import MeterConfig, MeterConfigError
 
 DEFAULT_SPOOL_PATH = Path("var") / "edge-spool.sqlite3"
+# The same default as the server settings' DATA_DIR: var/ in the checkout.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "var"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_POLL_INTERVAL_S = 2.0
 DEFAULT_UPLOAD_INTERVAL_S = 10.0
 DEFAULT_BATCH_SIZE = 30
@@ -99,6 +104,18 @@ def spool_path_from_env(environ: Mapping[str, str] = os.environ) -> Path:
     return path
 
 
+def data_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
+    """DATA_DIR (default var/ in the checkout): where hw_pair keeps the pinned meter
+    certificate and simulate_p1 its certificates, as under the Django settings."""
+    raw = _Env(environ).str("DATA_DIR")
+    return Path(raw) if raw is not None else DEFAULT_DATA_DIR
+
+
+def log_level_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """LOG_LEVEL (debug, info, warning or error; default info), as a logging level name."""
+    return _Env(environ).choice("LOG_LEVEL", LOG_LEVELS, "info").upper()
+
+
 INGEST_PATH = "/v1/ingest"
 
 
@@ -165,6 +182,12 @@ class _Env:
 
     def str(self, name: str) -> str | None:
         return (self._environ.get(name) or "").strip() or None
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.str(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
 
     def int(self, name: str, default: int, minimum: int, maximum: int) -> int:
         raw = self.str(name)

@@ -1,10 +1,12 @@
 """Which settings a process gets, the server's or the edge's, when P1_ROLE is not set.
 
 The edge installs requirements/edge.txt alone (Django and httpx; no DRF, psycopg or
-redis). Without P1_ROLE, ``manage.py`` gives the edge commands the edge settings, and so
-does every process in an install without the server packages: an edge never needs
-P1_ROLE=edge. What cannot work says so in one line: a server command under the edge
-settings, or P1_ROLE=server where the server packages are missing.
+redis). ``manage.py`` gives the edge commands the edge settings (the only ones that
+install them), and every process in an install without the server packages gets them
+when P1_ROLE is not set: an edge never needs P1_ROLE=edge. ``python -m edgeclient``
+runs the same commands without Django at all (edgeclient/cli/). What cannot work says
+so in one line: a server command under the edge settings, or P1_ROLE=server where the
+server packages are missing.
 
 Standard library only: this runs before Django and the settings are imported.
 """
@@ -52,16 +54,21 @@ def subcommand(argv: Sequence[str]) -> str:
 
 
 def choose_role(environ: Mapping[str, str], argv: Sequence[str]) -> str:
-    """The role for ``manage.py <argv>``: P1_ROLE when set, the edge for the edge
-    commands, else ``default_role()``. Raises RoleError when the command cannot run."""
+    """The role for ``manage.py <argv>``: the edge for the edge commands, else P1_ROLE
+    when set, else ``default_role()``. Raises RoleError when the command cannot run."""
     command = subcommand(argv)
     explicit = (environ.get("P1_ROLE") or "").strip().lower()
     if explicit and explicit not in ROLES:
         return explicit  # the settings refuse it, naming P1_ROLE
     missing = missing_server_packages()
+    if command in EDGE_COMMANDS:
+        # Only the edge settings install edgeclient's commands: the server's apps no
+        # longer include it (the wire format they share is p1wire), so even under
+        # P1_ROLE=server (the server image) an edge command gets the edge settings.
+        return "edge"
     if explicit:
         role = explicit
-    elif command in EDGE_COMMANDS or missing:
+    elif missing:
         role = "edge"
     else:
         role = "server"

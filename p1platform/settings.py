@@ -73,6 +73,7 @@ LOGGING = {
 }
 
 if ROLE == "edge":
+    # Only for manage.py run_edge and friends; ``python -m edgeclient`` needs no Django.
     INSTALLED_APPS = ["edgeclient"]
     DATABASES: dict = {}
     # The server's URLs import DRF, which the edge does not install.
@@ -92,7 +93,8 @@ else:
         "telemetry",
         "capacity",
         "peakguard",
-        "edgeclient",
+        # No edgeclient: the wire format the server shares with the edge is p1wire, and
+        # manage.py runs the edge's commands under the edge settings (p1platform/roles.py).
         "dashboard",
         "demo",
     ]

@@ -155,6 +155,9 @@ def test_systemd_units_are_hardened() -> None:
     assert "Restart=always" in edge
     assert "ReadWritePaths=/var/lib/p1edge" in edge
     assert "EDGE_SPOOL_PATH=/var/lib/p1edge/" in edge
+    # The edge runs without Django; exit 2 (a setting to fix) must still stop restarts.
+    assert re.search(r"^ExecStart=\S+/python -m edgeclient run$", edge, re.MULTILINE)
+    assert re.search(r"^RestartPreventExitStatus=2$", edge, re.MULTILINE)
 
 
 # --- images --------------------------------------------------------------------------
@@ -173,6 +176,9 @@ def test_dockerfile_basics(dockerfile: str) -> None:
     if dockerfile == "Dockerfile.edge":
         assert "requirements/edge.txt" in text and "server.txt" not in text
         assert "edge_status" in text and "P1_ROLE=edge" in text
+        assert 'CMD ["python", "-m", "edgeclient", "run"]' in text
+        assert 'CMD ["python", "-m", "edgeclient", "status"]' in text
+        assert "COPY p1wire" in text and "COPY edgeclient" in text
     else:
         assert "requirements/server.txt" in text and "/readyz" in text
 

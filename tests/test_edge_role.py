@@ -232,6 +232,37 @@ def test_edge_commands_get_the_edge_settings_in_a_full_install_without_p1_role(t
     assert one_line(server).startswith("configuration error: REDIS_URL: ")
 
 
+def test_edge_commands_get_the_edge_settings_even_under_p1_role_server(tmp_path):
+    # The server's apps do not include edgeclient (the wire format is p1wire), so the
+    # edge commands exist only under the edge settings: manage.py gives them those even
+    # where P1_ROLE=server is set (the server image), and a broken server-only setting
+    # shows that the server settings were not loaded.
+    spool_path = tmp_path / "spool.sqlite3"
+    with Spool(spool_path) as spool:
+        spool.add(sample(datetime.now(UTC)))
+    result = full_manage("edge_status", P1_ROLE="server", REDIS_URL="not-a-redis-url",
+                         EDGE_SPOOL_PATH=str(spool_path))  # fmt: skip
+    assert "pending: 1 samples" in result.stdout, result.stderr
+    simulator = full_manage("simulate_p1", "--help", P1_ROLE="server")
+    assert simulator.returncode == 0, simulator.stderr
+    assert "--profile" in simulator.stdout
+
+
+def test_the_server_settings_do_not_install_the_edge():
+    probe = (
+        "import os; os.environ['DJANGO_SETTINGS_MODULE'] = 'p1platform.settings'\n"
+        "import django; django.setup()\n"
+        "from django.conf import settings; import sys\n"
+        "print(settings.ROLE, 'edgeclient' in settings.INSTALLED_APPS, 'edgeclient' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("P1_ROLE", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env | {"P1_ROLE": "server"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.strip() == "server False False", result.stderr
+
+
 def test_p1_role_edge_refuses_a_server_command_in_one_line():
     result = full_manage("migrate", P1_ROLE="edge")
     assert result.returncode == 2
@@ -252,3 +283,125 @@ def test_a_server_install_missing_one_of_its_packages_names_it_in_one_line():
     assert one_line(result) == (
         "configuration error: orjson is not installed: the server needs requirements/server.txt"
     )
+
+
+# -- python -m edgeclient: the same commands without Django (issue 12, point 5) --------
+
+# Runs ``python -m edgeclient ARGS`` and, at exit, writes which of these it imported.
+NOT_ON_THE_EDGE = ("django", "rest_framework", "psycopg", "redis", "p1platform", "p1common")
+_MODULE_LAUNCH = (
+    "import atexit, runpy, sys\n"
+    "def imported():\n"
+    f"    found = sorted({{m.split('.')[0] for m in sys.modules}} & set({NOT_ON_THE_EDGE!r}))\n"
+    "    print('imported:', ','.join(found), file=sys.stderr, flush=True)\n"
+    "atexit.register(imported)\n"
+    "sys.argv = ['edgeclient', *sys.argv[1:]]\n"
+    "runpy.run_module('edgeclient', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def edge_module(edge_install: EdgeInstall, *args: str) -> list[str]:
+    return [str(edge_install.python), "-c", _MODULE_LAUNCH, *args]
+
+
+def imported_at_exit(stderr: str) -> str:
+    [line] = [ln for ln in stderr.splitlines() if ln.startswith("imported:")]
+    return line.removeprefix("imported:").strip()
+
+
+def test_python_m_edgeclient_simulate_run_and_status_never_import_django(
+    edge_install, edge_processes, tmp_path
+):
+    simulator = subprocess.Popen(
+        edge_module(edge_install, "simulate", "--port", "0", "--api", "v1"),
+        cwd=ROOT, env=edge_install.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    edge_processes.append(simulator)
+    banner = simulator.stdout.readline()
+    assert "simulated P1 meter" in banner, simulator.stderr.read()
+    address = banner.split(" on ", 1)[1].split()[0]
+
+    spool_path = tmp_path / "spool.sqlite3"
+    closed = bound_socket()  # the server is beside the point: uploads just fail
+    env = {
+        "HW_P1_HOST": address, "HW_P1_API": "v1", "EDGE_SPOOL_PATH": str(spool_path),
+        "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
+        "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
+    }  # fmt: skip
+    edge = subprocess.Popen(
+        edge_module(edge_install, "run"),
+        cwd=ROOT, env=edge_install.env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    edge_processes.append(edge)
+    log = LineLog(edge.stderr)
+    log.wait_for("is a HWE-P1")  # the log lines manage.py run_edge writes
+    wait_until(lambda: _depth(spool_path) >= 3, what="readings in the spool")
+    edge.terminate()
+    assert edge.wait(20) == 0
+    closed.close()
+    log.wait_closed()
+    assert "Traceback" not in log.text()
+    assert imported_at_exit(log.text()) == ""
+
+    simulator.terminate()
+    assert simulator.wait(20) == 0
+    assert imported_at_exit(simulator.stderr.read()) == ""
+
+    status = subprocess.run(
+        edge_module(edge_install, "status"), cwd=ROOT,
+        env=edge_install.env({"EDGE_SPOOL_PATH": str(spool_path)}),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert f"spool: {spool_path}" in status.stdout, status.stderr
+    assert imported_at_exit(status.stderr) == ""
+
+
+def both_forms(
+    edge_install: EdgeInstall, manage_args: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """(manage.py COMMAND ARGS, python -m edgeclient SUBCOMMAND ARGS) in the edge install."""
+    command, *args = manage_args
+    sub = {"run_edge": "run", "edge_status": "status", "hw_pair": "pair",
+           "simulate_p1": "simulate"}[command]  # fmt: skip
+    managed = edge_install.manage(*manage_args, env=env)
+    module = subprocess.run(
+        [str(edge_install.python), "-m", "edgeclient", sub, *args],
+        cwd=ROOT, env=edge_install.env(env), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return managed, module
+
+
+def test_each_edge_command_prints_the_same_and_exits_the_same_in_both_forms(edge_install, tmp_path):
+    empty = tmp_path / "spool.sqlite3"
+    Spool(empty).close()
+    for args, env, code in [
+        (["edge_status"], {"EDGE_SPOOL_PATH": str(empty)}, 0),
+        (["edge_status", "--json"], {"EDGE_SPOOL_PATH": str(tmp_path / "none")}, 1),
+        (["run_edge"], {"HW_P1_HOST": "127.0.0.1:9"}, 2),
+        (["run_edge"], {"VPS_INGEST_URL": "http://vps.example", "VPS_DEVICE_TOKEN": "t"}, 2),
+        (["hw_pair", "--host", "127.0.0.1:notaport"], {}, 1),
+        (["simulate_p1", "--port", "0", "--speed", "0"], {}, 1),
+    ]:
+        managed, module = both_forms(edge_install, args, env)
+        assert (managed.returncode, module.returncode) == (code, code), (args, managed, module)
+        assert managed.stdout == module.stdout, args
+        assert managed.stderr == module.stderr, args
+        if code == 2:
+            assert one_line(module).startswith("CommandError: VPS_INGEST_URL: ")
+
+
+@pytest.mark.parametrize("command", EDGE_COMMANDS)
+def test_both_forms_of_each_edge_command_take_the_same_options(edge_install, command):
+    managed, module = both_forms(edge_install, [command, "--help"])
+    assert module.returncode == 0, module.stderr
+
+    def own_options(text: str) -> set[str]:
+        options = {word.strip("[],") for word in text.split() if word.startswith(("--", "[--"))}
+        # Django's own options of every manage.py command.
+        django = {"--version", "--verbosity", "--settings", "--pythonpath", "--traceback",
+                  "--no-color", "--force-color", "--skip-checks"}  # fmt: skip
+        return {option.split("=")[0] for option in options} - django
+
+    assert own_options(module.stdout) == own_options(managed.stdout)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import re
 import socket
 
 import pytest
-from django.core.management import CommandError, call_command
 
+from edgeclient.cli import CommandError, Output
+from edgeclient.cli import pair as hw_pair
 from edgeclient.homewizard import (
     ButtonNotPressed,
     HomeWizardClient,
@@ -28,8 +30,12 @@ from tests.edge.scripted_meter import PAIRING_ERRORS, ScriptedMeter, answering
 
 
 def _hw_pair(*args: str) -> str:
+    """hw_pair's function, as manage.py hw_pair and python -m edgeclient pair run it (the
+    server settings the tests run under do not install the edge's commands)."""
+    parser = argparse.ArgumentParser()
+    hw_pair.add_arguments(parser)
     out = io.StringIO()
-    call_command("hw_pair", *args, stdout=out)
+    hw_pair.handle(vars(parser.parse_args(args)), Output(out))
     return out.getvalue()
 
 

@@ -9,7 +9,10 @@ unreachable at start must not stop the edge.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +20,7 @@ import pytest
 from edgeclient.spool import Spool
 from tests.edge.scripted_meter import ScriptedMeter
 from tests.edge_pipeline.conftest import bound_socket
+from tests.serverproc import ROOT
 from tests.waiting import wait_until
 
 EXIT_TIMEOUT_S = 30
@@ -140,3 +144,23 @@ def test_after_an_outage_another_product_pauses_the_readings_until_the_meter_is_
         assert spool.status().meter_error is None
     assert edge.terminate() == 0
     assert len(edge.log.matching("not a P1 meter")) == 1
+
+
+def test_python_m_edgeclient_run_refuses_another_product_with_exit_2_too(
+    scripted, edge_only_env, spool_path
+):
+    # The systemd unit's RestartPreventExitStatus=2 relies on it: the same exit code
+    # and line as manage.py run_edge (issue 12, point 5).
+    meter = start_scripted(scripted, product="HWE-KWH1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "DJANGO_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeclient", "run"],
+        cwd=ROOT, env=env | edge_only_env | {"HW_P1_HOST": meter.address},
+        capture_output=True, text=True, timeout=EXIT_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"CommandError: HW_P1_HOST={meter.address} is a HomeWizard kWh Meter (1-phase) "
+        "(HWE-KWH1), not a P1 meter (HWE-P1): point HW_P1_HOST at the P1 meter"
+    ]
+    assert spooled(spool_path) == 0

@@ -1,0 +1,258 @@
+"""``run`` (``manage.py run_edge``, ``python -m edgeclient run``): poll the meter and upload
+the spool, until SIGTERM or Ctrl-C.
+
+Two threads that share nothing but the spool file, each with its own connection: the
+poll loop (meter -> normalise -> spool) and the upload loop (spool -> server). A slow or
+dead server therefore never delays a poll. No error ends either loop, but one: the
+first device to answer at HW_P1_HOST saying it is not a P1 meter.
+
+What the device is (GET /api) is asked at start, and again at the first answer after
+every outage (an address may be handed to another device while the meter is away). A
+meter that does not answer at start does not stop the edge: it keeps asking, takes no
+reading until the device has said it is a P1 meter, and polls as usual from then on.
+A device that is not a P1 meter ends run_edge with one line and exit code 2 when it is
+the first to answer (a setting to fix); after a P1 meter has answered, another product
+at its address only pauses the readings (logged once, shown by edge_status) while the
+spool's backlog goes on uploading.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from argparse import ArgumentParser
+from typing import Any
+
+from edgeclient.backoff import retry_delay
+from edgeclient.cli import CommandError, Lines
+from edgeclient.config import ConfigError, EdgeConfig
+from edgeclient.homewizard import (
+    DeviceInfo,
+    HomeWizardClient,
+    MeterAuthError,
+    MeterConfigError,
+    MeterError,
+    MeterTLSError,
+    MeterWrongProduct,
+    require_p1_meter,
+)
+from edgeclient.poller import METER_DOWN, Poller
+from edgeclient.spool import Spool, SpoolError
+from edgeclient.uploader import IngestClient, Uploader
+
+logger = logging.getLogger("edgeclient.run_edge")
+
+# How long SIGTERM waits for a poll (meter timeouts are 3 + 5 s) and an upload in flight.
+# Container runtimes send SIGKILL after 10 s; an abandoned upload is simply sent again.
+SHUTDOWN_GRACE_S = 8.0
+# After an unexpected error (disk full, a bug) a loop waits this long, then goes on.
+LOOP_ERROR_PAUSE_S = 5.0
+
+
+HELP = "Run the edge: poll the HomeWizard P1 meter, spool durably, upload to the server."
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    """run_edge takes no options: everything comes from the environment."""
+
+
+def handle(options: dict[str, Any], out: Lines) -> int:
+    """Poll and upload until SIGTERM or Ctrl-C; 0 then. Raises CommandError (exit 2) for a
+    bad setting, an unusable spool or a device at HW_P1_HOST that is not a P1 meter."""
+    # httpx logs every request at INFO: one line per poll is what this must not do.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    identity = MeterIdentity()
+    try:
+        config = EdgeConfig.from_env()
+        assert config.meter is not None
+        with Spool(config.spool_path) as spool:  # migrates once, before the threads
+            depth = spool.depth()
+            with HomeWizardClient(config.meter) as meter:
+                identity.confirm(meter, spool)
+    except (ConfigError, SpoolError, MeterWrongProduct) as exc:
+        raise CommandError(str(exc), returncode=2) from None
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = [
+        threading.Thread(target=poll_loop, args=(config, stop, identity), name="poll", daemon=True),
+        threading.Thread(target=upload_loop, args=(config, stop), name="upload", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    logger.info(
+        "run_edge started: polling %s every %g s, uploading to %s every %g s; "
+        "spool %s holds %d samples",
+        config.meter.host,
+        config.poll_interval_s,
+        config.ingest_url,
+        config.upload_interval_s,
+        config.spool_path,
+        depth,
+    )
+    while not stop.wait(1.0):
+        pass
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    for thread in threads:  # the poll thread first: its write is the one that matters
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threads if t.is_alive()]
+    with Spool(config.spool_path) as spool:
+        depth = spool.depth()
+    logger.info(
+        "run_edge stopped; %d samples pending in the spool%s",
+        depth,
+        f" (abandoned: {', '.join(busy)})" if busy else "",
+    )
+    if identity.refused is not None:
+        raise CommandError(str(identity.refused), returncode=2)
+    return 0
+
+
+class MeterIdentity:
+    """Whether the device at HW_P1_HOST has said (GET /api) that it is a P1 meter.
+
+    Until it has, no reading is taken. While it does not answer at start, that is
+    logged once and recorded in the spool for edge_status, as the poller does for an
+    outage later on; after an outage the poller reports, and ``forget`` makes the next
+    answer be checked again.
+    """
+
+    def __init__(self) -> None:
+        self.info: DeviceInfo | None = None  # None: ask at the next answer
+        self.last_info: DeviceInfo | None = None
+        self.refused: MeterWrongProduct | None = None
+        self._ever_confirmed = False
+        self._recorded = False
+
+    def confirm(self, meter: HomeWizardClient, spool: Spool) -> bool:
+        """True once the device is known to be a P1 meter.
+
+        Raises MeterWrongProduct when the first device to answer is not one: a setting
+        to fix. Once a P1 meter has answered, another product at its address later (a
+        DHCP lease handed on during an outage) only pauses the readings: the spool's
+        backlog still uploads, and the address is asked again every poll.
+        """
+        if self.info is not None:
+            return True
+        try:
+            info = require_p1_meter(meter)
+        except MeterWrongProduct as exc:
+            if not self._ever_confirmed:
+                self.refused = exc
+                raise
+            if not self._recorded:
+                spool.record_meter(f"{type(exc).__name__}: {exc}")
+                self._recorded = True
+                logger.error(
+                    "%s; no reading is taken until the P1 meter answers there again, "
+                    "asking every poll (uploads go on)",
+                    exc,
+                )
+            return False
+        except MeterError as exc:
+            if not self._ever_confirmed and not self._recorded:
+                spool.record_meter(f"{type(exc).__name__}: {exc}")
+                self._recorded = True
+                fatal = isinstance(exc, MeterTLSError | MeterAuthError | MeterConfigError)
+                (logger.error if fatal else logger.warning)(
+                    "meter not answering GET /api (%s); no reading is taken until it says it "
+                    "is a P1 meter, asking again every poll",
+                    exc,
+                )
+            return False
+        if self._recorded:
+            spool.record_meter(None)
+            self._recorded = False
+            if self._ever_confirmed:
+                logger.info("the P1 meter answers again at %s", meter.config.host)
+        if info != self.last_info:
+            logger.info(
+                "meter at %s is a %s, serial %s, firmware %s, API %s",
+                meter.config.host,
+                info.product_type,
+                info.serial,
+                info.firmware_version,
+                info.api_version,
+            )
+        self.info = self.last_info = info
+        self._ever_confirmed = True
+        return True
+
+    def forget(self) -> None:
+        self.info = None
+
+
+def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity) -> None:
+    """Poll at a fixed rate; a late poll is not made up with a burst.
+
+    Ends (and sets ``stop``) only when the first device to answer is not a P1 meter.
+    """
+    assert config.meter is not None
+    guard = _LoopGuard("poll")
+    while not stop.is_set():
+        # Opening the spool can fail too (a full or read-only disk): retry, never exit.
+        try:
+            with Spool(config.spool_path) as spool, HomeWizardClient(config.meter) as meter:
+                poller = Poller(meter, spool)
+                next_at = time.monotonic()
+                while not stop.is_set():
+                    try:
+                        if identity.confirm(meter, spool) and poller.step().state == METER_DOWN:
+                            identity.forget()  # ask what it is at its first answer
+                        guard.ok()
+                    except MeterWrongProduct:
+                        logger.error("%s; run_edge stops", identity.refused)
+                        stop.set()
+                        return
+                    except Exception as exc:  # the loop must outlive any error
+                        guard.failed(exc)
+                    next_at = max(next_at + config.poll_interval_s, time.monotonic())
+                    stop.wait(next_at - time.monotonic())
+        except Exception as exc:  # the loop must outlive any error
+            guard.failed(exc)
+            stop.wait(LOOP_ERROR_PAUSE_S)
+
+
+def upload_loop(config: EdgeConfig, stop: threading.Event) -> None:
+    guard = _LoopGuard("upload")
+    while not stop.is_set():
+        try:
+            with Spool(config.spool_path) as spool, IngestClient.from_config(config) as client:
+                uploader = Uploader(spool, client, config)
+                while not stop.is_set():
+                    try:
+                        _, delay = uploader.step()
+                        guard.ok()
+                    except Exception as exc:  # the loop must outlive any error
+                        guard.failed(exc)
+                        delay = max(LOOP_ERROR_PAUSE_S, retry_delay(guard.failures, random.random))
+                    stop.wait(delay)
+        except Exception as exc:  # the loop must outlive any error
+            guard.failed(exc)
+            stop.wait(LOOP_ERROR_PAUSE_S)
+
+
+class _LoopGuard:
+    """Logs an unexpected error when it first appears (with traceback), not every time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self._last: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last:
+            logger.exception("%s loop error (it goes on): %s", self.name, text)
+            self._last = text
+
+    def ok(self) -> None:
+        if self._last is not None:
+            logger.info("%s loop recovered after %d errors", self.name, self.failures)
+        self.failures, self._last = 0, None
