@@ -1,4 +1,4 @@
-.PHONY: demo run test lint bench lock
+.PHONY: demo run test lint typecheck bench lock
 
 demo:  ## everything on this machine: history, meter, edge, server and dashboard (Ctrl-C stops)
 	bash scripts/demo.sh
@@ -13,6 +13,11 @@ lint:
 	bash scripts/venv.sh dev
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+
+# The server settings: the Django plugin reads the installed apps' models from them.
+typecheck:  ## mypy with the Django and DRF stubs over the app packages (pyproject.toml)
+	bash scripts/venv.sh dev
+	P1_ROLE=server .venv/bin/mypy
 
 bench:
 	bash scripts/venv.sh dev

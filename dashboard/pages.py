@@ -6,18 +6,22 @@ Pure helpers (no request, no clock of their own), so tests call them directly.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 
 from telemetry.models import Device
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 # Live power and the quarter gauge refresh this often (the issue asks for <= 5 s).
 LIVE_REFRESH_MS = 2000
 MONTH_TABLE_MONTHS = 13
 
 
-def devices_for(user) -> QuerySet[Device]:
+def devices_for(user: User) -> QuerySet[Device]:
     """The devices a logged-in user may see: their own; staff see every device."""
     devices = Device.objects.order_by("device_id")
     return devices if user.is_staff else devices.filter(owner=user)

@@ -15,12 +15,13 @@ from dashboard.csp import with_csp
 @with_csp
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    devices = pages.devices_for(request.user)
+    # login_required: request.user is a User here, never the AnonymousUser.
+    devices = pages.devices_for(request.user)  # type: ignore[arg-type]
     device = pages.pick_device(devices, request.GET.get("device"))
     if device is None and request.GET.get("device"):
         # Another household's device looks exactly like one that does not exist.
         raise Http404("No such device.")
-    context = {"devices": devices, "device": device}
+    context: dict[str, object] = {"devices": devices, "device": device}
     if device is not None:
         context["config"] = pages.page_config(device, timezone.now(), request.GET.get("day"))
     return render(request, "dashboard/dashboard.html", context)

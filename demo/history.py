@@ -30,7 +30,7 @@ from capacity.materialize import rebuild
 from capacity.rules import Month
 from demo.bulkload import insert_history
 from edgeclient.household import household_phases, tariff_at
-from telemetry.models import Device
+from telemetry.models import Device, Sample
 
 # Three samples a quarter, on its boundaries: coverage (n samples span n-1 steps, widened
 # by one step) is 3 x 300 s / 900 s = 100%, and the boundary register values need no
@@ -58,12 +58,14 @@ class Registers:
         return (self.import_t1, self.import_t2, self.export_t1, self.export_t2)
 
     @classmethod
-    def of_sample(cls, sample) -> Registers:
+    def of_sample(cls, sample: Sample) -> Registers:
         """A stored sample's registers; one without the tariff split counts as tariff 1."""
         return cls(
             sample.energy_import_t1_kwh or sample.energy_import_kwh,
             sample.energy_import_t2_kwh or 0.0,
-            sample.energy_export_t1_kwh or sample.energy_export_kwh,
+            # None for a meter without export registers; the demo's simulated meter
+            # always has them (left as found: annotation-only, see issue 12 point 8).
+            sample.energy_export_t1_kwh or sample.energy_export_kwh,  # type: ignore[arg-type]
             sample.energy_export_t2_kwh or 0.0,
         )
 

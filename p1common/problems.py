@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -108,7 +109,7 @@ def exception_handler(exc: Exception, context: dict) -> HttpResponse | None:
 class ProblemDetailsMiddleware:
     """Under /v1/: any error response that is not yet problem+json becomes one."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:

@@ -5,7 +5,10 @@ must not depend on peakguard, so this module re-registers the device admin with 
 guard as an extra inline instead of telemetry/admin.py importing it.
 """
 
+from __future__ import annotations
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from peakguard.models import PeakAlert, PeakGuard
 from telemetry.admin import DeviceAdmin
@@ -52,8 +55,8 @@ class PeakAlertAdmin(admin.ModelAdmin):
     date_hierarchy = "quarter_start"
 
     # Alerts are a record of what was sent: nobody adds or edits them by hand.
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: PeakAlert | None = None) -> bool:
         return False

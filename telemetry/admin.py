@@ -7,18 +7,23 @@ token page's copy button is a static script.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeString, mark_safe
 
 from telemetry.models import Device, DeviceToken, IngestRejection, RegisterBreak, Sample
 from telemetry.tokens import mint
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
 
 LATEST_SAMPLES = 50
 QUARANTINE_SHOWN = 50
@@ -44,7 +49,7 @@ class DeviceTokenInline(admin.TabularInline):
     readonly_fields = fields
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Device | None = None) -> bool:
         return False
 
 
@@ -64,7 +69,7 @@ class DeviceAdmin(admin.ModelAdmin):
     inlines = [DeviceTokenInline]
     readonly_fields = ("issue_token_link", "latest_samples", "register_breaks", "quarantine")
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Device]:
         # One index lookup per row on (device, ts): the newest sample's time.
         newest = Sample.objects.filter(device=OuterRef("pk")).order_by("-ts").values("ts")[:1]
         return (
@@ -74,8 +79,8 @@ class DeviceAdmin(admin.ModelAdmin):
             .annotate(last_sample_ts=Subquery(newest))
         )
 
-    def get_fieldsets(self, request, obj=None):
-        main = (
+    def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> _FieldsetSpec:
+        main: tuple[str | None, _FieldOpts] = (
             None,
             {
                 "fields": (
@@ -101,18 +106,18 @@ class DeviceAdmin(admin.ModelAdmin):
         ]
 
     @admin.display(description="last sample", ordering="last_sample_ts")
-    def last_sample_at(self, obj):
+    def last_sample_at(self, obj: Device) -> str | None:
         ts = getattr(obj, "last_sample_ts", None)
         # To the second: how fresh the data is matters more than the date.
         return None if ts is None else ts.isoformat(timespec="seconds")
 
     @admin.display(description="issue")
-    def issue_token_link(self, obj):
+    def issue_token_link(self, obj: Device) -> SafeString:
         url = reverse("admin:telemetry_devicetoken_add") + f"?device={obj.pk}"
         return format_html('<a class="addlink" href="{}">Issue a new token</a>', url)
 
     @admin.display(description="samples")
-    def latest_samples(self, obj):
+    def latest_samples(self, obj: Device) -> SafeString:
         found = (
             Sample.objects.filter(device=obj)
             .order_by("-ts")
@@ -128,7 +133,7 @@ class DeviceAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="breaks")
-    def register_breaks(self, obj):
+    def register_breaks(self, obj: Device) -> SafeString:
         found = RegisterBreak.objects.filter(device=obj).order_by("-ts")
         url = reverse("admin:telemetry_registerbreak_changelist") + f"?device__id__exact={obj.pk}"
         return mark_safe(  # noqa: S308 - the template escapes every value
@@ -139,7 +144,7 @@ class DeviceAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="rejections")
-    def quarantine(self, obj):
+    def quarantine(self, obj: Device) -> SafeString:
         rejections = IngestRejection.objects.filter(device=obj).order_by("-received_at", "-id")
         url = reverse("admin:telemetry_ingestrejection_changelist") + f"?device__id__exact={obj.pk}"
         return mark_safe(  # noqa: S308 - the template escapes every value
@@ -185,29 +190,38 @@ class DeviceTokenAdmin(admin.ModelAdmin):
     actions = ["revoke"]
     readonly_fields = ("prefix", "scopes", "created_at", "last_used_at", "revoked_at")
 
-    def get_form(self, request, obj=None, **kwargs):
+    # Django passes ``change`` by keyword: it arrives in kwargs and goes on to super().
+    def get_form(  # type: ignore[override]
+        self, request: HttpRequest, obj: DeviceToken | None = None, **kwargs: Any
+    ) -> type[forms.ModelForm]:
         if obj is None:
             kwargs["form"] = IssueTokenForm
         return super().get_form(request, obj, **kwargs)
 
-    def get_fields(self, request, obj=None):
+    def get_fields(self, request: HttpRequest, obj: DeviceToken | None = None) -> tuple[str, ...]:
         if obj is None:
             return ("device", "label", "scope_choices")
         return ("device", "label", *self.readonly_fields)
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: DeviceToken | None = None
+    ) -> tuple[str, ...]:
         if obj is None:
             return ()
         return ("device", *self.readonly_fields)
 
-    def save_model(self, request, obj, form, change):
+    def save_model(
+        self, request: HttpRequest, obj: DeviceToken, form: forms.ModelForm, change: bool
+    ) -> None:
         if change:
             return super().save_model(request, obj, form, change)
         # Kept on the instance for response_add only; never stored, logged or messaged.
         obj._raw_token = mint(obj, form.cleaned_data["scope_choices"])
         super().save_model(request, obj, form, change)
 
-    def response_add(self, request, obj, post_url_continue=None):
+    def response_add(
+        self, request: HttpRequest, obj: DeviceToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
         """The raw token, once: rendered into this answer, never into a redirect or a
         message (those would carry it in a cookie or the session)."""
         raw = getattr(obj, "_raw_token", None)
@@ -225,12 +239,12 @@ class DeviceTokenAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: DeviceToken | None = None) -> bool:
         # Revoke instead: a revoked token keeps its audit trail (created, last used).
         return False
 
     @admin.action(description="Revoke selected tokens")
-    def revoke(self, request, queryset):
+    def revoke(self, request: HttpRequest, queryset: QuerySet[DeviceToken]) -> None:
         active = list(queryset.filter(revoked_at__isnull=True))
         for token in active:
             token.revoke()  # one by one: each save drops the token's cached lookup
@@ -250,10 +264,12 @@ class IngestRejectionAdmin(admin.ModelAdmin):
     fields = ("device", "received_at", "index", "reason", "sample")
     readonly_fields = fields
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(
+        self, request: HttpRequest, obj: IngestRejection | None = None
+    ) -> bool:
         return False
 
 
@@ -278,12 +294,12 @@ class RegisterBreakAdmin(admin.ModelAdmin):
     fields = list_display
     readonly_fields = fields
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: RegisterBreak | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: RegisterBreak | None = None) -> bool:
         # The samples decide: a deleted break would come back at the next rebuild.
         return False

@@ -4,6 +4,7 @@ failed token checks per client address."""
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.cache import cache
@@ -13,13 +14,18 @@ from rest_framework.throttling import SimpleRateThrottle
 from telemetry import token_cache
 from telemetry.models import DeviceToken
 
+if TYPE_CHECKING:  # rest_framework.views imports this module (DEFAULT_AUTHENTICATION_CLASSES)
+    from django.http import HttpRequest
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
 
 class DeviceTokenAuthentication(authentication.BaseAuthentication):
     """``Authorization: Bearer <token>``; request.auth is the DeviceToken."""
 
     keyword = "Bearer"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[DeviceTokenPrincipal, DeviceToken] | None:
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
@@ -43,11 +49,12 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
             strikes.add()
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         # Cache values the view asked for, read in the same round trip as the token check.
-        request.prefetched_cache = found.prefetched
+        # An attribute of our own on DRF's Request: the view reads it with getattr.
+        request.prefetched_cache = found.prefetched  # type: ignore[attr-defined]
         # A device token acts for no user; views read request.auth.
         return (DeviceTokenPrincipal(token), token)
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return self.keyword
 
 
@@ -65,7 +72,7 @@ class DeviceTokenPrincipal:
         return f"token {self.token.prefix}"
 
 
-def client_address(request) -> str:
+def client_address(request: HttpRequest | Request) -> str:
     """The caller's address: Caddy's X-Real-IP when the peer is a trusted proxy."""
     peer = request.META.get("REMOTE_ADDR", "")
     trusted = settings.TRUSTED_PROXIES
@@ -93,8 +100,9 @@ class BadTokenStrikes:
         self.limit, self.period_s = limit, period_s
 
     @classmethod
-    def of(cls, request) -> BadTokenStrikes:
-        limit, period_s = SimpleRateThrottle.parse_rate(None, settings.BAD_TOKEN_RATE)
+    def of(cls, request: HttpRequest | Request) -> BadTokenStrikes:
+        # parse_rate never reads self: the rate syntax is DRF's, with no throttle instance.
+        limit, period_s = SimpleRateThrottle.parse_rate(None, settings.BAD_TOKEN_RATE)  # type: ignore[arg-type]
         return cls(client_address(request), limit, period_s)
 
     def keys(self) -> list[str]:
@@ -120,6 +128,6 @@ class BadTokenStrikes:
 class HasIngestScope(permissions.BasePermission):
     message = "This token has no ingest scope."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         token = request.auth
         return isinstance(token, DeviceToken) and token.has_scope(DeviceToken.SCOPE_INGEST)

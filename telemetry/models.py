@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Collection
+from typing import Any, Self
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -52,6 +54,8 @@ class Device(models.Model):
         validators=[MinValueValidator(0)],
     )
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
+    # Not a field: the zone as loaded, set by from_db (a new instance has none).
+    _timezone_at_load: str | None
 
     class Meta:
         ordering = ["device_id"]
@@ -60,7 +64,7 @@ class Device(models.Model):
         return self.device_id
 
     @classmethod
-    def from_db(cls, db, field_names, values):
+    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any]) -> Self:
         instance = super().from_db(db, field_names, values)
         # Derived capacity months depend on the zone; a save compares against this.
         instance._timezone_at_load = instance.__dict__.get("timezone")
@@ -81,6 +85,9 @@ class DeviceToken(models.Model):
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Not a field: the raw token just minted, held on the instance by the admin's
+    # save_model for its response_add only (telemetry.admin); never stored.
+    _raw_token: str
 
     class Meta:
         ordering = ["-created_at"]

@@ -105,6 +105,6 @@ def _ensure_generation() -> str | None:
     return cache.get(GENERATION_KEY)
 
 
-def bump_generation(sender=None, instance=None, **kwargs) -> None:
+def bump_generation(sender: object = None, instance: object = None, **kwargs: object) -> None:
     """Signal receiver for any token change: every process re-reads its tokens."""
     cache.set(GENERATION_KEY, uuid.uuid4().hex, timeout=None)

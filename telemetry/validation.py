@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import operator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import p1wire as wire
 
@@ -99,8 +99,8 @@ def validate_samples(samples: Any, now: datetime) -> tuple[list[list[Any] | None
     rows, errors = _rows_checked_one_by_one(samples, now)
     if errors:
         return [], errors
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    return [c if any(v is not None for v in c) else None for c in columns], []
+    transposed = [list(column) for column in zip(*rows, strict=True)]
+    return [c if any(v is not None for v in c) else None for c in transposed], []
 
 
 def _rows_checked_one_by_one(samples: list, now: datetime) -> tuple[list[list[Any]], list[dict]]:
@@ -189,6 +189,7 @@ def _columns_fast(samples: list, now: datetime) -> list[list[Any] | None] | None
         (order,) = key_orders
         by_name = dict(zip(order, zip(*map(dict.values, samples), strict=True), strict=True))
     columns: list[list[Any] | None] = []
+    column: list[Any] | None
     for name, kind in wire.SAMPLE_FIELDS.items():
         if name not in keys:
             columns.append(None)
@@ -221,7 +222,7 @@ def _columns_fast(samples: list, now: datetime) -> list[list[Any] | None] | None
             if kind == wire.REGISTER and present and min(present) < 0:
                 return None
         columns.append(column)
-    ts = columns[0]
+    ts = cast(list[Any], columns[0])  # the timestamp: a required field, never None here
     try:
         if min(ts) < EARLIEST or max(ts) > now + MAX_FUTURE:
             return None

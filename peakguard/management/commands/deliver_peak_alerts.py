@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from argparse import ArgumentParser
 
 from django.core.management.base import BaseCommand
 from django.db import connection
@@ -21,10 +22,10 @@ POLL_S = 5.0
 class Command(BaseCommand):
     help = "Send due peak-guard alerts to their webhooks, in a loop (or --once)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--once", action="store_true", help="send what is due, then exit")
 
-    def handle(self, *args, once: bool = False, **options) -> None:
+    def handle(self, *args: str, once: bool = False, **options: object) -> None:
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
