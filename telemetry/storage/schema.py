@@ -10,10 +10,10 @@ from typing import Any
 
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-from telemetry.storage import forget, plan_for
+from telemetry.storage import StoragePlan, forget, plan_for
 
 
-def _plan(schema_editor: BaseDatabaseSchemaEditor):
+def _plan(schema_editor: BaseDatabaseSchemaEditor) -> StoragePlan:
     return plan_for(schema_editor.connection.alias)
 
 
