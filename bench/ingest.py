@@ -85,7 +85,7 @@ def run_raw(url: str, device_pks: list[int], batches: list[Batch]) -> float:
     """Rows per second with the statement the server itself would ideally run."""
     import psycopg
 
-    from telemetry.ingest import _PG_INSERT
+    from telemetry.storage.postgres import SAMPLE_INSERT
     from telemetry.validation import validate_samples
 
     now = datetime.now(UTC)
@@ -101,7 +101,7 @@ def run_raw(url: str, device_pks: list[int], batches: list[Batch]) -> float:
         conn = connections[i]
         start.wait()
         for p in params[i::RAW_CONNECTIONS]:
-            inserted[i] += conn.execute(_PG_INSERT, p).rowcount
+            inserted[i] += conn.execute(SAMPLE_INSERT, p).rowcount
 
     elapsed = timed_threads(work, RAW_CONNECTIONS)
     for conn in connections:
@@ -140,10 +140,10 @@ def empty_table() -> None:
     alike (left in place, later rounds would merge into existing rollup rows)."""
     from django.db import connection
 
-    from telemetry.rollups import maintained_by_ingest
+    from telemetry.storage import plan_for
 
     tables = "telemetry_sample"
-    if maintained_by_ingest():
+    if plan_for().ingest_keeps_rollups:
         tables += ", telemetry_quarter, telemetry_hour"
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {tables}")

@@ -8,7 +8,7 @@ of every local month those quarters fall in.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from django.db import connection
@@ -18,6 +18,7 @@ from capacity.rules import QUARTER, Month
 from telemetry import segments
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
+from telemetry.storage import plan_for
 from telemetry.timegrid import bucket_start
 
 _UPSERT = """
@@ -121,10 +122,8 @@ def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | N
 
 
 def _as_datetime(value) -> datetime:
-    """SQLite returns raw timestamps naive (or as text); PostgreSQL aware."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """A raw SQL timestamp as an aware datetime, whatever the database hands back."""
+    return plan_for().to_datetime(value)
 
 
 def refresh_after_batch(batch: StoredBatch) -> None:

@@ -12,12 +12,13 @@ expression for "seconds since the epoch" differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import connection
 
 from capacity.rules import COMPLETE_COVERAGE, QUARTER_S, Month, MonthPeak
 from telemetry import segments
+from telemetry.storage import plan_for
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class QuarterPower:
 
 
 def _epoch(column: str) -> str:
-    return segments.epoch_sql(column)
+    return plan_for().epoch_sql(column)
 
 
 def param(moment: datetime):
@@ -182,13 +183,5 @@ def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None
 
 
 def _datetime_converter():
-    """SQLite hands raw SQL timestamps back naive (or as text); PostgreSQL aware."""
-    if connection.vendor == "postgresql":
-        return lambda value: value
-
-    def to_aware(value) -> datetime:
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC)
-
-    return to_aware
+    """Raw SQL timestamps as aware datetimes, whatever the database hands back."""
+    return plan_for().to_datetime

@@ -9,7 +9,9 @@
 #
 #   TEST_DATABASE_URL   PostgreSQL for the first pass (default: local server, trust auth)
 #   TEST_REDIS_URL      Redis for the first pass; the suite clears this database
-#   TIMESCALE_DATABASE_URL  optional: a PostgreSQL with timescaledb preloaded
+#   TIMESCALE_DATABASE_URL  optional: a PostgreSQL with timescaledb preloaded; the
+#                           migration tests use it, and a third pass runs the storage
+#                           tests (tests/storage) on it after the two others
 #   TESTS_REQUIRE_TOOLS=1   a missing Debian tool (chromium, caddy, ...) fails its tests
 #                           instead of skipping them (.ci/run sets it; tests/tools.py)
 set -euo pipefail
@@ -28,12 +30,20 @@ postgres_pass() {
 sqlite_pass() {
   env -u DATABASE_URL -u REDIS_URL DATA_DIR="$PWD/var/test-sqlite" "${PYTEST[@]}" "$@"
 }
+timescale_pass() {
+  [ -n "${TIMESCALE_DATABASE_URL:-}" ] || return 0
+  echo "== storage tests on TimescaleDB ($TIMESCALE_DATABASE_URL)"
+  mkdir -p var/test-ts
+  DATA_DIR="$PWD/var/test-ts" DATABASE_URL="$TIMESCALE_DATABASE_URL" TIMESCALEDB=require \
+    REDIS_URL="$redis_url" "${PYTEST[@]}" tests/storage
+}
 
 if [ "${TEST_PASSES:-parallel}" = sequential ]; then
   echo "== tests on PostgreSQL ($pg_url) and Redis ($redis_url)"
   postgres_pass "$@"
   echo "== tests on the embedded default (SQLite, local-memory cache)"
   sqlite_pass "$@"
+  timescale_pass
   exit 0
 fi
 
@@ -49,4 +59,7 @@ echo "== PostgreSQL + Redis pass (exit $pg_status)"
 cat var/test-pg/pytest.log
 echo "== SQLite + local-memory pass (exit $sqlite_status)"
 cat var/test-sqlite/pytest.log
-[ "$pg_status" -eq 0 ] && [ "$sqlite_status" -eq 0 ]
+status=0
+{ [ "$pg_status" -eq 0 ] && [ "$sqlite_status" -eq 0 ]; } || status=1
+timescale_pass || status=1
+exit "$status"

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_migrate, post_save, pre_migrate
 
 
 class TelemetryConfig(AppConfig):
@@ -16,3 +16,14 @@ class TelemetryConfig(AppConfig):
             uid = f"token-cache-{model.__name__}"
             post_save.connect(bump_generation, sender=model, dispatch_uid=uid)
             post_delete.connect(bump_generation, sender=model, dispatch_uid=uid)
+
+        # Migrations can change a database's storage plan (the hypertable); a process
+        # that migrates (the test runner, a deploy script) chooses again afterwards.
+        pre_migrate.connect(_forget_storage_plan, dispatch_uid="storage-plan-pre-migrate")
+        post_migrate.connect(_forget_storage_plan, dispatch_uid="storage-plan-post-migrate")
+
+
+def _forget_storage_plan(sender, using: str = "default", **kwargs) -> None:
+    from telemetry.storage import forget
+
+    forget(using)

@@ -116,7 +116,7 @@ class Sample(models.Model):
     """One meter reading. (device, ts) is the key: a retried batch inserts nothing new.
 
     The columns follow p1wire.SAMPLE_FIELDS; the insert path writes them with
-    one statement (telemetry.ingest), so keep both in step.
+    one statement (telemetry.storage.postgres), so keep both in step.
     """
 
     pk = models.CompositePrimaryKey("device", "ts")
@@ -158,7 +158,7 @@ class Rollup(models.Model):
     """Per-device aggregates of one time bucket, enough for the capacity rules.
 
     The relation is a TimescaleDB continuous aggregate where the extension is loaded, and
-    a table kept current by the ingest path elsewhere (telemetry.rollups); both have
+    a table kept current by the ingest path elsewhere (telemetry.storage); both have
     these columns, so the query code has one path. Never written through the ORM.
     """
 

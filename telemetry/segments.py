@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 
 from django.db import connection, transaction
 
+from telemetry.storage import plan_for
+
 # A Belgian household connection is at most a few tens of kW (3 x 63 A at 400 V is about
 # 44 kVA; anything larger is a professional connection). 250 kW between two readings is
 # several times that, so no real consumption reaches it, while a swapped meter's restart
@@ -43,24 +45,13 @@ _ALL_FROM = datetime(1970, 1, 1, tzinfo=UTC)
 _ALL_TO = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-def epoch_sql(column: str) -> str:
-    """Seconds since the epoch of a timestamp column, in this database's dialect."""
-    if connection.vendor == "postgresql":
-        return f"date_part('epoch', {column})"
-    # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]'. julianday() keeps only milliseconds,
-    # so whole seconds come from strftime('%s') and the fraction is added as text.
-    return (
-        f"(CAST(strftime('%%s', {column}) AS REAL)"
-        f" + COALESCE(CAST(NULLIF(substr({column}, 20), '') AS REAL), 0.0))"
-    )
-
-
 def _went_down(register: str) -> str:
     return f"{register} < prev_{register} - {REGISTER_RESOLUTION_KWH}"
 
 
 def _impossible(register: str) -> str:
     per_second_kwh = MAX_HOUSEHOLD_POWER_W / 1000 / 3600
+    epoch_sql = plan_for().epoch_sql
     step = f"{register} - prev_{register}"
     # The first test is cheap and false for most pairs (a step within one register
     # unit); the time between the readings is computed only for the others.
@@ -107,8 +98,6 @@ def _window_sql() -> str:
     """  # noqa: S608
 
 
-_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
-_LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
 _DELETE = f"DELETE FROM {_TABLE} WHERE device_id = %s AND ts = %s"  # noqa: S608
 _UPSERT = f"""
 INSERT INTO {_TABLE} (device_id, {_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
@@ -130,13 +119,8 @@ def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
         "hi": connection.ops.adapt_datetimefield_value(newest),
     }
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Two batches of one device committing at once would each miss the other's
-            # rows (and a step between them). Taken after the batch's own writes and held
-            # to its commit, so the later batch's window sees the earlier one; only
-            # capacity rows are written after it, so the lock order is always the same.
-            # (SQLite has one writer at a time anyway.)
-            cursor.execute(_LOCK, [_LOCK_CLASS, device_pk & 0x7FFFFFFF])
+        # Concurrent batches of one device must not each miss the other's rows.
+        plan_for().lock_register_breaks(cursor, device_pk)
         cursor.execute(_window_sql(), params)
         rows = cursor.fetchall()
         if not rows:
@@ -172,6 +156,7 @@ def offset_sql(moment: str, register: str = "import") -> str:
 
 def gap_sql(first_ts: str, last_ts: str) -> str:
     """SQL: seconds between first_ts and last_ts that lie across a step (unmeasured)."""
+    epoch_sql = plan_for().epoch_sql
     return (
         f"(SELECT COALESCE(sum({epoch_sql('b.ts')} - {epoch_sql('b.prev_ts')}), 0) "  # noqa: S608
         f"FROM {_TABLE} b WHERE b.device_id = %(device)s "

@@ -19,8 +19,8 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from telemetry.models import HourRollup, QuarterRollup, Rollup
-from telemetry.rollups import ROLLUP_COLUMNS
 from telemetry.segments import Offsets
+from telemetry.storage.rollups import ROLLUP_COLUMNS
 from telemetry.timegrid import interpolate, local_midnight
 
 INTERVALS = ("15m", "1h", "1d", "1w", "1mo")

@@ -19,7 +19,7 @@ from demo import history
 from demo.bulkload import insert_history
 from telemetry.models import Device, Sample
 from telemetry.pipeline import ingest_batch
-from telemetry.rollups import maintained_by_ingest
+from telemetry.storage import plan_for
 
 END = datetime(2026, 11, 27, 18, 42, 17, tzinfo=UTC)
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -29,7 +29,7 @@ THIS_MONTH = Month(2026, 11)
 def _wipe(device_pk: int) -> None:
     # On TimescaleDB the rollups are continuous aggregates (views): they cannot be
     # deleted from, and a refresh after the samples are gone drops their buckets.
-    tables = maintained_by_ingest()
+    tables = plan_for().ingest_keeps_rollups
     rollups = ("telemetry_quarter", "telemetry_hour")
     with connection.cursor() as cursor:
         for table in (

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from telemetry.timescale import is_hypertable, timescaledb_enabled
+from telemetry.storage import plan_for, timescale
 from tests.serverproc import ROOT, database_url
 
 TIMESCALE_URL = os.environ.get("TIMESCALE_DATABASE_URL", "")
@@ -22,6 +22,15 @@ needs_timescaledb = pytest.mark.skipif(
     not TIMESCALE_URL,
     reason="TIMESCALE_DATABASE_URL is not set: no PostgreSQL with timescaledb preloaded here",
 )
+
+
+def timescaledb_enabled(connection) -> bool:
+    """True when this database can use TimescaleDB and settings allow it."""
+    return connection.vendor == "postgresql" and timescale.usable(connection)
+
+
+def is_hypertable(connection, table: str) -> bool:
+    return connection.vendor == "postgresql" and timescale.is_hypertable(connection, table)
 
 
 def primary_key_columns(table: str) -> list[str]:
@@ -70,6 +79,7 @@ def test_sample_key_is_device_and_ts():
 @pytest.mark.django_db
 def test_hypertable_exactly_when_timescaledb_can_be_loaded():
     assert is_hypertable(connection, "telemetry_sample") == timescaledb_enabled(connection)
+    assert (plan_for().name == "timescale") == timescaledb_enabled(connection)
 
 
 @needs_timescaledb

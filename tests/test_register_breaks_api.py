@@ -16,7 +16,7 @@ from tests.conftest import bearer
 from tests.samples import BASE_TS, meter_swap, sample
 
 # Committed: on TimescaleDB the aggregates over old samples refresh only outside a
-# transaction (telemetry.rollups.timescale_refresh).
+# transaction (telemetry.storage.timescale.TimescalePlan.refresh).
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from telemetry.timescale import make_sample_hypertable
+from telemetry.storage.schema import make_sample_hypertable
 
 
 class Migration(migrations.Migration):

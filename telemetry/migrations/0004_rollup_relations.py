@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from telemetry.rollups import create_rollup_relations, drop_rollup_relations
+from telemetry.storage.schema import create_rollup_relations, drop_rollup_relations
 
 
 class Migration(migrations.Migration):

@@ -1,8 +1,11 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
-from telemetry.rollups import allow_null_export, require_export
-from telemetry.timescale import require_nullable_column_support
+from telemetry.storage.schema import (
+    allow_null_export,
+    require_export,
+    require_nullable_column_support,
+)
 
 
 class Migration(migrations.Migration):

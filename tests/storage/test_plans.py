@@ -1,8 +1,13 @@
-"""The 15-minute and hourly rollups equal aggregates of the raw samples, however the
-samples arrived: out of order, in overlapping retried batches, late."""
+"""The storage plans keep the same promises: each test here runs on the plan of the
+pass's database (SQLite in the SQLite pass, PostgreSQL tables in the PostgreSQL pass,
+TimescaleDB in a pass whose DATABASE_URL is TIMESCALE_DATABASE_URL; scripts/test.sh
+runs that one when the variable is set). The 15-minute and hourly rollups equal
+aggregates of the raw samples, however the samples arrived: out of order, in
+overlapping retried batches, late."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from datetime import timedelta
@@ -11,21 +16,59 @@ import pytest
 from django.utils import timezone
 
 from telemetry.ingest import insert_columns
-from telemetry.models import HourRollup, QuarterRollup, Sample
-from telemetry.rollups import (
-    HOUR,
+from telemetry.models import HourRollup, QuarterRollup, RegisterBreak, Sample
+from telemetry.storage import plan_for
+from telemetry.storage.rollups import (
     MAX_RUN_BUCKETS,
-    QUARTER,
     ROLLUP_COLUMNS,
     SAMPLE_INPUT_COLUMNS,
     aggregate_bucket,
     bucket_runs,
-    bucket_start,
 )
+from telemetry.timegrid import HOUR, QUARTER, bucket_start
 from telemetry.validation import validate_samples
-from tests.samples import BASE_TS, sample
+from tests.samples import BASE_TS, meter_swap, sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMESCALE_URL = os.environ.get("TIMESCALE_DATABASE_URL", "")
+
+
+def _pass_plan() -> str:
+    """The plan this pass's database must have, from the environment alone."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url or url.startswith("sqlite"):
+        return "sqlite"
+    if TIMESCALE_URL and url == TIMESCALE_URL and os.environ.get("TIMESCALEDB") != "off":
+        return "timescale"
+    return "postgres-tables"
+
+
+_WHERE = {
+    "sqlite": "the SQLite pass runs it (scripts/test.sh)",
+    "postgres-tables": "the PostgreSQL pass runs it (scripts/test.sh)",
+    "timescale": (
+        "runs in a pass with DATABASE_URL=$TIMESCALE_DATABASE_URL (scripts/test.sh)"
+        if TIMESCALE_URL
+        else "TIMESCALE_DATABASE_URL is not set: no PostgreSQL with timescaledb preloaded here"
+    ),
+}
+PLANS = [
+    pytest.param(
+        name,
+        id=name,
+        marks=pytest.mark.skipif(name != _pass_plan(), reason=f"{name} plan: {_WHERE[name]}"),
+    )
+    for name in ("sqlite", "postgres-tables", "timescale")
+]
+
+
+@pytest.fixture(params=PLANS)
+def plan(request):
+    """The plan under test; the database chose it by itself."""
+    chosen = plan_for()
+    assert chosen.name == request.param
+    return chosen
 
 
 def ingest(device, samples) -> int:
@@ -81,7 +124,7 @@ def assert_rollups_match(device) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_rollups_match_raw_samples_after_shuffled_overlapping_batches(device, seed):
+def test_rollups_match_raw_samples_after_shuffled_overlapping_batches(plan, device, seed):
     rng = random.Random(seed)
     samples = stream(rng, 1500)
     batches = []
@@ -98,7 +141,7 @@ def test_rollups_match_raw_samples_after_shuffled_overlapping_batches(device, se
     assert_rollups_match(device)
 
 
-def test_late_sample_moves_the_first_value_of_its_quarter(device):
+def test_late_sample_moves_the_first_value_of_its_quarter(plan, device):
     ingest(device, [sample(BASE_TS + timedelta(minutes=5))])
     ingest(device, [sample(BASE_TS + timedelta(minutes=1), energy_import_kwh=1.0)])
     quarter = QuarterRollup.objects.get(device_id=device.pk, bucket=BASE_TS)
@@ -108,7 +151,7 @@ def test_late_sample_moves_the_first_value_of_its_quarter(device):
     assert_rollups_match(device)
 
 
-def test_duplicate_samples_are_not_counted_twice(device):
+def test_duplicate_samples_are_not_counted_twice(plan, device):
     batch = [sample(BASE_TS + timedelta(seconds=i)) for i in range(10)]
     ingest(device, batch)
     ingest(device, batch)
@@ -130,11 +173,9 @@ def test_consecutive_buckets_form_runs_split_at_gaps_and_at_the_run_limit():
 
 
 def test_a_long_backlog_batch_is_refreshed_in_runs_not_bucket_by_bucket(
-    device, other_device, django_assert_max_num_queries
+    plan, device, other_device, django_assert_max_num_queries
 ):
-    from django.db import connection
-
-    if connection.vendor != "sqlite":
+    if plan.name != "sqlite":
         pytest.skip(
             "the recomputing refresh is SQLite's; PostgreSQL merges in the insert, "
             "TimescaleDB aggregates continuously"
@@ -156,3 +197,52 @@ def test_a_long_backlog_batch_is_refreshed_in_runs_not_bucket_by_bucket(
     assert_rollups_match(device)
     assert_rollups_match(other_device)
     assert stored_rollups(QuarterRollup, other_device).keys() == neighbour.keys()
+
+
+def test_counts_only_rows_that_were_new(plan, device):
+    first = [sample(BASE_TS + timedelta(seconds=i)) for i in range(10)]
+    overlapping = [sample(BASE_TS + timedelta(seconds=i)) for i in range(5, 25)]
+    assert ingest(device, first) == 10
+    assert ingest(device, overlapping) == 15
+    assert ingest(device, overlapping) == 0
+    assert Sample.objects.filter(device=device).count() == 25
+    assert_rollups_match(device)
+
+
+def test_a_meter_without_export_registers_has_no_export_in_its_rollups(plan, device):
+    # The first quarter only without export; the second starts with export and ends
+    # without it.
+    no_export = [
+        sample(BASE_TS + timedelta(seconds=10 * i), energy_export_kwh=None) for i in range(5)
+    ]
+    mixed = [
+        sample(QUARTER + BASE_TS + timedelta(seconds=10 * i), energy_export_kwh=e)
+        for i, e in enumerate([7.0, 7.5, None])
+    ]
+    ingest(device, mixed + no_export)
+    first = QuarterRollup.objects.get(device_id=device.pk, bucket=BASE_TS)
+    second = QuarterRollup.objects.get(device_id=device.pk, bucket=BASE_TS + QUARTER)
+    assert (first.first_export_kwh, first.last_export_kwh) == (None, None)
+    assert (second.first_export_kwh, second.last_export_kwh) == (7.0, None)
+    hour = HourRollup.objects.get(device_id=device.pk, bucket=BASE_TS)
+    assert (hour.first_export_kwh, hour.last_export_kwh) == (None, None)
+    assert_rollups_match(device)
+
+
+def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, device):
+    samples = meter_swap()
+    calls = []
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors
+    inserted = insert_columns(device.pk, columns, after_insert=lambda *args: calls.append(args))
+    assert inserted == len(samples)
+    (found,) = RegisterBreak.objects.filter(device=device)
+    assert found.prev_ts == BASE_TS + timedelta(seconds=50)
+    assert found.ts == BASE_TS + timedelta(minutes=5)
+    assert found.export_kwh is None
+    # The steps after the insert saw the batch once, with its span and count.
+    assert calls == [(BASE_TS, BASE_TS + timedelta(minutes=5, seconds=50), len(samples))]
+    # A retry inserts nothing, records nothing new and runs no step.
+    assert insert_columns(device.pk, columns, after_insert=lambda *a: calls.append(a)) == 0
+    assert RegisterBreak.objects.filter(device=device).count() == 1
+    assert len(calls) == 1

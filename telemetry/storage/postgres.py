@@ -1,0 +1,170 @@
+"""PostgreSQL: the production store. What both PostgreSQL plans share (the binary
+column insert, the register-break lock, the dialect, the hypertable step), and the plan
+without TimescaleDB: rollup tables merged in the same statement that inserts the batch,
+from exactly the rows that were new (``RETURNING``), so a retried or overlapping batch
+never counts twice and late, out-of-order data lands in the right bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+
+import p1wire as wire
+from telemetry.storage import pgarrays
+from telemetry.storage.base import Columns, StoragePlan
+from telemetry.storage.rollups import ROLLUP_COLUMNS
+
+_TABLE = "telemetry_sample"
+_PG_TYPES = {
+    wire.TIMESTAMP: "timestamptz[]",
+    wire.POWER: "float8[]",
+    wire.REGISTER: "float8[]",
+    wire.MEASURE: "float8[]",
+    wire.TARIFF: "int2[]",
+}
+_PG_ENCODERS = {
+    wire.TIMESTAMP: pgarrays.timestamptz_array,
+    wire.POWER: pgarrays.float8_array,
+    wire.REGISTER: pgarrays.float8_array,
+    wire.MEASURE: pgarrays.float8_array,
+    wire.TARIFF: pgarrays.int2_array,
+}
+_COLUMN_ENCODERS = [_PG_ENCODERS[kind] for kind in wire.SAMPLE_FIELDS.values()]
+_COLUMN_LIST = ", ".join(("device_id", *wire.SAMPLE_FIELDS))
+# Only our own identifiers are formatted in; values always go as parameters.
+# %b: the column arrays travel in binary (see telemetry.storage.pgarrays).
+_UNNEST = ", ".join(f"%b::{_PG_TYPES[kind]}" for kind in wire.SAMPLE_FIELDS.values())
+SAMPLE_INSERT = (
+    f"INSERT INTO {_TABLE} ({_COLUMN_LIST}) SELECT %b, * FROM unnest({_UNNEST}) "
+    "ON CONFLICT (device_id, ts) DO NOTHING"
+)
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
+
+
+class PostgresPlan(StoragePlan):
+    """What both PostgreSQL plans do alike."""
+
+    def _execute_binary(
+        self, sql: str, device_pk: int, columns: Columns, count: Callable[[psycopg.Cursor], int]
+    ) -> int:
+        """Run the insert with the columns bound as binary arrays; ``count`` reads the
+        number of new rows from the cursor."""
+        # Django's cursor binds client-side (text); the driver's own cursor sends the
+        # arrays in binary, packed by telemetry.storage.pgarrays. Errors still go through
+        # Django's mapping (503 on an outage). One statement is atomic by itself.
+        # unnest() pads a NULL array with NULLs, so absent fields cost nothing.
+        encoded = [
+            None if column is None else encode(column)
+            for encode, column in zip(_COLUMN_ENCODERS, columns, strict=True)
+        ]
+        connection = self.connection
+        with connection.wrap_database_errors:
+            connection.ensure_connection()
+            # Django makes ClientCursor the default; binary needs a server-binding cursor.
+            with psycopg.Cursor(connection.connection) as cursor:
+                for kind, dumper in pgarrays.DUMPERS.items():
+                    cursor.adapters.register_dumper(kind, dumper)
+                cursor.execute(sql, [device_pk, *encoded])
+                return count(cursor)
+
+    def lock_register_breaks(self, cursor: Any, device_pk: int) -> None:
+        # Two batches of one device committing at once would each miss the other's rows
+        # (and a step between them). Taken after the batch's own writes and held to its
+        # commit, so the later batch's window sees the earlier one; only capacity rows
+        # are written after it, so the lock order is always the same. (SQLite has one
+        # writer at a time anyway.)
+        cursor.execute(_LOCK, [_LOCK_CLASS, device_pk & 0x7FFFFFFF])
+
+    def epoch_sql(self, column: str) -> str:
+        return f"date_part('epoch', {column})"
+
+    def to_datetime(self, value: Any) -> datetime:
+        return value  # psycopg returns timestamptz aware
+
+    def make_sample_hypertable(self, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        from telemetry.storage import timescale
+
+        if timescale.usable(self.connection):
+            timescale.make_sample_hypertable(schema_editor)
+
+
+class PostgresTablesPlan(PostgresPlan):
+    name = "postgres-tables"
+
+    def insert_rows(self, device_pk: int, columns: Columns) -> int:
+        return self._execute_binary(
+            _INSERT_WITH_ROLLUPS, device_pk, columns, lambda cursor: cursor.fetchone()[0]
+        )
+
+
+def _bucket(width_s: int) -> str:
+    return f"date_bin(INTERVAL '{width_s} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+
+
+def _merge(table: str, width_s: int) -> str:
+    bucket = _bucket(width_s)
+    names = ", ".join(ROLLUP_COLUMNS)
+    # Only our own table names and constants are formatted in.
+    # First and last values come from joining the rows at min(ts) and max(ts): one
+    # aggregation pass instead of a sorted array per column. ts is unique in a batch.
+    return f"""
+    INSERT INTO {table} AS t ({names})
+    SELECT a.device_id, a.bucket, a.first_ts, a.last_ts,
+        f.energy_import_kwh, l.energy_import_kwh, f.energy_export_kwh, l.energy_export_kwh,
+        a.sample_count, a.power_sum_w, a.min_power_w, a.max_power_w,
+        l.average_power_15m_w, a.meter_peak_w, l.monthly_power_peak_ts
+    FROM (
+        SELECT device_id, {bucket} AS bucket, min(ts) AS first_ts, max(ts) AS last_ts,
+            count(*) AS sample_count, sum(power_w) AS power_sum_w,
+            min(power_w) AS min_power_w, max(power_w) AS max_power_w,
+            max(monthly_power_peak_w) AS meter_peak_w
+        FROM inserted GROUP BY device_id, {bucket}
+    ) a
+    JOIN inserted f ON f.ts = a.first_ts
+    JOIN inserted l ON l.ts = a.last_ts
+    ON CONFLICT (device_id, bucket) DO UPDATE SET
+        first_ts = LEAST(t.first_ts, EXCLUDED.first_ts),
+        last_ts = GREATEST(t.last_ts, EXCLUDED.last_ts),
+        first_import_kwh = CASE WHEN EXCLUDED.first_ts < t.first_ts
+            THEN EXCLUDED.first_import_kwh ELSE t.first_import_kwh END,
+        first_export_kwh = CASE WHEN EXCLUDED.first_ts < t.first_ts
+            THEN EXCLUDED.first_export_kwh ELSE t.first_export_kwh END,
+        last_import_kwh = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.last_import_kwh ELSE t.last_import_kwh END,
+        last_export_kwh = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.last_export_kwh ELSE t.last_export_kwh END,
+        meter_avg_15m_w = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.meter_avg_15m_w ELSE t.meter_avg_15m_w END,
+        meter_peak_ts = CASE WHEN EXCLUDED.last_ts > t.last_ts
+            THEN EXCLUDED.meter_peak_ts ELSE t.meter_peak_ts END,
+        sample_count = t.sample_count + EXCLUDED.sample_count,
+        power_sum_w = t.power_sum_w + EXCLUDED.power_sum_w,
+        min_power_w = LEAST(t.min_power_w, EXCLUDED.min_power_w),
+        max_power_w = GREATEST(t.max_power_w, EXCLUDED.max_power_w),
+        meter_peak_w = GREATEST(t.meter_peak_w, EXCLUDED.meter_peak_w)
+    """
+
+
+def _insert_with_rollups(insert_sql: str) -> str:
+    """The sample insert wrapped so the same statement merges its new rows into the
+    rollups."""
+    returning = (
+        " RETURNING device_id, ts, power_w, energy_import_kwh, energy_export_kwh, "
+        "average_power_15m_w, monthly_power_peak_w, monthly_power_peak_ts"
+    )
+    return (
+        f"WITH inserted AS ({insert_sql}{returning}), "
+        f"quarters AS ({_merge('telemetry_quarter', 900)}), "
+        f"hours AS ({_merge('telemetry_hour', 3600)}) "
+        "SELECT count(*) FROM inserted"
+    )
+
+
+_INSERT_WITH_ROLLUPS = _insert_with_rollups(SAMPLE_INSERT)

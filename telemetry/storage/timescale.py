@@ -1,0 +1,230 @@
+"""TimescaleDB: Sample is a compressed hypertable and the rollups are continuous
+aggregates (hourly built on the 15-minute one) with real-time aggregation, refreshed by
+policies. Ingest inserts the samples only, and refreshes a window itself when a batch
+is older than the aggregates' watermark.
+
+Whether this database can use the extension is asked, never tried: ``CREATE EXTENSION
+timescaledb`` on a server that does not preload the library is FATAL (it drops the
+connection).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.utils import timezone
+
+from telemetry.storage.base import AfterInsert, Columns
+from telemetry.storage.postgres import SAMPLE_INSERT, PostgresPlan
+from telemetry.storage.rollups import RELATIONS
+from telemetry.timegrid import bucket_start
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_TABLE = "telemetry_sample"
+CHUNK_INTERVAL = "7 days"
+COMPRESS_AFTER = "30 days"
+# Dropping NOT NULL on a hypertable with compression enabled is refused before 2.18
+# ("operation not supported on hypertables that have compression enabled").
+NULLABLE_COLUMN_MIN_VERSION = (2, 18)
+# Real-time aggregation covers only buckets after the aggregate's watermark; older data
+# waits for the refresh policy. A batch reaching that far back (a backlog after an
+# outage, a bulk import) refreshes its own window at once so reads stay exact.
+REFRESH_IF_OLDER_THAN = timedelta(hours=2)
+
+
+class TimescaleRequired(RuntimeError):
+    pass
+
+
+# --- detection (PostgreSQL connections only) ---------------------------------------------
+
+
+def _loadable(cursor: Any) -> bool:
+    cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    if cursor.fetchone():
+        return True
+    cursor.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    if not cursor.fetchone():
+        return False
+    cursor.execute("SELECT current_setting('shared_preload_libraries')")
+    preload = cursor.fetchone()[0] or ""
+    return "timescaledb" in [lib.strip() for lib in preload.split(",")]
+
+
+def usable(connection: BaseDatabaseWrapper) -> bool:
+    """True when the extension is (or can be) created here and settings allow it."""
+    if settings.TIMESCALEDB == "off":
+        return False
+    with connection.cursor() as cursor:
+        found = _loadable(cursor)
+    if not found and settings.TIMESCALEDB == "require":
+        raise TimescaleRequired(
+            "TIMESCALEDB=require but the server cannot load the timescaledb extension "
+            "(install it and add it to shared_preload_libraries)"
+        )
+    return found
+
+
+def is_hypertable(connection: BaseDatabaseWrapper, table: str = SAMPLE_TABLE) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute(
+            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+            [table],
+        )
+        return cursor.fetchone() is not None
+
+
+def make_sample_hypertable(schema_editor: BaseDatabaseSchemaEditor) -> None:
+    schema_editor.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    schema_editor.execute(
+        f"SELECT create_hypertable('{SAMPLE_TABLE}', 'ts', "
+        f"chunk_time_interval => INTERVAL '{CHUNK_INTERVAL}', "
+        "migrate_data => true, if_not_exists => true)"
+    )
+    # Segmenting by device keeps one household's rows together in a compressed chunk,
+    # which is how every query reads them.
+    schema_editor.execute(
+        f"ALTER TABLE {SAMPLE_TABLE} SET (timescaledb.compress, "
+        "timescaledb.compress_segmentby = 'device_id', "
+        "timescaledb.compress_orderby = 'ts DESC')"
+    )
+    schema_editor.execute(
+        f"SELECT add_compression_policy('{SAMPLE_TABLE}', INTERVAL '{COMPRESS_AFTER}', "
+        "if_not_exists => true)"
+    )
+
+
+# --- the continuous aggregates -------------------------------------------------------------
+
+_AGGREGATES_FROM_SAMPLES = """
+    min(ts) AS first_ts, max(ts) AS last_ts,
+    first(energy_import_kwh, ts) AS first_import_kwh,
+    last(energy_import_kwh, ts) AS last_import_kwh,
+    first(energy_export_kwh, ts) AS first_export_kwh,
+    last(energy_export_kwh, ts) AS last_export_kwh,
+    count(*) AS sample_count, sum(power_w) AS power_sum_w,
+    min(power_w) AS min_power_w, max(power_w) AS max_power_w,
+    last(average_power_15m_w, ts) AS meter_avg_15m_w,
+    max(monthly_power_peak_w) AS meter_peak_w,
+    last(monthly_power_peak_ts, ts) AS meter_peak_ts
+"""
+
+_AGGREGATES_FROM_QUARTERS = """
+    min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+    first(first_import_kwh, first_ts) AS first_import_kwh,
+    last(last_import_kwh, last_ts) AS last_import_kwh,
+    first(first_export_kwh, first_ts) AS first_export_kwh,
+    last(last_export_kwh, last_ts) AS last_export_kwh,
+    sum(sample_count)::bigint AS sample_count, sum(power_sum_w) AS power_sum_w,
+    min(min_power_w) AS min_power_w, max(max_power_w) AS max_power_w,
+    last(meter_avg_15m_w, last_ts) AS meter_avg_15m_w,
+    max(meter_peak_w) AS meter_peak_w,
+    last(meter_peak_ts, last_ts) AS meter_peak_ts
+"""
+
+AGGREGATE_DDL = [
+    "CREATE MATERIALIZED VIEW telemetry_quarter "
+    "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+    "SELECT device_id, time_bucket(INTERVAL '15 minutes', ts) AS bucket,"
+    + _AGGREGATES_FROM_SAMPLES
+    + "FROM telemetry_sample GROUP BY device_id, time_bucket(INTERVAL '15 minutes', ts) "
+    "WITH NO DATA",
+    "CREATE MATERIALIZED VIEW telemetry_hour "
+    "WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS "
+    "SELECT device_id, time_bucket(INTERVAL '1 hour', bucket) AS bucket,"
+    + _AGGREGATES_FROM_QUARTERS
+    + "FROM telemetry_quarter GROUP BY device_id, time_bucket(INTERVAL '1 hour', bucket) "
+    "WITH NO DATA",
+    # start_offset NULL: late data of any age is picked up at the next run (a backlog an
+    # edge uploads after days offline). Only invalidated ranges are recomputed.
+    "SELECT add_continuous_aggregate_policy('telemetry_quarter', start_offset => NULL, "
+    "end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '1 minute')",
+    "SELECT add_continuous_aggregate_policy('telemetry_hour', start_offset => NULL, "
+    "end_offset => INTERVAL '1 hour', schedule_interval => INTERVAL '5 minutes')",
+]
+
+
+class TimescalePlan(PostgresPlan):
+    name = "timescale"
+    ingest_keeps_rollups = False
+
+    def insert_rows(self, device_pk: int, columns: Columns) -> int:
+        return self._execute_binary(
+            SAMPLE_INSERT, device_pk, columns, lambda cursor: cursor.rowcount
+        )
+
+    def insert_batch(
+        self, device_pk: int, columns: Columns, after_insert: AfterInsert | None = None
+    ) -> int:
+        if not columns[0]:
+            return 0
+        from telemetry import segments
+
+        oldest, newest = min(columns[0]), max(columns[0])
+        # The samples and their register breaks commit together; the aggregates are
+        # refreshed after that (outside any transaction) and before the following steps
+        # read them, which then commit on their own.
+        with transaction.atomic(using=self.alias):
+            inserted = self.insert_rows(device_pk, columns)
+            if inserted:
+                segments.refresh_breaks(device_pk, oldest, newest)
+        if inserted:
+            if oldest < timezone.now() - REFRESH_IF_OLDER_THAN:
+                self.refresh(oldest, newest)
+            if after_insert is not None:
+                with transaction.atomic(using=self.alias):
+                    after_insert(oldest, newest, inserted)
+        return inserted
+
+    def refresh(self, oldest: datetime, newest: datetime) -> None:
+        connection = self.connection
+        if connection.in_atomic_block:
+            return  # refresh_continuous_aggregate cannot run in a transaction; the policy will
+        for table, width in RELATIONS.items():
+            start, end = bucket_start(oldest, width), bucket_start(newest, width) + width
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end]
+                    )
+            except OperationalError as exc:
+                # A policy run refreshing the same window is the usual cause; it, or the
+                # next run, covers these rows. The samples are stored either way: never
+                # fail ingest.
+                logger.info("refresh of %s deferred to its policy: %s", table, exc)
+
+    def require_nullable_column_support(self, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+            (version,) = cursor.fetchone()
+        found = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+        if found < NULLABLE_COLUMN_MIN_VERSION:
+            wanted = ".".join(map(str, NULLABLE_COLUMN_MIN_VERSION))
+            raise TimescaleRequired(
+                f"TimescaleDB {version} cannot make a column of the compressed sample table "
+                f"nullable: update the extension to {wanted} or later (a newer image, then "
+                "ALTER EXTENSION timescaledb UPDATE; docs/DEPLOY.md, Upgrades) and migrate again"
+            )
+
+    def create_rollup_relations(self, apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        for statement in AGGREGATE_DDL:
+            schema_editor.execute(statement)
+
+    def drop_rollup_relations(self, apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+        schema_editor.execute("DROP MATERIALIZED VIEW IF EXISTS telemetry_hour")
+        schema_editor.execute("DROP MATERIALIZED VIEW IF EXISTS telemetry_quarter")
+
+    def alter_export_columns(
+        self, apps: Any, schema_editor: BaseDatabaseSchemaEditor, null: bool
+    ) -> None:
+        """A continuous aggregate's columns follow its query: nothing to alter."""
