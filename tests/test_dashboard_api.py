@@ -10,6 +10,7 @@ import pytest
 import p1wire as wire
 from capacity import reports
 from capacity.rules import Month
+from capacity.serializers import MonthTableSerializer
 from telemetry.pipeline import ingest_batch
 from tests.samples import sample
 
@@ -42,7 +43,7 @@ def steady_quarter(start: datetime, kw: float, register: float) -> list[dict]:
 def test_month_table_lists_each_month_newest_first_with_computed_and_meter_peaks(device):
     # 10:00 UTC on 10 March 2026 is 11:00 in Brussels.
     ingest(device, steady_quarter(datetime(2026, 3, 10, 10, tzinfo=UTC), 6.0, 5000.0))
-    table = reports.month_table(device, Month(2026, 4), 3)
+    table = MonthTableSerializer(reports.month_table(device, Month(2026, 4), 3)).data
     assert [m["month"] for m in table["months"]] == ["2026-04", "2026-03", "2026-02"]
     april, march, _ = table["months"]
     assert april["peak_kw"] is None and april["billed_peak_kw"] == 2.5

@@ -1,0 +1,325 @@
+"""The telemetry API's answers and query parameters, each declared once.
+
+The same serializers render the answers and give drf-spectacular their schema (and the
+query serializers parse and document the parameters), so the documentation cannot
+drift from what is sent. Answer serializers render typed results: moments as ISO 8601
+in the device's zone (``LocalDateTimeField``, the zone taken from the answer's
+``timezone``), figures as the selector rounded them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+import p1wire as wire
+from telemetry import validation
+from telemetry.series import INTERVALS
+from telemetry.timegrid import FIRST_YEAR, LAST_YEAR
+
+DATETIME = {"type": "string", "format": "date-time"}
+
+
+def schema_field(base: type[serializers.Field], schema: dict, **kwargs) -> serializers.Field:
+    """A ``base`` field documented by an explicit JSON schema (e.g. one generated from
+    the wire format)."""
+    declared = extend_schema_field(schema)(type(f"Declared{base.__name__}", (base,), {}))
+    return declared(**kwargs)
+
+
+class Number(serializers.FloatField):
+    """A figure as the selector computed it (already rounded): sent as is."""
+
+    def to_representation(self, value):
+        return value
+
+
+class LocalDateTimeField(serializers.DateTimeField):
+    """A moment in the zone of the device the answer is about (context["tz"])."""
+
+    def to_representation(self, value):
+        if isinstance(value, str):  # telemetry.series gives local ISO text already
+            return value
+        return value.astimezone(self.context["tz"]).isoformat()
+
+
+class TextField(serializers.CharField):
+    """Text or a value whose str() is its API form (a capacity.rules.Month)."""
+
+    def to_representation(self, value):
+        return str(value)
+
+
+# Fields whose rendering of a selector's value is the value itself.
+_AS_IS = (Number, serializers.IntegerField, serializers.BooleanField, serializers.ChoiceField)
+
+
+class PlainListSerializer(serializers.ListSerializer):
+    """Many items, rendered by the child's declared fields without a DRF call per item.
+
+    A DRF serializer costs tens of microseconds per item; a series has up to
+    telemetry.series.MAX_POINTS buckets. The child's fields are read once: values of
+    figure fields go out as the selector made them, the others (moments, months)
+    through their field's conversion. Items are dataclasses or dicts.
+    """
+
+    def to_representation(self, data) -> list[dict[str, Any]]:
+        fields = list(self.child.fields.values())
+        names = [field.field_name for field in fields]
+        convert: list[tuple[str, Callable[[Any], Any]]] = [
+            (field.field_name, field.to_representation)
+            for field in fields
+            if not isinstance(field, _AS_IS) and type(field) is not serializers.CharField
+        ]
+        rows = []
+        for item in data:
+            if isinstance(item, dict):
+                row = {name: item[name] for name in names}
+            else:
+                row = {name: getattr(item, name) for name in names}
+            for name, to_json in convert:
+                value = row[name]
+                if value is not None:
+                    row[name] = to_json(value)
+            rows.append(row)
+        return rows
+
+
+# The base of answer serializers: a typed result rendered with moments in the zone its
+# ``timezone`` names. (A comment, not a docstring: drf-spectacular would describe every
+# answer with it.)
+class AnswerSerializer(serializers.Serializer):
+    class Meta:
+        list_serializer_class = PlainListSerializer
+
+    def __init__(self, instance=None, **kwargs):
+        super().__init__(instance, **kwargs)
+        zone = (
+            instance.get("timezone")
+            if isinstance(instance, dict)
+            else getattr(instance, "timezone", None)
+        )
+        if zone is not None and "tz" not in self.context:
+            self._context = {**self._context, "tz": ZoneInfo(zone)}
+
+
+def nullable(schema: dict) -> dict:
+    return {**schema, "nullable": True}
+
+
+# The sample's wire format (p1wire.SAMPLE_FIELDS) as JSON schema: the ingest request
+# body and the realtime answer's latest reading. Validation stays telemetry.validation's
+# fast path (docs/adr/0002): no serializer validates a sample.
+_KIND_SCHEMAS = {
+    wire.TIMESTAMP: {
+        **DATETIME,
+        "maxLength": 40,
+        "description": "ISO 8601 with a UTC offset; from 2000 on.",
+    },
+    wire.POWER: {"type": "number", "description": "Watts; negative when exporting."},
+    wire.REGISTER: {"type": "number", "minimum": 0},
+    wire.MEASURE: {"type": "number"},
+    wire.TARIFF: {
+        "type": "integer",
+        "minimum": wire.TARIFF_RANGE.start,
+        "maximum": wire.TARIFF_RANGE[-1],
+    },
+}
+
+
+def sample_field_schema(name: str) -> dict:
+    """A wire field's schema; optional fields may be sent as null."""
+    schema = _KIND_SCHEMAS[wire.SAMPLE_FIELDS[name]]
+    return schema if name in wire.REQUIRED_FIELDS else nullable(schema)
+
+
+def sample_field(name: str) -> serializers.Field:
+    """The field rendering a stored sample's value, documented as the wire field."""
+    base = LocalDateTimeField if wire.SAMPLE_FIELDS[name] == wire.TIMESTAMP else Number
+    return schema_field(
+        base, sample_field_schema(name), allow_null=name not in wire.REQUIRED_FIELDS
+    )
+
+
+def sample_schema() -> dict:
+    future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
+    return {
+        "type": "object",
+        "properties": {
+            name: sample_field_schema(name)
+            for name in (*wire.REQUIRED_FIELDS, *wire.OPTIONAL_FIELDS)
+        },
+        "required": list(wire.REQUIRED_FIELDS),
+        "additionalProperties": False,
+        "description": (
+            "One meter reading. (device, ts) is its key: a sample sent again is a "
+            f"duplicate, not an error. ts may be at most {future_minutes} minutes ahead "
+            "of the server's clock."
+        ),
+    }
+
+
+def ingest_batch_schema(sample_ref: dict) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "samples": {
+                "type": "array",
+                "items": sample_ref,
+                "minItems": 1,
+                "maxItems": settings.INGEST_MAX_BATCH,
+            },
+            "device_id": {
+                "type": "string",
+                "description": "If given, must be the token's own device.",
+            },
+        },
+        "required": ["samples"],
+        "additionalProperties": False,
+        "description": "All or nothing: one invalid sample and nothing of the batch is written.",
+    }
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+class IngestResultSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    inserted = serializers.IntegerField(help_text="Samples new to the server.")
+    duplicates = serializers.IntegerField(help_text="Samples it already had (retries).")
+
+
+class DeviceSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    name = serializers.CharField()
+    timezone = serializers.CharField(help_text="IANA zone, e.g. Europe/Brussels.")
+    capacity_price_eur_per_kw_year = serializers.FloatField(allow_null=True)
+
+
+class DeviceListSerializer(serializers.Serializer):
+    devices = DeviceSerializer(many=True)
+
+
+class BucketSerializer(AnswerSerializer):
+    start = LocalDateTimeField()
+    import_kwh = Number(
+        help_text=(
+            "Import register rise inside register segments: a meter swap (capacity "
+            "register-breaks) adds nothing."
+        )
+    )
+    export_kwh = Number(
+        allow_null=True,
+        help_text="Likewise for export; null where the meter has no export registers.",
+    )
+    avg_power_w = Number()
+    min_power_w = Number()
+    max_power_w = Number()
+    sample_count = serializers.IntegerField()
+
+
+def choice_field(choices, **kwargs) -> serializers.Field:
+    """A ChoiceField documented as a plain enum (no generated enum component)."""
+    return schema_field(
+        serializers.ChoiceField,
+        {"type": "string", "enum": list(choices)},
+        choices=choices,
+        **kwargs,
+    )
+
+
+class SeriesSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    interval = choice_field(INTERVALS)
+    timezone = serializers.CharField()
+    start = LocalDateTimeField()
+    end = LocalDateTimeField()
+    buckets = BucketSerializer(many=True, help_text="Only buckets that have samples.")
+
+
+# --- query parameters ----------------------------------------------------------------
+
+MOMENT_TEXT = "YYYY-MM-DD (local midnight) or ISO 8601 with an offset; 2000 to 2099."
+MOMENT = {"anyOf": [{"type": "string", "format": "date"}, DATETIME], "description": MOMENT_TEXT}
+
+
+def parse_moment(text: str, tz: ZoneInfo) -> datetime:
+    """An ISO datetime with offset, or a date meaning local midnight."""
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise serializers.ValidationError(
+            "Use YYYY-MM-DD or an ISO 8601 datetime with an offset."
+        ) from None
+    if moment.tzinfo is None:
+        raise serializers.ValidationError("A datetime needs a UTC offset.")
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise serializers.ValidationError(f"Use a year from {FIRST_YEAR} to {LAST_YEAR}.")
+    return moment
+
+
+@extend_schema_field(MOMENT)
+class MomentField(serializers.Field):
+    """A moment parameter; a bare date is local midnight in the device's zone."""
+
+    def __init__(self, **kwargs):
+        kwargs["help_text"] = f"{MOMENT_TEXT} {kwargs.get('help_text', '')}".strip()
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> datetime:
+        return parse_moment(str(data), self.context["tz"])
+
+
+class WholeNumberField(serializers.IntegerField):
+    """Digits only: no sign, decimals or spaces, as the parameter always took."""
+
+    def to_internal_value(self, data) -> int:
+        if not re.fullmatch(r"[0-9]+", str(data)):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class QuerySerializer(serializers.Serializer):
+    """Parameters of a read; context["tz"]: the zone of the device being read."""
+
+    def validate_order(self, values: dict) -> dict:
+        start, end = values.get("start"), values.get("end")
+        if start is not None and end is not None and start >= end:
+            raise serializers.ValidationError({"start": ["Must be before end."]})
+        return values
+
+
+DEFAULT_SPAN = {
+    "15m": timedelta(days=1),
+    "1h": timedelta(days=2),
+    "1d": timedelta(days=31),
+    "1w": timedelta(weeks=13),
+    "1mo": timedelta(days=366),
+}
+
+
+class SeriesQuery(QuerySerializer):
+    interval = choice_field(
+        INTERVALS,
+        default="1h",
+        help_text="Bucket size; days, weeks (Monday) and months start at local midnight.",
+        error_messages={"invalid_choice": f"Use one of {', '.join(INTERVALS)}."},
+    )
+    start = MomentField(required=False, help_text="Default: end minus a span per interval.")
+    end = MomentField(required=False, help_text="Default: now.")
+
+    def validate(self, values: dict) -> dict:
+        values.setdefault("end", timezone.now())
+        values.setdefault("start", values["end"] - DEFAULT_SPAN[values["interval"]])
+        return self.validate_order(values)
