@@ -66,22 +66,33 @@ class PlainListSerializer(serializers.ListSerializer):
     """Many items, rendered by the child's declared fields without a DRF call per item.
 
     A DRF serializer costs tens of microseconds per item; a series has up to
-    telemetry.series.MAX_POINTS buckets. The child's fields are read once: values of
-    figure fields go out as the selector made them, the others (moments, months)
-    through their field's conversion. Items are dataclasses or dicts.
+    telemetry.series.MAX_POINTS buckets. The fields are read once: figures go out as the
+    selector made them, moments and months through their field's conversion. Items are
+    dataclasses or dicts, all alike (a column is converted, or not, as its first item
+    says); dicts that already are the declared JSON (telemetry.series' buckets) go out
+    as they are.
     """
 
     def to_representation(self, data) -> list[dict[str, Any]]:
+        items = list(data)
+        if not items:
+            return []
         fields = list(self.child.fields.values())
         names = [field.field_name for field in fields]
+        first = items[0]
+        as_dicts = isinstance(first, dict)
         convert: list[tuple[str, Callable[[Any], Any]]] = [
             (field.field_name, field.to_representation)
             for field in fields
-            if not isinstance(field, _AS_IS) and type(field) is not serializers.CharField
+            if _converts(
+                field, first[field.field_name] if as_dicts else getattr(first, field.field_name)
+            )
         ]
+        if as_dicts and not convert and list(first) == names:
+            return items
         rows = []
-        for item in data:
-            if isinstance(item, dict):
+        for item in items:
+            if as_dicts:
                 row = {name: item[name] for name in names}
             else:
                 row = {name: getattr(item, name) for name in names}
@@ -91,6 +102,13 @@ class PlainListSerializer(serializers.ListSerializer):
                     row[name] = to_json(value)
             rows.append(row)
         return rows
+
+
+def _converts(field: serializers.Field, value: Any) -> bool:
+    """Whether a selector's value needs the field's conversion to become its JSON."""
+    if isinstance(field, _AS_IS) or type(field) is serializers.CharField:
+        return False
+    return not (isinstance(field, LocalDateTimeField) and isinstance(value, str))
 
 
 # The base of answer serializers: a typed result rendered with moments in the zone its
