@@ -48,6 +48,7 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extr
 
 
 STRING = {"type": "string"}
+DATETIME = {"type": "string", "format": "date-time"}
 INTEGER = {"type": "integer"}
 
 PROBLEM = component(

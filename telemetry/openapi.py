@@ -1,17 +1,83 @@
 """OpenAPI pieces of the telemetry endpoints that are not serializers.
 
 The ingest body is documented from p1wire.SAMPLE_FIELDS, the one definition of the
-wire format (telemetry.validation checks it without a serializer, docs/adr/0002), and
-the device_id parameter every read takes (telemetry.access.ReadViewSet parses it).
+wire format: telemetry.validation checks it without a serializer (docs/adr/0002). The
+device_id parameter is the one every read takes (telemetry.access.ReadViewSet).
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
-from p1common.openapi import component
-from telemetry.serializers import ingest_batch_schema, sample_schema
+import p1wire as wire
+from p1common.openapi import DATETIME, component, nullable
+from telemetry import validation
+
+# The wire format as JSON schema: the ingest body, and the realtime answer's latest
+# reading (telemetry.serializers.sample_field).
+_KIND_SCHEMAS = {
+    wire.TIMESTAMP: {
+        **DATETIME,
+        "maxLength": 40,
+        "description": "ISO 8601 with a UTC offset; from 2000 on.",
+    },
+    wire.POWER: {"type": "number", "description": "Watts; negative when exporting."},
+    wire.REGISTER: {"type": "number", "minimum": 0},
+    wire.MEASURE: {"type": "number"},
+    wire.TARIFF: {
+        "type": "integer",
+        "minimum": wire.TARIFF_RANGE.start,
+        "maximum": wire.TARIFF_RANGE[-1],
+    },
+}
+
+
+def sample_field_schema(name: str) -> dict:
+    """A wire field's schema; optional fields may be sent as null."""
+    schema = _KIND_SCHEMAS[wire.SAMPLE_FIELDS[name]]
+    return schema if name in wire.REQUIRED_FIELDS else nullable(schema)
+
+
+def sample_schema() -> dict:
+    future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
+    return {
+        "type": "object",
+        "properties": {
+            name: sample_field_schema(name)
+            for name in (*wire.REQUIRED_FIELDS, *wire.OPTIONAL_FIELDS)
+        },
+        "required": list(wire.REQUIRED_FIELDS),
+        "additionalProperties": False,
+        "description": (
+            "One meter reading. (device, ts) is its key: a sample sent again is a "
+            f"duplicate, not an error. ts may be at most {future_minutes} minutes ahead "
+            "of the server's clock."
+        ),
+    }
+
+
+def ingest_batch_schema(sample_ref: dict) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "samples": {
+                "type": "array",
+                "items": sample_ref,
+                "minItems": 1,
+                "maxItems": settings.INGEST_MAX_BATCH,
+            },
+            "device_id": {
+                "type": "string",
+                "description": "If given, must be the token's own device.",
+            },
+        },
+        "required": ["samples"],
+        "additionalProperties": False,
+        "description": "All or nothing: one invalid sample and nothing of the batch is written.",
+    }
+
 
 SAMPLE = component("Sample", sample_schema())
 INGEST_BATCH = component("IngestBatch", ingest_batch_schema(SAMPLE))

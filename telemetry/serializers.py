@@ -15,17 +15,15 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 import p1wire as wire
-from telemetry import validation
+from p1common.openapi import DATETIME
+from telemetry.openapi import sample_field_schema
 from telemetry.series import INTERVALS
 from telemetry.timegrid import FIRST_YEAR, LAST_YEAR
-
-DATETIME = {"type": "string", "format": "date-time"}
 
 
 def schema_field(base: type[serializers.Field], schema: dict, **kwargs) -> serializers.Field:
@@ -129,81 +127,12 @@ class AnswerSerializer(serializers.Serializer):
             self._context = {**self._context, "tz": ZoneInfo(zone)}
 
 
-def nullable(schema: dict) -> dict:
-    return {**schema, "nullable": True}
-
-
-# The sample's wire format (p1wire.SAMPLE_FIELDS) as JSON schema: the ingest request
-# body and the realtime answer's latest reading. Validation stays telemetry.validation's
-# fast path (docs/adr/0002): no serializer validates a sample.
-_KIND_SCHEMAS = {
-    wire.TIMESTAMP: {
-        **DATETIME,
-        "maxLength": 40,
-        "description": "ISO 8601 with a UTC offset; from 2000 on.",
-    },
-    wire.POWER: {"type": "number", "description": "Watts; negative when exporting."},
-    wire.REGISTER: {"type": "number", "minimum": 0},
-    wire.MEASURE: {"type": "number"},
-    wire.TARIFF: {
-        "type": "integer",
-        "minimum": wire.TARIFF_RANGE.start,
-        "maximum": wire.TARIFF_RANGE[-1],
-    },
-}
-
-
-def sample_field_schema(name: str) -> dict:
-    """A wire field's schema; optional fields may be sent as null."""
-    schema = _KIND_SCHEMAS[wire.SAMPLE_FIELDS[name]]
-    return schema if name in wire.REQUIRED_FIELDS else nullable(schema)
-
-
 def sample_field(name: str) -> serializers.Field:
     """The field rendering a stored sample's value, documented as the wire field."""
     base = LocalDateTimeField if wire.SAMPLE_FIELDS[name] == wire.TIMESTAMP else Number
     return schema_field(
         base, sample_field_schema(name), allow_null=name not in wire.REQUIRED_FIELDS
     )
-
-
-def sample_schema() -> dict:
-    future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
-    return {
-        "type": "object",
-        "properties": {
-            name: sample_field_schema(name)
-            for name in (*wire.REQUIRED_FIELDS, *wire.OPTIONAL_FIELDS)
-        },
-        "required": list(wire.REQUIRED_FIELDS),
-        "additionalProperties": False,
-        "description": (
-            "One meter reading. (device, ts) is its key: a sample sent again is a "
-            f"duplicate, not an error. ts may be at most {future_minutes} minutes ahead "
-            "of the server's clock."
-        ),
-    }
-
-
-def ingest_batch_schema(sample_ref: dict) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "samples": {
-                "type": "array",
-                "items": sample_ref,
-                "minItems": 1,
-                "maxItems": settings.INGEST_MAX_BATCH,
-            },
-            "device_id": {
-                "type": "string",
-                "description": "If given, must be the token's own device.",
-            },
-        },
-        "required": ["samples"],
-        "additionalProperties": False,
-        "description": "All or nothing: one invalid sample and nothing of the batch is written.",
-    }
 
 
 # --- answers -------------------------------------------------------------------------
