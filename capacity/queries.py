@@ -171,6 +171,43 @@ def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) 
     ]
 
 
+@dataclass(frozen=True)
+class MeterPeakRow:
+    peak_w: float
+    ts: datetime | None
+
+
+def meter_peaks(
+    device_pk: int, bounds: list[tuple[datetime, datetime]]
+) -> dict[datetime, MeterPeakRow]:
+    """The meter's own monthly peak as it last reported it in each [start, end), keyed
+    by start; absent: no report. One query for any number of months.
+
+    Hours suffice (a quarter of the rows): the meter's monthly peak only rises within a
+    month, so an hour's highest report is also its last.
+    """
+    if not bounds:
+        return {}
+    months = " UNION ALL ".join(["SELECT %s AS lo, %s AS hi"] * len(bounds))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lo, meter_peak_w, meter_peak_ts FROM ("
+            "  SELECT months.lo, h.meter_peak_w, h.meter_peak_ts, ROW_NUMBER() OVER ("
+            "    PARTITION BY months.lo ORDER BY h.meter_peak_w DESC, h.bucket DESC) AS place"
+            f"  FROM ({months}) months JOIN telemetry_hour h"
+            "    ON h.device_id = %s AND h.bucket >= months.lo AND h.bucket < months.hi"
+            "    AND h.meter_peak_w IS NOT NULL"
+            ") ranked WHERE place = 1",
+            [*(param(moment) for pair in bounds for moment in pair), device_pk],
+        )
+        rows = cursor.fetchall()
+    convert = _datetime_converter()
+    return {
+        convert(lo): MeterPeakRow(peak_w, None if ts is None else convert(ts))
+        for lo, peak_w, ts in rows
+    }
+
+
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:
     """The highest quarter starting in [start, end), e.g. this month before now."""
     with connection.cursor() as cursor:

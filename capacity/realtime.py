@@ -1,5 +1,7 @@
 """The cached realtime answer: its key, how it is filled, and when it is dropped.
 
+The cache holds the rendered answer (a JSON-ready dict): serving it costs no rendering.
+
 One place for all three, so the reader (capacity.views), the token check that prefetches
 it (telemetry.auth, via ``prefetch_cache_keys``) and the ingest step that invalidates it
 cannot disagree on the key.
@@ -16,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from capacity import reports
+from capacity.serializers import RealtimeSerializer
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
 
@@ -31,7 +34,7 @@ def cached_realtime(device: Device, prefetched: dict[str, Any] | None = None) ->
     prefetched = prefetched or {}
     answer = prefetched[key] if key in prefetched else cache.get(key)
     if answer is None:
-        answer = reports.realtime(device, timezone.now())
+        answer = dict(RealtimeSerializer(reports.realtime(device, timezone.now())).data)
         cache.set(key, answer, settings.CACHE_TTL_S)
     return answer
 

@@ -1,13 +1,17 @@
-"""The answers of the capacity endpoints, as plain dicts (JSON-ready).
+"""The answers of the capacity endpoints, as typed results (selectors).
 
-Each function is one unit of work a test can call without HTTP; the views only parse
-parameters and check access.
+Each function is one unit of work a test can call without HTTP; it returns dataclasses
+with datetimes (UTC instants), Months and figures rounded to the precision the API
+states. capacity.serializers renders them (local offsets, month text); the views only
+parse parameters and check access.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from capacity import queries, rules
@@ -17,24 +21,152 @@ from telemetry.segments import Offsets
 from telemetry.timegrid import bucket_start
 
 TOP_QUARTERS = 5
-
-
-def _local(moment: datetime | None, tz: ZoneInfo) -> str | None:
-    return None if moment is None else moment.astimezone(tz).isoformat()
+REGISTER_BREAKS_MAX = 1000
+MONTH_TABLE_MAX = 36
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _quarter_json(q: queries.QuarterPower, tz: ZoneInfo) -> dict:
-    return {
-        "start": _local(q.start, tz),
-        "kw": _round(q.kw),
-        "coverage": _round(q.coverage),
-        "incomplete": q.incomplete,
-        "sample_count": q.sample_count,
-    }
+@dataclass(frozen=True)
+class Quarter:
+    """A quarter's power (kW, to the watt); kw None: no samples."""
+
+    start: datetime
+    kw: float | None
+    coverage: float
+    incomplete: bool
+    sample_count: int
+
+    @classmethod
+    def of(cls, q: queries.QuarterPower) -> Quarter:
+        return cls(q.start, _round(q.kw), _round(q.coverage), q.incomplete, q.sample_count)
+
+    @classmethod
+    def empty(cls, start: datetime) -> Quarter:
+        return cls(start, None, 0.0, True, 0)
+
+
+@dataclass(frozen=True)
+class Peak:
+    kw: float
+    quarter_start: datetime
+    incomplete: bool
+
+
+@dataclass(frozen=True)
+class RollingMonth:
+    month: Month
+    peak_kw: float | None
+    billed_kw: float
+    missing: bool
+
+
+@dataclass(frozen=True)
+class RollingAverage:
+    kw: float
+    months: list[RollingMonth]
+
+
+@dataclass(frozen=True)
+class MeterPeak:
+    """The meter's own monthly peak as it last reported it."""
+
+    kw: float
+    ts: datetime | None
+
+
+@dataclass(frozen=True)
+class Completeness:
+    quarters_expected: int
+    quarters_with_data: int
+    quarters_complete: int
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Cost:
+    price_eur_per_kw_year: float
+    yearly_eur: float
+    monthly_eur: float
+
+
+@dataclass(frozen=True)
+class Break:
+    """A register discontinuity (telemetry.models.RegisterBreak) as the API names it."""
+
+    ts: datetime
+    previous_ts: datetime
+    kind: str
+    previous_import_kwh: float
+    import_kwh: float
+    previous_export_kwh: float | None
+    export_kwh: float | None
+    import_step_kwh: float
+    export_step_kwh: float | None
+    unmeasured_s: float
+
+    @classmethod
+    def of(cls, found: RegisterBreak) -> Break:
+        return cls(
+            ts=found.ts,
+            previous_ts=found.prev_ts,
+            kind=found.kind,
+            previous_import_kwh=found.prev_import_kwh,
+            import_kwh=found.import_kwh,
+            previous_export_kwh=found.prev_export_kwh,
+            export_kwh=found.export_kwh,
+            import_step_kwh=_round(found.import_step_kwh, 6),
+            export_step_kwh=_round(found.export_step_kwh, 6),
+            unmeasured_s=round((found.ts - found.prev_ts).total_seconds(), 3),
+        )
+
+
+@dataclass(frozen=True)
+class MonthReport:
+    device_id: str
+    month: Month
+    timezone: str
+    peak: Peak | None
+    billed_peak_kw: float
+    rolling_average: RollingAverage
+    meter_reported_peak: MeterPeak | None
+    completeness: Completeness
+    top_quarters: list[Quarter]
+    estimated_cost: Cost | None
+    register_breaks: list[Break]
+
+
+@dataclass(frozen=True)
+class MonthTableRow:
+    month: Month
+    peak_kw: float | None
+    peak_quarter_start: datetime | None
+    billed_peak_kw: float
+    meter_reported_peak: MeterPeak | None
+
+
+@dataclass(frozen=True)
+class MonthTable:
+    device_id: str
+    timezone: str
+    months: list[MonthTableRow]  # newest first
+
+
+@dataclass(frozen=True)
+class DayQuarters:
+    device_id: str
+    date: date
+    timezone: str
+    quarters: list[Quarter]
+
+
+@dataclass(frozen=True)
+class RegisterBreaks:
+    device_id: str
+    timezone: str
+    register_breaks: list[Break]
 
 
 def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
@@ -44,7 +176,7 @@ def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
     return queries.month_peaks(device.pk, [(m, *m.bounds(tz)) for m in months])
 
 
-def month_report(device: Device, month: Month) -> dict:
+def month_report(device: Device, month: Month) -> MonthReport:
     tz = ZoneInfo(device.timezone)
     start, end = month.bounds(tz)
     quarters = queries.month_quarters(device.pk, start, end, TOP_QUARTERS)
@@ -54,46 +186,28 @@ def month_report(device: Device, month: Month) -> dict:
     average = rules.rolling_average_kw(window)
     expected = len(rules.quarter_starts(start, end))
     with_data, complete = quarters.with_data, quarters.complete
-    return {
-        "device_id": device.device_id,
-        "month": str(month),
-        "timezone": device.timezone,
-        "peak": None
-        if peak is None
-        else {
-            "kw": _round(peak.kw),
-            "quarter_start": _local(peak.start, tz),
-            "incomplete": peak.incomplete,
-        },
-        "billed_peak_kw": _round(rules.billed_kw(None if peak is None else peak.kw)),
-        "rolling_average": {
-            "kw": _round(average),
-            "months": [
-                {
-                    "month": str(p.month),
-                    "peak_kw": _round(p.peak_kw),
-                    "billed_kw": _round(p.billed_kw),
-                    "missing": p.missing,
-                }
+    meter_peaks = queries.meter_peaks(device.pk, [(start, end)])
+    return MonthReport(
+        device_id=device.device_id,
+        month=month,
+        timezone=device.timezone,
+        peak=None if peak is None else Peak(_round(peak.kw), peak.start, peak.incomplete),
+        billed_peak_kw=_round(rules.billed_kw(None if peak is None else peak.kw)),
+        rolling_average=RollingAverage(
+            _round(average),
+            [
+                RollingMonth(p.month, _round(p.peak_kw), _round(p.billed_kw), p.missing)
                 for p in window
             ],
-        },
-        "meter_reported_peak": meter_reported_peak(device, start, end, tz),
-        "completeness": {
-            "quarters_expected": expected,
-            "quarters_with_data": with_data,
-            "quarters_complete": complete,
-            "ratio": _round(complete / expected if expected else 0.0),
-        },
-        "top_quarters": [_quarter_json(q, tz) for q in top],
-        "estimated_cost": estimated_cost(device.capacity_price_eur_per_kw_year, average),
-        "register_breaks": [
-            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
-        ],
-    }
-
-
-REGISTER_BREAKS_MAX = 1000
+        ),
+        meter_reported_peak=_meter_peak(meter_peaks.get(start)),
+        completeness=Completeness(
+            expected, with_data, complete, _round(complete / expected if expected else 0.0)
+        ),
+        top_quarters=[Quarter.of(q) for q in top],
+        estimated_cost=estimated_cost(device.capacity_price_eur_per_kw_year, average),
+        register_breaks=[Break.of(b) for b in register_breaks_between(device, start, end)],
+    )
 
 
 def register_breaks_between(
@@ -109,116 +223,58 @@ def register_breaks_between(
     return list(found[:REGISTER_BREAKS_MAX])
 
 
-def register_break_json(found: RegisterBreak, tz: ZoneInfo) -> dict:
-    export_step = found.export_step_kwh
-    return {
-        "ts": _local(found.ts, tz),
-        "previous_ts": _local(found.prev_ts, tz),
-        "kind": found.kind,
-        "previous_import_kwh": found.prev_import_kwh,
-        "import_kwh": found.import_kwh,
-        "previous_export_kwh": found.prev_export_kwh,
-        "export_kwh": found.export_kwh,
-        "import_step_kwh": _round(found.import_step_kwh, 6),
-        "export_step_kwh": _round(export_step, 6),
-        "unmeasured_s": round((found.ts - found.prev_ts).total_seconds(), 3),
-    }
+def register_breaks(device: Device, start: datetime | None, end: datetime | None) -> RegisterBreaks:
+    return RegisterBreaks(
+        device.device_id,
+        device.timezone,
+        [Break.of(b) for b in register_breaks_between(device, start, end)],
+    )
 
 
-def register_breaks(device: Device, start: datetime | None, end: datetime | None) -> dict:
-    tz = ZoneInfo(device.timezone)
-    return {
-        "device_id": device.device_id,
-        "timezone": device.timezone,
-        "register_breaks": [
-            register_break_json(b, tz) for b in register_breaks_between(device, start, end)
-        ],
-    }
-
-
-MONTH_TABLE_MAX = 36
-
-
-def month_table(device: Device, last: Month, count: int) -> dict:
+def month_table(device: Device, last: Month, count: int) -> MonthTable:
     """Peak, billed peak and the meter's own peak of ``count`` months ending with ``last``
-    (newest first): one query for the computed peaks, one index lookup per meter peak."""
+    (newest first): one query for the computed peaks, one for the meter's peaks."""
     tz = ZoneInfo(device.timezone)
     months = [last.shift(-i) for i in range(count)]
     bounds = [m.bounds(tz) for m in months]
     found = queries.month_rows(device.pk, [start for start, _ in bounds])
+    meter_peaks = queries.meter_peaks(device.pk, bounds)
     rows = []
-    for month, (start, end) in zip(months, bounds, strict=True):
+    for month, (start, _) in zip(months, bounds, strict=True):
         row = found.get(start)
         rows.append(
-            {
-                "month": str(month),
-                "peak_kw": None if row is None else _round(row.peak_kw),
-                "peak_quarter_start": None if row is None else _local(row.peak_bucket, tz),
-                "billed_peak_kw": _round(rules.billed_kw(None if row is None else row.peak_kw)),
-                "meter_reported_peak": meter_reported_peak(device, start, end, tz),
-            }
+            MonthTableRow(
+                month=month,
+                peak_kw=None if row is None else _round(row.peak_kw),
+                peak_quarter_start=None if row is None else row.peak_bucket,
+                billed_peak_kw=_round(rules.billed_kw(None if row is None else row.peak_kw)),
+                meter_reported_peak=_meter_peak(meter_peaks.get(start)),
+            )
         )
-    return {"device_id": device.device_id, "timezone": device.timezone, "months": rows}
+    return MonthTable(device.device_id, device.timezone, rows)
 
 
-def estimated_cost(price: Decimal | None, average_kw: float) -> dict | None:
+def estimated_cost(price: Decimal | None, average_kw: float) -> Cost | None:
     """Capacity cost at the 12-month average, for a year and per month."""
     if price is None:
         return None
     yearly = float(price) * average_kw
-    return {
-        "price_eur_per_kw_year": float(price),
-        "yearly_eur": round(yearly, 2),
-        "monthly_eur": round(yearly / 12, 2),
-    }
+    return Cost(float(price), round(yearly, 2), round(yearly / 12, 2))
 
 
-def meter_reported_peak(
-    device: Device, start: datetime, end: datetime, tz: ZoneInfo
-) -> dict | None:
-    """The meter's own monthly peak, as it reported it last within the month."""
-    from telemetry.models import HourRollup
-
-    row = (
-        # Hours suffice (a quarter of the rows): the meter's monthly peak only rises
-        # within a month, so an hour's highest report is also its last.
-        HourRollup.objects.filter(
-            device_id=device.pk, bucket__gte=start, bucket__lt=end, meter_peak_w__isnull=False
-        )
-        .order_by("-meter_peak_w")
-        .values_list("meter_peak_w", "meter_peak_ts")
-        .first()
-    )
-    if row is None:
-        return None
-    return {"kw": _round(row[0] / 1000), "ts": _local(row[1], tz)}
+def _meter_peak(found: queries.MeterPeakRow | None) -> MeterPeak | None:
+    return None if found is None else MeterPeak(_round(found.peak_w / 1000), found.ts)
 
 
-def day_quarters(device: Device, day: date) -> dict:
+def day_quarters(device: Device, day: date) -> DayQuarters:
     tz = ZoneInfo(device.timezone)
     start, end = rules.day_bounds(day, tz)
     found = {q.start: q for q in queries.quarter_powers(device.pk, start, end)}
-    quarters = []
-    for quarter_start in rules.quarter_starts(start, end):
-        q = found.get(quarter_start)
-        if q is None:
-            quarters.append(
-                {
-                    "start": _local(quarter_start, tz),
-                    "kw": None,
-                    "coverage": 0.0,
-                    "incomplete": True,
-                    "sample_count": 0,
-                }
-            )
-        else:
-            quarters.append(_quarter_json(q, tz))
-    return {
-        "device_id": device.device_id,
-        "date": day.isoformat(),
-        "timezone": device.timezone,
-        "quarters": quarters,
-    }
+    quarters = [
+        Quarter.empty(s) if (q := found.get(s)) is None else Quarter.of(q)
+        for s in rules.quarter_starts(start, end)
+    ]
+    return DayQuarters(device.device_id, day, device.timezone, quarters)
 
 
 _LATEST_FIELDS = (
@@ -236,15 +292,48 @@ _LATEST_FIELDS = (
 )
 
 
-def realtime(device: Device, now: datetime) -> dict:
+@dataclass(frozen=True)
+class QuarterSoFar:
+    """The running quarter's outlook (capacity.rules.quarter_outlook), rounded."""
+
+    start: datetime
+    end: datetime
+    average_so_far_kw: float
+    projected_kw: float
+    threshold_kw: float
+    headroom_w: float
+    exceeds_threshold: bool
+
+
+@dataclass(frozen=True)
+class MonthSoFar:
+    month: Month
+    peak_so_far_kw: float | None
+    billed_peak_so_far_kw: float
+
+
+@dataclass(frozen=True)
+class Realtime:
+    """latest: the newest sample's _LATEST_FIELDS as stored; None (and no quarter or
+    month): the device sent none yet."""
+
+    device_id: str
+    timezone: str
+    latest: dict[str, Any] | None
+    quarter: QuarterSoFar | None = None
+    month: MonthSoFar | None = None
+
+
+def realtime(device: Device, now: datetime) -> Realtime:
     """Latest reading, the running quarter's outlook and the month's peak so far.
 
-    The answer is cached; ``age_s`` is filled in when it is served (see the view).
+    capacity.realtime caches its rendering; the latest reading's age is added when it
+    is served.
     """
     tz = ZoneInfo(device.timezone)
     latest = Sample.objects.filter(device=device).order_by("-ts").values(*_LATEST_FIELDS).first()
     if latest is None:
-        return {"device_id": device.device_id, "timezone": device.timezone, "latest": None}
+        return Realtime(device.device_id, device.timezone, None)
     ts = latest["ts"]
     quarter_start = bucket_start(ts, rules.QUARTER)
     month = Month.of(quarter_start, tz)
@@ -264,27 +353,21 @@ def realtime(device: Device, now: datetime) -> dict:
         power_now_w=latest["power_w"],
         month_peak_kw=peak_so_far.peak_kw,
     )
-    for name in ("ts", "monthly_power_peak_ts"):
-        latest[name] = _local(latest[name], tz)
-    return {
-        "device_id": device.device_id,
-        "timezone": device.timezone,
-        "latest": latest,
-        "quarter": {
-            "start": _local(quarter_start, tz),
-            "end": _local(quarter_start + rules.QUARTER, tz),
-            "average_so_far_kw": _round(outlook.average_so_far_kw),
-            "projected_kw": _round(outlook.projected_kw),
-            "threshold_kw": _round(outlook.threshold_kw),
-            "headroom_w": _round(outlook.headroom_w, 0),
-            "exceeds_threshold": outlook.exceeds_threshold,
-        },
-        "month": {
-            "month": str(month),
-            "peak_so_far_kw": _round(peak_so_far.peak_kw),
-            "billed_peak_so_far_kw": _round(peak_so_far.billed_kw),
-        },
-    }
+    return Realtime(
+        device.device_id,
+        device.timezone,
+        latest,
+        QuarterSoFar(
+            start=quarter_start,
+            end=quarter_start + rules.QUARTER,
+            average_so_far_kw=_round(outlook.average_so_far_kw),
+            projected_kw=_round(outlook.projected_kw),
+            threshold_kw=_round(outlook.threshold_kw),
+            headroom_w=_round(outlook.headroom_w, 0),
+            exceeds_threshold=outlook.exceeds_threshold,
+        ),
+        MonthSoFar(month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
+    )
 
 
 def _register_at(device: Device, boundary: datetime, offsets: Offsets) -> float:

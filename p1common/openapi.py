@@ -1,19 +1,24 @@
 """OpenAPI pieces shared by every endpoint: problem responses, auth, the schema class.
 
-Schemas are plain JSON Schema dicts registered as components (``component``); the views
-refer to them in ``extend_schema``. Raw dicts instead of serializers: the API answers
-with dicts built by pure functions, and a dict says exactly what is nullable or absent.
-``add_components`` (a drf-spectacular postprocessing hook) puts them into the schema and
-adds the headers a client must act on (Retry-After, WWW-Authenticate).
+Answers and query parameters are declared once, as the serializers that render and
+parse them (telemetry.serializers, capacity.serializers). What no serializer renders is
+a plain JSON Schema dict registered as a component (``component``): the problem+json
+errors (p1common.problems writes them) and the ingest body (telemetry.validation checks
+it, docs/adr/0002). ``add_components`` (a drf-spectacular postprocessing hook) puts them
+into the schema and adds the headers a client must act on (Retry-After,
+WWW-Authenticate).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
 
 from p1common.problems import PROBLEM_CONTENT_TYPE
 
@@ -43,10 +48,8 @@ def obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extr
 
 
 STRING = {"type": "string"}
-NUMBER = {"type": "number"}
-INTEGER = {"type": "integer"}
-BOOLEAN = {"type": "boolean"}
 DATETIME = {"type": "string", "format": "date-time"}
+INTEGER = {"type": "integer"}
 
 PROBLEM = component(
     "ProblemDetail",
@@ -140,9 +143,60 @@ def problems(*codes: int) -> dict:
 READ_ERRORS = (400, 401, 403, 404, 429, 503)
 
 
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"].rsplit("/", 1)[-1]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _inline(node: Any, schemas: dict[str, Any], names: set[str]) -> Any:
+    """``node`` with references to ``names`` replaced by their schemas (also where
+    drf-spectacular wraps one as {"allOf": [ref], "nullable": true})."""
+    if isinstance(node, list):
+        return [_inline(value, schemas, names) for value in node]
+    if not isinstance(node, dict):
+        return node
+    target = node.get("$ref", "").rsplit("/", 1)[-1]
+    if target in names:
+        return _inline(schemas[target], schemas, names)
+    wrapped = node.get("allOf")
+    if isinstance(wrapped, list) and len(wrapped) == 1:
+        target = wrapped[0].get("$ref", "").rsplit("/", 1)[-1]
+        if target in names:
+            rest = {key: value for key, value in node.items() if key != "allOf"}
+            return {**_inline(schemas[target], schemas, names), **rest}
+    return {key: _inline(value, schemas, names) for key, value in node.items()}
+
+
+def inline_single_use(result: dict) -> None:
+    """A part of one answer only (a series' bucket, a report's peak) is written inside
+    that answer, as a reader looks for it; what several answers share stays a
+    component, and so does every answer and every hand-registered component."""
+    schemas = result["components"]["schemas"]
+    uses = Counter(name for schema in schemas.values() for name in _refs(schema))
+    answers = set(_refs(result.get("paths", {})))
+    names = {
+        name
+        for name, count in uses.items()
+        if count == 1 and name not in answers and name not in _COMPONENTS
+    }
+    every = dict(schemas)
+    schemas.clear()
+    schemas.update(
+        {name: _inline(schema, every, names) for name, schema in every.items() if name not in names}
+    )
+
+
 def add_components(result: dict, generator, request, public) -> dict:
-    """Postprocessing hook: our components, and the headers of error answers."""
+    """Postprocessing hook: our components, single-use parts inlined, and the headers of
+    error answers."""
     result.setdefault("components", {}).setdefault("schemas", {}).update(_COMPONENTS)
+    inline_single_use(result)
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             body = operation.get("requestBody")
@@ -165,6 +219,13 @@ class AutoSchema(SpectacularAutoSchema):
 
     def _is_list_view(self, serializer=None) -> bool:
         return False
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        # drf-spectacular leaves out a nested list's max_length; the answer states it.
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.ListSerializer) and field.max_length is not None:
+            schema = {**schema, "maxItems": field.max_length}
+        return schema
 
 
 class DeviceTokenScheme(OpenApiAuthenticationExtension):

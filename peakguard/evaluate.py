@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -81,20 +82,20 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
     if PeakAlert.objects.filter(device_id=device_pk, quarter_start=quarter_start).exists():
         return None
     outlook = reports.realtime(guard.device, now)
-    quarter = outlook.get("quarter")
-    if quarter is None or datetime.fromisoformat(quarter["start"]) != quarter_start:
+    quarter = outlook.quarter
+    if quarter is None or quarter.start != quarter_start:
         return None  # the latest sample is not in the current quarter
-    threshold = guard.threshold_kw if guard.threshold_kw is not None else quarter["threshold_kw"]
-    if quarter["projected_kw"] <= threshold:
+    threshold = guard.threshold_kw if guard.threshold_kw is not None else quarter.threshold_kw
+    if quarter.projected_kw <= threshold:
         return None
     alert = PeakAlert(
         device_id=device_pk,
         quarter_start=quarter_start,
-        quarter_end=quarter_start + QUARTER,
-        average_so_far_kw=quarter["average_so_far_kw"],
-        projected_kw=quarter["projected_kw"],
+        quarter_end=quarter.end,
+        average_so_far_kw=quarter.average_so_far_kw,
+        projected_kw=quarter.projected_kw,
         threshold_kw=threshold,
-        month_peak_kw=outlook["month"]["peak_so_far_kw"],
+        month_peak_kw=outlook.month.peak_so_far_kw,
         next_attempt_at=delivery.first_attempt_at(),
     )
     # ignore_conflicts: ON CONFLICT DO NOTHING on both PostgreSQL and SQLite.
@@ -110,7 +111,7 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
         "peak guard: %s projects %.3f kW for the quarter from %s (threshold %.3f kW)",
         guard.device.device_id,
         alert.projected_kw,
-        quarter["start"],
+        quarter.start.astimezone(ZoneInfo(outlook.timezone)).isoformat(),
         threshold,
     )
     if in_process:

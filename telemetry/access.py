@@ -6,8 +6,11 @@ A device another household owns answers exactly like a device that does not exis
 
 from __future__ import annotations
 
+from typing import Any
+from zoneinfo import ZoneInfo
+
 from django.db.models import QuerySet
-from rest_framework import exceptions, permissions
+from rest_framework import exceptions, permissions, serializers, viewsets
 
 from telemetry.models import DEVICE_ID_VALIDATOR, Device, DeviceToken
 
@@ -47,3 +50,23 @@ def readable_device(request, device_id: str | None) -> Device:
         return visible_devices(request).get(device_id=device_id)
     except Device.DoesNotExist:
         raise exceptions.NotFound("No such device.") from None
+
+
+class ReadViewSet(viewsets.ViewSet):
+    """Base of the read endpoints: the device the caller may read, then the action's
+    query parameters parsed by its query serializer in that device's zone."""
+
+    permission_classes = [CanRead]
+
+    def read(
+        self, request, query: type[serializers.Serializer] | None = None, **path: str
+    ) -> tuple[Device, dict[str, Any]]:
+        device = readable_device(request, request.query_params.get("device_id"))
+        if query is None:
+            return device, {}
+        parsed = query(
+            data={**request.query_params.dict(), **path},
+            context={"tz": ZoneInfo(device.timezone)},
+        )
+        parsed.is_valid(raise_exception=True)
+        return device, parsed.validated_data

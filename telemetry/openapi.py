@@ -1,7 +1,8 @@
-"""OpenAPI components of the telemetry endpoints.
+"""OpenAPI pieces of the telemetry endpoints that are not serializers.
 
-The sample schema is generated from p1wire.SAMPLE_FIELDS, the one definition
-of the wire format, so a field added there is documented without another edit.
+The ingest body is documented from p1wire.SAMPLE_FIELDS, the one definition of the
+wire format: telemetry.validation checks it without a serializer (docs/adr/0002). The
+device_id parameter is the one every read takes (telemetry.access.ReadViewSet).
 """
 
 from __future__ import annotations
@@ -11,28 +12,25 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 
 import p1wire as wire
-from p1common.openapi import (
-    DATETIME,
-    INTEGER,
-    NUMBER,
-    STRING,
-    component,
-    nullable,
-    obj,
-)
+from p1common.openapi import DATETIME, component, nullable
 from telemetry import validation
-from telemetry.series import INTERVALS
 
+# The wire format as JSON schema: the ingest body, and the realtime answer's latest
+# reading (telemetry.serializers.sample_field).
 _KIND_SCHEMAS = {
     wire.TIMESTAMP: {
         **DATETIME,
         "maxLength": 40,
         "description": "ISO 8601 with a UTC offset; from 2000 on.",
     },
-    wire.POWER: {**NUMBER, "description": "Watts; negative when exporting."},
-    wire.REGISTER: {**NUMBER, "minimum": 0},
-    wire.MEASURE: NUMBER,
-    wire.TARIFF: {**INTEGER, "minimum": wire.TARIFF_RANGE.start, "maximum": wire.TARIFF_RANGE[-1]},
+    wire.POWER: {"type": "number", "description": "Watts; negative when exporting."},
+    wire.REGISTER: {"type": "number", "minimum": 0},
+    wire.MEASURE: {"type": "number"},
+    wire.TARIFF: {
+        "type": "integer",
+        "minimum": wire.TARIFF_RANGE.start,
+        "maximum": wire.TARIFF_RANGE[-1],
+    },
 }
 
 
@@ -42,105 +40,47 @@ def sample_field_schema(name: str) -> dict:
     return schema if name in wire.REQUIRED_FIELDS else nullable(schema)
 
 
-_future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
-SAMPLE = component(
-    "Sample",
-    obj(
-        {name: sample_field_schema(name) for name in wire.REQUIRED_FIELDS},
-        {name: sample_field_schema(name) for name in wire.OPTIONAL_FIELDS},
-        additionalProperties=False,
-        description=(
+def sample_schema() -> dict:
+    future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
+    return {
+        "type": "object",
+        "properties": {
+            name: sample_field_schema(name)
+            for name in (*wire.REQUIRED_FIELDS, *wire.OPTIONAL_FIELDS)
+        },
+        "required": list(wire.REQUIRED_FIELDS),
+        "additionalProperties": False,
+        "description": (
             "One meter reading. (device, ts) is its key: a sample sent again is a "
-            f"duplicate, not an error. ts may be at most {_future_minutes} minutes ahead "
+            f"duplicate, not an error. ts may be at most {future_minutes} minutes ahead "
             "of the server's clock."
         ),
-    ),
-)
-INGEST_BATCH = component(
-    "IngestBatch",
-    obj(
-        {
+    }
+
+
+def ingest_batch_schema(sample_ref: dict) -> dict:
+    return {
+        "type": "object",
+        "properties": {
             "samples": {
                 "type": "array",
-                "items": SAMPLE,
+                "items": sample_ref,
                 "minItems": 1,
                 "maxItems": settings.INGEST_MAX_BATCH,
-            }
-        },
-        {"device_id": {**STRING, "description": "If given, must be the token's own device."}},
-        additionalProperties=False,
-        description="All or nothing: one invalid sample and nothing of the batch is written.",
-    ),
-)
-INGEST_RESULT = component(
-    "IngestResult",
-    obj(
-        {
-            "received": INTEGER,
-            "inserted": {**INTEGER, "description": "Samples new to the server."},
-            "duplicates": {**INTEGER, "description": "Samples it already had (retries)."},
-        }
-    ),
-)
-DEVICE_LIST = component(
-    "DeviceList",
-    obj(
-        {
-            "devices": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "device_id": STRING,
-                        "name": STRING,
-                        "timezone": {**STRING, "description": "IANA zone, e.g. Europe/Brussels."},
-                        "capacity_price_eur_per_kw_year": nullable(NUMBER),
-                    }
-                ),
-            }
-        }
-    ),
-)
-SERIES = component(
-    "Series",
-    obj(
-        {
-            "device_id": STRING,
-            "interval": {**STRING, "enum": list(INTERVALS)},
-            "timezone": STRING,
-            "start": DATETIME,
-            "end": DATETIME,
-            "buckets": {
-                "type": "array",
-                "description": "Only buckets that have samples.",
-                "items": obj(
-                    {
-                        "start": DATETIME,
-                        "import_kwh": {
-                            **NUMBER,
-                            "description": (
-                                "Import register rise inside register segments: a meter "
-                                "swap (capacity register-breaks) adds nothing."
-                            ),
-                        },
-                        "export_kwh": nullable(
-                            {
-                                **NUMBER,
-                                "description": (
-                                    "Likewise for export; null where the meter has no "
-                                    "export registers."
-                                ),
-                            }
-                        ),
-                        "avg_power_w": NUMBER,
-                        "min_power_w": NUMBER,
-                        "max_power_w": NUMBER,
-                        "sample_count": INTEGER,
-                    }
-                ),
             },
-        }
-    ),
-)
+            "device_id": {
+                "type": "string",
+                "description": "If given, must be the token's own device.",
+            },
+        },
+        "required": ["samples"],
+        "additionalProperties": False,
+        "description": "All or nothing: one invalid sample and nothing of the batch is written.",
+    }
+
+
+SAMPLE = component("Sample", sample_schema())
+INGEST_BATCH = component("IngestBatch", ingest_batch_schema(SAMPLE))
 
 DEVICE_ID_PARAM = OpenApiParameter(
     "device_id",
@@ -151,17 +91,3 @@ DEVICE_ID_PARAM = OpenApiParameter(
         "logged-in user must give it. Another household's device answers 404."
     ),
 )
-MOMENT = {
-    "anyOf": [{"type": "string", "format": "date"}, DATETIME],
-    "description": "YYYY-MM-DD (local midnight) or ISO 8601 with an offset; 2000 to 2099.",
-}
-SERIES_PARAMS = [
-    DEVICE_ID_PARAM,
-    OpenApiParameter(
-        "interval",
-        {**STRING, "enum": list(INTERVALS), "default": "1h"},
-        description="Bucket size; days, weeks (Monday) and months start at local midnight.",
-    ),
-    OpenApiParameter("start", MOMENT, description="Default: end minus a span per interval."),
-    OpenApiParameter("end", MOMENT, description="Default: now."),
-]

@@ -13,8 +13,9 @@ from rest_framework.throttling import SimpleRateThrottle
 from p1common.openapi import problems
 from p1common.problems import PayloadTooLarge
 from telemetry.auth import HasIngestScope
-from telemetry.openapi import INGEST_BATCH, INGEST_RESULT
+from telemetry.openapi import INGEST_BATCH
 from telemetry.pipeline import accept_batch
+from telemetry.serializers import IngestResultSerializer
 
 
 def decode_batch(request) -> dict:
@@ -76,11 +77,11 @@ class IngestViewSet(viewsets.ViewSet):
         request={"application/json": INGEST_BATCH},
         auth=[{"deviceToken": []}],  # a session has no ingest scope
         responses={
-            200: INGEST_RESULT,
+            200: IngestResultSerializer,
             **problems(400, 401, 403, 413, 415, 422, 429, 503),
         },
     )
     def create(self, request):
         token = request.auth
         result = accept_batch(token.device, decode_batch(request), timezone.now())
-        return Response(result)
+        return Response(IngestResultSerializer(result).data)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from capacity import reports
 from capacity.queries import month_quarters
 from capacity.rules import Month
+from capacity.serializers import MonthReportSerializer, RealtimeSerializer
 from demo import bootstrap
 from edgeclient.household import MeterModel
 from telemetry.models import RegisterBreak, Sample
@@ -75,10 +76,10 @@ def test_another_seed_is_another_meter_and_adds_no_energy(device, old, new):
     assert found.prev_ts == gap_end.ts
     assert found.ts == gap_end.ts + timedelta(seconds=5 + LATER.timestamp() % 300)
     assert november_quarters(device).top[0].kw < HOUSEHOLD_KW
-    month = reports.month_report(device, Month(2026, 11))
+    month = MonthReportSerializer(reports.month_report(device, Month(2026, 11))).data
     assert month["peak"]["kw"] < HOUSEHOLD_KW
     assert [b["kind"] for b in month["register_breaks"]] == [found.kind]
-    realtime = reports.realtime(device, LATER + timedelta(minutes=5))
+    realtime = RealtimeSerializer(reports.realtime(device, LATER + timedelta(minutes=5))).data
     assert -HOUSEHOLD_KW * 1000 < realtime["quarter"]["headroom_w"] < HOUSEHOLD_KW * 4000
     assert realtime["quarter"]["projected_kw"] < HOUSEHOLD_KW
 

@@ -1,0 +1,285 @@
+"""The capacity and realtime answers and their query parameters, each declared once.
+
+Answer serializers render capacity.reports' typed results (moments in the device's
+zone, months as YYYY-MM) and are what drf-spectacular documents; query serializers
+parse and document the parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from rest_framework import serializers
+
+from capacity import reports, rules
+from capacity.rules import Month
+from telemetry import segments
+from telemetry.models import RegisterBreak
+from telemetry.serializers import (
+    AnswerSerializer,
+    LocalDateTimeField,
+    MomentField,
+    Number,
+    QuerySerializer,
+    TextField,
+    WholeNumberField,
+    choice_field,
+    sample_field,
+    schema_field,
+)
+
+MONTH = {"type": "string", "pattern": r"^\d{4}-\d{2}$", "example": "2026-03"}
+# What a month or day parameter may name: rules.FIRST_YEAR to rules.LAST_YEAR (2000-2099).
+MONTH_PARAM = {"type": "string", "pattern": r"^20\d{2}-(0[1-9]|1[0-2])$", "example": "2026-03"}
+DAY_PARAM = {
+    "type": "string",
+    "format": "date",
+    "pattern": r"^20\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+    "example": "2026-03-01",
+}
+
+
+def month_field(**kwargs) -> serializers.Field:
+    return schema_field(TextField, MONTH, **kwargs)
+
+
+def kw(**kwargs) -> Number:
+    return Number(**{"help_text": "kW", **kwargs})
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+class QuarterSerializer(AnswerSerializer):
+    start = LocalDateTimeField()
+    kw = kw(allow_null=True, help_text="Quarter power (kW); null: no samples.")
+    coverage = Number(help_text="Share of the quarter its samples cover.")
+    incomplete = serializers.BooleanField(help_text="Samples cover less than 90%.")
+    sample_count = serializers.IntegerField()
+
+
+class MeterPeakSerializer(AnswerSerializer):
+    """The meter's own monthly peak as it last reported it; null: none."""
+
+    kw = kw()
+    ts = LocalDateTimeField(allow_null=True)
+
+
+class RegisterBreakSerializer(AnswerSerializer):
+    """A register discontinuity. The step is not consumption: quarters, peaks and series
+    count energy only inside register segments."""
+
+    ts = LocalDateTimeField(help_text="The first sample of the new register segment.")
+    previous_ts = LocalDateTimeField(help_text="The last sample before the step.")
+    kind = choice_field(
+        [RegisterBreak.WENT_DOWN, RegisterBreak.IMPOSSIBLE_STEP],
+        help_text=(
+            "went-down: a register decreased (a replaced meter restarts near 0); "
+            "impossible-step: it rose faster than "
+            f"{segments.MAX_HOUSEHOLD_POWER_W / 1000:g} kW, far above any household "
+            "connection (another meter)."
+        ),
+    )
+    previous_import_kwh = Number()
+    import_kwh = Number()
+    previous_export_kwh = Number(allow_null=True)
+    export_kwh = Number(allow_null=True)
+    import_step_kwh = Number(help_text="import_kwh - previous_import_kwh.")
+    export_step_kwh = Number(allow_null=True)
+    unmeasured_s = Number(help_text="Seconds across the step: no energy is counted for them.")
+
+
+class RegisterBreaksSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    timezone = serializers.CharField()
+    register_breaks = RegisterBreakSerializer(
+        many=True, max_length=reports.REGISTER_BREAKS_MAX, help_text="Oldest first."
+    )
+
+
+class PeakSerializer(AnswerSerializer):
+    kw = kw()
+    quarter_start = LocalDateTimeField()
+    incomplete = serializers.BooleanField()
+
+
+class RollingMonthSerializer(AnswerSerializer):
+    month = month_field()
+    peak_kw = kw(allow_null=True)
+    billed_kw = kw()
+    missing = serializers.BooleanField()
+
+
+class RollingAverageSerializer(AnswerSerializer):
+    kw = kw()
+    months = RollingMonthSerializer(many=True)
+
+
+class CompletenessSerializer(AnswerSerializer):
+    quarters_expected = serializers.IntegerField()
+    quarters_with_data = serializers.IntegerField()
+    quarters_complete = serializers.IntegerField()
+    ratio = Number()
+
+
+class CostSerializer(AnswerSerializer):
+    """At the 12-month average; null: the device has no price."""
+
+    price_eur_per_kw_year = Number()
+    yearly_eur = Number()
+    monthly_eur = Number()
+
+
+class MonthReportSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    month = month_field()
+    timezone = serializers.CharField()
+    peak = PeakSerializer(allow_null=True)
+    billed_peak_kw = kw(help_text="max(peak, 2.5 kW).")
+    rolling_average = RollingAverageSerializer()
+    meter_reported_peak = MeterPeakSerializer(allow_null=True)
+    completeness = CompletenessSerializer()
+    top_quarters = QuarterSerializer(many=True)
+    estimated_cost = CostSerializer(allow_null=True)
+    register_breaks = RegisterBreakSerializer(
+        many=True, help_text="Register breaks whose new segment starts in the month."
+    )
+
+
+class MonthTableRowSerializer(AnswerSerializer):
+    month = month_field()
+    peak_kw = kw(allow_null=True)
+    peak_quarter_start = LocalDateTimeField(allow_null=True)
+    billed_peak_kw = kw()
+    meter_reported_peak = MeterPeakSerializer(allow_null=True)
+
+
+class MonthTableSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    timezone = serializers.CharField()
+    months = MonthTableRowSerializer(many=True, help_text="Newest first.")
+
+
+class DayQuartersSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    date = serializers.DateField()
+    timezone = serializers.CharField()
+    quarters = QuarterSerializer(
+        many=True, help_text="Every quarter of the local day: 92, 96 or 100."
+    )
+
+
+LatestSampleSerializer = type(
+    "LatestSampleSerializer",
+    (AnswerSerializer,),
+    {
+        "__doc__": "The latest sample; null: the device sent none yet.",
+        "__module__": __name__,
+        **{name: sample_field(name) for name in reports._LATEST_FIELDS},
+    },
+)
+
+
+class QuarterSoFarSerializer(AnswerSerializer):
+    """The running quarter; absent when there is no sample."""
+
+    start = LocalDateTimeField()
+    end = LocalDateTimeField()
+    average_so_far_kw = kw()
+    projected_kw = kw()
+    threshold_kw = kw()
+    headroom_w = Number()
+    exceeds_threshold = serializers.BooleanField()
+
+
+class MonthSoFarSerializer(AnswerSerializer):
+    """The month's peak before the running quarter."""
+
+    month = month_field()
+    peak_so_far_kw = kw(allow_null=True)
+    billed_peak_so_far_kw = kw()
+
+
+class RealtimeSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    timezone = serializers.CharField()
+    latest = LatestSampleSerializer(allow_null=True)
+    age_s = Number(allow_null=True, help_text="Seconds since the latest sample.")
+    quarter = QuarterSoFarSerializer(required=False)
+    month = MonthSoFarSerializer(required=False)
+
+    def to_representation(self, instance: reports.Realtime) -> dict:
+        """age_s null (capacity.realtime.with_age sets it when serving); no quarter and
+        month before the first sample."""
+        answer = super().to_representation(instance)
+        if instance.latest is None:
+            del answer["quarter"], answer["month"]
+        return answer
+
+
+# --- query parameters ----------------------------------------------------------------
+
+
+@extend_schema_field(MONTH_PARAM)
+class MonthParamField(serializers.Field):
+    def to_internal_value(self, data) -> Month:
+        try:
+            return Month.parse(str(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class MonthPath(QuerySerializer):
+    month = MonthParamField()
+
+
+MONTH_PATH_PARAM = OpenApiParameter(
+    "month",
+    MONTH_PARAM,
+    OpenApiParameter.PATH,
+    description="A calendar month in the device's zone, YYYY-MM, 2000 to 2099.",
+)
+
+
+class MonthsQuery(QuerySerializer):
+    end = MonthParamField(required=False, help_text="The newest month; default: this month.")
+    count = WholeNumberField(
+        min_value=1,
+        max_value=reports.MONTH_TABLE_MAX,
+        default=13,
+        help_text="How many months.",
+        error_messages={
+            key: f"Use a whole number from 1 to {reports.MONTH_TABLE_MAX}."
+            for key in ("invalid", "min_value", "max_value", "max_string_length")
+        },
+    )
+
+
+@extend_schema_field(DAY_PARAM)
+class DayParamField(serializers.Field):
+    def to_internal_value(self, data) -> date:
+        try:
+            day = date.fromisoformat(str(data))
+        except ValueError:
+            raise serializers.ValidationError("Use YYYY-MM-DD.") from None
+        if not rules.FIRST_YEAR <= day.year <= rules.LAST_YEAR:
+            raise serializers.ValidationError(
+                f"Use a day from {rules.FIRST_YEAR} to {rules.LAST_YEAR}."
+            )
+        return day
+
+
+class QuartersQuery(QuerySerializer):
+    date = DayParamField(
+        help_text="A local day, YYYY-MM-DD, 2000 to 2099.",
+        error_messages={"required": "Use YYYY-MM-DD.", "null": "Use YYYY-MM-DD."},
+    )
+
+
+class RegisterBreaksQuery(QuerySerializer):
+    start = MomentField(required=False, help_text="From this moment on; default: the first.")
+    end = MomentField(required=False, help_text="Before this moment; default: no end.")
+
+    def validate(self, values: dict) -> dict:
+        return self.validate_order(values)
