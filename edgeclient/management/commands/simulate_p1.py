@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from edgeclient.simcerts import CertificateToolError
 from edgeclient.simprofiles import DEFAULT, PROFILES, profile_named
-from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig
+from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig, startup_lines
 
 
 class Command(BaseCommand):
@@ -103,18 +103,9 @@ class Command(BaseCommand):
         self.stdout.write(f"stopped after {sim.served_count} measurements")
 
     def _announce(self, sim: P1Simulator) -> None:
-        out = self.stdout
-        variant = f"fixture {sim.config.fixture_dir}" if sim.recording else sim.profile.name
-        out.write(
-            f"simulated P1 meter {sim.serial} on {sim.address} "
-            f"(api {sim.config.api}, profile {variant})"
-        )
-        if sim.ca_file is not None:
-            out.write(f"  HW_P1_HOST={sim.address}")
-            out.write(f"  HW_P1_TOKEN={sim.token}")
-            out.write(f"  HW_P1_CA_FILE={sim.ca_file}")
-            out.write(f"  HW_P1_SERIAL={sim.serial}")
-        out.flush()
+        for line in startup_lines(sim):
+            self.stdout.write(line)
+        self.stdout.flush()
 
 
 def _clock(start: str | None, speed: float) -> Any:
