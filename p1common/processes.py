@@ -373,7 +373,7 @@ def database_url() -> str:
 
 
 def server_command(
-    bind: str,
+    bind: str | None,
     *,
     workers: int | None = None,
     threads: int | None = None,
@@ -383,11 +383,14 @@ def server_command(
     graceful_timeout_s: int | None = None,
     log_level: str | None = None,
 ) -> list[str]:
-    """gunicorn serving the project; flags given here override ``config``."""
+    """gunicorn serving the project; flags given here override ``config`` (``bind``
+    None: the configuration's address, e.g. GUNICORN_BIND for deploy/gunicorn.conf.py)."""
     command = [sys.executable, "-m", "gunicorn"]
     if config is not None:
         command += ["-c", str(config)]
-    command += ["p1platform.wsgi:application", "--bind", bind]
+    command.append("p1platform.wsgi:application")
+    if bind is not None:
+        command += ["--bind", bind]
     for flag, value in (
         ("--workers", workers),
         ("--threads", threads),

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
 from tests.serverproc import ServerProcess, run_server
-from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
 from tests.tools import tool_missing
 
 HTTP_TIMEOUT_S = 30
