@@ -596,7 +596,7 @@ def start_simulator(
         command += ["--cert-dir", str(cert_dir)]
     command += list(args)
     child = start_child(
-        name, command, EDGE_BASE_ENV | dict(os.environ if env is None else env),
+        name, command, dict(os.environ if env is None else env) | EDGE_BASE_ENV,
         log_path=log_path, stamped=stamped,
     )  # fmt: skip
     try:
@@ -625,10 +625,10 @@ def start_edge(
     python: str = sys.executable,
     name: str = "edge (run_edge)",
 ) -> Child:
-    """run_edge with EDGE_BASE_ENV and ``env`` over ``base`` (this process's environment
-    by default; None in ``env`` removes a variable). Its log lines go to stderr, which
+    """run_edge with ``base`` (this process's environment by default), then
+    EDGE_BASE_ENV, then ``env`` (None there removes a variable). Its log lines go to stderr, which
     the harness reads; ``child.wait_for_line(EDGE_STARTED)`` waits for it to be up."""
-    full = child_env(EDGE_BASE_ENV | dict(os.environ if base is None else base), **env)
+    full = child_env(dict(os.environ if base is None else base) | EDGE_BASE_ENV, **env)
     return start_child(
         name, manage("run_edge", python=python), full, log_path=log_path, stamped=stamped, read=read
     )
