@@ -51,6 +51,8 @@ STOP_TIMEOUT_S = 25.0
 # two-core machine may need most of this.
 READY_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 10.0
+# How long a wait for a line (an event in a child's output) lasts by default.
+EVENT_TIMEOUT_S = 30.0
 TAIL_LINES = 30
 LISTEN_BACKLOG = 256
 
@@ -132,7 +134,7 @@ class OutputLog:
                 self.closed = True
                 self._changed.notify_all()
 
-    def wait_closed(self, timeout_s: float = READY_TIMEOUT_S) -> list[str]:
+    def wait_closed(self, timeout_s: float = EVENT_TIMEOUT_S) -> list[str]:
         """Every line, once the child closed the stream (it exited)."""
         self._thread.join(timeout_s)
         with self._changed:
@@ -150,7 +152,7 @@ class OutputLog:
         with self._changed:
             return [line for _, line in self.lines if re.search(pattern, line)]
 
-    def wait_for(self, pattern: str, timeout_s: float = READY_TIMEOUT_S, count: int = 1) -> str:
+    def wait_for(self, pattern: str, timeout_s: float = EVENT_TIMEOUT_S, count: int = 1) -> str:
         """The ``count``-th line matching ``pattern``; ChildFailed after ``timeout_s`` or
         when the stream closes first."""
         line = self.wait_for_or_close(pattern, timeout_s, count)
@@ -582,11 +584,14 @@ def start_simulator(
     log_path: Path | None = None,
     stamped: bool = False,
     python: str = sys.executable,
+    defaults: Mapping[str, str] = EDGE_BASE_ENV,
     name: str = "meter (simulate_p1)",
     timeout_s: float = READY_TIMEOUT_S,
 ) -> SimulatorProcess:
     """simulate_p1 on a free port (unless ``args`` give --port), ready once it printed
-    its settings line. ``args``: further simulate_p1 options."""
+    its settings line. ``args``: further simulate_p1 options; ``env`` (this process's
+    environment by default) then ``defaults`` are its environment; ``python``: the
+    interpreter (another virtualenv's, e.g. an edge-only install)."""
     command = manage("simulate_p1", "--api", api, python=python)
     if "--port" not in args:
         command += ["--port", "0"]
@@ -596,7 +601,7 @@ def start_simulator(
         command += ["--cert-dir", str(cert_dir)]
     command += list(args)
     child = start_child(
-        name, command, dict(os.environ if env is None else env) | EDGE_BASE_ENV,
+        name, command, dict(os.environ if env is None else env) | dict(defaults),
         log_path=log_path, stamped=stamped,
     )  # fmt: skip
     try:
@@ -623,12 +628,13 @@ def start_edge(
     stamped: bool = False,
     read: Read = "stderr",
     python: str = sys.executable,
+    defaults: Mapping[str, str] = EDGE_BASE_ENV,
     name: str = "edge (run_edge)",
 ) -> Child:
     """run_edge with ``base`` (this process's environment by default), then
-    EDGE_BASE_ENV, then ``env`` (None there removes a variable). Its log lines go to stderr, which
+    ``defaults``, then ``env`` (None there removes a variable). Its log lines go to stderr, which
     the harness reads; ``child.wait_for_line(EDGE_STARTED)`` waits for it to be up."""
-    full = child_env(dict(os.environ if base is None else base) | EDGE_BASE_ENV, **env)
+    full = child_env(dict(os.environ if base is None else base) | dict(defaults), **env)
     return start_child(
         name, manage("run_edge", python=python), full, log_path=log_path, stamped=stamped, read=read
     )
