@@ -18,28 +18,26 @@ from pathlib import Path
 import pytest
 
 from p1common import processes
-from p1common.processes import EDGE_BASE_ENV, Child, SimulatorProcess, manage
+from p1common.processes import EDGE_BASE_ENV, Child, ChildStack, SimulatorProcess, manage
 
 __all__ = ["EDGE_BASE_ENV", "manage"]  # edge_status runs beside the fixtures' children
 
 
 @pytest.fixture
 def start_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]:
-    started: list[SimulatorProcess] = []
+    with ChildStack() as started:
 
-    def start(api: str = "v1", *extra: str, name: str = "sim") -> SimulatorProcess:
-        sim = processes.start_simulator(
-            *extra,
-            api=api,
-            served_log=tmp_path / f"{name}-served.log",
-            cert_dir=tmp_path / f"{name}-certs",
-        )
-        started.append(sim)
-        return sim
+        def start(api: str = "v1", *extra: str, name: str = "sim") -> SimulatorProcess:
+            sim = processes.start_simulator(
+                *extra,
+                api=api,
+                served_log=tmp_path / f"{name}-served.log",
+                cert_dir=tmp_path / f"{name}-certs",
+            )
+            started.add(sim.child)
+            return sim
 
-    yield start
-    for sim in started:
-        sim.stop()
+        yield start
 
 
 @pytest.fixture
