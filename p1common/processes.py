@@ -50,6 +50,8 @@ STOP_TIMEOUT_S = 25.0
 # two-core machine may need most of this.
 READY_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 10.0
+# A child that closed its output is reaped within this (only to report its status).
+EXIT_AFTER_CLOSE_S = 5.0
 # How long a wait for a line (an event in a child's output) lasts by default.
 EVENT_TIMEOUT_S = 30.0
 TAIL_LINES = 30
@@ -210,7 +212,9 @@ class Child:
         deadline passes first."""
         line = self.log.wait_for_or_close(pattern, timeout_s)
         if line is None:
-            self.process.poll()
+            if self.log.closed:  # it closed its output: it has exited or is about to
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(EXIT_AFTER_CLOSE_S)
             status = "exited" if self.returncode is not None else "did not answer"
             raise self.failure(f"{status}: no line matching {pattern!r} in {timeout_s:g} s")
         return line
@@ -279,6 +283,7 @@ def start_child(
             stdout=subprocess.PIPE if read == "all" else sink,
             stderr={"all": subprocess.STDOUT, "stderr": subprocess.PIPE}.get(read, sink),
             text=True,
+            errors="replace",  # a stray byte must not stop the reader thread
             start_new_session=True,
             preexec_fn=stop_with_parent(),
             pass_fds=tuple(pass_fds),
