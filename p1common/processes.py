@@ -215,8 +215,9 @@ class Child:
             if self.log.closed:  # it closed its output: it has exited or is about to
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(EXIT_AFTER_CLOSE_S)
-            status = "exited" if self.returncode is not None else "did not answer"
-            raise self.failure(f"{status}: no line matching {pattern!r} in {timeout_s:g} s")
+            if self.returncode is not None:
+                raise self.failure(f"exited ({self.returncode}) before a line matching {pattern!r}")
+            raise self.failure(f"did not answer: no line matching {pattern!r} in {timeout_s:g} s")
         return line
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S, signum: int = signal.SIGTERM) -> bool:

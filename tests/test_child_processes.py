@@ -91,7 +91,7 @@ def test_a_child_that_exits_before_its_ready_line_is_named_with_its_last_lines()
     with pytest.raises(ChildFailed) as failed:
         child.wait_for_line("^ready$", timeout_s=30)
     message = str(failed.value)
-    assert message.startswith(f"early-exit (pid {child.pid}) exited: no line matching")
+    assert message.startswith(f"early-exit (pid {child.pid}) exited (0) before a line matching")
     assert message.endswith("config missing")
 
 
