@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_backlog(count: int) -> list[dict]:
-    from tests.samples import sample
+    from p1common.samples import sample
 
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     return [sample(end - timedelta(seconds=POLL_S * (count - i))) for i in range(count)]
@@ -98,9 +98,9 @@ def main() -> None:
     args = parse_args()
     fresh_database(args.database_url)
     from edgeclient.uploader import IngestClient
+    from p1common.processes import run_server
     from telemetry.models import Device
     from telemetry.tokens import issue_token
-    from tests.serverproc import run_server
 
     device = Device.objects.create(device_id="bench-edge")
     token = issue_token(device, "ingest")[1]

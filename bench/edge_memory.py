@@ -29,9 +29,7 @@ Goal (issue 12): the peak of ``python -m edgeclient run`` at or under 35 MB.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -42,12 +40,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from p1common.child_processes import stop_process, stop_with_parent  # noqa: E402
+from p1common.edge_install import build_edge_install, edge_env  # noqa: E402
+from p1common.processes import (  # noqa: E402
+    SimulatorProcess,
+    start_child,
+    start_simulator,
+)
 
 GOAL_MB = 35.0
 SAMPLE_EVERY_S = 10
@@ -82,47 +83,6 @@ def parse_args() -> argparse.Namespace:
 # -- the edge-only install ------------------------------------------------------------
 
 
-def build_edge_install(target: Path) -> Path:
-    """A virtualenv holding requirements/edge.txt alone; returns its python."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(target)],
-        check=True,
-        capture_output=True,
-        timeout=STOP_TIMEOUT_S,
-    )
-    python = target / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=STOP_TIMEOUT_S,
-        ).stdout.strip()
-    )
-    for requirement in locked_edge_requirements():
-        dist = importlib.metadata.distribution(requirement.name)
-        if not requirement.specifier.contains(dist.version):
-            raise SystemExit(f"{requirement.name} {dist.version} is not the locked {requirement}")
-        tops = {Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith("..")}
-        for top in tops - {"__pycache__"}:
-            link = site / top
-            if not top.endswith(".pth") and not link.exists():
-                link.symlink_to(Path(dist.locate_file(top)))
-    return python
-
-
-def locked_edge_requirements() -> list[Requirement]:
-    requirements = []
-    for line in (ROOT / "requirements" / "edge.txt").read_text().splitlines():
-        text = line.split("\\", 1)[0].strip()
-        if text and not text.startswith(("#", "--")):
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate():
-                requirements.append(requirement)
-    return requirements
-
-
 def check_edge_only(python: Path) -> None:
     probe = "import importlib.util as u; print([n for n in %r if u.find_spec(n)])"
     server = ("rest_framework", "psycopg", "redis", "django_redis")
@@ -148,23 +108,14 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def baseline_mb(python: Path, code: str) -> float:
-    """Peak RSS of an idle interpreter that ran ``code`` (it waits on stdin)."""
-    process = subprocess.Popen(
-        [str(python), "-c", code + "\nimport sys\nprint('ready', flush=True)\nsys.stdin.read()"],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=stop_with_parent(),
-    )
+    """Peak RSS of an idle interpreter that ran ``code``."""
+    probe = code + "\nimport time\nprint('ready', flush=True)\ntime.sleep(3600)"
+    child = start_child(f"baseline ({code})", [str(python), "-c", probe], edge_env({}))
     try:
-        if process.stdout.readline().strip() != "ready":
-            raise SystemExit(f"the baseline {code!r} did not start")
-        return rss_mb(process.pid, "VmHWM")
+        child.wait_for_line("^ready$", START_TIMEOUT_S)
+        return rss_mb(child.pid, "VmHWM")
     finally:
-        process.stdin.close()
-        process.wait(STOP_TIMEOUT_S)
-        process.stdout.close()
+        child.stop(STOP_TIMEOUT_S)
 
 
 # -- the server stand-in --------------------------------------------------------------
@@ -241,36 +192,12 @@ class _IngestHandler(BaseHTTPRequestHandler):
 # -- the meter and the edge -----------------------------------------------------------
 
 
-def start_simulator(python: Path, checkout: Path, folder: Path) -> tuple[subprocess.Popen, dict]:
-    """The simulated meter (API v2) and the HW_P1_* settings it prints."""
-    command = [str(python), "-m", "edgeclient", "simulate", "--port", "0", "--api", "v2"]
-    command += ["--cert-dir", str(folder / "meter-certs")]
-    process = subprocess.Popen(
-        command,
-        cwd=checkout if (checkout / "edgeclient" / "__main__.py").exists() else ROOT,
-        env=edge_env({}),
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=stop_with_parent(),
-    )
-    settings = {"HW_P1_API": "v2"}
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while "HW_P1_SERIAL" not in settings and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise SystemExit("the simulator ended before printing its settings")
-        name, sep, value = line.strip().partition("=")
-        if sep and name.startswith("HW_P1_"):
-            settings[name] = value
-    return process, settings
-
-
-def edge_env(extra: dict[str, str]) -> dict[str, str]:
-    """This environment without the server's settings or a role, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("P1_", "PYTEST"))}
-    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV"):
-        env.pop(name, None)
-    return env | {"PYTHONUNBUFFERED": "1"} | extra
+def start_meter(python: Path, folder: Path) -> SimulatorProcess:
+    """The simulated meter (API v2) of this checkout, in the edge install."""
+    return start_simulator(
+        api="v2", cert_dir=folder / "meter-certs", env=edge_env({}), python=str(python),
+        defaults={},
+    )  # fmt: skip
 
 
 @dataclass
@@ -288,11 +215,8 @@ def run_edge(
 ) -> EdgeRun:  # fmt: skip
     """One form of the edge for ``minutes``, sampled every 10 s, then SIGTERM."""
     before = server.received
-    edge = subprocess.Popen(
-        [str(python), *FORMS[form]],
-        cwd=checkout,
-        env=edge_env(env),
-        preexec_fn=stop_with_parent(),
+    edge = start_child(
+        " ".join(FORMS[form]), [str(python), *FORMS[form]], edge_env(env), cwd=checkout, read="none"
     )
     readings: list[tuple[float, float]] = []
     try:
@@ -300,14 +224,14 @@ def run_edge(
         duration = minutes * 60
         while (elapsed := time.monotonic() - began) < duration:
             time.sleep(min(SAMPLE_EVERY_S, duration - elapsed))
-            if edge.poll() is not None:
+            if not edge.running():
                 raise SystemExit(f"{' '.join(FORMS[form])} exited with {edge.returncode}")
             readings.append((time.monotonic() - began, rss_mb(edge.pid)))
             if len(readings) % 6 == 0:
                 print(f"  {form}: {readings[-1][0] / 60:4.1f} min: RSS {readings[-1][1]:.1f} MB")
         peak = rss_mb(edge.pid, "VmHWM")
     finally:
-        stop_process(edge, STOP_TIMEOUT_S)
+        edge.stop(STOP_TIMEOUT_S)
     return EdgeRun(form, edge.returncode, readings, peak, server.received - before)
 
 
@@ -316,14 +240,15 @@ def main() -> None:
     checkout = args.checkout.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        python = args.edge_python or build_edge_install(folder / "edge-venv")
+        python = args.edge_python or build_edge_install(folder / "edge-venv").python
         check_edge_only(python)
         bare = baseline_mb(python, "pass")
         httpx_only = baseline_mb(python, "import httpx")
         ca, cert, key = make_server_certificate(folder)
         server = IngestStandIn(cert, key)
         threading.Thread(target=server.serve_forever, name="ingest", daemon=True).start()
-        simulator, meter_env = start_simulator(python, checkout, folder)
+        simulator = start_meter(python, folder)
+        meter_env = simulator.meter_env()
         runs = []
         try:
             for form in args.forms:
@@ -338,8 +263,7 @@ def main() -> None:
                 }
                 runs.append(run_edge(python, checkout, form, env, server, args.minutes))
         finally:
-            stop_process(simulator, STOP_TIMEOUT_S)
-            simulator.stdout.close()
+            simulator.stop(STOP_TIMEOUT_S)
             server.shutdown()
             server.server_close()
     report(args, checkout, runs, bare, httpx_only)

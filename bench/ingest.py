@@ -67,7 +67,7 @@ Batch = tuple[int, list[dict]]  # (index of the device, its samples)
 def make_batches(count: int, devices: int = 1, end: datetime | None = None) -> list[Batch]:
     """``count`` batches of BATCH samples a second apart, dealt round-robin to ``devices``;
     from 2025-01-01, or ending at ``end`` for every device."""
-    from tests.samples import sample
+    from p1common.samples import sample
 
     per_device = -(-count // devices)
     if end is None:
@@ -154,9 +154,9 @@ def main() -> None:
     # As deployed (DESIGN.md): PostgreSQL and Redis. Redis holds the token generation
     # and the realtime answers each batch invalidates.
     fresh_database(args.database_url, args.redis_url)
+    from p1common.processes import run_server
     from telemetry.models import Device
     from telemetry.tokens import issue_token
-    from tests.serverproc import run_server
 
     devices = [
         Device.objects.create(device_id=f"bench-{n}")

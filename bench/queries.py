@@ -172,9 +172,9 @@ def main() -> None:
     from django.core.cache import cache
 
     from bench.urls import BENCH_KEY
+    from p1common.processes import run_server
     from telemetry.models import Device
     from telemetry.tokens import issue_token
-    from tests.serverproc import run_server
 
     if args.skip_load:
         device = Device.objects.get(device_id="bench")

@@ -129,7 +129,7 @@ def measure(
 
     from bench.ingest import empty_table, run_http
     from bench.queries import run_wrk
-    from tests.serverproc import run_server
+    from p1common.processes import run_server
 
     _, worker_class, workers, threads = candidate
     with run_server(

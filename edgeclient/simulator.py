@@ -115,6 +115,42 @@ class Recording:
         return cls("v1" if v1 is not None else "v2", device, v1 or v2, read("system.json"))
 
 
+# The first characters of the one line in which simulate_p1 states its settings as JSON,
+# after the lines for people; programs that start it read that line alone
+# (p1common.processes.parse_simulator_line).
+SETTINGS_LINE_PREFIX = "p1-simulator-settings: "
+
+
+def startup_lines(sim: P1Simulator) -> list[str]:
+    """What simulate_p1 prints once it serves: a line for people, the HW_P1_* settings to
+    copy into the edge's environment (when it serves v2), then the settings line."""
+    variant = f"fixture {sim.config.fixture_dir}" if sim.recording else sim.profile.name
+    lines = [
+        f"simulated P1 meter {sim.serial} on {sim.address} "
+        f"(api {sim.config.api}, profile {variant})"
+    ]
+    env: dict[str, str] = {}
+    if sim.ca_file is not None:
+        env = {
+            "HW_P1_HOST": sim.address,
+            "HW_P1_TOKEN": sim.token,
+            "HW_P1_CA_FILE": str(sim.ca_file),
+            "HW_P1_SERIAL": sim.serial,
+        }
+        lines += [f"  {name}={value}" for name, value in env.items()]
+    settings = {
+        "address": sim.address,
+        "api": sim.config.api,
+        "serial": sim.serial,
+        "profile": variant,
+        "token": sim.token if sim.ca_file is not None else None,
+        "ca_file": str(sim.ca_file) if sim.ca_file is not None else None,
+        "env": env,
+    }
+    lines.append(SETTINGS_LINE_PREFIX + json.dumps(settings, sort_keys=True))
+    return lines
+
+
 class P1Simulator:
     """Start with ``start()``; ``port``, ``ca_file``, ``device_name`` tell clients where."""
 

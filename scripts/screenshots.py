@@ -64,7 +64,7 @@ def browser(width: int, height: int):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+    from p1common.processes import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -121,7 +121,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="p1-screenshots-") as folder:
         prepare(Path(folder))
-        from tests.serverproc import run_server
+        from p1common.processes import run_server
 
         with run_server() as server:
             shoot(server.url, args.out)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
 
+from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
 from tests.serverproc import ServerProcess, run_server
-from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
 from tests.tools import tool_missing
 
 HTTP_TIMEOUT_S = 30
@@ -95,14 +96,23 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+Service = TypeVar("Service", PrivateRedis, PrivatePostgres)
+
+
+def _private(service_class: type[Service]) -> Service:
+    """The service started for one test; the test skips (or fails under
+    TESTS_REQUIRE_TOOLS) when its server is not installed."""
+    try:
+        service = service_class()
+    except ServiceMissing as exc:
+        tool_missing(str(exc))
+    return service
+
+
 @pytest.fixture
 def private_redis_server() -> Iterator[PrivateRedis]:
     """A Redis server of the test's own, so a test may stop it without harming others."""
-    try:
-        service = PrivateRedis()
-    except ServiceMissing as exc:
-        tool_missing(str(exc))
-    with service:
+    with _private(PrivateRedis) as service:
         yield service
 
 
@@ -114,9 +124,5 @@ def private_redis(private_redis_server: PrivateRedis) -> str:
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A PostgreSQL cluster of the test's own (initdb in a temporary directory)."""
-    try:
-        service = PrivatePostgres()
-    except ServiceMissing as exc:
-        tool_missing(str(exc))
-    with service:
+    with _private(PrivatePostgres) as service:
         yield service

@@ -1,4 +1,6 @@
-"""A child started with stop_with_parent ends when its parent is killed."""
+"""A child started with stop_with_parent ends when its parent is killed; the process
+harness (p1common.processes) names a child that is not ready, stops children in order
+and reads the simulator's settings line."""
 
 from __future__ import annotations
 
@@ -10,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from edgeclient.simulator import SETTINGS_LINE_PREFIX
 from p1common.child_processes import stop_process, stop_with_parent
+from p1common.processes import (
+    SIMULATOR_PREFIX,
+    ChildFailed,
+    ChildStack,
+    parse_simulator_line,
+    start_child,
+    start_simulator,
+)
 from tests.waiting import process_gone, wait_until
 
 # The parent starts a child that sleeps, prints its pid and then waits to be killed.
@@ -70,3 +81,67 @@ def test_stop_process_kills_what_ignores_the_signal():
     assert stop_process(polite, 10) is False
     assert polite.returncode == -signal.SIGTERM
     assert stop_process(polite, 10) is False  # already gone: nothing to do
+
+
+# -- the process harness (p1common.processes) ------------------------------------------
+
+
+def test_a_child_that_exits_before_its_ready_line_is_named_with_its_last_lines():
+    child = start_child("early-exit", [sys.executable, "-c", "print('config missing')"], os.environ)
+    with pytest.raises(ChildFailed) as failed:
+        child.wait_for_line("^ready$", timeout_s=30)
+    message = str(failed.value)
+    assert message.startswith(f"early-exit (pid {child.pid}) exited (0) before a line matching")
+    assert message.endswith("config missing")
+
+
+def test_a_child_silent_past_the_deadline_is_named_with_its_last_lines():
+    code = "import time; print('starting', flush=True); time.sleep(600)"
+    with ChildStack() as stack:
+        child = stack.add(start_child("slow", [sys.executable, "-c", code], os.environ))
+        child.wait_for_line("^starting$")
+        with pytest.raises(ChildFailed, match=r"^slow \(pid \d+\) did not answer: .*\nstarting$"):
+            child.wait_for_line("^ready$", timeout_s=0.2)
+    assert child.returncode == -signal.SIGTERM
+
+
+# Each child appends its name to a file when SIGTERM reaches it, then exits.
+RECORDS_ITS_STOP = (
+    "import signal, sys, time\n"
+    "def stop(*_):\n"
+    "    open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_a_child_stack_stops_its_children_in_the_reverse_order_of_their_start(tmp_path: Path):
+    record = tmp_path / "stopped"
+    with ChildStack() as stack:
+        for name in ("server", "meter", "edge"):
+            command = [sys.executable, "-c", RECORDS_ITS_STOP, str(record), name]
+            stack.add(start_child(name, command, os.environ)).wait_for_line("^ready$")
+        children = list(stack.children)
+    assert record.read_text().splitlines() == ["edge", "meter", "server"]
+    assert [child.returncode for child in children] == [0, 0, 0]
+
+
+def test_the_simulator_states_its_settings_in_one_line_that_the_harness_reads(tmp_path: Path):
+    assert SETTINGS_LINE_PREFIX == SIMULATOR_PREFIX
+    sim = start_simulator(api="both", cert_dir=tmp_path / "certs")
+    try:
+        lines = sim.child.log.text().splitlines()
+    finally:
+        sim.stop()
+    machine = [line for line in lines if line.startswith(SIMULATOR_PREFIX)]
+    assert len(machine) == 1
+    assert parse_simulator_line(machine[0]) == sim.settings
+    # The lines for people say the same as the one for programs.
+    people = dict(line.strip().split("=", 1) for line in lines if line.startswith("  HW_P1_"))
+    assert people == sim.settings.env
+    assert f" on {sim.address} (api both, " in lines[0]
+    assert sim.settings.env["HW_P1_HOST"] == sim.address
+    assert Path(sim.settings.env["HW_P1_CA_FILE"]).is_file()
+    assert sim.settings.meter_env() == sim.settings.env | {"HW_P1_API": "v2"}

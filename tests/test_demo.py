@@ -23,8 +23,7 @@ import httpx
 import pytest
 
 from capacity.rules import Month
-from tests.edge_pipeline.conftest import LineLog
-from tests.serverproc import ROOT
+from p1common.processes import ROOT, OutputLog, start_child
 from tests.waiting import process_gone, wait_until
 
 # The demo runs on the embedded default whatever DATABASE_URL says, so the PostgreSQL
@@ -44,7 +43,7 @@ HTTP_TIMEOUT_S = 30.0
 @dataclass
 class Demo:
     process: subprocess.Popen
-    out: LineLog
+    out: OutputLog
 
     def ready(self) -> str:
         """The base URL, once the demo says it is ready."""
@@ -78,15 +77,8 @@ def start_demo() -> Iterator:
     def start(data_dir: Path, *args: str) -> Demo:
         command = [sys.executable, "manage.py", "demo", "--port", "0", "--months", MONTHS,
                    "--poll-interval", "0.5", *args]  # fmt: skip
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=_env(data_dir),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        demo = Demo(process, LineLog(process.stdout))
+        child = start_child("demo", command, _env(data_dir))
+        demo = Demo(child.process, child.log)
         started.append(demo)
         return demo
 

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 import pytest
 
 from edgeclient.spool import Spool
+from p1common.processes import ChildStack, start_child, start_edge, start_simulator
 from tests.edge_install import EdgeInstall, build_edge_install
-from tests.edge_pipeline.conftest import LineLog, bound_socket
+from tests.edge_pipeline.conftest import bound_socket
 from tests.samples import sample, series
 from tests.serverproc import ROOT
 from tests.waiting import wait_until
@@ -119,30 +120,21 @@ def test_run_edge_refuses_a_bad_setting_in_one_line_in_the_edge_install(edge_ins
 
 
 @pytest.fixture
-def edge_processes() -> Iterator[list[subprocess.Popen]]:
-    started: list[subprocess.Popen] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+def edge_processes() -> Iterator[ChildStack]:
+    with ChildStack() as started:
+        yield started
 
 
 def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
     edge_install, edge_processes, tmp_path
 ):
-    simulator = subprocess.Popen(
-        [str(edge_install.python), "manage.py", "simulate_p1", "--port", "0", "--api", "v1"],
-        cwd=ROOT, env=edge_install.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    edge_processes.append(simulator)
-    banner = simulator.stdout.readline()
-    assert "simulated P1 meter" in banner, simulator.stderr.read()
-    address = banner.split(" on ", 1)[1].split()[0]
+    # No P1_ROLE: the edge install's environment alone (defaults={}).
+    python = str(edge_install.python)
+    simulator = start_simulator(api="v1", env=edge_install.env(), python=python, defaults={})
+    edge_processes.add(simulator.child)
+    banner = simulator.child.log.text().splitlines()[0]
+    assert "simulated P1 meter" in banner, simulator.child.log.text()
+    address = simulator.address
 
     spool_path = tmp_path / "spool.sqlite3"
     closed = bound_socket()  # the server is beside the point: uploads just fail
@@ -151,17 +143,13 @@ def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
         "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
         "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
     }  # fmt: skip
-    edge = subprocess.Popen(
-        [str(edge_install.python), "manage.py", "run_edge"],
-        cwd=ROOT, env=edge_install.env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    edge_processes.append(edge)
-    log = LineLog(edge.stderr)
+    edge = start_edge({}, base=edge_install.env(env), python=python, defaults={})
+    edge_processes.add(edge)
+    log = edge.log
     log.wait_for("is a HWE-P1")
     wait_until(lambda: _depth(spool_path) >= 3, what="readings in the spool")
-    edge.terminate()
-    assert edge.wait(20) == 0
+    edge.process.terminate()
+    assert edge.process.wait(20) == 0
     closed.close()
     assert "Traceback" not in log.text()
 
@@ -312,14 +300,13 @@ def imported_at_exit(stderr: str) -> str:
 def test_python_m_edgeclient_simulate_run_and_status_never_import_django(
     edge_install, edge_processes, tmp_path
 ):
-    simulator = subprocess.Popen(
+    simulator = start_child(
+        "meter (python -m edgeclient simulate)",
         edge_module(edge_install, "simulate", "--port", "0", "--api", "v1"),
-        cwd=ROOT, env=edge_install.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    edge_processes.append(simulator)
-    banner = simulator.stdout.readline()
-    assert "simulated P1 meter" in banner, simulator.stderr.read()
+        edge_install.env(),
+    )
+    edge_processes.add(simulator)
+    banner = simulator.wait_for_line("simulated P1 meter")
     address = banner.split(" on ", 1)[1].split()[0]
 
     spool_path = tmp_path / "spool.sqlite3"
@@ -329,25 +316,25 @@ def test_python_m_edgeclient_simulate_run_and_status_never_import_django(
         "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
         "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
     }  # fmt: skip
-    edge = subprocess.Popen(
+    edge = start_child(
+        "edge (python -m edgeclient run)",
         edge_module(edge_install, "run"),
-        cwd=ROOT, env=edge_install.env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    edge_processes.append(edge)
-    log = LineLog(edge.stderr)
+        edge_install.env(env),
+        read="stderr",
+    )
+    edge_processes.add(edge)
+    log = edge.log
     log.wait_for("is a HWE-P1")  # the log lines manage.py run_edge writes
     wait_until(lambda: _depth(spool_path) >= 3, what="readings in the spool")
-    edge.terminate()
-    assert edge.wait(20) == 0
+    assert edge.terminate() == 0
     closed.close()
     log.wait_closed()
     assert "Traceback" not in log.text()
     assert imported_at_exit(log.text()) == ""
 
-    simulator.terminate()
-    assert simulator.wait(20) == 0
-    assert imported_at_exit(simulator.stderr.read()) == ""
+    assert simulator.terminate() == 0
+    simulator.log.wait_closed()
+    assert imported_at_exit(simulator.log.text()) == ""
 
     status = subprocess.run(
         edge_module(edge_install, "status"), cwd=ROOT,

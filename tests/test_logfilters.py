@@ -6,7 +6,7 @@ import logging
 
 from django_redis.cache import RedisCache
 
-from tests.services import free_port
+from p1common.services import free_port
 
 
 def test_an_ignored_cache_error_is_one_warning_line_naming_it(settings, caplog):

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing
+from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
 
 CONNECT_TIMEOUT_S = 5
 

@@ -15,7 +15,7 @@ from edgeclient.cli import CommandError, Lines
 from edgeclient.config import data_dir_from_env
 from edgeclient.simcerts import CertificateToolError
 from edgeclient.simprofiles import DEFAULT, PROFILES, profile_named
-from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig
+from edgeclient.simulator import Faults, P1Simulator, SimulatorConfig, startup_lines
 
 HELP = "Serve a simulated HomeWizard P1 meter (API v1 over http, v2 over https)."
 
@@ -105,16 +105,8 @@ def handle(options: dict[str, Any], out: Lines) -> int:
 
 
 def _announce(out: Lines, sim: P1Simulator) -> None:
-    variant = f"fixture {sim.config.fixture_dir}" if sim.recording else sim.profile.name
-    out.write(
-        f"simulated P1 meter {sim.serial} on {sim.address} "
-        f"(api {sim.config.api}, profile {variant})"
-    )
-    if sim.ca_file is not None:
-        out.write(f"  HW_P1_HOST={sim.address}")
-        out.write(f"  HW_P1_TOKEN={sim.token}")
-        out.write(f"  HW_P1_CA_FILE={sim.ca_file}")
-        out.write(f"  HW_P1_SERIAL={sim.serial}")
+    for line in startup_lines(sim):
+        out.write(line)
     out.flush()
 
 

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
+from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing, free_port
 from scripts.chaos import plan as chaos_plan
 from scripts.chaos.accounting import (
     edge_troubles,
@@ -30,12 +31,11 @@ from scripts.chaos.stack import (
     ChaosError,
     Edge,
     Gunicorn,
-    Simulator,
     base_env,
     manage,
     new_secret_key,
+    start_meter,
 )
-from tests.services import PrivatePostgres, PrivateRedis, ServiceMissing, free_port
 
 DEVICE_ID = "chaos-p1"
 # The last edge uploads what is left; a Retry-After of 15 s (DB_RETRY_AFTER_S) may
@@ -166,12 +166,12 @@ def run(root: Path, events: list[chaos_plan.Event], duration: float) -> bool:
         edge_data = root / "edge"
         edge_data.mkdir()
         edge_base = base_env(P1_ROLE="edge", DATA_DIR=str(edge_data))
-        sim = Simulator(edge_data, edge_base, logs / "simulator.log")
+        sim = start_meter(edge_data, edge_base, logs / "simulator.log")
         stack.callback(sim.stop)
         spool_path = edge_data / "spool.sqlite3"
         edge = Edge(
             edge_base
-            | sim.meter_env()
+            | sim.meter_env("v2")
             | EDGE_SETTINGS
             | {
                 "VPS_INGEST_URL": f"{caddy.url}/v1/ingest",

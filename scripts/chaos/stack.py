@@ -1,8 +1,8 @@
 """The processes of a chaos run, each on a fixed loopback port so it can be stopped and
 started again where its clients expect it: gunicorn, Caddy, simulate_p1 and run_edge
-(PostgreSQL and Redis come from tests/services.py). Every child runs in a session of
-its own (a Ctrl-C reaches only the run, which then stops them in order) and logs to a
-file.
+(PostgreSQL and Redis come from p1common.services). All are children of the process
+harness (p1common.processes): a session of their own (a Ctrl-C reaches only the run,
+which then stops them in order), each line to a log file after its time.
 """
 
 from __future__ import annotations
@@ -10,23 +10,27 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import certifi
 import httpx
 
-from p1common.child_processes import stop_process, stop_with_parent
-from scripts.chaos.accounting import utc_iso
+from p1common.processes import (
+    EDGE_STARTED,
+    ROOT,
+    Child,
+    ChildFailed,
+    SimulatorProcess,
+    server_command,
+    start_child,
+    start_edge,
+    start_simulator,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 20.0
 COMMAND_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 90.0
@@ -63,52 +67,6 @@ def manage(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-class Child:
-    """One process whose output goes, line by line with the time, to a log file.
-
-    ``watch``: a substring whose first appearance sets ``seen`` (e.g. a ready line).
-    """
-
-    def __init__(self, command: list[str], env: dict[str, str], log: Path, watch: str = "") -> None:
-        self.seen = threading.Event()
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=stop_with_parent(),
-        )
-        self._copier = threading.Thread(
-            target=self._copy, args=(self.process.stdout, log, watch), daemon=True
-        )
-        self._copier.start()
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _copy(self, stream: IO[bytes], log: Path, watch: str) -> None:
-        with log.open("a", encoding="utf-8") as out:
-            out.write(f"---- pid {self.process.pid} started {utc_iso(datetime.now(UTC))}\n")
-            for raw in stream:
-                line = raw.decode(errors="replace")
-                out.write(f"{time.time():.3f} {line}")
-                out.flush()
-                if watch and watch in line:
-                    self.seen.set()
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        stop_process(self.process, STOP_TIMEOUT_S, signum)
-        self._copier.join(STOP_TIMEOUT_S)
-        return self.process.returncode
-
-
 class Gunicorn:
     """The server as under systemd: deploy/gunicorn.conf.py, bound to 127.0.0.1:port."""
 
@@ -123,15 +81,14 @@ class Gunicorn:
         self.child: Child | None = None
 
     def start(self) -> None:
-        command = [
-            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
-            "p1platform.wsgi:application",
-        ]  # fmt: skip
-        self.child = Child(command, self.env, self.log)
+        # The address comes from GUNICORN_BIND, which the configuration reads.
+        command = server_command(None, config=ROOT / "deploy" / "gunicorn.conf.py")
+        self.child = start_child("gunicorn", command, self.env, log_path=self.log, stamped=True)
 
     def stop(self) -> None:
         if self.child is not None:
-            self.child.stop()  # SIGTERM: requests in flight finish, as on `systemctl stop`
+            # SIGTERM: requests in flight finish, as on `systemctl stop`.
+            self.child.stop(STOP_TIMEOUT_S)
 
 
 class Caddy:
@@ -170,18 +127,18 @@ class Caddy:
 
     def start(self) -> None:
         command = ["caddy", "run", "--config", str(self.config), "--adapter", "caddyfile"]
-        self.child = Child(command, self.env, self.log)
+        self.child = start_child("caddy", command, self.env, log_path=self.log, stamped=True)
 
     def stop(self) -> None:
         if self.child is not None:
-            self.child.stop()
+            self.child.stop(STOP_TIMEOUT_S)
 
     def wait_ready(self, path: str = "/readyz") -> None:
         """Until ``path`` answers 200 over TLS verified against Caddy's root alone."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         last = "caddy's root CA not written yet"
         while time.monotonic() < deadline:
-            if self.child is not None and not self.child.alive():
+            if self.child is not None and not self.child.running():
                 raise ChaosError(f"caddy exited; see {self.log}")
             if self.root_ca.exists():
                 try:
@@ -211,58 +168,19 @@ class Caddy:
         raise ChaosError(f"{self.url}: trusted without Caddy's root CA; the run proves nothing")
 
 
-class Simulator:
+def start_meter(root: Path, env: dict[str, str], log: Path) -> SimulatorProcess:
     """simulate_p1 serving API v2 over TLS (the meter hop, verified) with --log."""
-
-    def __init__(self, root: Path, env: dict[str, str], log: Path) -> None:
-        self.served_log = root / "served.log"
-        command = [
-            sys.executable, "manage.py", "simulate_p1", "--port", "0", "--api", "both",
-            "--log", str(self.served_log), "--cert-dir", str(root / "simulator-certs"),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
+    try:
+        return start_simulator(
+            api="both",
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            preexec_fn=stop_with_parent(),
+            served_log=root / "served.log",
+            cert_dir=root / "simulator-certs",
+            log_path=log,
+            stamped=True,
         )
-        banner = self.process.stdout.readline()
-        if "simulated P1 meter" not in banner:
-            self.process.kill()
-            raise ChaosError(f"simulate_p1 did not start: {banner}{self.process.stdout.read()}")
-        self.address = banner.split(" on ", 1)[1].split()[0]
-        self.settings: dict[str, str] = {}
-        while "HW_P1_SERIAL" not in self.settings:
-            key, _, value = self.process.stdout.readline().strip().partition("=")
-            if not key:
-                raise ChaosError("simulate_p1 ended before printing its settings")
-            self.settings[key] = value
-        self._copier = threading.Thread(target=self._copy, args=(log,), daemon=True)
-        self._copier.start()
-
-    def _copy(self, log: Path) -> None:
-        with log.open("a", encoding="utf-8") as out:
-            for line in self.process.stdout:
-                out.write(f"{time.time():.3f} {line}")
-                out.flush()
-
-    def meter_env(self) -> dict[str, str]:
-        return self.settings | {"HW_P1_API": "v2"}
-
-    def go_offline(self, seconds: float) -> None:
-        """The meter drops off the network (its own switch) and comes back after ``seconds``."""
-        url = f"http://{self.address}/_sim/offline"
-        httpx.post(url, json={"seconds": seconds}, timeout=HTTP_TIMEOUT_S).raise_for_status()
-
-    def stop(self) -> None:
-        """SIGTERM: the simulator finishes logging answers in flight, then exits."""
-        stop_process(self.process, STOP_TIMEOUT_S)
-        self._copier.join(STOP_TIMEOUT_S)
+    except ChildFailed as exc:
+        raise ChaosError(str(exc)) from exc
 
 
 class Edge:
@@ -275,20 +193,18 @@ class Edge:
         self.starts = 0
 
     def start(self) -> None:
-        command = [sys.executable, "manage.py", "run_edge"]
-        self.child = Child(command, self.env, self.log, watch="run_edge started")
+        self.child = start_edge({}, base=self.env, log_path=self.log, stamped=True, read="all")
         self.starts += 1
 
     def kill(self, started_within_s: float = READY_TIMEOUT_S) -> float:
         """SIGKILL once the edge is up; the wall-clock time just before the signal."""
         assert self.child is not None
-        if not self.child.seen.wait(started_within_s):
-            raise ChaosError(f"run_edge did not start in {started_within_s:g} s; see {self.log}")
+        try:
+            self.child.wait_for_line(EDGE_STARTED, started_within_s)
+        except ChildFailed as exc:
+            raise ChaosError(str(exc)) from exc
         self.check_alive()
-        killed_at = time.time()
-        self.child.process.send_signal(signal.SIGKILL)
-        self.child.process.wait(STOP_TIMEOUT_S)
-        return killed_at
+        return self.child.kill(STOP_TIMEOUT_S)
 
     def log_count(self, text: str) -> int:
         """Lines of the log (every life so far) that contain ``text``."""
@@ -296,12 +212,15 @@ class Edge:
             return sum(text in line for line in log)
 
     def check_alive(self) -> None:
-        if self.child is not None and not self.child.alive():
-            code = self.child.process.returncode
+        if self.child is not None and not self.child.running():
+            code = self.child.returncode
             raise ChaosError(f"run_edge exited by itself (code {code}); see {self.log}")
 
     def stop(self) -> int:
-        return self.child.stop() if self.child is not None else 0
+        if self.child is None:
+            return 0
+        self.child.stop(STOP_TIMEOUT_S)
+        return self.child.returncode or 0
 
     def status(self) -> dict:
         """edge_status --json: what an operator's health check would see."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,26 +19,18 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.edge_pipeline.conftest import (
-    EDGE_BASE_ENV,
-    EdgeProcess,
-    LineLog,
+from p1common import processes
+from p1common.processes import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    Child,
+    ServerProcess,
     SimulatorProcess,
-    manage,
+    run_server,
 )
-from tests.serverproc import ROOT, ServerProcess, run_server
 from tests.tools import tool_missing
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 WAIT_S = 20
 USERNAME, PASSWORD = "household", "household-pw-1"
 # A meter whose registers (random per seed) exceed what 13 months of demo history use,
@@ -72,24 +63,10 @@ class Household:
 
 
 def start_simulator(folder: Path) -> SimulatorProcess:
-    log = folder / "served.log"
-    command = manage(
-        "simulate_p1", "--port", "0", "--api", "v1", "--seed", str(SIM_SEED),
-        "--log", str(log), "--cert-dir", str(folder / "certs"),
+    return processes.start_simulator(
+        "--seed", str(SIM_SEED), api="v1", served_log=folder / "served.log",
+        cert_dir=folder / "certs",
     )  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=os.environ | EDGE_BASE_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    banner = process.stdout.readline()
-    if "simulated P1 meter" not in banner:
-        process.kill()
-        pytest.fail(f"simulate_p1 did not start: {banner}{process.stderr.read()}")
-    return SimulatorProcess(process, log, banner.split(" on ", 1)[1].split()[0])
 
 
 def meter_registers(sim: SimulatorProcess):
@@ -173,21 +150,11 @@ def household(
 
 
 @pytest.fixture
-def edge(household: Household) -> Iterator[EdgeProcess]:
+def edge(household: Household) -> Iterator[Child]:
     """run_edge polling the simulated meter and uploading to the live server."""
-    env = {k: v for k, v in (os.environ | EDGE_BASE_ENV | household.edge_env).items()}
-    env.pop("DATABASE_URL", None)
-    process = subprocess.Popen(
-        manage("run_edge"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = EdgeProcess(process, LineLog(process.stderr))
+    running = processes.start_edge(household.edge_env | {"DATABASE_URL": None})
     yield running
-    if process.poll() is None:
+    if running.running():
         running.terminate()
 
 

@@ -9,25 +9,22 @@ simulator's CA (the client verifies it in the CA mode), API v1 over plain HTTP.
 
 from __future__ import annotations
 
-import json
-import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from edgeclient.homewizard import HomeWizardClient, MeterConfig
 from edgeclient.simcerts import ensure_certificates
+from tests.edge.stand_in import JSONHandler, serve
 
 SERIAL = "5c2faf0ec0d0"  # lowercase hex, as the device and simcerts require
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
     def __init__(self, payloads: Sequence[dict[str, Any]], path: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.payloads = list(payloads)
@@ -42,25 +39,13 @@ class _Server(ThreadingHTTPServer):
             return payload
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JSONHandler):
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: one line per poll would drown the test's output."""
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != self.server.path:
             return self._send(404, {"error": "request:not-found"})
         return self._send(200, self.server.next_payload())
-
-    def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @contextmanager
@@ -70,16 +55,13 @@ def recorded_meter(
     """A HomeWizardClient connected to a server replaying ``payloads``."""
     server = _Server(payloads, "/api/measurement" if api == "v2" else "/api/v1/data")
     config = MeterConfig(host=f"127.0.0.1:{server.server_address[1]}", api=api)  # type: ignore[arg-type]
+    certificates = None
     if api == "v2":
         certificates = ensure_certificates(cert_dir, SERIAL)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certificates.cert_file, certificates.key_file)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
         config = MeterConfig(
             host=config.host, api="v2", token=TOKEN, ca_file=certificates.ca_file, serial=SERIAL
         )
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
+    thread = serve(server, certificates)
     try:
         with HomeWizardClient(config) as client:
             yield client

@@ -19,15 +19,15 @@ import contextlib
 import json
 import secrets
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from edgeclient.simcerts import SimulatorCertificates, ensure_certificates
+from tests.edge.stand_in import JSONHandler, serve
 
 SERIAL = "5c2fafaabbcc"  # the serial of the DOCS examples
 
@@ -104,17 +104,12 @@ class ScriptedMeter:
 
     def start(self) -> ScriptedMeter:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
-        server.daemon_threads = True
         server.meter = self  # type: ignore[attr-defined]
         if self.api == "v2":
             assert self.cert_dir is not None, "v2 needs a cert_dir"
             self.certificates = ensure_certificates(self.cert_dir, SERIAL)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.certificates.cert_file, self.certificates.key_file)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()  # fmt: skip
+        serve(server, self.certificates)
         return self
 
     def stop(self) -> None:
@@ -162,12 +157,7 @@ def answering(code: str) -> PairAnswer:
     return lambda _body: (status, {"error": code})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: one line per request would drown the test's output."""
-
+class _Handler(JSONHandler):
     @property
     def meter(self) -> ScriptedMeter:
         return self.server.meter  # type: ignore[attr-defined]
@@ -204,11 +194,3 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/user" and self.meter.api == "v2":
             return self._send(*self.meter.pair(body))
         return self._send(404, {"error": "request:not-found"})
-
-    def _send(self, status: int, payload: Any) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)

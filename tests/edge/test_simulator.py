@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import ssl
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from edgeclient.homewizard import (
 from edgeclient.household import BRUSSELS, MeterModel, household_phases, tariff_at
 from edgeclient.normalise import normalise
 from edgeclient.simprofiles import GAS_PLACEHOLDER_V1, GAS_PLACEHOLDER_V2, PROFILES
+from p1common.processes import start_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,23 +190,24 @@ def test_dropping_off_the_network_closes_the_listening_socket(simulator, clock):
 def test_simulate_p1_command_serves_logs_and_stops_on_sigterm(tmp_path):
     log = tmp_path / "served.log"
     env = os.environ | {"P1_ROLE": "edge", "DJANGO_SETTINGS_MODULE": "p1platform.settings"}
-    command = [sys.executable, "manage.py", "simulate_p1", "--port", "0", "--api", "both"]
-    command += ["--cert-dir", str(tmp_path / "certs"), "--log", str(log), "--seed", "4"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    sim = start_simulator(
+        "--seed", "4", api="both", served_log=log, cert_dir=tmp_path / "certs", env=env,
+        defaults={},
+    )  # fmt: skip
+    proc = sim.process
     try:
-        banner = proc.stdout.readline()
-        assert "simulated P1 meter" in banner, proc.stderr.read() if proc.poll() else banner
+        banner = sim.child.log.text().splitlines()[0]
+        assert "simulated P1 meter" in banner, sim.child.log.text()
         assert "profile belgian-3phase-gas" in banner
         address = banner.split(" on ", 1)[1].split()[0]
-        lines = _read_env_lines(proc)
+        lines = sim.settings.env
         config = MeterConfig.from_env(lines | {"HW_P1_API": "v2"})
         with HomeWizardClient(config) as client:
             payload = client.measurement().payload
         assert address == lines["HW_P1_HOST"]
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        proc.wait(20)
+        out = "\n".join(sim.child.log.wait_closed(20))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -215,16 +215,6 @@ def test_simulate_p1_command_serves_logs_and_stops_on_sigterm(tmp_path):
     assert "stopped after 1 measurements" in out
     ts = normalise(payload, api="v2", now=datetime.now(UTC))["ts"]
     assert log.read_text().splitlines() == [ts]
-
-
-def _read_env_lines(proc: subprocess.Popen) -> dict[str, str]:
-    lines: dict[str, str] = {}
-    while "HW_P1_SERIAL" not in lines:
-        line = proc.stdout.readline()
-        assert line, "simulate_p1 ended before printing its settings"
-        name, _, value = line.strip().partition("=")
-        lines[name] = value
-    return lines
 
 
 # -- where a client can tell the simulator from the device --------------------------------

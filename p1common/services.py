@@ -3,7 +3,9 @@
 The shared servers on 5432 and 6379 serve every helper and every test run; an outage
 test starts its own here instead. Each server keeps one loopback port for its whole life,
 so a client that reconnects after stop() and start() finds it at the same address.
-Readiness is awaited (pg_isready, Redis's "Ready" line), never slept for.
+Readiness is awaited (pg_isready, Redis's "Ready" line), never slept for. Both run as
+children of the process harness (p1common.processes): a session of their own, stopped
+with their parent.
 
     with PrivatePostgres() as pg, PrivateRedis() as redis:
         url = pg.create_database("p1")
@@ -20,13 +22,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
-from p1common.child_processes import stop_process
+from p1common.processes import Child, ChildFailed, start_child
 
 
 def _newest_pg_bin(base: Path = Path("/usr/lib/postgresql")) -> Path:
@@ -66,9 +67,9 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _stop(process: subprocess.Popen | None, signum: int, log: Path) -> None:
-    if process is not None and stop_process(process, STOP_TIMEOUT_S, signum):
-        raise ServiceFailed(f"pid {process.pid} ignored signal {signum}:\n{_tail(log)}") from None
+def _stop(child: Child | None, signum: int, log: Path) -> None:
+    if child is not None and child.stop(STOP_TIMEOUT_S, signum):
+        raise ServiceFailed(f"pid {child.pid} ignored signal {signum}:\n{_tail(log)}") from None
 
 
 class _Service:
@@ -82,11 +83,15 @@ class _Service:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = self.root / f"{self.name}.log"
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.child.process if self.child is not None else None
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.running()
 
     def start(self) -> None:
         raise NotImplementedError
@@ -175,20 +180,14 @@ class PrivatePostgres(_Service):
             # Tests stop the server cleanly but never crash the machine: skip the fsyncs.
             "-c", "fsync=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
-        log = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                command,
-                **self._as_owner(
-                    cwd=self.root,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # Ctrl-C reaches our owner, who stops us
-                ),
-            )
-        finally:
-            log.close()
+        self.child = start_child(
+            self.name,
+            command,
+            os.environ,
+            log_path=self.log_path,
+            read="none",
+            **self._as_owner(cwd=self.root),
+        )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -198,7 +197,7 @@ class PrivatePostgres(_Service):
             "-U", "postgres", "-d", "postgres", "-t", "1",
         ]  # fmt: skip
         while subprocess.run(probe, timeout=COMMAND_TIMEOUT_S).returncode != 0:
-            if self.process.poll() is not None:
+            if self.child is None or not self.child.running():
                 raise ServiceFailed(f"postgres exited at start:\n{_tail(self.log_path)}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -207,7 +206,7 @@ class PrivatePostgres(_Service):
 
     def stop(self) -> None:
         """Fast shutdown: open sessions are cut, committed data stays."""
-        _stop(self.process, signal.SIGINT, self.log_path)
+        _stop(self.child, signal.SIGINT, self.log_path)
 
     def create_database(self, name: str) -> str:
         """Create ``name`` (dropping an old one) and return its URL."""
@@ -235,7 +234,6 @@ class PrivateRedis(_Service):
             raise ServiceMissing("redis-server is not installed")
         super().__init__(root)
         self.binary = binary
-        self._drain: threading.Thread | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -247,33 +245,13 @@ class PrivateRedis(_Service):
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(self.root),
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        ready = threading.Event()
-        self._drain = threading.Thread(
-            target=self._copy_log, args=(self.process.stdout, ready), daemon=True
-        )
-        self._drain.start()
-        # The line Redis prints once it accepts connections, or the pipe closing (exit).
-        if not ready.wait(START_TIMEOUT_S) or self.process.poll() is not None:
+        self.child = start_child(self.name, command, os.environ, log_path=self.log_path)
+        try:
+            # The line Redis prints once it accepts connections (or its exit).
+            self.child.wait_for_line("Ready to accept connections", START_TIMEOUT_S)
+        except ChildFailed as exc:
             self.stop()
-            raise ServiceFailed(f"redis-server did not become ready:\n{_tail(self.log_path)}")
-
-    def _copy_log(self, stream: IO[bytes], ready: threading.Event) -> None:
-        with self.log_path.open("ab") as log:
-            for line in stream:
-                log.write(line)
-                log.flush()
-                if b"Ready to accept connections" in line:
-                    ready.set()
-        ready.set()  # exited: start() sees the process gone
+            raise ServiceFailed(f"redis-server did not become ready: {exc}") from exc
 
     def stop(self) -> None:
-        _stop(self.process, signal.SIGTERM, self.log_path)
-        if self._drain is not None:
-            self._drain.join(STOP_TIMEOUT_S)
+        _stop(self.child, signal.SIGTERM, self.log_path)
