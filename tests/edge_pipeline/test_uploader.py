@@ -147,7 +147,7 @@ def test_a_422_naming_no_sample_quarantines_the_batch_instead_of_looping(spool):
 
     def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        # problem+json, as the server answers every error (p1platform/problems.py).
+        # problem+json, as the server answers every error (p1common/problems.py).
         return httpx.Response(422, json=problem, headers={"Content-Type": PROBLEM_CONTENT_TYPE})
 
     spool.add_many(series(3))
