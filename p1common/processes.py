@@ -340,6 +340,19 @@ def manage(*args: str, python: str = sys.executable) -> list[str]:
     return [python, "manage.py", *args]
 
 
+# The edge's commands in the form production runs (``python -m edgeclient``, no Django)
+# and in the design card's form (``manage.py``), which tests of that form ask for.
+EdgeForm = Literal["module", "manage"]
+_EDGE_SUBCOMMANDS = {"run_edge": "run", "simulate_p1": "simulate"}
+
+
+def edge_command(name: str, form: EdgeForm = "module", python: str = sys.executable) -> list[str]:
+    """``run_edge`` or ``simulate_p1`` as a command line in the given form."""
+    if form == "manage":
+        return manage(name, python=python)
+    return [python, "-m", "edgeclient", _EDGE_SUBCOMMANDS[name]]
+
+
 # -- the server ------------------------------------------------------------------------
 
 
@@ -587,12 +600,13 @@ def start_simulator(
     defaults: Mapping[str, str] = EDGE_BASE_ENV,
     name: str = "meter (simulate_p1)",
     timeout_s: float = READY_TIMEOUT_S,
+    form: EdgeForm = "module",
 ) -> SimulatorProcess:
     """simulate_p1 on a free port (unless ``args`` give --port), ready once it printed
     its settings line. ``args``: further simulate_p1 options; ``env`` (this process's
     environment by default) then ``defaults`` are its environment; ``python``: the
     interpreter (another virtualenv's, e.g. an edge-only install)."""
-    command = manage("simulate_p1", "--api", api, python=python)
+    command = [*edge_command("simulate_p1", form, python), "--api", api]
     if "--port" not in args:
         command += ["--port", "0"]
     if served_log is not None:
@@ -630,11 +644,17 @@ def start_edge(
     python: str = sys.executable,
     defaults: Mapping[str, str] = EDGE_BASE_ENV,
     name: str = "edge (run_edge)",
+    form: EdgeForm = "module",
 ) -> Child:
     """run_edge with ``base`` (this process's environment by default), then
     ``defaults``, then ``env`` (None there removes a variable). Its log lines go to stderr, which
     the harness reads; ``child.wait_for_line(EDGE_STARTED)`` waits for it to be up."""
     full = child_env(dict(os.environ if base is None else base) | dict(defaults), **env)
     return start_child(
-        name, manage("run_edge", python=python), full, log_path=log_path, stamped=stamped, read=read
+        name,
+        edge_command("run_edge", form, python),
+        full,
+        log_path=log_path,
+        stamped=stamped,
+        read=read,
     )

@@ -22,6 +22,12 @@ class TelemetryConfig(AppConfig):
         pre_migrate.connect(_forget_storage_plan, dispatch_uid="storage-plan-pre-migrate")
         post_migrate.connect(_forget_storage_plan, dispatch_uid="storage-plan-post-migrate")
 
+        # A misnamed ingest step stops start-up, not the first batch (which would roll
+        # back and be retried by the edge for ever).
+        from telemetry import pipeline
+
+        pipeline.steps()
+
 
 def _forget_storage_plan(sender, using: str = "default", **kwargs) -> None:
     from telemetry.storage import forget

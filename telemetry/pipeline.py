@@ -20,6 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
@@ -47,8 +50,21 @@ Step = Callable[[StoredBatch], None]
 
 @functools.cache
 def steps() -> tuple[Step, ...]:
-    """settings.INGEST_STEPS, imported once per process."""
-    return tuple(import_string(path) for path in settings.INGEST_STEPS)
+    """settings.INGEST_STEPS, imported once per process (again after a test overrides
+    the setting)."""
+    found = []
+    for path in settings.INGEST_STEPS:
+        try:
+            found.append(import_string(path))
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"INGEST_STEPS: cannot import {path!r} ({exc})") from exc
+    return tuple(found)
+
+
+@receiver(setting_changed)
+def _forget_steps(setting: str, **kwargs: Any) -> None:
+    if setting == "INGEST_STEPS":
+        steps.cache_clear()
 
 
 def ingest_batch(device: Device, columns: list[list[Any] | None]) -> int:

@@ -6,8 +6,8 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from p1common.processes import ServerProcess, run_server
 from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
-from tests.serverproc import ServerProcess, run_server
 from tests.tools import tool_missing
 
 HTTP_TIMEOUT_S = 30

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from p1common.processes import ROOT, run_server
 from scripts import fetch_vendor
-from tests.serverproc import ROOT, run_server
 
 pytestmark = pytest.mark.django_db
 

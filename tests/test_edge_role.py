@@ -2,7 +2,7 @@
 commands need no P1_ROLE=edge there (issue 11, point 9); what cannot run in such an
 install says so in one line, never with a traceback.
 
-Most tests use a real edge-only virtualenv (tests/edge_install.py). A few block the
+Most tests use a real edge-only virtualenv (p1common/edge_install.py). A few block the
 server packages inside this environment instead (sys.modules[name] = None), which other
 test files share through SERVER_ONLY.
 """
@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 import pytest
 
 from edgeclient.spool import Spool
-from p1common.processes import ChildStack, start_child, start_edge, start_simulator
-from tests.edge_install import EdgeInstall, build_edge_install
+from p1common.edge_install import EdgeInstall, build_edge_install
+from p1common.processes import ROOT, ChildStack, start_child, start_edge, start_simulator
 from tests.edge_pipeline.conftest import bound_socket
 from tests.samples import sample, series
-from tests.serverproc import ROOT
 from tests.waiting import wait_until
 
 SERVER_ONLY = ("rest_framework", "psycopg", "redis", "django_redis", "orjson", "telemetry")
@@ -130,7 +129,9 @@ def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
 ):
     # No P1_ROLE: the edge install's environment alone (defaults={}).
     python = str(edge_install.python)
-    simulator = start_simulator(api="v1", env=edge_install.env(), python=python, defaults={})
+    simulator = start_simulator(
+        api="v1", env=edge_install.env(), python=python, defaults={}, form="manage"
+    )
     edge_processes.add(simulator.child)
     banner = simulator.child.log.text().splitlines()[0]
     assert "simulated P1 meter" in banner, simulator.child.log.text()
@@ -143,7 +144,7 @@ def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
         "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
         "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
     }  # fmt: skip
-    edge = start_edge({}, base=edge_install.env(env), python=python, defaults={})
+    edge = start_edge({}, base=edge_install.env(env), python=python, defaults={}, form="manage")
     edge_processes.add(edge)
     log = edge.log
     log.wait_for("is a HWE-P1")

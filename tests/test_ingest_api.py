@@ -10,11 +10,11 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from p1common.processes import database_url, run_server
 from telemetry.models import Device, DeviceToken, Sample
 from telemetry.tokens import issue_token
 from tests.conftest import bearer
 from tests.samples import BASE_TS, sample, series
-from tests.serverproc import database_url, run_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

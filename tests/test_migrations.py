@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from django.db import connection
 
+from p1common.processes import ROOT, database_url
 from telemetry.storage import plan_for, timescale
-from tests.serverproc import ROOT, database_url
 
 TIMESCALE_URL = os.environ.get("TIMESCALE_DATABASE_URL", "")
 needs_timescaledb = pytest.mark.skipif(

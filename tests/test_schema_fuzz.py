@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from p1common.processes import ServerProcess, run_server
 from tests.samples import BASE_TS, series
-from tests.serverproc import ServerProcess, run_server
 
 FUZZ_MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 FUZZ_SEED = os.environ.get("FUZZ_SEED", "20261127")

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from p1common.processes import ROOT, database_url
 from tests.conftest import bearer
 from tests.samples import series
-from tests.serverproc import ROOT, database_url
 
 PRODUCTION = {
     "DJANGO_ENV": "production",

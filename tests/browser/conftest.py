@@ -154,8 +154,7 @@ def edge(household: Household) -> Iterator[Child]:
     """run_edge polling the simulated meter and uploading to the live server."""
     running = processes.start_edge(household.edge_env | {"DATABASE_URL": None})
     yield running
-    if running.running():
-        running.terminate()
+    running.stop()
 
 
 class Browser:

@@ -10,9 +10,9 @@ import redis
 from django.utils import timezone
 
 from capacity.realtime import realtime_cache_key
+from p1common.processes import run_server
 from tests.conftest import bearer
 from tests.samples import sample
-from tests.serverproc import run_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

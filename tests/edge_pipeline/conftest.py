@@ -42,17 +42,12 @@ def start_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]
 
 @pytest.fixture
 def start_edge() -> Iterator[Callable[[dict[str, str]], Child]]:
-    started: list[Child] = []
+    with processes.ChildStack() as started:
 
-    def start(env: dict[str, str]) -> Child:
-        edge = processes.start_edge(env)
-        started.append(edge)
-        return edge
+        def start(env: dict[str, str]) -> Child:
+            return started.add(processes.start_edge(env))
 
-    yield start
-    for edge in started:
-        if edge.running():
-            edge.kill()
+        yield start
 
 
 @pytest.fixture

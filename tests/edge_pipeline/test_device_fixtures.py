@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from edgeclient.simulator import P1Simulator, SimulatorConfig
+from p1common.processes import ROOT
 from tests.edge_pipeline.stored import differences, readings, spool_depth, stored_rows
-from tests.serverproc import ROOT
 from tests.waiting import wait_until
 
 db = pytest.mark.django_db(transaction=True)

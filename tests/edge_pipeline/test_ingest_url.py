@@ -1,7 +1,7 @@
 """VPS_INGEST_URL: the server's base URL or the full ingest URL; an answer that is not
 the ingest API's is named as such, never taken for a refused token (issue 11, point 7).
 
-The real server (gunicorn, tests/serverproc) shows what the ingest API answers; a small
+The real server (gunicorn, p1common.processes) shows what the ingest API answers; a small
 local server plays what else can sit at a mistyped URL: a login page, a web server's
 404/405, a captive portal.
 """

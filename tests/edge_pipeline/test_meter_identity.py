@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from edgeclient.spool import Spool
+from p1common.processes import ROOT
 from tests.edge.scripted_meter import ScriptedMeter
 from tests.edge_pipeline.conftest import bound_socket
-from tests.serverproc import ROOT
 from tests.waiting import wait_until
 
 EXIT_TIMEOUT_S = 30

@@ -14,11 +14,11 @@ import subprocess
 
 from edgeclient.poller import REJECTED, SPOOLED, Poller
 from edgeclient.spool import QUARANTINE_MAX_AGE_S, QUARANTINE_MAX_ROWS, Spool
+from p1common.processes import ROOT
 from tests.edge.conftest import ManualClock, load_fixture
 from tests.edge.recorded_meter import recorded_meter
 from tests.edge.test_dropped_fields import HWE_DATA_V1
 from tests.edge_pipeline.conftest import EDGE_BASE_ENV, manage
-from tests.serverproc import ROOT
 
 
 def _no_power(import_kwh: float) -> dict:

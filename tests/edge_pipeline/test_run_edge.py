@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from edgeclient.spool import Spool
+from p1common.processes import ROOT, run_server
 from tests.edge_pipeline.conftest import (
     EDGE_BASE_ENV,
     bound_socket,
@@ -27,7 +28,6 @@ from tests.edge_pipeline.conftest import (
     parse_ts,
 )
 from tests.samples import sample
-from tests.serverproc import ROOT, run_server
 from tests.test_edge_role import SERVER_ONLY
 from tests.waiting import wait_until
 

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edgeclient.spool import SCHEMA_VERSION, Spool, SpoolError, ts_key
+from p1common.processes import ROOT
 from tests.samples import BASE_TS, sample, series
-from tests.serverproc import ROOT
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 

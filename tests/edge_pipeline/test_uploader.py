@@ -28,9 +28,9 @@ from edgeclient.uploader import (
     Uploader,
     upload_once,
 )
+from p1common.processes import ROOT, run_server
 from tests.edge_pipeline.conftest import bound_socket, delivered
 from tests.samples import BASE_TS, sample, series
-from tests.serverproc import ROOT, run_server
 
 db = pytest.mark.django_db(transaction=True)
 

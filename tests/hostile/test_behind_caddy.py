@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from p1common.processes import run_server
 from p1common.services import free_port
 from tests.conftest import bearer
 from tests.hostile.helpers import assert_problem
-from tests.serverproc import run_server
 from tests.tools import need
 
 pytestmark = pytest.mark.django_db(transaction=True)

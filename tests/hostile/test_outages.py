@@ -14,13 +14,13 @@ import httpx
 import pytest
 import redis
 
+from p1common.processes import database_url, run_server
 from p1common.services import PrivatePostgres, PrivateRedis
 from scripts.chaos import stack
 from telemetry.models import Sample
 from tests.conftest import bearer
 from tests.hostile.helpers import assert_problem
 from tests.samples import BASE_TS, sample
-from tests.serverproc import database_url, run_server
 from tests.waiting import wait_until
 
 RECOVERY_TIMEOUT_S = 60

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from p1common.processes import ROOT, database_url, run_server
 from telemetry.models import DeviceToken, Sample
 from telemetry.tokens import issue_token
 from tests.conftest import bearer
 from tests.hostile.helpers import assert_problem
 from tests.samples import BASE_TS, sample, series
-from tests.serverproc import ROOT, database_url, run_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,12 +12,12 @@ import pytest
 from django.utils import timezone
 
 from capacity.rules import QUARTER
+from p1common.processes import run_server
 from peakguard.evaluate import current_quarter_start
 from peakguard.models import PeakAlert
 from tests.conftest import bearer
 from tests.peakguard.conftest import Meter, make_guard
 from tests.peakguard.receivers import Receiver
-from tests.serverproc import run_server
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
