@@ -9,6 +9,7 @@ without Django), and the bench and the tests build configs directly.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
 import os
@@ -58,23 +59,23 @@ class EdgeConfig:
         UPLOAD_INTERVAL_S, BATCH_SIZE, DRAIN_BATCH_SIZE, BACKOFF_MAX_S and, with ``meter``,
         the HW_P1_* variables of MeterConfig. Raises ConfigError naming the variable."""
         env = _Env(environ)
-        url = env.text("VPS_INGEST_URL")
+        url = env.str("VPS_INGEST_URL")
         if url is None:
             raise ConfigError(
                 "VPS_INGEST_URL: required (the server's base URL, https://your-server)"
             )
         url = ingest_endpoint(url)
-        token = env.text("VPS_DEVICE_TOKEN")
+        token = env.str("VPS_DEVICE_TOKEN")
         if token is None:
             raise ConfigError("VPS_DEVICE_TOKEN: required (an ingest token from the server)")
         if any(ch.isspace() for ch in token):
             raise ConfigError("VPS_DEVICE_TOKEN: must not contain spaces")
         ca_bundle = None
-        if (bundle := env.text("VPS_CA_BUNDLE")) is not None:
+        if (bundle := env.str("VPS_CA_BUNDLE")) is not None:
             ca_bundle = Path(bundle)
             check_ca_bundle(ca_bundle)
-        batch_size = env.whole_number("BATCH_SIZE", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE)
-        drain = env.whole_number("DRAIN_BATCH_SIZE", DEFAULT_DRAIN_BATCH_SIZE, 1, MAX_BATCH_SIZE)
+        batch_size = env.int("BATCH_SIZE", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE)
+        drain = env.int("DRAIN_BATCH_SIZE", DEFAULT_DRAIN_BATCH_SIZE, 1, MAX_BATCH_SIZE)
         meter_config = None
         if meter:
             try:
@@ -97,7 +98,7 @@ class EdgeConfig:
 
 def spool_path_from_env(environ: Mapping[str, str] = os.environ) -> Path:
     """EDGE_SPOOL_PATH (default var/edge-spool.sqlite3); edge_status needs nothing else."""
-    raw = _Env(environ).text("EDGE_SPOOL_PATH")
+    raw = _Env(environ).str("EDGE_SPOOL_PATH")
     path = Path(raw) if raw is not None else DEFAULT_SPOOL_PATH
     if path.is_dir():
         raise ConfigError(f"EDGE_SPOOL_PATH: {str(path)!r} is a directory, expected a file")
@@ -107,7 +108,7 @@ def spool_path_from_env(environ: Mapping[str, str] = os.environ) -> Path:
 def data_dir_from_env(environ: Mapping[str, str] = os.environ) -> Path:
     """DATA_DIR (default var/ in the checkout): where hw_pair keeps the pinned meter
     certificate and simulate_p1 its certificates, as under the Django settings."""
-    raw = _Env(environ).text("DATA_DIR")
+    raw = _Env(environ).str("DATA_DIR")
     return Path(raw) if raw is not None else DEFAULT_DATA_DIR
 
 
@@ -176,21 +177,29 @@ def check_ca_bundle(path: Path) -> None:
         raise ConfigError(f"VPS_CA_BUNDLE: not a PEM certificate bundle: {exc}") from None
 
 
+# The readers are named after the type they read (tests/test_deploy_files.py finds the
+# variables read through those names); in the class body str and int are then these
+# methods, so the annotations name the builtins.
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def text(self, name: str) -> str | None:
+    def str(self, name: builtins.str) -> builtins.str | None:
         return (self._environ.get(name) or "").strip() or None
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = (self.text(name) or default).lower()
+    def choice(
+        self,
+        name: builtins.str,
+        choices: tuple[builtins.str, ...],
+        default: builtins.str,
+    ) -> builtins.str:
+        value = (self.str(name) or default).lower()
         if value not in choices:
             raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def whole_number(self, name: str, default: int, minimum: int, maximum: int) -> int:
-        raw = self.text(name)
+    def int(self, name: builtins.str, default: int, minimum: int, maximum: int) -> int:
+        raw = self.str(name)
         if raw is None:
             return default
         try:
@@ -201,8 +210,8 @@ class _Env:
             raise ConfigError(f"{name}: must be from {minimum} to {maximum}, got {value}")
         return value
 
-    def seconds(self, name: str, default: float) -> float:
-        raw = self.text(name)
+    def seconds(self, name: builtins.str, default: float) -> float:
+        raw = self.str(name)
         if raw is None:
             return default
         try:
