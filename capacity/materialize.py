@@ -9,6 +9,7 @@ of every local month those quarters fall in.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection
@@ -121,7 +122,7 @@ def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | N
             month = month.shift(1)
 
 
-def _as_datetime(value) -> datetime:
+def _as_datetime(value: Any) -> datetime:
     """A raw SQL timestamp as an aware datetime, whatever the database hands back."""
     return plan_for().to_datetime(value)
 
@@ -131,7 +132,7 @@ def refresh_after_batch(batch: StoredBatch) -> None:
     refresh_quarters(batch.device_pk, batch.oldest, batch.newest, ZoneInfo(batch.timezone))
 
 
-def on_device_saved(sender, instance: Device, created: bool, **kwargs) -> None:
+def on_device_saved(sender: type[Device], instance: Device, created: bool, **kwargs: Any) -> None:
     """Months are local: a new time zone moves every month boundary."""
     if not created and instance.timezone != getattr(instance, "_timezone_at_load", None):
         rebuild(instance.pk)

@@ -11,8 +11,10 @@ expression for "seconds since the epoch" differs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -39,7 +41,9 @@ def _epoch(column: str) -> str:
     return plan_for().epoch_sql(column)
 
 
-def param(moment: datetime):
+def param(moment: datetime) -> str | datetime | None:
+    """The moment as the backend's raw SQL takes it: text on SQLite, the datetime itself
+    on PostgreSQL (the stubs know only the text)."""
     return connection.ops.adapt_datetimefield_value(moment)
 
 
@@ -100,7 +104,7 @@ def quarters_sql() -> str:
 _QUARTER_COLUMNS = "bucket, kw, coverage, sample_count, first_ts, last_ts"
 
 
-def _quarter_powers(rows) -> list[QuarterPower]:
+def _quarter_powers(rows: Iterable[Sequence[Any]]) -> list[QuarterPower]:
     convert = _datetime_converter()
     return [
         QuarterPower(convert(b), kw, coverage, count, convert(first), convert(last))
@@ -219,6 +223,6 @@ def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None
         return cursor.fetchone()[0]
 
 
-def _datetime_converter():
+def _datetime_converter() -> Callable[[Any], datetime]:
     """Raw SQL timestamps as aware datetimes, whatever the database hands back."""
     return plan_for().to_datetime

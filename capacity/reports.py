@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 from capacity import queries, rules
@@ -25,6 +25,12 @@ REGISTER_BREAKS_MAX = 1000
 MONTH_TABLE_MAX = 36
 
 
+# A figure stays a float and an absent one stays None: the answer's nullable fields are
+# exactly those the dataclasses below type `float | None`.
+@overload
+def _round(value: float, digits: int = 3) -> float: ...
+@overload
+def _round(value: float | None, digits: int = 3) -> float | None: ...
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 

@@ -8,6 +8,7 @@ parse and document the parameters.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
@@ -40,11 +41,11 @@ DAY_PARAM = {
 }
 
 
-def month_field(**kwargs) -> serializers.Field:
+def month_field(**kwargs: Any) -> serializers.Field:
     return schema_field(TextField, MONTH, **kwargs)
 
 
-def kw(**kwargs) -> Number:
+def kw(**kwargs: Any) -> Number:
     return Number(**{"help_text": "kW", **kwargs})
 
 
@@ -223,7 +224,7 @@ class RealtimeSerializer(AnswerSerializer):
 
 @extend_schema_field(MONTH_PARAM)
 class MonthParamField(serializers.Field):
-    def to_internal_value(self, data) -> Month:
+    def to_internal_value(self, data: object) -> Month:
         try:
             return Month.parse(str(data))
         except ValueError as exc:
@@ -258,7 +259,7 @@ class MonthsQuery(QuerySerializer):
 
 @extend_schema_field(DAY_PARAM)
 class DayParamField(serializers.Field):
-    def to_internal_value(self, data) -> date:
+    def to_internal_value(self, data: object) -> date:
         try:
             day = date.fromisoformat(str(data))
         except ValueError:

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from capacity import reports
@@ -26,6 +27,7 @@ from capacity.serializers import (
 )
 from p1common.openapi import READ_ERRORS, problems
 from telemetry.access import ReadViewSet
+from telemetry.models import Device
 from telemetry.openapi import DEVICE_ID_PARAM
 
 
@@ -33,7 +35,7 @@ class RealtimeViewSet(ReadViewSet):
     """Latest reading, the running quarter against this month's peak, and headroom."""
 
     @staticmethod
-    def prefetch_cache_keys(device) -> list[str]:
+    def prefetch_cache_keys(device: Device) -> list[str]:
         """Read with the token check: a cached answer costs one Redis round trip."""
         return [realtime_cache_key(device.device_id)]
 
@@ -43,7 +45,7 @@ class RealtimeViewSet(ReadViewSet):
         parameters=[DEVICE_ID_PARAM],
         responses={200: RealtimeSerializer, **problems(*READ_ERRORS)},
     )
-    def list(self, request):
+    def list(self, request: Request) -> Response:
         device, _ = self.read(request)
         answer = cached_realtime(device, getattr(request, "prefetched_cache", None))
         return Response(with_age(answer))
@@ -59,7 +61,7 @@ class CapacityViewSet(ReadViewSet):
         responses={200: MonthReportSerializer, **problems(*READ_ERRORS)},
     )
     @action(detail=False, url_path=r"month/(?P<month>[^/]+)")
-    def month(self, request, month: str):
+    def month(self, request: Request, month: str) -> Response:
         device, query = self.read(request, MonthPath, month=month)
         return Response(MonthReportSerializer(reports.month_report(device, query["month"])).data)
 
@@ -70,7 +72,7 @@ class CapacityViewSet(ReadViewSet):
         responses={200: MonthTableSerializer, **problems(*READ_ERRORS)},
     )
     @action(detail=False)
-    def months(self, request):
+    def months(self, request: Request) -> Response:
         """Peaks of the last ``count`` months (default 13) up to ``end`` (default: now)."""
         device, query = self.read(request, MonthsQuery)
         last = query.get("end") or Month.of(timezone.now(), ZoneInfo(device.timezone))
@@ -84,7 +86,7 @@ class CapacityViewSet(ReadViewSet):
         responses={200: DayQuartersSerializer, **problems(*READ_ERRORS)},
     )
     @action(detail=False)
-    def quarters(self, request):
+    def quarters(self, request: Request) -> Response:
         device, query = self.read(request, QuartersQuery)
         return Response(DayQuartersSerializer(reports.day_quarters(device, query["date"])).data)
 
@@ -100,7 +102,7 @@ class CapacityViewSet(ReadViewSet):
         responses={200: RegisterBreaksSerializer, **problems(*READ_ERRORS)},
     )
     @action(detail=False, url_path="register-breaks")
-    def register_breaks(self, request):
+    def register_breaks(self, request: Request) -> Response:
         device, query = self.read(request, RegisterBreaksQuery)
         found = reports.register_breaks(device, query.get("start"), query.get("end"))
         return Response(RegisterBreaksSerializer(found).data)

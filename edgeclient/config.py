@@ -9,6 +9,7 @@ without Django), and the bench and the tests build configs directly.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
 import os
@@ -176,20 +177,28 @@ def check_ca_bundle(path: Path) -> None:
         raise ConfigError(f"VPS_CA_BUNDLE: not a PEM certificate bundle: {exc}") from None
 
 
+# The readers are named after the type they read (tests/test_deploy_files.py finds the
+# variables read through those names); in the class body str and int are then these
+# methods, so the annotations name the builtins.
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str) -> str | None:
+    def str(self, name: builtins.str) -> builtins.str | None:
         return (self._environ.get(name) or "").strip() or None
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(
+        self,
+        name: builtins.str,
+        choices: tuple[builtins.str, ...],
+        default: builtins.str,
+    ) -> builtins.str:
         value = (self.str(name) or default).lower()
         if value not in choices:
             raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def int(self, name: str, default: int, minimum: int, maximum: int) -> int:
+    def int(self, name: builtins.str, default: int, minimum: int, maximum: int) -> int:
         raw = self.str(name)
         if raw is None:
             return default
@@ -201,7 +210,7 @@ class _Env:
             raise ConfigError(f"{name}: must be from {minimum} to {maximum}, got {value}")
         return value
 
-    def seconds(self, name: str, default: float) -> float:
+    def seconds(self, name: builtins.str, default: float) -> float:
         raw = self.str(name)
         if raw is None:
             return default

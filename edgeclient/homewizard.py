@@ -142,7 +142,7 @@ class MeterConfig:
                 sha = parse_fingerprint(sha)
             except CertificateError as exc:
                 raise MeterConfigError(f"HW_P1_CERT_SHA256: {exc}") from None
-        ca_file = Path(get("HW_P1_CA_FILE")) if get("HW_P1_CA_FILE") else None
+        ca_file = Path(raw_ca) if (raw_ca := get("HW_P1_CA_FILE")) else None
         if ca_file is not None and not ca_file.is_file():
             raise MeterConfigError(f"HW_P1_CA_FILE: no such file {str(ca_file)!r}")
         serial = get("HW_P1_SERIAL")
@@ -209,6 +209,7 @@ class HomeWizardClient:
         self._tls: httpx.Client | None = None
         # Sent as the TLS server name, as the official client does (server_hostname =
         # the device identity); the device check itself is the context's (meter_tls).
+        self._server_name: str | None
         if config.pinned is not None:
             self._server_name = config.pinned.name
         elif config.serial is not None:

@@ -166,17 +166,17 @@ def v2_measurement(
         payload["energy_export_t1_kwh"] = t.export_kwh[0]
         payload["energy_export_t2_kwh"] = t.export_kwh[1]
     payload["power_w"] = _watts(t.power_w)
-    for index, value in enumerate(watts, 1):
-        payload[f"power_l{index}_w"] = value
+    for index, watt in enumerate(watts, 1):
+        payload[f"power_l{index}_w"] = watt
     if one_phase:
         # The documented 1-phase answer stops at the power: no voltage, current or
         # capacity-tariff fields.
         return payload
-    for index, value in enumerate(volts, 1):
-        payload[f"voltage_l{index}_v"] = value
+    for index, volt in enumerate(volts, 1):
+        payload[f"voltage_l{index}_v"] = volt
     payload["current_a"] = round(sum(abs(a) for a in amps), 2)
-    for index, value in enumerate(amps, 1):
-        payload[f"current_l{index}_a"] = value
+    for index, amp in enumerate(amps, 1):
+        payload[f"current_l{index}_a"] = amp
     payload.update(_fail_counts())
     payload["average_power_15m_w"] = _peak_watts(t.average_power_15m_w)
     if t.monthly_power_peak_second is not None and t.monthly_power_peak_w is not None:
@@ -211,14 +211,14 @@ def v1_data(t: Telegram, tz: ZoneInfo, unique_id: str, profile: Profile) -> dict
         payload["total_power_export_t1_kwh"] = t.export_kwh[0]
         payload["total_power_export_t2_kwh"] = t.export_kwh[1]
     payload["active_power_w"] = _watts(t.power_w)
-    for index, value in enumerate(watts, 1):
-        payload[f"active_power_l{index}_w"] = value
+    for index, watt in enumerate(watts, 1):
+        payload[f"active_power_l{index}_w"] = watt
     if one_phase:
         return payload
-    for index, value in enumerate(volts, 1):
-        payload[f"active_voltage_l{index}_v"] = value
-    for index, value in enumerate(amps, 1):
-        payload[f"active_current_l{index}_a"] = value
+    for index, volt in enumerate(volts, 1):
+        payload[f"active_voltage_l{index}_v"] = volt
+    for index, amp in enumerate(amps, 1):
+        payload[f"active_current_l{index}_a"] = amp
     payload["active_frequency_hz"] = 50
     payload.update(_fail_counts())
     if profile.gas == "meter":

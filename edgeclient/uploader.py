@@ -190,7 +190,11 @@ def upload_once(
 
 
 def _settle(
-    spool: Spool, batch: list[Pending], depth: int, response: httpx.Response, clock
+    spool: Spool,
+    batch: list[Pending],
+    depth: int,
+    response: httpx.Response,
+    clock: Callable[[], float],
 ) -> UploadResult:
     status = response.status_code
     if status == 200:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
@@ -21,6 +21,11 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from p1common.problems import PROBLEM_CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.utils import _SerializerType
+    from rest_framework.request import Request
 
 _COMPONENTS: dict[str, dict[str, Any]] = {}
 
@@ -39,7 +44,9 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
-def obj(required: dict[str, Any], optional: dict[str, Any] | None = None, **extra) -> dict:
+def obj(
+    required: dict[str, Any], optional: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     """An object schema: ``required`` keys are always present (maybe null)."""
     schema = {"type": "object", "properties": {**required, **(optional or {})}, **extra}
     if required:  # OpenAPI 3.0 forbids an empty list
@@ -192,7 +199,9 @@ def inline_single_use(result: dict) -> None:
     )
 
 
-def add_components(result: dict, generator, request, public) -> dict:
+def add_components(
+    result: dict[str, Any], generator: SchemaGenerator, request: Request | None, public: bool
+) -> dict[str, Any]:
     """Postprocessing hook: our components, single-use parts inlined, and the headers of
     error answers."""
     result.setdefault("components", {}).setdefault("schemas", {}).update(_COMPONENTS)
@@ -217,14 +226,18 @@ def add_components(result: dict, generator, request, public) -> dict:
 class AutoSchema(SpectacularAutoSchema):
     """Our list actions answer one object (e.g. {"devices": [...]}), never a bare list."""
 
-    def _is_list_view(self, serializer=None) -> bool:
+    def _is_list_view(self, serializer: _SerializerType | None = None) -> bool:
         return False
 
-    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+    def _map_serializer_field(
+        self, field: serializers.Field, direction: str, bypass_extensions: bool = False
+    ) -> dict[str, Any]:
         # drf-spectacular leaves out a nested list's max_length; the answer states it.
-        schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        if isinstance(field, serializers.ListSerializer) and field.max_length is not None:
-            schema = {**schema, "maxItems": field.max_length}
+        schema: dict[str, Any] = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.ListSerializer):
+            max_items = field.max_length  # type: ignore[attr-defined]  # DRF sets it in __init__; the stubs omit it
+            if max_items is not None:
+                schema = {**schema, "maxItems": max_items}
         return schema
 
 
@@ -232,7 +245,7 @@ class DeviceTokenScheme(OpenApiAuthenticationExtension):
     target_class = "telemetry.auth.DeviceTokenAuthentication"
     name = "deviceToken"
 
-    def get_security_definition(self, auto_schema):
+    def get_security_definition(self, auto_schema: SpectacularAutoSchema) -> dict[str, Any]:
         return {
             "type": "http",
             "scheme": "bearer",

@@ -82,8 +82,10 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
     if PeakAlert.objects.filter(device_id=device_pk, quarter_start=quarter_start).exists():
         return None
     outlook = reports.realtime(guard.device, now)
-    quarter = outlook.quarter
-    if quarter is None or quarter.start != quarter_start:
+    quarter, month = outlook.quarter, outlook.month
+    if quarter is None or month is None:
+        return None  # no sample yet (reports.Realtime sets both or neither)
+    if quarter.start != quarter_start:
         return None  # the latest sample is not in the current quarter
     threshold = guard.threshold_kw if guard.threshold_kw is not None else quarter.threshold_kw
     if quarter.projected_kw <= threshold:
@@ -95,7 +97,7 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
         average_so_far_kw=quarter.average_so_far_kw,
         projected_kw=quarter.projected_kw,
         threshold_kw=threshold,
-        month_peak_kw=outlook.month.peak_so_far_kw,
+        month_peak_kw=month.peak_so_far_kw,
         next_attempt_at=delivery.first_attempt_at(),
     )
     # ignore_conflicts: ON CONFLICT DO NOTHING on both PostgreSQL and SQLite.

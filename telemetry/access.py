@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 from rest_framework import exceptions, permissions, serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from telemetry.models import DEVICE_ID_VALIDATOR, Device, DeviceToken
 
@@ -20,30 +23,33 @@ class CanRead(permissions.BasePermission):
 
     message = "This token has no read scope."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         token = request.auth
         if isinstance(token, DeviceToken):
             return token.has_scope(DeviceToken.SCOPE_READ)
         return bool(request.user and request.user.is_authenticated)
 
 
-def visible_devices(request) -> QuerySet[Device]:
+def visible_devices(request: Request) -> QuerySet[Device]:
     token = request.auth
     if isinstance(token, DeviceToken):
         return Device.objects.filter(pk=token.device_id)
-    if request.user.is_staff:
+    user = request.user
+    if user.is_staff:
         return Device.objects.all()
-    return Device.objects.filter(owner=request.user)
+    if isinstance(user, AnonymousUser):  # cannot happen: CanRead let no anonymous caller in
+        raise exceptions.NotAuthenticated()
+    return Device.objects.filter(owner=user)
 
 
-def readable_device(request, device_id: str | None) -> Device:
+def readable_device(request: Request, device_id: str | None) -> Device:
     """The device named by ?device_id= (a token may leave it out for its own device)."""
     token = request.auth
     if isinstance(token, DeviceToken) and device_id in (None, ""):
         return token.device
     if not device_id:
         raise exceptions.ValidationError({"device_id": ["This parameter is required."]})
-    if not DEVICE_ID_VALIDATOR.regex.fullmatch(device_id):
+    if not DEVICE_ID_VALIDATOR.regex.fullmatch(device_id):  # type: ignore[union-attr]  # stubs: str | Pattern; an instance's regex is always compiled
         # No device can have this id; and PostgreSQL refuses some of them (a NUL byte).
         raise exceptions.NotFound("No such device.")
     try:
@@ -59,7 +65,7 @@ class ReadViewSet(viewsets.ViewSet):
     permission_classes = [CanRead]
 
     def read(
-        self, request, query: type[serializers.Serializer] | None = None, **path: str
+        self, request: Request, query: type[serializers.Serializer] | None = None, **path: str
     ) -> tuple[Device, dict[str, Any]]:
         device = readable_device(request, request.query_params.get("device_id"))
         if query is None:

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_migrate, post_save, pre_migrate
 
@@ -29,7 +33,7 @@ class TelemetryConfig(AppConfig):
         pipeline.steps()
 
 
-def _forget_storage_plan(sender, using: str = "default", **kwargs) -> None:
+def _forget_storage_plan(sender: object, using: str = "default", **kwargs: Any) -> None:
     from telemetry.storage import forget
 
     forget(using)

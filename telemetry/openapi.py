@@ -7,6 +7,8 @@ device_id parameter is the one every read takes (telemetry.access.ReadViewSet).
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter
@@ -17,7 +19,7 @@ from telemetry import validation
 
 # The wire format as JSON schema: the ingest body, and the realtime answer's latest
 # reading (telemetry.serializers.sample_field).
-_KIND_SCHEMAS = {
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     wire.TIMESTAMP: {
         **DATETIME,
         "maxLength": 40,
@@ -34,7 +36,7 @@ _KIND_SCHEMAS = {
 }
 
 
-def sample_field_schema(name: str) -> dict:
+def sample_field_schema(name: str) -> dict[str, Any]:
     """A wire field's schema; optional fields may be sent as null."""
     schema = _KIND_SCHEMAS[wire.SAMPLE_FIELDS[name]]
     return schema if name in wire.REQUIRED_FIELDS else nullable(schema)

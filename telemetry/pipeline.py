@@ -30,6 +30,7 @@ from p1common.problems import PayloadTooLarge, UnprocessableBatch
 from telemetry import quarantine
 from telemetry.ingest import insert_columns
 from telemetry.models import Device
+from telemetry.storage import timestamps
 from telemetry.validation import validate_samples
 
 
@@ -107,5 +108,5 @@ def accept_batch(device: Device, batch: dict[str, Any], now: datetime) -> dict[s
         quarantine.record(device, samples, errors, now)
         raise UnprocessableBatch(errors)
     inserted = ingest_batch(device, columns)
-    received = len(columns[0])
+    received = len(timestamps(columns))
     return {"received": received, "inserted": inserted, "duplicates": received - inserted}

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from p1common.openapi import READ_ERRORS, problems
@@ -24,7 +25,7 @@ class DeviceViewSet(ReadViewSet):
         description="A token: its own device. A user: the devices they own; staff: all.",
         responses={200: DeviceListSerializer, **problems(401, 403, 429, 503)},
     )
-    def list(self, request):
+    def list(self, request: Request) -> Response:
         devices = visible_devices(request).order_by("device_id")
         return Response(DeviceListSerializer({"devices": devices}).data)
 
@@ -42,7 +43,7 @@ class SeriesViewSet(ReadViewSet):
         parameters=[DEVICE_ID_PARAM, SeriesQuery],
         responses={200: SeriesSerializer, **problems(*READ_ERRORS)},
     )
-    def list(self, request):
+    def list(self, request: Request) -> Response:
         device, query = self.read(request, SeriesQuery)
         interval, start, end = query["interval"], query["start"], query["end"]
         try:

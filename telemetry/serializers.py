@@ -10,11 +10,12 @@ in the device's zone (``LocalDateTimeField``, the zone taken from the answer's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db.models import Manager
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -26,7 +27,9 @@ from telemetry.series import INTERVALS
 from telemetry.timegrid import FIRST_YEAR, LAST_YEAR
 
 
-def schema_field(base: type[serializers.Field], schema: dict, **kwargs) -> serializers.Field:
+def schema_field(
+    base: type[serializers.Field], schema: dict[str, Any], **kwargs: Any
+) -> serializers.Field:
     """A ``base`` field documented by an explicit JSON schema (e.g. one generated from
     the wire format)."""
     declared = extend_schema_field(schema)(type(f"Declared{base.__name__}", (base,), {}))
@@ -36,14 +39,14 @@ def schema_field(base: type[serializers.Field], schema: dict, **kwargs) -> seria
 class Number(serializers.FloatField):
     """A figure as the selector computed it (already rounded): sent as is."""
 
-    def to_representation(self, value):
+    def to_representation(self, value: float) -> float:  # type: ignore[override]  # the stubs say FloatField renders str; DRF's returns float(value)
         return value
 
 
 class LocalDateTimeField(serializers.DateTimeField):
     """A moment in the zone of the device the answer is about (context["tz"])."""
 
-    def to_representation(self, value):
+    def to_representation(self, value: datetime | str) -> str:
         if isinstance(value, str):  # telemetry.series gives local ISO text already
             return value
         return value.astimezone(self.context["tz"]).isoformat()
@@ -52,7 +55,7 @@ class LocalDateTimeField(serializers.DateTimeField):
 class TextField(serializers.CharField):
     """Text or a value whose str() is its API form (a capacity.rules.Month)."""
 
-    def to_representation(self, value):
+    def to_representation(self, value: object) -> str:
         return str(value)
 
 
@@ -71,20 +74,24 @@ class PlainListSerializer(serializers.ListSerializer):
     as they are.
     """
 
-    def to_representation(self, data) -> list[dict[str, Any]]:
-        items = list(data)
+    def to_representation(self, data: Manager[Any] | Iterable[Any]) -> list[dict[str, Any]]:
+        # A manager is read as DRF's ListSerializer reads it (answers pass lists).
+        items = list(data.all() if isinstance(data, Manager) else data)
         if not items:
             return []
-        fields = list(self.child.fields.values())
-        names = [field.field_name for field in fields]
+        child = self.child
+        # Meta.list_serializer_class of AnswerSerializer: the child is always a Serializer.
+        if not isinstance(child, serializers.Serializer):
+            raise TypeError(f"PlainListSerializer renders a Serializer's items, not {child!r}")
+        # A bound field's field_name is its key here (BindingDict binds it so).
+        fields = list(child.fields.items())
+        names = [name for name, _ in fields]
         first = items[0]
         as_dicts = isinstance(first, dict)
         convert: list[tuple[str, Callable[[Any], Any]]] = [
-            (field.field_name, field.to_representation)
-            for field in fields
-            if _converts(
-                field, first[field.field_name] if as_dicts else getattr(first, field.field_name)
-            )
+            (name, field.to_representation)
+            for name, field in fields
+            if _converts(field, first[name] if as_dicts else getattr(first, name))
         ]
         if as_dicts and not convert and list(first) == names:
             return items
@@ -116,7 +123,7 @@ class AnswerSerializer(serializers.Serializer):
     class Meta:
         list_serializer_class = PlainListSerializer
 
-    def __init__(self, instance=None, **kwargs):
+    def __init__(self, instance: object = None, **kwargs: Any) -> None:
         super().__init__(instance, **kwargs)
         zone = (
             instance.get("timezone")
@@ -173,7 +180,7 @@ class BucketSerializer(AnswerSerializer):
     sample_count = serializers.IntegerField()
 
 
-def choice_field(choices, **kwargs) -> serializers.Field:
+def choice_field(choices: Sequence[str], **kwargs: Any) -> serializers.Field:
     """A ChoiceField documented as a plain enum (no generated enum component)."""
     return schema_field(
         serializers.ChoiceField,
@@ -220,18 +227,18 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
 class MomentField(serializers.Field):
     """A moment parameter; a bare date is local midnight in the device's zone."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         kwargs["help_text"] = f"{MOMENT_TEXT} {kwargs.get('help_text', '')}".strip()
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data) -> datetime:
+    def to_internal_value(self, data: object) -> datetime:
         return parse_moment(str(data), self.context["tz"])
 
 
 class WholeNumberField(serializers.IntegerField):
     """Digits only: no sign, decimals or spaces, as the parameter always took."""
 
-    def to_internal_value(self, data) -> int:
+    def to_internal_value(self, data: float | int | str) -> int:
         if not re.fullmatch(r"[0-9]+", str(data)):
             self.fail("invalid")
         return super().to_internal_value(data)

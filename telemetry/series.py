@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Literal, overload
 from zoneinfo import ZoneInfo
 
 from telemetry.models import HourRollup, QuarterRollup, Rollup
@@ -115,7 +116,9 @@ def series(
 
 def _rows(model: type[Rollup], device_pk: int, start: datetime, end: datetime) -> list[_Row]:
     """Rollup rows in [start, end) plus the nearest non-empty row on either side."""
-    base = model.objects.filter(device_id=device_pk)
+    # Rollup is abstract (its type has no `objects`): the manager Django gives code
+    # written over several models.
+    base = model._default_manager.filter(device_id=device_pk)
     before = base.filter(bucket__lt=start).order_by("-bucket").values_list(*_FIELDS)[:1]
     after = base.filter(bucket__gte=end).order_by("bucket").values_list(*_FIELDS)[:1]
     within = base.filter(bucket__gte=start, bucket__lt=end).order_by("bucket")
@@ -154,7 +157,18 @@ def _register(
     return interpolate(boundary, before, after)
 
 
-def _delta(rows, starts, lo: datetime, hi: datetime, which: str) -> float | None:
+# Import registers are never None (_Row); export ones are where a meter has none.
+@overload
+def _delta(
+    rows: list[_Row], starts: list[datetime], lo: datetime, hi: datetime, which: Literal["import"]
+) -> float: ...
+@overload
+def _delta(
+    rows: list[_Row], starts: list[datetime], lo: datetime, hi: datetime, which: Literal["export"]
+) -> float | None: ...
+def _delta(
+    rows: list[_Row], starts: list[datetime], lo: datetime, hi: datetime, which: str
+) -> float | None:
     end, start = _register(rows, starts, hi, which), _register(rows, starts, lo, which)
     if end is None or start is None:
         return None

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from django.core.exceptions import RequestDataTooBig
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
 
 from p1common.openapi import problems
 from p1common.problems import PayloadTooLarge
 from telemetry.auth import HasIngestScope
+from telemetry.models import DeviceToken
 from telemetry.openapi import INGEST_BATCH
 from telemetry.pipeline import accept_batch
 from telemetry.serializers import IngestResultSerializer
 
 
-def decode_batch(request) -> dict:
+def decode_batch(request: Request) -> dict[str, Any]:
     """The JSON object of the request body, or a clear 4xx."""
     # Django's parsed media type, without parameters: many HTTP clients add
     # "; charset=utf-8", which is what JSON is anyway (RFC 8259). Another charset is not.
     django_request = request._request
     if django_request.content_type != "application/json":
         raise exceptions.UnsupportedMediaType(request.content_type or "none")
-    charset = django_request.content_params.get("charset", "utf-8").lower()
+    # None only on an HttpRequest built by hand; a served request parsed its header.
+    params = django_request.content_params or {}
+    charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise exceptions.UnsupportedMediaType(
             request.content_type, detail=f"JSON must be UTF-8, not {charset}."
@@ -54,9 +61,9 @@ class DeviceRateThrottle(SimpleRateThrottle):
 
     scope = "ingest"
 
-    def get_cache_key(self, request, view) -> str | None:
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
         token = request.auth
-        if token is None:
+        if not isinstance(token, DeviceToken):  # None: no token (a session)
             return None
         return self.cache_format % {"scope": self.scope, "ident": token.device_id}
 
@@ -75,13 +82,17 @@ class IngestViewSet(viewsets.ViewSet):
             "nothing is written. A sample already stored counts as a duplicate."
         ),
         request={"application/json": INGEST_BATCH},
-        auth=[{"deviceToken": []}],  # a session has no ingest scope
+        # A session has no ingest scope. drf-spectacular types auth as Sequence[str], but
+        # its get_auth() returns it as the operation's security requirements (dicts).
+        auth=[{"deviceToken": []}],  # type: ignore[list-item]  # the hint is wrong: see above
         responses={
             200: IngestResultSerializer,
             **problems(400, 401, 403, 413, 415, 422, 429, 503),
         },
     )
-    def create(self, request):
+    def create(self, request: Request) -> Response:
         token = request.auth
+        if not isinstance(token, DeviceToken):  # cannot happen: HasIngestScope let it in
+            raise exceptions.NotAuthenticated()
         result = accept_batch(token.device, decode_batch(request), timezone.now())
         return Response(IngestResultSerializer(result).data)

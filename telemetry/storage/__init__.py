@@ -23,9 +23,9 @@ import threading
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from telemetry.storage.base import AfterInsert, Columns, StoragePlan
+from telemetry.storage.base import AfterInsert, Columns, StoragePlan, timestamps
 
-__all__ = ["AfterInsert", "Columns", "StoragePlan", "forget", "plan_for"]
+__all__ = ["AfterInsert", "Columns", "StoragePlan", "forget", "plan_for", "timestamps"]
 
 _lock = threading.Lock()
 _chosen: dict[tuple, StoragePlan] = {}

@@ -25,6 +25,15 @@ Columns = list[list[Any] | None]
 _EXPORT_COLUMNS = ("first_export_kwh", "last_export_kwh")
 
 
+def timestamps(columns: Columns) -> list[datetime]:
+    """A batch's first column, its sample times: ts is a required wire field, so
+    validation (and the demo's history) always fill it."""
+    ts = columns[0]
+    if ts is None:
+        raise ValueError("a batch's first column holds its sample times, not None")
+    return ts
+
+
 class StoragePlan(ABC):
     """One database's way of storing samples and keeping their rollups."""
 
@@ -124,7 +133,10 @@ class StoragePlan(ABC):
             model = apps.get_model("telemetry", name)
             for column in _EXPORT_COLUMNS:
                 current = model._meta.get_field(column)
-                other = models.FloatField(null=not current.null)
+                # Nullable on one side of the change: typed as the nullable column.
+                other: models.FloatField[float | None, float | None] = models.FloatField(
+                    null=not current.null
+                )
                 other.set_attributes_from_name(column)
                 other.model = model
                 old, new = (other, current) if null else (current, other)

@@ -7,7 +7,7 @@ never counts twice and late, out-of-order data lands in the right bucket.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ _PG_TYPES = {
     wire.MEASURE: "float8[]",
     wire.TARIFF: "int2[]",
 }
-_PG_ENCODERS = {
+_PG_ENCODERS: dict[str, Callable[[Sequence[Any]], pgarrays.BinaryArray]] = {
     wire.TIMESTAMP: pgarrays.timestamptz_array,
     wire.POWER: pgarrays.float8_array,
     wire.REGISTER: pgarrays.float8_array,
@@ -99,9 +99,14 @@ class PostgresTablesPlan(PostgresPlan):
     name = "postgres-tables"
 
     def insert_rows(self, device_pk: int, columns: Columns) -> int:
-        return self._execute_binary(
-            _INSERT_WITH_ROLLUPS, device_pk, columns, lambda cursor: cursor.fetchone()[0]
-        )
+        return self._execute_binary(_INSERT_WITH_ROLLUPS, device_pk, columns, _inserted_count)
+
+
+def _inserted_count(cursor: psycopg.Cursor) -> int:
+    row = cursor.fetchone()
+    if row is None:  # cannot happen: an aggregate without GROUP BY always gives a row
+        raise RuntimeError("the insert with rollups returned no count")
+    return row[0]
 
 
 def _bucket(width_s: int) -> str:

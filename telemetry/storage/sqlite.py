@@ -10,15 +10,15 @@ measures the two on the same history.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import groupby, repeat
 from typing import Any
 
 from django.db import transaction
 
 import p1wire as wire
-from telemetry.storage.base import Columns, StoragePlan
+from telemetry.storage.base import Columns, StoragePlan, timestamps
 from telemetry.storage.rollups import (
     RELATIONS,
     ROLLUP_COLUMNS,
@@ -57,7 +57,7 @@ class SqlitePlan(StoragePlan):
         # all-or-nothing.
         inserted = self._insert_samples(device_pk, columns)
         if inserted:
-            self._refresh_buckets(device_pk, columns[0])
+            self._refresh_buckets(device_pk, timestamps(columns))
         return inserted
 
     def insert_history(self, device_pk: int, columns: Columns) -> int:
@@ -92,7 +92,7 @@ class SqlitePlan(StoragePlan):
         columns: Columns,
         adapt_ts: Callable[[datetime], Any] | None = None,
     ) -> int:
-        size = len(columns[0])
+        size = len(timestamps(columns))
         adapt = adapt_ts or self.connection.ops.adapt_datetimefield_value
         filled = [
             [adapt(v) if v is not None else None for v in column]
@@ -113,11 +113,15 @@ class SqlitePlan(StoragePlan):
         bucket. The samples are streamed in time order and folded bucket by bucket, so
         memory holds one bucket's samples at a time.
         """
-        from telemetry.models import HourRollup, QuarterRollup, Sample
+        from telemetry.models import HourRollup, QuarterRollup, Rollup, Sample
 
         adapt = self.connection.ops.adapt_datetimefield_value
         ts_list = list(timestamps)
-        for model, width in ((QuarterRollup, QUARTER), (HourRollup, HOUR)):
+        widths: tuple[tuple[type[Rollup], timedelta], ...] = (
+            (QuarterRollup, QUARTER),
+            (HourRollup, HOUR),
+        )
+        for model, width in widths:
             table = model._meta.db_table
             for run_start, run_end in bucket_runs(
                 (bucket_start(ts, width) for ts in ts_list), width
@@ -127,23 +131,18 @@ class SqlitePlan(StoragePlan):
                     .order_by("ts")
                     .values_list(*SAMPLE_INPUT_COLUMNS)
                 )
-                rollups = []
-                current, rows = None, []
-                for row in samples.iterator(chunk_size=2000):
-                    bucket = bucket_start(row[0], width)
-                    if bucket != current and rows:
-                        rollups.append(aggregate_bucket(device_pk, current, rows))
-                        rows = []
-                    current = bucket
-                    rows.append(row)
-                if rows:
-                    rollups.append(aggregate_bucket(device_pk, current, rows))
+                rollups = [
+                    aggregate_bucket(device_pk, bucket, list(rows))
+                    for bucket, rows in _by_bucket(samples.iterator(chunk_size=2000), width)
+                ]
                 with self.connection.cursor() as cursor:
                     cursor.execute(
                         _DELETE_RANGE.format(table=table),
                         [device_pk, adapt(run_start), adapt(run_end)],
                     )
-                model.objects.bulk_create(
+                # Rollup is abstract (its type has no `objects`): the manager Django gives
+                # code written over several models.
+                model._default_manager.bulk_create(
                     [model(**dict(zip(ROLLUP_COLUMNS, values, strict=True))) for values in rollups]
                 )
 
@@ -172,6 +171,13 @@ class SqlitePlan(StoragePlan):
             with self.connection.cursor() as cursor:
                 cursor.execute(_DELETE_RANGE.format(table=table), [device_pk, adapt(lo), adapt(hi)])
                 cursor.executemany(_ROLLUP_INSERT.format(table=table), values)
+
+
+def _by_bucket(
+    rows: Iterable[tuple[Any, ...]], width: timedelta
+) -> Iterator[tuple[datetime, Iterator[tuple[Any, ...]]]]:
+    """Time-ordered sample rows (ts first), a run per bucket of ``width``."""
+    return groupby(rows, key=lambda row: bucket_start(row[0], width))
 
 
 def _sqlite_ts(value: datetime) -> str:

@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from capacity.materialize import rebuild
 from telemetry.models import Device, RegisterBreak
@@ -10,10 +12,10 @@ class Command(BaseCommand):
         "devices from their stored samples (after a bulk load outside ingest)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("device_ids", nargs="*", help="default: every device")
 
-    def handle(self, device_ids, **options):
+    def handle(self, *args: Any, device_ids: list[str], **options: Any) -> None:
         devices = Device.objects.all()
         if device_ids:
             devices = devices.filter(device_id__in=device_ids)

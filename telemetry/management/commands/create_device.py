@@ -1,6 +1,8 @@
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from telemetry.models import Device
 
@@ -8,14 +10,23 @@ from telemetry.models import Device
 class Command(BaseCommand):
     help = "Register a P1 meter under a short public device id."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("device_id")
         parser.add_argument("--name", default="")
         parser.add_argument("--timezone", default=None, help="IANA zone, default Europe/Brussels")
         parser.add_argument("--owner", default=None, help="username of the owning user")
         parser.add_argument("--price", default=None, help="capacity price in EUR/kW/year")
 
-    def handle(self, device_id, name, timezone, owner, price, **options):
+    def handle(
+        self,
+        *args: Any,
+        device_id: str,
+        name: str,
+        timezone: str | None,
+        owner: str | None,
+        price: str | None,
+        **options: Any,
+    ) -> None:
         device = Device(device_id=device_id, name=name, capacity_price_eur_per_kw_year=price)
         if timezone:
             device.timezone = timezone

@@ -1,4 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from telemetry.models import Device
 from telemetry.tokens import InvalidScopes, issue_token
@@ -7,12 +9,12 @@ from telemetry.tokens import InvalidScopes, issue_token
 class Command(BaseCommand):
     help = "Issue a device token. The token is printed once, alone on the last line."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("device_id")
         parser.add_argument("--scopes", default="ingest", help="comma-separated: ingest,read")
         parser.add_argument("--label", default="")
 
-    def handle(self, device_id, scopes, label, **options):
+    def handle(self, *args: Any, device_id: str, scopes: str, label: str, **options: Any) -> None:
         try:
             device = Device.objects.get(device_id=device_id)
         except Device.DoesNotExist:
