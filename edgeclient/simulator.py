@@ -21,7 +21,6 @@ POST /_sim/faults {"slow_s", "error_rate", "garbage_rate"}, POST /_sim/offline
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import random
 import re
@@ -39,7 +38,7 @@ from typing import Any, Literal
 
 from edgeclient import simpayloads
 from edgeclient.household import BRUSSELS, MeterModel, Telegram
-from edgeclient.simcerts import CertificateToolError, SimulatorCertificates, ensure_certificates
+from edgeclient.simcerts import SimulatorCertificates, ensure_certificates
 from edgeclient.simprofiles import DEFAULT, PROFILES, Profile
 
 ServedApi = Literal["v1", "v2", "both"]
@@ -501,17 +500,10 @@ def _user_name_error(body: Any) -> str | None:
 
 
 def _device_certificates(cert_dir: Path, serial: str, *, san: bool) -> SimulatorCertificates:
-    # The one call site of ensure_certificates. Its san= parameter arrives with the TLS
-    # work on simcerts (issue 11, point 4); until then a SAN profile cannot be served
-    # and says so rather than present a certificate without the SAN.
     if not san:
         return ensure_certificates(cert_dir, serial)
-    if "san" not in inspect.signature(ensure_certificates).parameters:
-        raise CertificateToolError(
-            "profile san-certificate: simcerts.ensure_certificates has no san parameter yet"
-        )
     # A folder of its own: the plain certificates are cached by serial in cert_dir.
-    return ensure_certificates(cert_dir / "san", serial, san=True)  # type: ignore[call-arg]
+    return ensure_certificates(cert_dir / "san", serial, san=True)
 
 
 class _MeterServer(ThreadingHTTPServer):
@@ -539,7 +531,8 @@ class _MeterServer(ThreadingHTTPServer):
                 conn = sim._tls.wrap_socket(request, server_side=True)  # type: ignore[union-attr]
                 sim._track(conn, True)
             conn.settimeout(None)
-            self.RequestHandlerClass(conn, client_address, self)
+            # typeshed types the server argument as the base class's Self.
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError):
             return  # a client that hung up or refused our certificate
         finally:

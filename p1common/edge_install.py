@@ -94,5 +94,5 @@ def build_edge_install(target: Path) -> EdgeInstall:
                 continue
             link = site / top
             if not link.exists():
-                link.symlink_to(Path(dist.locate_file(top)))
+                link.symlink_to(Path(str(dist.locate_file(top))))
     return EdgeInstall(python)

@@ -243,7 +243,7 @@ class Child:
         return self.returncode in (0, -signal.SIGTERM)
 
 
-def child_env(base: Mapping[str, str] | None = None, **changes: str | None) -> dict[str, str]:
+def child_env(base: Mapping[str, str] | None = None, /, **changes: str | None) -> dict[str, str]:
     """``base`` (this process's environment by default) with ``changes``; None removes."""
     env = dict(os.environ if base is None else base)
     env["PYTHONUNBUFFERED"] = "1"
@@ -445,7 +445,7 @@ def start_server(
     command = server_command(f"fd://{sock.fileno()}", **options)
     # The server's output goes to the terminal (tests) or its log file (demo): nobody
     # waits for a line of it, readiness is the socket's backlog.
-    read = "none" if log_path is not None else "inherit"
+    read: Read = "none" if log_path is not None else "inherit"
     child = start_child(name, command, env, log_path=log_path, read=read, pass_fds=[sock.fileno()])
     port = sock.getsockname()[1]
     return ServerProcess(f"{'https' if https else 'http'}://127.0.0.1:{port}", child)

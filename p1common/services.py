@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from p1common.processes import Child, ChildFailed, start_child
 
@@ -150,7 +150,7 @@ class PrivatePostgres(_Service):
     def url(self, database: str = "postgres") -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _as_owner(self, **kwargs) -> dict:
+    def _as_owner(self, **kwargs: Any) -> dict[str, Any]:
         """Popen keyword arguments, plus the switch to the cluster's owner when root."""
         if self._user is None:
             return kwargs

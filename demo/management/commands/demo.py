@@ -8,6 +8,7 @@ of work live in demo.bootstrap, demo.history and demo.processes.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from demo import bootstrap, processes
+from demo.bootstrap import DemoPaths
 from p1common.env import env_int
 
 # How often the loop looks for a child that died.
@@ -54,7 +56,7 @@ class Command(BaseCommand):
         finally:
             sock.close()
 
-    def _run(self, sock, options: dict[str, Any]) -> None:
+    def _run(self, sock: socket.socket, options: dict[str, Any]) -> None:
         port = sock.getsockname()[1]
         base_url = f"http://127.0.0.1:{port}"
         paths = bootstrap.DemoPaths.under(settings.DATA_DIR)
@@ -118,7 +120,9 @@ class Command(BaseCommand):
             raise CommandError(f"did not stop cleanly: {names}")
         out.write("demo stopped")
 
-    def _announce(self, base_url: str, username: str, password: str, device_id: str, paths):
+    def _announce(
+        self, base_url: str, username: str, password: str, device_id: str, paths: DemoPaths
+    ) -> None:
         out = self.stdout
         out.write("")
         out.write("P1 Platform demo is running; Ctrl-C stops it.")
