@@ -19,6 +19,7 @@ from telemetry import segments
 from telemetry.models import RegisterBreak
 from telemetry.serializers import (
     AnswerSerializer,
+    BlankIsAbsent,
     LocalDateTimeField,
     MomentField,
     Number,
@@ -211,9 +212,10 @@ class RealtimeSerializer(AnswerSerializer):
     month = MonthSoFarSerializer(required=False)
 
     def to_representation(self, instance: reports.Realtime) -> dict:
-        """age_s null (capacity.realtime.with_age sets it when serving); no quarter and
-        month before the first sample."""
+        """No age_s (capacity.realtime.with_age adds it last when serving, after what is
+        cached); no quarter and month before the first sample."""
         answer = super().to_representation(instance)
+        del answer["age_s"]
         if instance.latest is None:
             del answer["quarter"], answer["month"]
         return answer
@@ -223,7 +225,7 @@ class RealtimeSerializer(AnswerSerializer):
 
 
 @extend_schema_field(MONTH_PARAM)
-class MonthParamField(serializers.Field):
+class MonthParamField(BlankIsAbsent):
     def to_internal_value(self, data: object) -> Month:
         try:
             return Month.parse(str(data))

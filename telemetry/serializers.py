@@ -224,7 +224,17 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
 
 
 @extend_schema_field(MOMENT)
-class MomentField(serializers.Field):
+class BlankIsAbsent(serializers.Field):
+    """An optional parameter sent empty (``?end=``, as URL templates do) means the
+    default, as when it is left out."""
+
+    def validate_empty_values(self, data: object) -> tuple[bool, object]:
+        if data == "" and not self.required:
+            data = serializers.empty
+        return super().validate_empty_values(data)
+
+
+class MomentField(BlankIsAbsent):
     """A moment parameter; a bare date is local midnight in the device's zone."""
 
     def __init__(self, **kwargs: Any) -> None:
