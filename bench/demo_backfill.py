@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
     ]
     paths = {
         "ingest path": lambda device, chunk: ingest_batch(device, chunk),
-        "demo.bulkload": lambda device, chunk: insert_history(device.pk, chunk, device.timezone),
+        "demo.bulkload": lambda device, chunk: insert_history(device.pk, chunk),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     for round_ in range(ROUNDS):

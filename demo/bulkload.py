@@ -18,7 +18,7 @@ from typing import Any
 from telemetry.storage import plan_for
 
 
-def insert_history(device_pk: int, columns: list[list[Any] | None], timezone_name: str) -> int:
+def insert_history(device_pk: int, columns: list[list[Any] | None]) -> int:
     """Insert one chunk of samples (wire.SAMPLE_FIELDS order) with its rollups; returns
     how many rows were new. Capacity tables are left to the caller (one rebuild)."""
     return plan_for().insert_history(device_pk, columns)

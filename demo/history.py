@@ -304,7 +304,7 @@ def backfill(
     columns = generate(seed, seconds, tz, before=before, at_end=at_end)
     inserted = 0
     for part in _chunks(columns, chunk):
-        inserted += insert_history(device.pk, part, device.timezone)
+        inserted += insert_history(device.pk, part)
     if inserted:
         rebuild(device.pk)
     return inserted

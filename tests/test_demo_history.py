@@ -225,9 +225,7 @@ def test_bulk_history_stores_the_same_rollups_as_ingest(device, other_device):
     ingest_batch(device, half)
     ingest_batch(other_device, half)
     assert ingest_batch(device, columns) == len(seconds) - len(half[0])
-    assert insert_history(other_device.pk, columns, other_device.timezone) == (
-        len(seconds) - len(half[0])
-    )
+    assert insert_history(other_device.pk, columns) == (len(seconds) - len(half[0]))
     for table in ("telemetry_quarter", "telemetry_hour"):
         assert _rollup_rows(table, device.pk) == _rollup_rows(table, other_device.pk)
 

@@ -45,7 +45,11 @@ def _key(alias: str) -> tuple:
 
 
 def plan_for(alias: str = DEFAULT_DB_ALIAS) -> StoragePlan:
-    """The storage plan of the database behind ``alias``, chosen on first use."""
+    """The storage plan of the database behind ``alias``, chosen on first use.
+
+    Only the default alias holds samples today: the register-break and capacity code
+    that runs inside a batch's transaction uses the default connection.
+    """
     key = _key(alias)
     plan = _chosen.get(key)
     if plan is None:

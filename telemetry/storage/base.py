@@ -55,6 +55,11 @@ class StoragePlan(ABC):
 
     # --- ingest -----------------------------------------------------------------------
 
+    # Whether the steps after an insert (after_insert) see everything derived from the
+    # batch inside its own commit. Where the rollups are continuous aggregates they do
+    # not: the steps then run after the commit and ``after_commit``.
+    steps_in_insert_commit = True
+
     def insert_batch(
         self, device_pk: int, columns: Columns, after_insert: AfterInsert | None = None
     ) -> int:
@@ -67,16 +72,27 @@ class StoragePlan(ABC):
         from telemetry import segments
 
         oldest, newest = min(columns[0]), max(columns[0])
-        # Samples, rollups, register breaks and what the following steps derive commit
-        # together: one commit (one WAL flush) per batch, and no derived row can miss a
-        # batch that was stored.
+        in_commit = self.steps_in_insert_commit
+        # Samples, rollups, register breaks and (where they can) what the following steps
+        # derive commit together: one commit (one WAL flush) per batch, and no derived
+        # row can miss a batch that was stored.
         with transaction.atomic(using=self.alias):
             inserted = self.insert_rows(device_pk, columns)
             if inserted:
                 segments.refresh_breaks(device_pk, oldest, newest)
-                if after_insert is not None:
+                if in_commit and after_insert is not None:
+                    after_insert(oldest, newest, inserted)
+        if inserted and not in_commit:
+            self.after_commit(oldest, newest)
+            if after_insert is not None:
+                with transaction.atomic(using=self.alias):
                     after_insert(oldest, newest, inserted)
         return inserted
+
+    def after_commit(self, oldest: datetime, newest: datetime) -> None:
+        """Where the steps run after the insert's commit: bring what they read up to
+        date first."""
+        return
 
     @abstractmethod
     def insert_rows(self, device_pk: int, columns: Columns) -> int:
@@ -84,8 +100,8 @@ class StoragePlan(ABC):
         their rollups, in the caller's transaction; returns how many rows were new."""
 
     def insert_history(self, device_pk: int, columns: Columns) -> int:
-        """Months of history at once (demo.bulkload): samples and rollups, no register
-        breaks and no ingest steps (the caller rebuilds capacity once)."""
+        """Months of history at once (demo.bulkload): samples, rollups and register
+        breaks, no ingest steps (the caller rebuilds capacity once)."""
         return self.insert_batch(device_pk, columns)
 
     def refresh(self, oldest: datetime, newest: datetime) -> None:

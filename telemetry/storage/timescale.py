@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.utils import timezone
 
-from telemetry.storage.base import AfterInsert, Columns
+from telemetry.storage.base import Columns
 from telemetry.storage.postgres import SAMPLE_INSERT, PostgresPlan
 from telemetry.storage.rollups import RELATIONS
 from telemetry.timegrid import bucket_start
@@ -163,28 +163,15 @@ class TimescalePlan(PostgresPlan):
             SAMPLE_INSERT, device_pk, columns, lambda cursor: cursor.rowcount
         )
 
-    def insert_batch(
-        self, device_pk: int, columns: Columns, after_insert: AfterInsert | None = None
-    ) -> int:
-        if not columns[0]:
-            return 0
-        from telemetry import segments
+    # The aggregates are refreshed outside any transaction, so the steps that read them
+    # run after the samples and register breaks committed, and then commit on their own.
+    steps_in_insert_commit = False
 
-        oldest, newest = min(columns[0]), max(columns[0])
-        # The samples and their register breaks commit together; the aggregates are
-        # refreshed after that (outside any transaction) and before the following steps
-        # read them, which then commit on their own.
-        with transaction.atomic(using=self.alias):
-            inserted = self.insert_rows(device_pk, columns)
-            if inserted:
-                segments.refresh_breaks(device_pk, oldest, newest)
-        if inserted:
-            if oldest < timezone.now() - REFRESH_IF_OLDER_THAN:
-                self.refresh(oldest, newest)
-            if after_insert is not None:
-                with transaction.atomic(using=self.alias):
-                    after_insert(oldest, newest, inserted)
-        return inserted
+    def after_commit(self, oldest: datetime, newest: datetime) -> None:
+        # Real-time aggregation covers what is newer than the aggregates' watermark; an
+        # older batch (a backlog) needs its window refreshed before the steps read it.
+        if oldest < timezone.now() - REFRESH_IF_OLDER_THAN:
+            self.refresh(oldest, newest)
 
     def refresh(self, oldest: datetime, newest: datetime) -> None:
         connection = self.connection
