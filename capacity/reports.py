@@ -18,7 +18,7 @@ from capacity import queries, rules
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
-from telemetry.timegrid import bucket_start
+from telemetry.timegrid import QUARTER, bucket_start, day_bounds, interpolate
 
 TOP_QUARTERS = 5
 REGISTER_BREAKS_MAX = 1000
@@ -274,7 +274,7 @@ def _meter_peak(found: queries.MeterPeakRow | None) -> MeterPeak | None:
 
 def day_quarters(device: Device, day: date) -> DayQuarters:
     tz = ZoneInfo(device.timezone)
-    start, end = rules.day_bounds(day, tz)
+    start, end = day_bounds(day, tz)
     found = {q.start: q for q in queries.quarter_powers(device.pk, start, end)}
     quarters = [
         Quarter.empty(s) if (q := found.get(s)) is None else Quarter.of(q)
@@ -341,7 +341,7 @@ def realtime(device: Device, now: datetime) -> Realtime:
     if latest is None:
         return Realtime(device.device_id, device.timezone, None)
     ts = latest["ts"]
-    quarter_start = bucket_start(ts, rules.QUARTER)
+    quarter_start = bucket_start(ts, QUARTER)
     month = Month.of(quarter_start, tz)
     month_start, _ = month.bounds(tz)
     # The running quarter is excluded from "the peak so far": it is what we project.
@@ -365,7 +365,7 @@ def realtime(device: Device, now: datetime) -> Realtime:
         latest,
         QuarterSoFar(
             start=quarter_start,
-            end=quarter_start + rules.QUARTER,
+            end=quarter_start + QUARTER,
             average_so_far_kw=_round(outlook.average_so_far_kw),
             projected_kw=_round(outlook.projected_kw),
             threshold_kw=_round(outlook.threshold_kw),
@@ -390,6 +390,6 @@ def _register_at(device: Device, boundary: datetime, offsets: Offsets) -> float:
     def continuous(sample: tuple[datetime, float]) -> tuple[datetime, float]:
         return sample[0], offsets.import_at(sample[0], sample[1])
 
-    return rules.interpolate(
+    return interpolate(
         boundary, None if last_before is None else continuous(last_before), continuous(first_after)
     )

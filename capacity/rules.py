@@ -20,15 +20,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from telemetry.timegrid import (  # noqa: F401  (part of the rules' vocabulary)
-    FIRST_YEAR,
-    LAST_YEAR,
-    QUARTER,
-    QUARTER_S,
-    day_bounds,
-    interpolate,
-    local_midnight,
-)
+from telemetry.timegrid import FIRST_YEAR, LAST_YEAR, QUARTER, QUARTER_S, local_midnight
 
 MINIMUM_BILLED_KW = 2.5
 COMPLETE_COVERAGE = 0.9

@@ -10,6 +10,7 @@ import bisect
 from datetime import datetime, timedelta
 
 from capacity import rules
+from telemetry.timegrid import interpolate
 
 QUARTER = timedelta(minutes=15)
 
@@ -22,7 +23,7 @@ def register_at(boundary: datetime, samples: list[tuple[datetime, float]]) -> fl
         return samples[-1][1] if samples else None
     after = samples[i]
     before = samples[i - 1] if i > 0 else None
-    return rules.interpolate(boundary, before, after)
+    return interpolate(boundary, before, after)
 
 
 def quarter_kw(samples: list[tuple[datetime, float]], start: datetime) -> dict | None:
@@ -35,7 +36,7 @@ def quarter_kw(samples: list[tuple[datetime, float]], start: datetime) -> dict |
     if i_end == len(samples):
         end_value = inside[-1][1]  # nothing after the quarter yet: no extrapolation
     else:
-        end_value = rules.interpolate(start + QUARTER, inside[-1], samples[i_end])
+        end_value = interpolate(start + QUARTER, inside[-1], samples[i_end])
     start_value = register_at(start, samples)
     return {
         "kw": max((end_value - start_value) * 4, 0.0),
@@ -98,7 +99,7 @@ def _value_in_segment(segment: list[tuple], moment: datetime) -> float:
     i = bisect.bisect_left(times, moment)
     if times[i] == moment:
         return segment[i][1]
-    return rules.interpolate(moment, segment[i - 1][:2], segment[i][:2])
+    return interpolate(moment, segment[i - 1][:2], segment[i][:2])
 
 
 def segmented_quarter_kw(samples: list[tuple], start: datetime) -> dict | None:
