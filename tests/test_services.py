@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
+from tests.tools import tool_missing
 
 CONNECT_TIMEOUT_S = 5
 
@@ -63,7 +64,7 @@ def test_leaving_the_context_stops_the_servers_and_deletes_their_files():
     try:
         pg, cache = PrivatePostgres(), PrivateRedis()
     except ServiceMissing as exc:
-        pytest.skip(str(exc))
+        tool_missing(str(exc))
     with pg, cache:
         roots = [pg.root, cache.root]
         processes = [pg.process, cache.process]
