@@ -10,10 +10,12 @@ test files share through SERVER_ONLY.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -139,11 +141,7 @@ def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
 
     spool_path = tmp_path / "spool.sqlite3"
     closed = bound_socket()  # the server is beside the point: uploads just fail
-    env = {
-        "HW_P1_HOST": address, "HW_P1_API": "v1", "EDGE_SPOOL_PATH": str(spool_path),
-        "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
-        "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
-    }  # fmt: skip
+    env = spooling_edge_env(address, spool_path, closed)
     edge = start_edge({}, base=edge_install.env(env), python=python, defaults={}, form="manage")
     edge_processes.add(edge)
     log = edge.log
@@ -153,6 +151,16 @@ def test_simulate_p1_and_run_edge_spool_readings_in_the_edge_install(
     assert edge.process.wait(20) == 0
     closed.close()
     assert "Traceback" not in log.text()
+
+
+def spooling_edge_env(address: str, spool_path: Path, closed: socket.socket) -> dict[str, str]:
+    """An edge polling the v1 meter at ``address`` into ``spool_path``, uploading to a
+    port nobody answers (``closed``)."""
+    return {
+        "HW_P1_HOST": address, "HW_P1_API": "v1", "EDGE_SPOOL_PATH": str(spool_path),
+        "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
+        "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
+    }  # fmt: skip
 
 
 def _depth(path) -> int:
@@ -312,11 +320,7 @@ def test_python_m_edgeclient_simulate_run_and_status_never_import_django(
 
     spool_path = tmp_path / "spool.sqlite3"
     closed = bound_socket()  # the server is beside the point: uploads just fail
-    env = {
-        "HW_P1_HOST": address, "HW_P1_API": "v1", "EDGE_SPOOL_PATH": str(spool_path),
-        "VPS_INGEST_URL": f"http://127.0.0.1:{closed.getsockname()[1]}",
-        "VPS_DEVICE_TOKEN": "unused", "POLL_INTERVAL_S": "0.2", "LOG_LEVEL": "info",
-    }  # fmt: skip
+    env = spooling_edge_env(address, spool_path, closed)
     edge = start_child(
         "edge (python -m edgeclient run)",
         edge_module(edge_install, "run"),
