@@ -4,7 +4,7 @@ runs, in the order settings.INGEST_STEPS names them.
 telemetry sits below capacity and peakguard, so it cannot import their work; the
 project's settings name it instead, as MIDDLEWARE does for requests. The path from a
 request to every table it writes is: telemetry.views -> this module's ``ingest_batch``
--> telemetry.ingest.insert_columns (samples, rollups, register breaks) -> each step,
+-> the storage plan's insert_batch (samples, rollups, register breaks) -> each step,
 called with a typed ``StoredBatch``, in the same commit as the samples (on TimescaleDB,
 after the aggregates were refreshed). A step that must see the commit (a cache
 invalidation, a check that reads other connections) schedules itself with
@@ -28,9 +28,8 @@ from rest_framework import exceptions
 
 from p1common.problems import PayloadTooLarge, UnprocessableBatch
 from telemetry import quarantine
-from telemetry.ingest import insert_columns
 from telemetry.models import Device
-from telemetry.storage import timestamps
+from telemetry.storage import plan_for, timestamps
 from telemetry.validation import validate_samples
 
 
@@ -77,7 +76,7 @@ def ingest_batch(device: Device, columns: list[list[Any] | None]) -> int:
         for step in steps():
             step(batch)
 
-    return insert_columns(device.pk, columns, after_insert=follow)
+    return plan_for().insert_batch(device.pk, columns, after_insert=follow)
 
 
 def accept_batch(device: Device, batch: dict[str, Any], now: datetime) -> dict[str, int]:

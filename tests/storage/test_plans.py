@@ -15,7 +15,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from telemetry.ingest import insert_columns
 from telemetry.models import HourRollup, QuarterRollup, RegisterBreak, Sample
 from telemetry.storage import plan_for
 from telemetry.storage.rollups import (
@@ -74,7 +73,7 @@ def plan(request):
 def ingest(device, samples) -> int:
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors, errors
-    return insert_columns(device.pk, columns)
+    return plan_for().insert_batch(device.pk, columns)
 
 
 def stream(rng: random.Random, count: int) -> list[dict]:
@@ -193,7 +192,7 @@ def test_a_long_backlog_batch_is_refreshed_in_runs_not_bucket_by_bucket(
     assert not errors
     # Bucket by bucket this was over 5,000 statements.
     with django_assert_max_num_queries(150):
-        insert_columns(device.pk, columns)
+        plan_for().insert_batch(device.pk, columns)
     assert_rollups_match(device)
     assert_rollups_match(other_device)
     assert stored_rollups(QuarterRollup, other_device).keys() == neighbour.keys()
@@ -234,7 +233,9 @@ def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, devic
     calls = []
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors
-    inserted = insert_columns(device.pk, columns, after_insert=lambda *args: calls.append(args))
+    inserted = plan_for().insert_batch(
+        device.pk, columns, after_insert=lambda *args: calls.append(args)
+    )
     assert inserted == len(samples)
     (found,) = RegisterBreak.objects.filter(device=device)
     assert found.prev_ts == BASE_TS + timedelta(seconds=50)
@@ -243,6 +244,6 @@ def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, devic
     # The steps after the insert saw the batch once, with its span and count.
     assert calls == [(BASE_TS, BASE_TS + timedelta(minutes=5, seconds=50), len(samples))]
     # A retry inserts nothing, records nothing new and runs no step.
-    assert insert_columns(device.pk, columns, after_insert=lambda *a: calls.append(a)) == 0
+    assert plan_for().insert_batch(device.pk, columns, after_insert=lambda *a: calls.append(a)) == 0
     assert RegisterBreak.objects.filter(device=device).count() == 1
     assert len(calls) == 1
