@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.layout import APP_PACKAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = {"p1common", "p1wire"}
 # Each package of ours and the packages of ours it may import.
@@ -53,6 +55,10 @@ def package_imports(package: str) -> dict[Path, set[str]]:
             continue
         found[path] = (imported_top_names(path) & ours) - {package}
     return found
+
+
+def test_the_direction_covers_exactly_the_app_packages_and_bench_and_scripts():
+    assert set(ALLOWED) == APP_PACKAGES | {"bench", "scripts"}
 
 
 def test_every_top_level_package_has_a_place_in_the_direction():

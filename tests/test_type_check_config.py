@@ -11,18 +11,9 @@ import re
 import tomllib
 from pathlib import Path
 
+from tests.layout import APP_PACKAGES
+
 ROOT = Path(__file__).resolve().parent.parent
-APP_PACKAGES = {
-    "p1common",
-    "p1wire",
-    "p1platform",
-    "telemetry",
-    "capacity",
-    "peakguard",
-    "dashboard",
-    "demo",
-    "edgeclient",
-}
 MYPY = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
 
 

@@ -10,19 +10,9 @@ import pytest
 from django.core.management import call_command
 
 from telemetry.storage import forget, plan_for
+from tests.layout import APP_PACKAGES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-APP_PACKAGES = (
-    "telemetry",
-    "capacity",
-    "peakguard",
-    "dashboard",
-    "demo",
-    "edgeclient",
-    "p1platform",
-    "p1common",
-    "p1wire",
-)
 STORAGE = ROOT / "telemetry" / "storage"
 _VENDOR = re.compile(r"\.vendor\b")
 
@@ -30,7 +20,7 @@ _VENDOR = re.compile(r"\.vendor\b")
 def test_no_code_outside_the_storage_package_asks_which_database_it_talks_to():
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for package in APP_PACKAGES
+        for package in sorted(APP_PACKAGES)
         for path in sorted((ROOT / package).rglob("*.py"))
         if STORAGE not in path.parents
         for number, line in enumerate(path.read_text().splitlines(), start=1)
