@@ -61,8 +61,16 @@ def revoke_in_another_process(token_pk: int, redis_url: str) -> None:
 
 def test_revoked_token_is_refused_at_once_by_every_worker(http, device, private_redis):
     token, raw = issue_token(device, "read")
-    # Long-lived cached lookups: only the revocation itself can make them stale.
-    with run_server(workers=2, threads=1, REDIS_URL=private_redis, TOKEN_CACHE_TTL_S="3600") as srv:
+    # Long-lived cached lookups: only the revocation itself can make them stale. Each 401
+    # here also counts as a bad-token strike from this address; up to 40 of them would
+    # reach the default throttle, which is not what this test is about.
+    with run_server(
+        workers=2,
+        threads=1,
+        REDIS_URL=private_redis,
+        TOKEN_CACHE_TTL_S="3600",
+        BAD_TOKEN_RATE="1000/min",
+    ) as srv:
         fresh = {**bearer(raw), "Connection": "close"}  # a new connection, any worker
         for _ in range(20):  # both workers have looked the token up and cached it
             assert http.get(f"{srv.url}/v1/devices", headers=fresh).status_code == 200
