@@ -454,8 +454,8 @@ def start_server(
 @contextlib.contextmanager
 def run_server(
     *,
-    workers: int = 1,
-    threads: int = 4,
+    workers: int | None = 1,
+    threads: int | None = 4,
     sock: socket.socket | None = None,
     certfile: Path | None = None,
     keyfile: Path | None = None,
@@ -658,3 +658,29 @@ def start_edge(
         stamped=stamped,
         read=read,
     )
+
+
+WORKER_STARTED = "ingest-steps worker: a cycle every"
+WORKER_CYCLE = "cycle: "
+
+
+def start_steps_worker(
+    interval_s: float = 1.0,
+    *,
+    log_path: Path | None = None,
+    name: str = "ingest-steps worker",
+    **env: str | None,
+) -> Child:
+    """manage.py run_ingest_steps on this process's database (``database_url()``), one
+    cycle every ``interval_s``; returns once it is up. Each cycle logs a line starting
+    with WORKER_CYCLE; ``env`` overrides (None removes a variable)."""
+    changes: dict[str, str | None] = {
+        "DATABASE_URL": database_url(),
+        "INGEST_STEPS_WORKER": "on",
+        "LOG_LEVEL": "info",
+        **env,
+    }
+    command = [sys.executable, "manage.py", "run_ingest_steps", "--interval", f"{interval_s:g}"]
+    child = start_child(name, command, child_env(**changes), log_path=log_path)
+    child.wait_for_line(WORKER_STARTED)
+    return child
