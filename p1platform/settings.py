@@ -195,10 +195,17 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Token lookups are cached only in a shared cache: a per-process cache could not be told
-# that another process revoked a token.
-TOKEN_CACHE_TTL_S = env_int("TOKEN_CACHE_TTL_S", 30 if REDIS_URL else 0, minimum=0)
+# that another process revoked a token. Any token change reaches every process at once
+# (the generation, telemetry.token_cache); the lifetime only bounds a change made behind
+# the ORM's back, and must exceed the time between two batches of one household in one
+# process, or every household's token is read from the database again and again.
+TOKEN_CACHE_TTL_S = env_int("TOKEN_CACHE_TTL_S", 900 if REDIS_URL else 0, minimum=0)
 if TOKEN_CACHE_TTL_S and not REDIS_URL:
     raise ImproperlyConfigured("TOKEN_CACHE_TTL_S: needs REDIS_URL (a cache every process shares)")
+
+# Tokens each process keeps: every household's, so a full server never reads one from
+# the database per request (docs/SCALING.md has the memory each costs).
+TOKEN_CACHE_ENTRIES = env_int("TOKEN_CACHE_ENTRIES", 20000, minimum=1)
 
 INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
@@ -212,6 +219,16 @@ INGEST_STEPS = [
     "capacity.realtime.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
+# What every batch that added rows does in its own request, after its commit, whoever
+# runs INGEST_STEPS: the live reading is fresh at once.
+INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
+# on: the request stores the batch and its record of INGEST_STEPS owed, and the
+# ingest-steps worker (manage.py run_ingest_steps) does them every
+# INGEST_STEPS_INTERVAL_S for many batches at once; capacity answers and peak-guard
+# alerts are then late by at most the interval and one cycle (docs/SCALING.md).
+# off: each request does its own, before it answers.
+INGEST_STEPS_WORKER = env_bool("INGEST_STEPS_WORKER", default=False)
+INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 15, minimum=1)
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.

@@ -38,7 +38,10 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
         view = (getattr(request, "parser_context", None) or {}).get("view")
         strikes = BadTokenStrikes.of(request)
         found = token_cache.lookup(
-            raw, getattr(view, "prefetch_cache_keys", None), also=strikes.keys()
+            raw,
+            getattr(view, "prefetch_cache_keys", None),
+            also=strikes.keys(),
+            record_use=not getattr(view, "records_token_use_itself", False),
         )
         # Checked after the lookup so the strike count costs no extra round trip; the
         # answer is 429 whether or not the token was right, so a blocked address learns

@@ -268,3 +268,28 @@ class RegisterBreak(models.Model):
         if self.export_kwh is None or self.prev_export_kwh is None:
             return None
         return self.export_kwh - self.prev_export_kwh
+
+
+class PendingBatch(models.Model):
+    """Work owed for a stored batch: the ingest steps over its span (register breaks,
+    capacity, peak guard; telemetry.pipeline).
+
+    Written by the same statement that stores the batch's samples, and deleted in the
+    same commit as the work it stood for, so a process that dies in between loses
+    nothing: whoever runs next (the request, or the ingest-steps worker) does it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # No index on device: rows live for one worker cycle, read whole and deleted by id.
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # The token that sent it, for its "last used" time; gone with the token.
+    token = models.ForeignKey(
+        DeviceToken, on_delete=models.SET_NULL, null=True, related_name="+", db_index=False
+    )
+    oldest = models.DateTimeField()
+    newest = models.DateTimeField()
+    inserted = models.IntegerField()
+    received_at = models.DateTimeField(default=django_timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.oldest.isoformat()}..{self.newest.isoformat()}"

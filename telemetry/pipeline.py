@@ -1,35 +1,50 @@
-"""The ingest pipeline: a validated batch is stored, then every step that follows it
-runs, in the order settings.INGEST_STEPS names them.
+"""The ingest pipeline: a validated batch is stored with the record of the work it
+owes; that work (settings.INGEST_STEPS, in the order named) runs after the commit, in
+the request itself or, with INGEST_STEPS_WORKER, in the ingest-steps worker.
 
 telemetry sits below capacity and peakguard, so it cannot import their work; the
 project's settings name it instead, as MIDDLEWARE does for requests. The path from a
 request to every table it writes is: telemetry.views -> this module's ``ingest_batch``
--> the storage plan's insert_batch (samples, rollups, register breaks) -> each step,
-called with a typed ``StoredBatch``, in the same commit as the samples (on TimescaleDB,
-after the aggregates were refreshed). A step that must see the commit (a cache
+-> the storage plan's insert_batch (samples, rollups and a PendingBatch row, one
+statement on PostgreSQL) -> settings.INGEST_RECEIPT_STEPS (in the request, after the
+commit) -> ``run_owed_steps``: per device, the owed spans merged, the register breaks
+refreshed and each step called with a typed ``StoredBatch``, in one commit with the
+deletion of the PendingBatch rows it did. A step that must see that commit (a cache
 invalidation, a check that reads other connections) schedules itself with
 ``transaction.on_commit``.
+
+Why a record instead of doing the work in the request's own commit: the work per batch
+is several statements, and done every few seconds per household it bounded how many
+households a server carries (docs/SCALING.md). Recorded, it can be done for many
+batches of a device at once, by one worker, while every promise holds: the samples
+are stored before the answer, and the work is never lost, only late (by at most the
+worker's interval and one cycle), because its record goes only with the work done.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.db import transaction
+from django.db.models import Q
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from p1common.problems import PayloadTooLarge, UnprocessableBatch
-from telemetry import quarantine
-from telemetry.models import Device
+from telemetry import quarantine, segments
+from telemetry.models import Device, DeviceToken, PendingBatch
 from telemetry.storage import plan_for, timestamps
+from telemetry.tokens import LAST_USED_RESOLUTION_S
 from telemetry.validation import validate_samples
 
 
@@ -48,40 +63,211 @@ class StoredBatch:
 Step = Callable[[StoredBatch], None]
 
 
+logger = logging.getLogger(__name__)
+
+# Spans of one device this close together are one span for the steps; spans further
+# apart (a backlog from last winter beside today's batch) are done each on its own, so
+# the work stays proportional to what arrived.
+MERGE_GAP = timedelta(minutes=30)
+
+
+def _import_steps(setting: str) -> tuple[Step, ...]:
+    found = []
+    for path in getattr(settings, setting):
+        try:
+            found.append(import_string(path))
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"{setting}: cannot import {path!r} ({exc})") from exc
+    return tuple(found)
+
+
 @functools.cache
 def steps() -> tuple[Step, ...]:
     """settings.INGEST_STEPS, imported once per process (again after a test overrides
     the setting)."""
-    found = []
-    for path in settings.INGEST_STEPS:
-        try:
-            found.append(import_string(path))
-        except ImportError as exc:
-            raise ImproperlyConfigured(f"INGEST_STEPS: cannot import {path!r} ({exc})") from exc
-    return tuple(found)
+    return _import_steps("INGEST_STEPS")
+
+
+@functools.cache
+def receipt_steps() -> tuple[Step, ...]:
+    """settings.INGEST_RECEIPT_STEPS: what every batch that added rows does in its own
+    request, after its commit, whoever runs the owed steps."""
+    return _import_steps("INGEST_RECEIPT_STEPS")
 
 
 @receiver(setting_changed)
 def _forget_steps(setting: str, **kwargs: Any) -> None:
     if setting == "INGEST_STEPS":
         steps.cache_clear()
+    elif setting == "INGEST_RECEIPT_STEPS":
+        receipt_steps.cache_clear()
 
 
-def ingest_batch(device: Device, columns: list[list[Any] | None]) -> int:
-    """Store one validated batch (wire.SAMPLE_FIELDS order) and run the steps that
-    follow it; returns how many rows were new. A batch of duplicates runs no step."""
+def ingest_batch(
+    device: Device, columns: list[list[Any] | None], token_pk: int | None = None
+) -> int:
+    """Store one validated batch (wire.SAMPLE_FIELDS order) sent with token ``token_pk``,
+    then run the receipt steps and, without a worker, the steps it owes; returns how many
+    rows were new. A batch of duplicates owes nothing and runs no step."""
+    inserted = plan_for().insert_batch(device.pk, columns, token_pk)
+    if not inserted:
+        return 0
+    ts = timestamps(columns)
+    batch = StoredBatch(device.pk, device.device_id, device.timezone, min(ts), max(ts), inserted)
+    for step in receipt_steps():
+        step(batch)
+    if not settings.INGEST_STEPS_WORKER:
+        try:
+            run_owed_steps([device.pk])
+        except Exception:
+            # The batch is stored and its record kept: this device's next batch, or
+            # the worker, does the work. The answer stays the truth: stored.
+            logger.exception("ingest steps failed for device %s; left owed", device.device_id)
+    return inserted
 
-    def follow(oldest: datetime, newest: datetime, inserted: int) -> None:
-        batch = StoredBatch(device.pk, device.device_id, device.timezone, oldest, newest, inserted)
-        for step in steps():
-            step(batch)
 
-    return plan_for().insert_batch(device.pk, columns, after_insert=follow)
+@dataclass(frozen=True)
+class OwedRun:
+    """What one run of the owed steps did."""
+
+    devices: int
+    batches: int
+    failed_devices: int
 
 
-def accept_batch(device: Device, batch: dict[str, Any], now: datetime) -> dict[str, int]:
-    """The batch rules of ``POST /v1/ingest``: all or nothing, a refused batch recorded
-    in quarantine and nothing else written; returns the answer's counts."""
+@dataclass
+class _Span:
+    oldest: datetime
+    newest: datetime
+    inserted: int
+
+
+def _merged(spans: list[_Span]) -> list[_Span]:
+    """Spans in time order, those within MERGE_GAP of each other made one."""
+    merged: list[_Span] = []
+    for span in sorted(spans, key=lambda s: s.oldest):
+        if merged and span.oldest <= merged[-1].newest + MERGE_GAP:
+            last = merged[-1]
+            last.newest = max(last.newest, span.newest)
+            last.inserted += span.inserted
+        else:
+            merged.append(_Span(span.oldest, span.newest, span.inserted))
+    return merged
+
+
+@dataclass
+class _Owed:
+    device_pk: int
+    ids: list[int]
+    spans: list[_Span]
+    # Each token's latest batch, for its "last used" time.
+    tokens: dict[int, datetime]
+
+
+def _owed(device_pks: Collection[int] | None) -> list[_Owed]:
+    rows = PendingBatch.objects.order_by("device_id", "id")
+    if device_pks is not None:
+        rows = rows.filter(device_id__in=list(device_pks))
+    found: dict[int, _Owed] = {}
+    for pk, device_pk, token_pk, oldest, newest, inserted, received_at in rows.values_list(
+        "id", "device_id", "token_id", "oldest", "newest", "inserted", "received_at"
+    ):
+        owed = found.setdefault(device_pk, _Owed(device_pk, [], [], {}))
+        owed.ids.append(pk)
+        owed.spans.append(_Span(oldest, newest, inserted))
+        if token_pk is not None:
+            owed.tokens[token_pk] = max(received_at, owed.tokens.get(token_pk, received_at))
+    return list(found.values())
+
+
+def _chunks(items: list[_Owed], size: int) -> Iterator[list[_Owed]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def run_owed_steps(
+    device_pks: Collection[int] | None = None,
+    chunk: int = 100,
+    stop: threading.Event | None = None,
+) -> OwedRun:
+    """Do the steps owed for stored batches: of all devices, or of ``device_pks``.
+
+    Per device, its owed spans are merged, the register breaks refreshed over each and
+    every INGEST_STEPS step called with it; ``chunk`` devices commit together with the
+    deletion of exactly the records read (a batch stored meanwhile keeps its own, for
+    the next run). A device whose steps fail keeps its records and is logged; the others
+    go on. ``stop``, once set, ends the run after the chunk in progress (what is left
+    stays owed). Concurrent runs are safe: each device's work is serialised by the
+    register-break lock and is idempotent.
+    """
+    owed = _owed(device_pks)
+    if not owed:
+        return OwedRun(0, 0, 0)
+    devices = Device.objects.in_bulk([o.device_pk for o in owed])
+    plan = plan_for()
+    failed = done = 0
+    for group in _chunks(owed, chunk):
+        if stop is not None and stop.is_set():
+            break
+        done += len(group)
+        for item in group:
+            item.spans = _merged(item.spans)
+            for span in item.spans:
+                plan.refresh_before_steps(span.oldest, span.newest)
+        try:
+            _commit_steps(group, devices)
+        except Exception:
+            if len(group) == 1:
+                failed += 1
+                logger.exception("ingest steps failed for device pk %s", group[0].device_pk)
+                continue
+            # One device's failure must not hold the others back: each alone.
+            for item in group:
+                try:
+                    _commit_steps([item], devices)
+                except Exception:
+                    failed += 1
+                    logger.exception("ingest steps failed for device pk %s", item.device_pk)
+    return OwedRun(done, sum(len(o.ids) for o in owed[:done]), failed)
+
+
+def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
+    with transaction.atomic():
+        for item in group:
+            device = devices.get(item.device_pk)
+            if device is None:
+                continue  # deleted meanwhile: its records went with it
+            for span in item.spans:
+                segments.refresh_breaks(device.pk, span.oldest, span.newest)
+                batch = StoredBatch(
+                    device.pk,
+                    device.device_id,
+                    device.timezone,
+                    span.oldest,
+                    span.newest,
+                    span.inserted,
+                )
+                for step in steps():
+                    step(batch)
+            for token_pk, used in item.tokens.items():
+                _record_use(token_pk, used)
+        PendingBatch.objects.filter(id__in=[i for item in group for i in item.ids]).delete()
+
+
+def _record_use(token_pk: int, used: datetime) -> None:
+    """The token's last use, written at most once per LAST_USED_RESOLUTION_S."""
+    stale = used - timedelta(seconds=LAST_USED_RESOLUTION_S)
+    DeviceToken.objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token_pk
+    ).update(last_used_at=used)
+
+
+def accept_batch(
+    device: Device, batch: dict[str, Any], now: datetime, token_pk: int | None = None
+) -> dict[str, int]:
+    """The batch rules of ``POST /v1/ingest`` (sent with token ``token_pk``): all or
+    nothing, a refused batch recorded in quarantine and nothing else written; returns
+    the answer's counts."""
     named = batch.get("device_id")
     if named is not None and named != device.device_id:
         raise exceptions.PermissionDenied("This token cannot write to that device.")
@@ -106,6 +292,6 @@ def accept_batch(device: Device, batch: dict[str, Any], now: datetime) -> dict[s
         # Nothing of the batch was written; the record is kept apart from it.
         quarantine.record(device, samples, errors, now)
         raise UnprocessableBatch(errors)
-    inserted = ingest_batch(device, columns)
+    inserted = ingest_batch(device, columns, token_pk)
     received = len(timestamps(columns))
     return {"received": received, "inserted": inserted, "duplicates": received - inserted}

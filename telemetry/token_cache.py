@@ -28,7 +28,6 @@ from telemetry.models import Device, DeviceToken
 from telemetry.tokens import find_active_token, hash_token, touch
 
 GENERATION_KEY = "token-generation"
-_MAX_ENTRIES = 1024
 
 
 @dataclass
@@ -54,13 +53,16 @@ def lookup(
     raw: str,
     extra_keys: Callable[[Device], Iterable[str]] | None = None,
     also: Iterable[str] = (),
+    record_use: bool = True,
 ) -> Lookup:
     """The token, with the view's cache keys and the ``also`` keys (whatever the caller
-    checks for every token, such as its address's failed attempts) read in one go."""
+    checks for every token, such as its address's failed attempts) read in one go.
+    ``record_use``: stamp the token's last use here; False where the request records
+    it later itself (ingest: with the steps its batch owes)."""
     also = list(also)
     ttl = settings.TOKEN_CACHE_TTL_S
     if not ttl:
-        found = _from_database(raw)
+        found = _from_database(raw, record_use)
         found.also = _pick(cache.get_many(also) if also else {}, also)
         return found
     token_hash = hash_token(raw)
@@ -73,9 +75,10 @@ def lookup(
     generation = values.pop(GENERATION_KEY, None)
     also_values = _pick(values, also)
     if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
-        touch(entry.token)
+        if record_use:
+            touch(entry.token)
         return Lookup(entry.token, values, also_values)
-    found = _from_database(raw)
+    found = _from_database(raw, record_use)
     found.also = also_values
     if found.token is not None:
         current = generation or _ensure_generation()
@@ -83,7 +86,7 @@ def lookup(
             with _lock:
                 _entries[token_hash] = _Entry(found.token, current, time.monotonic() + ttl)
                 _entries.move_to_end(token_hash)
-                while len(_entries) > _MAX_ENTRIES:
+                while len(_entries) > settings.TOKEN_CACHE_ENTRIES:
                     _entries.popitem(last=False)
     return found
 
@@ -92,9 +95,9 @@ def _pick(values: dict, keys: list[str]) -> dict:
     return {key: values.pop(key, None) for key in keys}
 
 
-def _from_database(raw: str) -> Lookup:
+def _from_database(raw: str, record_use: bool) -> Lookup:
     token = find_active_token(raw)
-    if token is not None:
+    if token is not None and record_use:
         touch(token)
     return Lookup(token)
 

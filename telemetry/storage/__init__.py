@@ -23,9 +23,9 @@ import threading
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from telemetry.storage.base import AfterInsert, Columns, StoragePlan, timestamps
+from telemetry.storage.base import Columns, StoragePlan, timestamps
 
-__all__ = ["AfterInsert", "Columns", "StoragePlan", "forget", "plan_for", "timestamps"]
+__all__ = ["Columns", "StoragePlan", "forget", "plan_for", "timestamps"]
 
 _lock = threading.Lock()
 _chosen: dict[tuple, StoragePlan] = {}

@@ -10,7 +10,6 @@ of which: ingest, the demo's bulk load, the capacity queries and the migrations 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -18,8 +17,6 @@ from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
-# after_insert(oldest, newest, inserted): the ingest steps (telemetry.pipeline).
-AfterInsert = Callable[[datetime, datetime, int], None]
 Columns = list[list[Any] | None]
 
 _EXPORT_COLUMNS = ("first_export_kwh", "last_export_kwh")
@@ -55,54 +52,48 @@ class StoragePlan(ABC):
 
     # --- ingest -----------------------------------------------------------------------
 
-    # Whether the steps after an insert (after_insert) see everything derived from the
-    # batch inside its own commit. Where the rollups are continuous aggregates they do
-    # not: the steps then run after the commit and ``after_commit``.
-    steps_in_insert_commit = True
+    # True where insert_rows is one statement: atomic by itself, so in autocommit it
+    # needs no transaction around it (two round trips fewer per batch).
+    insert_is_one_statement: ClassVar[bool] = False
 
-    def insert_batch(
-        self, device_pk: int, columns: Columns, after_insert: AfterInsert | None = None
-    ) -> int:
+    def insert_batch(self, device_pk: int, columns: Columns, token_pk: int | None = None) -> int:
         """Insert one batch given as columns (wire.SAMPLE_FIELDS order, None for a field
-        no sample has) with its rollups and register breaks; returns how many rows were
-        new. ``after_insert(oldest, newest, inserted)`` runs when rows were new, where it
-        sees them with everything derived from them."""
+        no sample has) with its rollups, and, when rows were new, the record of the
+        steps owed for them (telemetry.models.PendingBatch, sent by token ``token_pk``),
+        all in one commit; returns how many rows were new. telemetry.pipeline runs the
+        owed steps."""
+        if not columns[0]:
+            return 0
+        if self.insert_is_one_statement and self.connection.get_autocommit():
+            return self.insert_rows(device_pk, columns, owed_by=token_pk, owed=True)
+        with transaction.atomic(using=self.alias):
+            return self.insert_rows(device_pk, columns, owed_by=token_pk, owed=True)
+
+    def refresh_before_steps(self, oldest: datetime, newest: datetime) -> None:
+        """Bring what the owed steps read over [oldest, newest] up to date; runs outside
+        any transaction, before them."""
+        return
+
+    @abstractmethod
+    def insert_rows(
+        self, device_pk: int, columns: Columns, *, owed_by: int | None = None, owed: bool = False
+    ) -> int:
+        """The samples (ON CONFLICT (device, ts) DO NOTHING), where ingest keeps them
+        their rollups, and with ``owed`` a PendingBatch row when rows were new, in the
+        caller's transaction; returns how many rows were new."""
+
+    def insert_history(self, device_pk: int, columns: Columns) -> int:
+        """Months of history at once (demo.bulkload): samples, rollups and register
+        breaks, no steps owed (the caller rebuilds capacity once)."""
         if not columns[0]:
             return 0
         from telemetry import segments
 
-        oldest, newest = min(columns[0]), max(columns[0])
-        in_commit = self.steps_in_insert_commit
-        # Samples, rollups, register breaks and (where they can) what the following steps
-        # derive commit together: one commit (one WAL flush) per batch, and no derived
-        # row can miss a batch that was stored.
         with transaction.atomic(using=self.alias):
             inserted = self.insert_rows(device_pk, columns)
             if inserted:
-                segments.refresh_breaks(device_pk, oldest, newest)
-                if in_commit and after_insert is not None:
-                    after_insert(oldest, newest, inserted)
-        if inserted and not in_commit:
-            self.after_commit(oldest, newest)
-            if after_insert is not None:
-                with transaction.atomic(using=self.alias):
-                    after_insert(oldest, newest, inserted)
+                segments.refresh_breaks(device_pk, min(columns[0]), max(columns[0]))
         return inserted
-
-    def after_commit(self, oldest: datetime, newest: datetime) -> None:
-        """Where the steps run after the insert's commit: bring what they read up to
-        date first."""
-        return
-
-    @abstractmethod
-    def insert_rows(self, device_pk: int, columns: Columns) -> int:
-        """The samples (ON CONFLICT (device, ts) DO NOTHING) and, where ingest keeps them,
-        their rollups, in the caller's transaction; returns how many rows were new."""
-
-    def insert_history(self, device_pk: int, columns: Columns) -> int:
-        """Months of history at once (demo.bulkload): samples, rollups and register
-        breaks, no ingest steps (the caller rebuilds capacity once)."""
-        return self.insert_batch(device_pk, columns)
 
     def refresh(self, oldest: datetime, newest: datetime) -> None:
         """Bring the rollups over [oldest, newest] up to date with the stored samples.

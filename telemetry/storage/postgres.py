@@ -7,6 +7,9 @@ never counts twice and late, out-of-order data lands in the right bucket.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -51,11 +54,18 @@ _LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
 class PostgresPlan(StoragePlan):
     """What both PostgreSQL plans do alike."""
 
+    insert_is_one_statement = True
+
     def _execute_binary(
-        self, sql: str, device_pk: int, columns: Columns, count: Callable[[psycopg.Cursor], int]
+        self,
+        sql: str,
+        device_pk: int,
+        columns: Columns,
+        count: Callable[[psycopg.Cursor], int],
+        extra: Sequence[Any] = (),
     ) -> int:
-        """Run the insert with the columns bound as binary arrays; ``count`` reads the
-        number of new rows from the cursor."""
+        """Run the insert with the columns bound as binary arrays (then ``extra``);
+        ``count`` reads the number of new rows from the cursor."""
         # Django's cursor binds client-side (text); the driver's own cursor sends the
         # arrays in binary, packed by telemetry.storage.pgarrays. Errors still go through
         # Django's mapping (503 on an outage). One statement is atomic by itself.
@@ -68,10 +78,15 @@ class PostgresPlan(StoragePlan):
         with connection.wrap_database_errors:
             connection.ensure_connection()
             # Django makes ClientCursor the default; binary needs a server-binding cursor.
-            with psycopg.Cursor(connection.connection) as cursor:
+            # A raw cursor with PostgreSQL's own $n placeholders: psycopg does not parse
+            # a query this long on every call (it caches only short ones), and the
+            # statement is prepared once per connection, so neither side plans it again.
+            with psycopg.RawCursor(connection.connection) as cursor:
                 for kind, dumper in pgarrays.DUMPERS.items():
                     cursor.adapters.register_dumper(kind, dumper)
-                cursor.execute(sql, [device_pk, *encoded])
+                cursor.execute(
+                    native_placeholders(sql), [device_pk, *encoded, *extra], prepare=True
+                )
                 return count(cursor)
 
     def lock_register_breaks(self, cursor: Any, device_pk: int) -> None:
@@ -98,15 +113,40 @@ class PostgresPlan(StoragePlan):
 class PostgresTablesPlan(PostgresPlan):
     name = "postgres-tables"
 
-    def insert_rows(self, device_pk: int, columns: Columns) -> int:
-        return self._execute_binary(_INSERT_WITH_ROLLUPS, device_pk, columns, _inserted_count)
+    def insert_rows(
+        self, device_pk: int, columns: Columns, *, owed_by: int | None = None, owed: bool = False
+    ) -> int:
+        if owed:
+            sql, extra = _INSERT_WITH_ROLLUPS_OWED, [owed_by]
+        else:
+            sql, extra = _INSERT_WITH_ROLLUPS, []
+        return self._execute_binary(sql, device_pk, columns, inserted_count, extra)
 
 
-def _inserted_count(cursor: psycopg.Cursor) -> int:
+@functools.cache
+def native_placeholders(sql: str) -> str:
+    """``sql`` with its psycopg placeholders (%s, %b) as PostgreSQL's $1, $2, ...; our
+    statements hold no other percent sign."""
+    numbers = itertools.count(1)
+    return re.sub(r"%[sb]", lambda _: f"${next(numbers)}", sql)
+
+
+def inserted_count(cursor: psycopg.Cursor) -> int:
+    """The count the insert statements end with."""
     row = cursor.fetchone()
     if row is None:  # cannot happen: an aggregate without GROUP BY always gives a row
-        raise RuntimeError("the insert with rollups returned no count")
+        raise RuntimeError("the insert returned no count")
     return row[0]
+
+
+# The record of the steps owed, written from the rows that were new in the same
+# statement; the token's id is the statement's last parameter.
+OWED = (
+    "owed AS (INSERT INTO telemetry_pendingbatch "
+    "(device_id, token_id, oldest, newest, inserted, received_at) "
+    "SELECT min(device_id), %s::bigint, min(ts), max(ts), count(*), statement_timestamp() "
+    "FROM inserted HAVING count(*) > 0)"
+)
 
 
 def _bucket(width_s: int) -> str:
@@ -157,9 +197,9 @@ def _merge(table: str, width_s: int) -> str:
     """
 
 
-def _insert_with_rollups(insert_sql: str) -> str:
+def _insert_with_rollups(insert_sql: str, owed: bool) -> str:
     """The sample insert wrapped so the same statement merges its new rows into the
-    rollups."""
+    rollups (and, with ``owed``, records the steps owed for them)."""
     returning = (
         " RETURNING device_id, ts, power_w, energy_import_kwh, energy_export_kwh, "
         "average_power_15m_w, monthly_power_peak_w, monthly_power_peak_ts"
@@ -168,8 +208,10 @@ def _insert_with_rollups(insert_sql: str) -> str:
         f"WITH inserted AS ({insert_sql}{returning}), "
         f"quarters AS ({_merge('telemetry_quarter', 900)}), "
         f"hours AS ({_merge('telemetry_hour', 3600)}) "
-        "SELECT count(*) FROM inserted"
+        + (f", {OWED} " if owed else "")
+        + "SELECT count(*) FROM inserted"
     )
 
 
-_INSERT_WITH_ROLLUPS = _insert_with_rollups(SAMPLE_INSERT)
+_INSERT_WITH_ROLLUPS = _insert_with_rollups(SAMPLE_INSERT, owed=False)
+_INSERT_WITH_ROLLUPS_OWED = _insert_with_rollups(SAMPLE_INSERT, owed=True)

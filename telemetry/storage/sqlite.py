@@ -52,12 +52,25 @@ _TIMESTAMP_INDEXES = [
 class SqlitePlan(StoragePlan):
     name = "sqlite"
 
-    def insert_rows(self, device_pk: int, columns: Columns) -> int:
+    def insert_rows(
+        self, device_pk: int, columns: Columns, *, owed_by: int | None = None, owed: bool = False
+    ) -> int:
         # executemany is many statements: the caller's transaction makes the batch
         # all-or-nothing.
         inserted = self._insert_samples(device_pk, columns)
         if inserted:
-            self._refresh_buckets(device_pk, timestamps(columns))
+            ts = timestamps(columns)
+            self._refresh_buckets(device_pk, ts)
+            if owed:
+                from telemetry.models import PendingBatch
+
+                PendingBatch.objects.using(self.alias).create(
+                    device_id=device_pk,
+                    token_id=owed_by,
+                    oldest=min(ts),
+                    newest=max(ts),
+                    inserted=inserted,
+                )
         return inserted
 
     def insert_history(self, device_pk: int, columns: Columns) -> int:

@@ -21,7 +21,7 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.utils import timezone
 
 from telemetry.storage.base import Columns
-from telemetry.storage.postgres import SAMPLE_INSERT, PostgresPlan
+from telemetry.storage.postgres import OWED, SAMPLE_INSERT, PostgresPlan, inserted_count
 from telemetry.storage.rollups import RELATIONS
 from telemetry.timegrid import bucket_start
 
@@ -37,6 +37,12 @@ NULLABLE_COLUMN_MIN_VERSION = (2, 18)
 # waits for the refresh policy. A batch reaching that far back (a backlog after an
 # outage, a bulk import) refreshes its own window at once so reads stay exact.
 REFRESH_IF_OLDER_THAN = timedelta(hours=2)
+
+
+_INSERT_OWED = (
+    f"WITH inserted AS ({SAMPLE_INSERT} RETURNING device_id, ts), {OWED} "
+    "SELECT count(*) FROM inserted"
+)
 
 
 class TimescaleRequired(RuntimeError):
@@ -158,16 +164,16 @@ class TimescalePlan(PostgresPlan):
     name = "timescale"
     ingest_keeps_rollups = False
 
-    def insert_rows(self, device_pk: int, columns: Columns) -> int:
-        return self._execute_binary(
-            SAMPLE_INSERT, device_pk, columns, lambda cursor: cursor.rowcount
-        )
+    def insert_rows(
+        self, device_pk: int, columns: Columns, *, owed_by: int | None = None, owed: bool = False
+    ) -> int:
+        if not owed:
+            return self._execute_binary(
+                SAMPLE_INSERT, device_pk, columns, lambda cursor: cursor.rowcount
+            )
+        return self._execute_binary(_INSERT_OWED, device_pk, columns, inserted_count, [owed_by])
 
-    # The aggregates are refreshed outside any transaction, so the steps that read them
-    # run after the samples and register breaks committed, and then commit on their own.
-    steps_in_insert_commit = False
-
-    def after_commit(self, oldest: datetime, newest: datetime) -> None:
+    def refresh_before_steps(self, oldest: datetime, newest: datetime) -> None:
         # Real-time aggregation covers what is newer than the aggregates' watermark; an
         # older batch (a backlog) needs its window refreshed before the steps read it.
         if oldest < timezone.now() - REFRESH_IF_OLDER_THAN:

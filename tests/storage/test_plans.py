@@ -15,7 +15,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from telemetry.models import HourRollup, QuarterRollup, RegisterBreak, Sample
+from telemetry.models import HourRollup, PendingBatch, QuarterRollup, RegisterBreak, Sample
+from telemetry.pipeline import ingest_batch
 from telemetry.storage import plan_for
 from telemetry.storage.rollups import (
     MAX_RUN_BUCKETS,
@@ -228,22 +229,32 @@ def test_a_meter_without_export_registers_has_no_export_in_its_rollups(plan, dev
     assert_rollups_match(device)
 
 
-def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, device):
+def test_a_stored_batch_records_its_span_as_owed_in_the_same_commit(plan, device):
     samples = meter_swap()
-    calls = []
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors
-    inserted = plan_for().insert_batch(
-        device.pk, columns, after_insert=lambda *args: calls.append(args)
+    assert plan_for().insert_batch(device.pk, columns) == len(samples)
+    (owed,) = PendingBatch.objects.filter(device=device)
+    assert (owed.oldest, owed.newest, owed.inserted) == (
+        BASE_TS,
+        BASE_TS + timedelta(minutes=5, seconds=50),
+        len(samples),
     )
-    assert inserted == len(samples)
+    # A retry inserts nothing and owes nothing.
+    assert plan_for().insert_batch(device.pk, columns) == 0
+    assert PendingBatch.objects.filter(device=device).count() == 1
+
+
+def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, device):
+    samples = meter_swap()
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors
+    assert ingest_batch(device, columns) == len(samples)
     (found,) = RegisterBreak.objects.filter(device=device)
     assert found.prev_ts == BASE_TS + timedelta(seconds=50)
     assert found.ts == BASE_TS + timedelta(minutes=5)
     assert found.export_kwh is None
-    # The steps after the insert saw the batch once, with its span and count.
-    assert calls == [(BASE_TS, BASE_TS + timedelta(minutes=5, seconds=50), len(samples))]
-    # A retry inserts nothing, records nothing new and runs no step.
-    assert plan_for().insert_batch(device.pk, columns, after_insert=lambda *a: calls.append(a)) == 0
+    # The owed work is done and its record gone with it.
+    assert not PendingBatch.objects.filter(device=device).exists()
+    assert ingest_batch(device, columns) == 0
     assert RegisterBreak.objects.filter(device=device).count() == 1
-    assert len(calls) == 1

@@ -1,0 +1,66 @@
+"""The ingest-steps worker: the steps stored batches owe, for many batches at once
+(INGEST_STEPS_WORKER=on; telemetry.pipeline).
+
+Every INGEST_STEPS_INTERVAL_S it runs telemetry.pipeline.run_owed_steps over every
+device with owed work, then waits for the next interval. SIGTERM or SIGINT ends it
+after the chunk in progress; a kill at any moment loses nothing, because a batch's
+record of owed work is deleted only in the commit of that work. More than one worker
+is safe (each device's work is serialised and idempotent) but buys nothing on one
+database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from argparse import ArgumentParser
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from telemetry.pipeline import run_owed_steps
+
+logger = logging.getLogger("telemetry.worker")
+
+
+class Command(BaseCommand):
+    help = "Run the ingest steps stored batches owe, every INGEST_STEPS_INTERVAL_S (or --once)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--once", action="store_true", help="do what is owed, then exit")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="seconds from one cycle's start to the next (default INGEST_STEPS_INTERVAL_S)",
+        )
+
+    def handle(
+        self, *args: str, once: bool = False, interval: float | None = None, **options: object
+    ) -> None:
+        period = settings.INGEST_STEPS_INTERVAL_S if interval is None else interval
+        if period <= 0:
+            raise CommandError(f"--interval: must be above 0 seconds, got {period:g}")
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        logger.info("ingest-steps worker: a cycle every %g s", period)
+        while not stop.is_set():
+            began = time.monotonic()
+            run = run_owed_steps(stop=stop)
+            took = time.monotonic() - began
+            # One line a cycle: what was owed, how long it took (the delay it adds).
+            logger.info(
+                "cycle: %d devices, %d batches, %d failed, %.3f s",
+                run.devices,
+                run.batches,
+                run.failed_devices,
+                took,
+            )
+            if once:
+                return
+            connection.close()
+            stop.wait(max(0.0, period - took))
