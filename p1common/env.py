@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+# Executions of one statement on one connection before psycopg prepares it.
+PREPARE_THRESHOLD = 5
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -93,8 +96,25 @@ def database_from_url(name: str, url: str, *, sqlite_default: Path) -> dict:
         port = parts.port
     except ValueError:
         raise ImproperlyConfigured(f"{name}: bad port in {url!r}") from None
-    options = dict(parse_qsl(parts.query))
+    options: dict[str, Any] = {
+        key: value
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if value or key == "prepare_threshold"
+    }
     options.setdefault("connect_timeout", "3")
+    # Django turns psycopg's prepared statements off; its own queries bind client-side
+    # and are never prepared anyway, but the ingest insert (a server-binding cursor) is
+    # then parsed and planned on every batch. Prepared, a connection plans it once.
+    # A transaction-mode pooler in front (PgBouncer before 1.21) needs ?prepare_threshold=
+    # with no value: that turns preparing off again.
+    threshold = options.pop("prepare_threshold", str(PREPARE_THRESHOLD))
+    if threshold:
+        try:
+            options["prepare_threshold"] = int(threshold)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: prepare_threshold must be a whole number or empty, got {threshold!r}"
+            ) from None
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": db_name,
