@@ -42,6 +42,7 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
             getattr(view, "prefetch_cache_keys", None),
             also=strikes.keys(),
             record_use=not getattr(view, "records_token_use_itself", False),
+            counters=getattr(view, "prefetch_counters", None),
         )
         # Checked after the lookup so the strike count costs no extra round trip; the
         # answer is 429 whether or not the token was right, so a blocked address learns
@@ -54,6 +55,7 @@ class DeviceTokenAuthentication(authentication.BaseAuthentication):
         # Cache values the view asked for, read in the same round trip as the token check.
         # An attribute of our own on DRF's Request: the view reads it with getattr.
         request.prefetched_cache = found.prefetched  # type: ignore[attr-defined]
+        request.prefetched_counts = found.counted  # type: ignore[attr-defined]
         # A device token acts for no user; views read request.auth.
         return (DeviceTokenPrincipal(token), token)
 

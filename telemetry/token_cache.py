@@ -14,20 +14,26 @@ generation from one process to another.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 
 from telemetry.models import Device, DeviceToken
 from telemetry.tokens import find_active_token, hash_token, touch
 
 GENERATION_KEY = "token-generation"
+# (cache key, period in seconds) of a counter a view wants incremented with the lookup.
+Counter = tuple[str, int]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +42,9 @@ class Lookup:
     prefetched: dict = field(default_factory=dict)
     # Values of the ``also`` keys (None where missing or when the cache is down).
     also: dict = field(default_factory=dict)
+    # Each counter the view asked for, incremented in the same round trip (absent where
+    # the token was not cached, None when the cache is down).
+    counted: dict[str, int | None] = field(default_factory=dict)
 
 
 class _Entry:
@@ -54,9 +63,11 @@ def lookup(
     extra_keys: Callable[[Device], Iterable[str]] | None = None,
     also: Iterable[str] = (),
     record_use: bool = True,
+    counters: Callable[[Device], Iterable[Counter]] | None = None,
 ) -> Lookup:
     """The token, with the view's cache keys and the ``also`` keys (whatever the caller
-    checks for every token, such as its address's failed attempts) read in one go.
+    checks for every token, such as its address's failed attempts) read in one go, and
+    the view's ``counters`` for the token's device incremented in the same round trip.
     ``record_use``: stamp the token's last use here; False where the request records
     it later itself (ingest: with the steps its batch owes)."""
     also = list(also)
@@ -69,15 +80,19 @@ def lookup(
     with _lock:
         entry = _entries.get(token_hash)
     keys = [GENERATION_KEY, *also]
-    if entry is not None and extra_keys is not None:
-        keys += list(extra_keys(entry.token.device))
-    values = cache.get_many(keys)
+    counted: list[Counter] = []
+    if entry is not None:
+        if extra_keys is not None:
+            keys += list(extra_keys(entry.token.device))
+        if counters is not None:
+            counted = list(counters(entry.token.device))
+    values, counts = read_and_count(keys, counted)
     generation = values.pop(GENERATION_KEY, None)
     also_values = _pick(values, also)
     if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
         if record_use:
             touch(entry.token)
-        return Lookup(entry.token, values, also_values)
+        return Lookup(entry.token, values, also_values, counts)
     found = _from_database(raw, record_use)
     found.also = also_values
     if found.token is not None:
@@ -89,6 +104,57 @@ def lookup(
                 while len(_entries) > settings.TOKEN_CACHE_ENTRIES:
                     _entries.popitem(last=False)
     return found
+
+
+def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict[str, int | None]]:
+    """The keys' values, and each counter incremented (it starts at 1 and expires
+    ``period_s`` after its first increment), in one round trip when the cache is Redis.
+    With the cache down: no values and every count None."""
+    if not counters:
+        return cache.get_many(keys), {}
+    client = _redis_client()
+    if client is None:  # local memory (development): its own calls, no round trips
+        return cache.get_many(keys), {key: increment(key, period) for key, period in counters}
+    pipe = client.pipeline(transaction=False)
+    made = [cache.make_key(key) for key in keys]
+    if made:
+        pipe.mget(made)
+    for key, period in counters:
+        name = cache.make_key(key)
+        pipe.incr(name)
+        pipe.expire(name, period, nx=True)
+    try:
+        results = pipe.execute()
+    except RedisError:
+        # As django-redis does for every other call here (IGNORE_EXCEPTIONS): a Redis
+        # outage must not turn into refused devices.
+        logger.warning("cache unreachable: token check without it", exc_info=True)
+        return {}, {key: None for key, _ in counters}
+    values: dict = {}
+    if made:
+        decode = cache.client.decode  # type: ignore[attr-defined]  # django-redis, untyped
+        values = {k: decode(v) for k, v in zip(keys, results[0], strict=True) if v is not None}
+        results = results[1:]
+    counts = {key: int(results[2 * i]) for i, (key, _) in enumerate(counters)}
+    return values, counts
+
+
+def increment(key: str, period_s: int) -> int | None:
+    """Add one to a counter that starts at 1 and expires ``period_s`` after that; None
+    when the cache is down."""
+    if cache.add(key, 1, timeout=period_s):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr: a new period begins
+        return 1 if cache.add(key, 1, timeout=period_s) else None
+
+
+def _redis_client() -> Any:
+    """The raw Redis client behind the default cache, or None when it is not Redis."""
+    if "django_redis" not in settings.CACHES["default"]["BACKEND"]:
+        return None
+    return cache.client.get_client(write=True)  # type: ignore[attr-defined]  # django-redis
 
 
 def _pick(values: dict, keys: list[str]) -> dict:
