@@ -667,6 +667,7 @@ WORKER_CYCLE = "cycle: "
 def start_steps_worker(
     interval_s: float = 1.0,
     *,
+    chunk: int | None = None,
     log_path: Path | None = None,
     name: str = "ingest-steps worker",
     **env: str | None,
@@ -681,6 +682,8 @@ def start_steps_worker(
         **env,
     }
     command = [sys.executable, "manage.py", "run_ingest_steps", "--interval", f"{interval_s:g}"]
+    if chunk is not None:
+        command += ["--chunk", str(chunk)]
     child = start_child(name, command, child_env(**changes), log_path=log_path)
     child.wait_for_line(WORKER_STARTED)
     return child

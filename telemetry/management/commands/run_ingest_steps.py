@@ -24,6 +24,8 @@ from django.db import connection
 from telemetry.pipeline import run_owed_steps
 
 logger = logging.getLogger("telemetry.worker")
+# Fewer commits (each one a WAL flush) against less work redone after a crash.
+CHUNK_DEVICES = 100
 
 
 class Command(BaseCommand):
@@ -37,20 +39,33 @@ class Command(BaseCommand):
             default=None,
             help="seconds from one cycle's start to the next (default INGEST_STEPS_INTERVAL_S)",
         )
+        parser.add_argument(
+            "--chunk",
+            type=int,
+            default=CHUNK_DEVICES,
+            help=f"devices whose work commits together (default {CHUNK_DEVICES})",
+        )
 
     def handle(
-        self, *args: str, once: bool = False, interval: float | None = None, **options: object
+        self,
+        *args: str,
+        once: bool = False,
+        interval: float | None = None,
+        chunk: int = CHUNK_DEVICES,
+        **options: object,
     ) -> None:
         period = settings.INGEST_STEPS_INTERVAL_S if interval is None else interval
         if period <= 0:
             raise CommandError(f"--interval: must be above 0 seconds, got {period:g}")
+        if chunk < 1:
+            raise CommandError(f"--chunk: must be at least 1 device, got {chunk}")
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         logger.info("ingest-steps worker: a cycle every %g s", period)
         while not stop.is_set():
             began = time.monotonic()
-            run = run_owed_steps(stop=stop)
+            run = run_owed_steps(chunk=chunk, stop=stop)
             took = time.monotonic() - began
             # One line a cycle: what was owed, how long it took (the delay it adds).
             logger.info(

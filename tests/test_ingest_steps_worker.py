@@ -1,0 +1,224 @@
+"""The steps a stored batch owes, done later and for many batches at once: by the
+ingest-steps worker (a real manage.py run_ingest_steps process) or by the next request.
+
+The promises: the batch is stored before the answer; its capacity follows within two
+worker cycles (one that may have begun before the batch committed, and the next); the
+owed work survives a worker killed at any moment; one device's failure holds no other
+back.
+"""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+
+from capacity.materialize import rebuild
+from p1common.processes import WORKER_CYCLE, run_server, start_steps_worker
+from telemetry import pipeline
+from telemetry.models import Device, DeviceToken, PendingBatch
+from telemetry.storage import plan_for
+from telemetry.validation import validate_samples
+from tests.conftest import bearer
+from tests.samples import series
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REGISTER_BREAK_LOCK = 0x5E65  # telemetry.storage.postgres._LOCK_CLASS
+
+
+def capacity_rows(device_pk: int) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bucket, kw, coverage, sample_count FROM capacity_quarter "
+            "WHERE device_id = %s ORDER BY bucket",
+            [device_pk],
+        )
+        quarters = cursor.fetchall()
+        cursor.execute(
+            "SELECT month_start, peak_kw, peak_bucket FROM capacity_month "
+            "WHERE device_id = %s ORDER BY month_start",
+            [device_pk],
+        )
+        return quarters + cursor.fetchall()
+
+
+def assert_capacity_as_rebuilt(device_pk: int) -> None:
+    found = capacity_rows(device_pk)
+    assert found, "no capacity rows at all"
+    rebuild(device_pk)
+    assert capacity_rows(device_pk) == found
+
+
+def recent_series(count: int, minutes_ago: int = 40) -> list[dict]:
+    start = timezone.now().replace(microsecond=0) - timedelta(minutes=minutes_ago)
+    return series(count, start=start, step_s=10)
+
+
+def store(device: Device, samples: list[dict], token_pk: int | None = None) -> int:
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors
+    return plan_for().insert_batch(device.pk, columns, token_pk)
+
+
+def test_with_the_worker_a_batch_is_stored_at_once_and_its_capacity_follows_within_two_cycles(
+    device, ingest_token, tmp_path
+):
+    with run_server(INGEST_STEPS_WORKER="on", INGEST_THROTTLE_RATE="off") as srv:
+        with httpx.Client(timeout=30) as http:
+            response = http.post(
+                f"{srv.url}/v1/ingest",
+                json={"samples": recent_series(120)},
+                headers=bearer(ingest_token),
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["inserted"] == 120
+        # Stored and owed; nothing derived yet: no worker has run.
+        assert PendingBatch.objects.filter(device=device).count() == 1
+        assert capacity_rows(device.pk) == []
+        worker = start_steps_worker(0.2, log_path=tmp_path / "worker.log")
+        try:
+            worker.log.wait_for(f"{WORKER_CYCLE}1 devices, 1 batches, 0 failed")
+            # The next cycle began after that one committed.
+            worker.log.wait_for(WORKER_CYCLE, count=2)
+        finally:
+            worker.stop()
+    assert not PendingBatch.objects.exists()
+    assert_capacity_as_rebuilt(device.pk)
+    token = DeviceToken.objects.get(device=device)
+    assert token.last_used_at is not None
+
+
+def test_a_worker_killed_mid_cycle_loses_no_owed_work(owner, tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("holds a worker inside its cycle with a PostgreSQL advisory lock")
+    devices = [Device.objects.create(device_id=f"home-{n}", owner=owner) for n in range(4)]
+    for d in devices:
+        store(d, recent_series(60))
+    blocked = devices[2]
+    with connection.cursor() as cursor:
+        # The worker does one device per commit and waits here, inside its third.
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [REGISTER_BREAK_LOCK, blocked.pk])
+        worker = start_steps_worker(60, chunk=1, log_path=tmp_path / "worker.log")
+        try:
+
+            def waiting_for_the_lock() -> bool:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted AND objid = %s",
+                    [blocked.pk],
+                )
+                return cursor.fetchone()[0] == 1
+
+            wait_until(waiting_for_the_lock, what="the worker blocked on the third device")
+            worker.terminate(signal.SIGKILL)
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [REGISTER_BREAK_LOCK, blocked.pk])
+            worker.stop()
+    owed = set(PendingBatch.objects.values_list("device_id", flat=True))
+    assert owed == {devices[2].pk, devices[3].pk}
+    assert capacity_rows(devices[2].pk) == []
+    # A new worker does what the dead one left.
+    call_command("run_ingest_steps", "--once")
+    assert not PendingBatch.objects.exists()
+    for d in devices:
+        assert_capacity_as_rebuilt(d.pk)
+
+
+def test_a_device_whose_steps_fail_keeps_its_work_and_holds_no_other_back(owner):
+    good = Device.objects.create(device_id="home-good", owner=owner)
+    broken = Device.objects.create(device_id="home-broken", owner=owner)
+    for d in (good, broken):
+        store(d, recent_series(30))
+    # A time zone no step can read (the admin form refuses it; the column does not).
+    Device.objects.filter(pk=broken.pk).update(timezone="Nowhere/Atlantis")
+
+    run = pipeline.run_owed_steps()
+
+    assert (run.devices, run.failed_devices) == (2, 1)
+    assert list(PendingBatch.objects.values_list("device_id", flat=True)) == [broken.pk]
+    assert_capacity_as_rebuilt(good.pk)
+
+
+steps_seen: list[pipeline.StoredBatch] = []
+
+
+def recording_step(batch: pipeline.StoredBatch) -> None:
+    steps_seen.append(batch)
+
+
+def storing_step(batch: pipeline.StoredBatch) -> None:
+    """A batch of the same device arriving while its owed work is being done."""
+    steps_seen.append(batch)
+    if len(steps_seen) == 1:
+        device = Device.objects.get(pk=batch.device_pk)
+        store(device, series(3, start=batch.newest + timedelta(seconds=10)))
+
+
+@override_settings(INGEST_STEPS=["tests.test_ingest_steps_worker.recording_step"])
+def test_spans_close_together_are_one_step_and_far_apart_are_each_their_own(device):
+    steps_seen.clear()
+    today = recent_series(6, minutes_ago=20)
+    minutes_later = recent_series(6, minutes_ago=5)
+    last_winter = series(6)  # tests.samples.BASE_TS, months before
+    for samples in (today, last_winter, minutes_later):
+        store(device, samples)
+
+    run = pipeline.run_owed_steps()
+
+    assert (run.devices, run.batches) == (1, 3)
+    spans = [(b.oldest, b.newest, b.inserted) for b in steps_seen]
+    first, last = (
+        validate_samples(s, now=timezone.now())[0][0] for s in (last_winter, minutes_later)
+    )
+    today_ts = validate_samples(today, now=timezone.now())[0][0]
+    assert spans == [(min(first), max(first), 6), (min(today_ts), max(last), 12)]
+
+
+@override_settings(INGEST_STEPS=["tests.test_ingest_steps_worker.storing_step"])
+def test_a_batch_stored_while_the_owed_work_runs_stays_owed(device):
+    steps_seen.clear()
+    store(device, recent_series(6))
+
+    pipeline.run_owed_steps()
+
+    (left,) = PendingBatch.objects.filter(device=device)
+    assert left.inserted == 3
+    pipeline.run_owed_steps()
+    assert not PendingBatch.objects.exists()
+    assert len(steps_seen) == 2
+
+
+def test_without_a_worker_the_request_does_its_own_steps_before_it_answers(
+    http, server, device, ingest_token
+):
+    response = http.post(
+        f"{server.url}/v1/ingest", json={"samples": recent_series(60)}, headers=bearer(ingest_token)
+    )
+    assert response.status_code == 200
+    assert not PendingBatch.objects.exists()
+    assert_capacity_as_rebuilt(device.pk)
+
+
+def test_the_token_last_use_is_written_with_the_owed_steps(device):
+    token = DeviceToken.objects.create(device=device, prefix="abcdefgh", token_hash="0" * 64)
+    store(device, recent_series(3), token.pk)
+    assert DeviceToken.objects.get(pk=token.pk).last_used_at is None
+
+    pipeline.run_owed_steps()
+
+    used = DeviceToken.objects.get(pk=token.pk).last_used_at
+    assert used is not None
+    assert timezone.now() - used < timedelta(minutes=1)
+
+
+def test_a_bad_interval_is_refused_in_one_line():
+    with pytest.raises(CommandError, match="--interval: must be above 0"):
+        call_command("run_ingest_steps", "--once", "--interval", "0")
