@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Min
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+
+from telemetry.models import PendingBatch
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -12,12 +18,26 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready when the database answers; the cache is reported but optional."""
+    """Ready when the database answers; the cache is reported but optional, and so is how
+    long the oldest stored batch has waited for its ingest steps (a stopped worker shows
+    here first: capacity answers go stale while ingest still succeeds)."""
     database = _database_status()
     cache = _cache_status()
     ready = database == "ok"
-    body = {"status": "ready" if ready else "not ready", "database": database, "cache": cache}
+    body: dict[str, object] = {
+        "status": "ready" if ready else "not ready",
+        "database": database,
+        "cache": cache,
+    }
+    if ready:
+        body["owed_steps_age_s"] = owed_steps_age_s(timezone.now())
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def owed_steps_age_s(now: datetime) -> float | None:
+    """Seconds since the oldest batch still owing its ingest steps arrived; None: none."""
+    oldest = PendingBatch.objects.aggregate(oldest=Min("received_at"))["oldest"]
+    return None if oldest is None else round((now - oldest).total_seconds(), 1)
 
 
 def _database_status() -> str:

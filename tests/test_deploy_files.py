@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.tools import need
 
@@ -77,9 +78,25 @@ def test_vps_stack_waits_for_healthy_services() -> None:
         P1_ENV_FILE=str(ENV_EXAMPLE),
     ).stdout
     assert "timescale/timescaledb:" in config
-    assert config.count("condition: service_healthy") == 3  # app on db and redis; caddy on app
+    # app on db and redis; caddy and the ingest-steps worker on app (it migrates).
+    assert config.count("condition: service_healthy") == 4
     assert "TIMESCALEDB: require" in config
     assert "/readyz" in config
+
+
+def test_vps_stack_runs_the_ingest_steps_worker_the_app_defers_to() -> None:
+    docker_compose = need("docker-compose", "docker-compose")
+    config = yaml.safe_load(
+        run(
+            [docker_compose, "-f", "deploy/docker-compose.vps.yml", "config"],
+            P1_ENV_FILE=str(ENV_EXAMPLE),
+        ).stdout
+    )
+    app, worker = config["services"]["app"], config["services"]["ingest-steps"]
+    assert app["environment"]["INGEST_STEPS_WORKER"] == "on"
+    assert worker["environment"]["INGEST_STEPS_WORKER"] == "on"
+    assert worker["image"] == app["image"]
+    assert worker["entrypoint"] + worker["command"] == ["python", "manage.py", "run_ingest_steps"]
 
 
 # --- Caddy -----------------------------------------------------------------------------
@@ -136,12 +153,12 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         text = unit.read_text().replace("/opt/p1platform/.venv/bin/", f"{venv_bin}/")
         (tmp_path / unit.name).write_text(text)
         units.append(str(tmp_path / unit.name))
-    assert len(units) == 2
+    assert len(units) == 3
     run([analyze, "verify", *units])
 
 
 def test_systemd_units_are_hardened() -> None:
-    for name in ("p1-edge.service", "p1-server.service"):
+    for name in ("p1-edge.service", "p1-server.service", "p1-ingest-steps.service"):
         text = (DEPLOY / "systemd" / name).read_text()
         for line in (
             "NoNewPrivileges=yes",
@@ -158,6 +175,9 @@ def test_systemd_units_are_hardened() -> None:
     # The edge runs without Django; exit 2 (a setting to fix) must still stop restarts.
     assert re.search(r"^ExecStart=\S+/python -m edgeclient run$", edge, re.MULTILINE)
     assert re.search(r"^RestartPreventExitStatus=2$", edge, re.MULTILINE)
+    worker = (DEPLOY / "systemd" / "p1-ingest-steps.service").read_text()
+    assert re.search(r"^ExecStart=\S+/python manage.py run_ingest_steps$", worker, re.MULTILINE)
+    assert "After=" in worker and "p1-server.service" in worker
 
 
 # --- images --------------------------------------------------------------------------

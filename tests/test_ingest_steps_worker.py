@@ -78,18 +78,20 @@ def test_with_the_worker_a_batch_is_stored_at_once_and_its_capacity_follows_with
                 json={"samples": recent_series(120)},
                 headers=bearer(ingest_token),
             )
-        assert response.status_code == 200, response.text
-        assert response.json()["inserted"] == 120
-        # Stored and owed; nothing derived yet: no worker has run.
-        assert PendingBatch.objects.filter(device=device).count() == 1
-        assert capacity_rows(device.pk) == []
-        worker = start_steps_worker(0.2, log_path=tmp_path / "worker.log")
-        try:
-            worker.log.wait_for(f"{WORKER_CYCLE}1 devices, 1 batches, 0 failed")
-            # The next cycle began after that one committed.
-            worker.log.wait_for(WORKER_CYCLE, count=2)
-        finally:
-            worker.stop()
+            assert response.status_code == 200, response.text
+            assert response.json()["inserted"] == 120
+            # Stored and owed; nothing derived yet: no worker has run. Readiness says so.
+            assert PendingBatch.objects.filter(device=device).count() == 1
+            assert capacity_rows(device.pk) == []
+            assert http.get(f"{srv.url}/readyz").json()["owed_steps_age_s"] >= 0
+            worker = start_steps_worker(0.2, log_path=tmp_path / "worker.log")
+            try:
+                worker.log.wait_for(f"{WORKER_CYCLE}1 devices, 1 batches, 0 failed")
+                # The next cycle began after that one committed.
+                worker.log.wait_for(WORKER_CYCLE, count=2)
+            finally:
+                worker.stop()
+            assert http.get(f"{srv.url}/readyz").json()["owed_steps_age_s"] is None
     assert not PendingBatch.objects.exists()
     assert_capacity_as_rebuilt(device.pk)
     token = DeviceToken.objects.get(device=device)
