@@ -76,6 +76,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--steps", choices=("worker", "inline"), default="worker")
     parser.add_argument(
+        "--warm-seconds", type=int, default=60, help="token checks before the rounds"
+    )
+    parser.add_argument(
         "--interval", type=float, default=15, help="the worker's INGEST_STEPS_INTERVAL_S"
     )
     parser.add_argument(
@@ -315,6 +318,8 @@ def main() -> None:
         REDIS_URL=args.redis_url,
         DJANGO_SETTINGS_MODULE="bench.settings",
         GUNICORN_ACCESS_LOG="",
+        # The warm-up's refusals would each log a warning line.
+        LOG_LEVEL="error",
         GUNICORN_MAX_REQUESTS="0",
         INGEST_STEPS_WORKER="on" if args.steps == "worker" else "off",
         INGEST_STEPS_INTERVAL_S=f"{args.interval:g}",
@@ -338,12 +343,15 @@ def main() -> None:
     totals = Totals()
     worker = None
     if args.steps == "worker":
-        worker = start_steps_worker(args.interval, log_path=work / "worker.log")
+        worker = start_steps_worker(args.interval, log_path=work / "worker.log", LOG_LEVEL="info")
     try:
         with run_server(workers=None, threads=None, config=CONFIG) as server:
             base = server.url
-            # Warm up: every worker imports its code paths and the token caches fill.
+            # Warm up: every worker imports its code paths, and the token caches fill
+            # with every household's token as after a while in service.
             floor_rate(f"{base}/bench/redis-key", 2)
+            warm = wrk(base, ["warm", str(households), str(template), "0"], 16, args.warm_seconds)
+            print(f"warm-up: {warm.answered / args.households:.1f} token checks per household")
             wrk(base, ["ingest", str(households), str(template), "0"], args.connections, 5)
             for _ in range(args.rounds):
                 floor = floor_rate(f"{base}/bench/redis-key", args.seconds)

@@ -5,8 +5,11 @@ it was read under. The generation lives in Redis and changes whenever any token 
 saved or deleted (revocation above all). A request reads the generation, in the same
 round trip as whatever cache keys its view wants anyway (``prefetch_cache_keys``), and
 trusts its local copy only while the generation is unchanged: a revoked token is
-refused on the very next request, in every process. When Redis cannot be read, every
-request goes to the database.
+refused on the very next request, in every process. A token one process read from the
+database is also left in Redis with its generation, so the other processes take it from
+there in the same round trip: after a restart or a token change, each token costs one
+database read, not one per process. When Redis cannot be read, every request goes to
+the database.
 
 Only with a shared cache (REDIS_URL): a local-memory cache could not carry a
 generation from one process to another.
@@ -31,6 +34,9 @@ from telemetry.models import Device, DeviceToken
 from telemetry.tokens import find_active_token, hash_token, touch
 
 GENERATION_KEY = "token-generation"
+# A token as one process read it from the database, with the generation it was read
+# under, for the others (keyed by the token's hash, never by the token).
+SHARED_PREFIX = "token:"
 # (cache key, period in seconds) of a counter a view wants incremented with the lookup.
 Counter = tuple[str, int]
 logger = logging.getLogger(__name__)
@@ -79,6 +85,7 @@ def lookup(
     token_hash = hash_token(raw)
     with _lock:
         entry = _entries.get(token_hash)
+    shared_key = f"{SHARED_PREFIX}{token_hash}"
     keys = [GENERATION_KEY, *also]
     counted: list[Counter] = []
     if entry is not None:
@@ -86,24 +93,45 @@ def lookup(
             keys += list(extra_keys(entry.token.device))
         if counters is not None:
             counted = list(counters(entry.token.device))
+    else:
+        keys.append(shared_key)
     values, counts = read_and_count(keys, counted)
     generation = values.pop(GENERATION_KEY, None)
+    shared = values.pop(shared_key, None)
     also_values = _pick(values, also)
     if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
         if record_use:
             touch(entry.token)
         return Lookup(entry.token, values, also_values, counts)
+    if (
+        isinstance(shared, tuple)
+        and generation is not None
+        and shared[0] == generation
+        and isinstance(shared[1], DeviceToken)
+    ):
+        # Another process read it from the database under this same generation.
+        token = shared[1]
+        if record_use:
+            touch(token)
+        _remember(token_hash, token, generation, ttl)
+        return Lookup(token, also=also_values)
     found = _from_database(raw, record_use)
     found.also = also_values
     if found.token is not None:
         current = generation or _ensure_generation()
         if current is not None:
-            with _lock:
-                _entries[token_hash] = _Entry(found.token, current, time.monotonic() + ttl)
-                _entries.move_to_end(token_hash)
-                while len(_entries) > settings.TOKEN_CACHE_ENTRIES:
-                    _entries.popitem(last=False)
+            _remember(token_hash, found.token, current, ttl)
+            # For the other processes: one database read per token, not one per process.
+            cache.set(shared_key, (current, found.token), timeout=ttl)
     return found
+
+
+def _remember(token_hash: str, token: DeviceToken, generation: str, ttl: int) -> None:
+    with _lock:
+        _entries[token_hash] = _Entry(token, generation, time.monotonic() + ttl)
+        _entries.move_to_end(token_hash)
+        while len(_entries) > settings.TOKEN_CACHE_ENTRIES:
+            _entries.popitem(last=False)
 
 
 def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict[str, int | None]]:
