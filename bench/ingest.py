@@ -9,8 +9,13 @@
    which also keeps the rollups and capacity tables current; 4 client threads post
    batches of 1000 samples with every optional field, bodies encoded beforehand so the
    client's own JSON work is not measured.
+   With ``--steps worker`` (the default, as deployed) the server defers the capacity and
+   peak-guard work to the ingest-steps worker (manage.py run_ingest_steps, a cycle every
+   WORKER_INTERVAL_S), which runs beside it; the clock stops when the last batch is
+   answered and the worker has done all the work the batches owe. ``inline``: each
+   request does its own.
 The table is emptied between phases and each phase runs twice, alternating, because this
-machine is shared and noisy. The ratio of the medians is the figure (goal >= 0.5).
+machine is shared and noisy. The ratio of the medians is the figure (goal >= 0.70).
 
 By default the rows are one device's 2.8 days from 2025: a backlog drain. On TimescaleDB
 each such batch also refreshes the continuous aggregates over its window (it is older
@@ -27,6 +32,7 @@ import os
 import statistics
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +48,8 @@ HTTP_TIMEOUT_S = 60
 LIVE_DEVICES = 48
 # Each device's measured rows span at most this, ending a minute ago.
 LIVE_SPAN_S = 85 * 60
+WORKER_INTERVAL_S = 0.5
+DRAIN_TIMEOUT_S = 600
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--live", action="store_true", help=f"recent samples of {LIVE_DEVICES} devices"
     )
+    parser.add_argument("--steps", choices=("worker", "inline"), default="worker")
     parser.add_argument(
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
     )
@@ -110,8 +119,11 @@ def run_raw(url: str, device_pks: list[int], batches: list[Batch]) -> float:
     return sum(inserted) / elapsed
 
 
-def run_http(server_url: str, tokens: list[str], batches: list[Batch]) -> float:
+def run_http(server_url: str, tokens: list[str], batches: list[Batch], worker=None) -> float:
+    """Rows per second through the API; with a worker, until it has done what they owe."""
     import httpx
+
+    from p1common.processes import WORKER_CYCLE
 
     posts = [
         (
@@ -130,7 +142,15 @@ def run_http(server_url: str, tokens: list[str], batches: list[Batch]) -> float:
                 response.raise_for_status()
                 inserted[i] += response.json()["inserted"]
 
+    def drained() -> None:
+        idle = len(worker.log.matching(f"{WORKER_CYCLE}0 devices"))
+        worker.log.wait_for(f"{WORKER_CYCLE}0 devices", DRAIN_TIMEOUT_S, count=idle + 1)
+
     elapsed = timed_threads(work, CLIENT_THREADS)
+    if worker is not None:
+        began = time.perf_counter()
+        drained()
+        elapsed += time.perf_counter() - began
     assert sum(inserted) == len(batches) * BATCH, inserted
     return sum(inserted) / elapsed
 
@@ -153,8 +173,9 @@ def main() -> None:
     args = parse_args()
     # As deployed (DESIGN.md): PostgreSQL and Redis. Redis holds the token generation
     # and the realtime answers each batch invalidates.
+    os.environ["INGEST_STEPS_WORKER"] = "on" if args.steps == "worker" else "off"
     fresh_database(args.database_url, args.redis_url)
-    from p1common.processes import run_server
+    from p1common.processes import run_server, start_steps_worker
     from telemetry.models import Device
     from telemetry.tokens import issue_token
 
@@ -179,14 +200,19 @@ def main() -> None:
 
     raw_rates: list[float] = []
     http_rates: list[float] = []
-    with run_server(workers=2, threads=1) as server:
-        run_http(server.url, tokens, warmup)
-        empty_table()
-        for _ in range(args.rounds):
-            raw_rates.append(run_raw(args.database_url, pks, batches))
+    worker = start_steps_worker(WORKER_INTERVAL_S) if args.steps == "worker" else None
+    try:
+        with run_server(workers=2, threads=1) as server:
+            run_http(server.url, tokens, warmup, worker)
             empty_table()
-            http_rates.append(run_http(server.url, tokens, batches))
-            empty_table()
+            for _ in range(args.rounds):
+                raw_rates.append(run_raw(args.database_url, pks, batches))
+                empty_table()
+                http_rates.append(run_http(server.url, tokens, batches, worker))
+                empty_table()
+    finally:
+        if worker is not None:
+            worker.stop()
 
     raw = statistics.median(raw_rates)
     end_to_end = statistics.median(http_rates)
@@ -194,8 +220,12 @@ def main() -> None:
     kind = f"live, {len(devices)} devices" if args.live else "backlog, one device"
     print(f"rows per phase: {rows} in batches of {BATCH} ({kind})")
     print(f"raw baseline ({RAW_CONNECTIONS} connections, unnest): " + _rates(raw_rates))
-    print(f"HTTP ingest (gunicorn 2 workers, {CLIENT_THREADS} clients): " + _rates(http_rates))
-    print(f"ratio end-to-end / raw: {end_to_end / raw:.2f}  (goal >= 0.50)")
+    steps = "the ingest-steps worker" if args.steps == "worker" else "each request"
+    print(
+        f"HTTP ingest (gunicorn 2 workers, {CLIENT_THREADS} clients, steps by {steps}): "
+        + _rates(http_rates)
+    )
+    print(f"ratio end-to-end / raw: {end_to_end / raw:.2f}  (goal >= 0.70)")
 
 
 def _rates(rates: list[float]) -> str:
