@@ -3,6 +3,7 @@ failed token checks per client address."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import TYPE_CHECKING
 
@@ -90,6 +91,13 @@ def client_address(request: HttpRequest | Request) -> str:
     return peer
 
 
+@functools.cache
+def parsed_rate(rate: str | None) -> tuple[int | None, int | None]:
+    """(count, period in seconds) of a DRF rate such as "600/min"; (None, None): off."""
+    # parse_rate never reads self: the rate syntax is DRF's, with no throttle instance.
+    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+
+
 class BadTokenStrikes:
     """Failed token checks per client address in a cache counter.
 
@@ -106,8 +114,7 @@ class BadTokenStrikes:
 
     @classmethod
     def of(cls, request: HttpRequest | Request) -> BadTokenStrikes:
-        # parse_rate never reads self: the rate syntax is DRF's, with no throttle instance.
-        limit, period_s = SimpleRateThrottle.parse_rate(None, settings.BAD_TOKEN_RATE)  # type: ignore[arg-type]
+        limit, period_s = parsed_rate(settings.BAD_TOKEN_RATE)
         return cls(client_address(request), limit, period_s)
 
     def keys(self) -> list[str]:

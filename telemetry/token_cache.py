@@ -163,7 +163,9 @@ def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict
         decode = cache.client.decode  # type: ignore[attr-defined]  # django-redis, untyped
         values = {k: decode(v) for k, v in zip(keys, results[0], strict=True) if v is not None}
         results = results[1:]
-    counts = {key: int(results[2 * i]) for i, (key, _) in enumerate(counters)}
+    counts: dict[str, int | None] = {
+        key: int(results[2 * i]) for i, (key, _) in enumerate(counters)
+    }
     return values, counts
 
 
@@ -180,7 +182,8 @@ def increment(key: str, period_s: int) -> int | None:
 
 def _redis_client() -> Any:
     """The raw Redis client behind the default cache, or None when it is not Redis."""
-    if "django_redis" not in settings.CACHES["default"]["BACKEND"]:
+    backend = str(settings.CACHES["default"]["BACKEND"])
+    if "django_redis" not in backend:
         return None
     return cache.client.get_client(write=True)  # type: ignore[attr-defined]  # django-redis
 

@@ -12,12 +12,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from p1common.openapi import problems
 from p1common.problems import PayloadTooLarge
-from telemetry.auth import HasIngestScope
+from telemetry.auth import HasIngestScope, parsed_rate
 from telemetry.models import Device, DeviceToken
 from telemetry.openapi import INGEST_BATCH
 from telemetry.pipeline import accept_batch
@@ -75,7 +75,7 @@ class DeviceRateThrottle(BaseThrottle):
 
     @classmethod
     def counter(cls, device: Device) -> Counter | None:
-        limit, period_s = SimpleRateThrottle.parse_rate(None, settings.INGEST_THROTTLE_RATE)  # type: ignore[arg-type]  # parse_rate never reads self
+        limit, period_s = parsed_rate(settings.INGEST_THROTTLE_RATE)
         if not limit or not period_s:
             return None
         return (f"throttle:{cls.scope}:{device.pk}", period_s)
@@ -90,7 +90,7 @@ class DeviceRateThrottle(BaseThrottle):
         key, self.period_s = counter
         counted: dict = getattr(request, "prefetched_counts", {})
         count = counted[key] if key in counted else increment(key, self.period_s)
-        limit, _ = SimpleRateThrottle.parse_rate(None, settings.INGEST_THROTTLE_RATE)  # type: ignore[arg-type]
+        limit, _ = parsed_rate(settings.INGEST_THROTTLE_RATE)
         return count is None or limit is None or count <= limit
 
     def wait(self) -> float | None:
