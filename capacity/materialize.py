@@ -71,7 +71,7 @@ def refresh_quarters(
     """Recompute the quarters holding [oldest, newest], their non-empty neighbours, and
     the months those quarters are in."""
     lo, hi = bucket_start(oldest, QUARTER), bucket_start(newest, QUARTER)
-    with connection.cursor() as cursor:
+    with plan_for().prepared_cursor() as cursor:
         cursor.execute(_NEIGHBOURS, {"device": device_pk, "lo": param(lo), "hi": param(hi)})
         before, after = cursor.fetchone()
     first = _as_datetime(before) if before is not None else lo
@@ -100,7 +100,7 @@ def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | N
     """Quarters from first to last (bucket starts) and every local month they touch."""
     if tz is None:
         tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
-    with connection.cursor() as cursor:
+    with plan_for().prepared_cursor() as cursor:
         cursor.execute(
             quarters_sql() + _UPSERT,
             {"device": device_pk, "start": param(first), "end": param(last + QUARTER)},

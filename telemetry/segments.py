@@ -118,7 +118,7 @@ def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
         "lo": connection.ops.adapt_datetimefield_value(oldest),
         "hi": connection.ops.adapt_datetimefield_value(newest),
     }
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), plan_for().prepared_cursor() as cursor:
         # Concurrent batches of one device must not each miss the other's rows.
         plan_for().lock_register_breaks(cursor, device_pk)
         cursor.execute(_window_sql(), params)

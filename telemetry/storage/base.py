@@ -104,6 +104,12 @@ class StoragePlan(ABC):
         """Serialise the register-break refresh of one device until the commit."""
         return  # one writer at a time: nothing to serialise
 
+    def prepared_cursor(self) -> Any:
+        """A Django cursor for statements run over and over with new parameters (the
+        ingest steps): where the database can, it binds them server-side so each is
+        planned once per connection. Use as a context manager, like connection.cursor()."""
+        return self.connection.cursor()
+
     # --- dialect ----------------------------------------------------------------------
 
     @abstractmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.backends.utils import CursorWrapper
 
 import p1wire as wire
 from telemetry.storage import pgarrays
@@ -88,6 +89,15 @@ class PostgresPlan(StoragePlan):
                     native_placeholders(sql), [device_pk, *encoded, *extra], prepare=True
                 )
                 return count(cursor)
+
+    def prepared_cursor(self) -> Any:
+        # Django's cursors bind client-side: every statement reaches the server as new
+        # text and is parsed and planned again. A server-binding cursor sends the same
+        # text each time, which psycopg prepares (prepare_threshold) and the server
+        # plans once. Wrapped by Django's CursorWrapper: errors are mapped as usual.
+        connection = self.connection
+        connection.ensure_connection()
+        return CursorWrapper(psycopg.Cursor(connection.connection), connection)
 
     def lock_register_breaks(self, cursor: Any, device_pk: int) -> None:
         # Two batches of one device committing at once would each miss the other's rows

@@ -72,9 +72,11 @@ def plan(request):
 
 
 def ingest(device, samples) -> int:
+    """As a request without a worker stores a batch: with the steps it owes, among them
+    (on TimescaleDB) the refresh of aggregates older than their watermark."""
     columns, errors = validate_samples(samples, now=timezone.now())
     assert not errors, errors
-    return plan_for().insert_batch(device.pk, columns)
+    return ingest_batch(device, columns)
 
 
 def stream(rng: random.Random, count: int) -> list[dict]:
