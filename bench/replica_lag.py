@@ -1,7 +1,7 @@
 """Streaming-replica lag under live ingest, and what attaching a replica costs the primary.
 
     .venv/bin/python bench/replica_lag.py [--devices 1000] [--clients 16] [--seconds 20]
-        [--rounds 2] [--port 5460] [--replica-port 5461] [--server-port 18460]
+        [--rounds 3] [--no-sync] [--port 5460] [--replica-port 5461] [--server-port 18460]
         [--redis-url redis://127.0.0.1:6379/7]
 
 1. A private PostgreSQL primary with production durability (fsync and full-page writes
@@ -10,15 +10,19 @@
 2. gunicorn with deploy/gunicorn.conf.py and Redis, on the primary. Closed loop:
    ``--clients`` threads post live batches in the edge's default shape (5 readings 2 s
    apart, each device's batches in time order) for ``--seconds``.
-3. Rounds alternate: the replica stopped (the primary streams to nobody), then the
-   replica running and caught up, while a sampler reads pg_stat_replication on the
-   primary every SAMPLE_EVERY_S: the replay lag in bytes (pg_current_wal_lsn() -
-   replay_lsn) and the write/flush/replay lag times the primary measures.
+3. Each round has three phases: the replica running and caught up (asynchronous
+   streaming, as DATABASE_REPLICA_URL needs it), while a sampler reads
+   pg_stat_replication on the primary every SAMPLE_EVERY_S: the replay lag in bytes
+   (pg_current_wal_lsn() - replay_lsn) and the write/flush/replay lag times the primary
+   measures; then (unless --no-sync) the same replica made synchronous
+   (synchronous_standby_names, each commit waits for the standby's flush: what a
+   lossless promotion would need); then the replica stopped (the primary streams to
+   nobody).
 4. Every acknowledged sample is counted on the primary, and on the replica once it has
    replayed everything.
 
-Prints batches/s with and without the replica (median of the rounds and their ratio),
-ingest p50/p99, and the lag p50/p99/max.
+Prints batches/s per phase kind (median of the rounds, and the ratio to the phase
+without a replica), ingest p50/p99, and the lag p50/p99/max.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import fresh_database  # noqa: E402
+from p1common.services import PrivatePostgres, PrivateReplica  # noqa: E402
 
 READINGS = 5  # the edge's default batch: UPLOAD_INTERVAL_S / POLL_INTERVAL_S
 POLL_S = 2
@@ -60,7 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=16, help="closed-loop client threads")
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per phase")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per phase")
+    parser.add_argument("--no-sync", action="store_true", help="skip the synchronous-replica phase")
     parser.add_argument("--port", type=int, default=5460, help="the primary's port")
     parser.add_argument("--replica-port", type=int, default=5461)
     parser.add_argument("--server-port", type=int, default=18460)
@@ -91,9 +97,12 @@ class Fleet:
         return self.tokens[device], json.dumps({"samples": batch}).encode()
 
 
+NONE, ASYNC, SYNC = "without replica", "async replica", "sync replica"
+
+
 @dataclass
 class Phase:
-    replica: bool
+    kind: str
     batches: int = 0
     inserted: int = 0
     seconds: float = 0.0
@@ -163,6 +172,50 @@ def sample_lag(primary_url: str, phase: Phase, stop: threading.Event) -> None:
                     phase.lag_ms[name].append(float(value) * 1000)
 
 
+def run_phase(
+    kind: str, args: argparse.Namespace, server_url: str, fleet: Fleet, url: str
+) -> Phase:
+    phase = Phase(kind)
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_lag, args=(url, phase, stop), daemon=True)
+    if kind != NONE:
+        sampler.start()
+    post_load(server_url, fleet, args.clients, args.seconds, phase)
+    stop.set()
+    if kind != NONE:
+        sampler.join()
+    return phase
+
+
+def attach(primary: PrivatePostgres, replica: PrivateReplica, kind: str) -> None:
+    """The replica stopped (NONE), or running, caught up and asynchronous or synchronous."""
+    if replica.running:
+        synchronous(primary, False)  # a synchronous primary would wait for a stopped standby
+    if kind == NONE:
+        replica.stop()
+        return
+    if not replica.running:
+        replica.start()
+    replica.wait_for_replay()
+    if kind == SYNC:
+        synchronous(primary, True)
+
+
+def synchronous(primary: PrivatePostgres, on: bool) -> None:
+    """Commits wait for the standby's flush (on), or not (off: asynchronous streaming)."""
+    if on:
+        primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'")
+    else:
+        primary.query("ALTER SYSTEM RESET synchronous_standby_names")
+    primary.query("SELECT pg_reload_conf()")
+    wanted = "sync" if on else "async"
+    deadline = time.monotonic() + 30
+    while primary.query("SELECT sync_state FROM pg_stat_replication") != wanted:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the standby did not become {wanted}")
+        time.sleep(SAMPLE_EVERY_S)
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -173,7 +226,6 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> None:
     args = parse_args()
     from p1common.processes import child_env, listening_socket, start_server
-    from p1common.services import PrivatePostgres, PrivateReplica
 
     root = Path(tempfile.mkdtemp(prefix="p1-replica-bench-"))
     # WAL kept for a stopped replica, so it catches up by streaming instead of needing
@@ -204,27 +256,16 @@ def main() -> None:
         try:
             with replica:
                 replica.wait_for_replay()
-                warm_up = Phase(True)
+                warm_up = Phase(ASYNC)
                 post_load(server.url, fleet, args.clients, 3.0, warm_up)
-                for _ in range(args.rounds):
-                    replica.stop()
-                    without = Phase(False)
-                    post_load(server.url, fleet, args.clients, args.seconds, without)
-                    phases.append(without)
-
-                    replica.start()
-                    replica.wait_for_replay()
-                    with_replica = Phase(True)
-                    stop = threading.Event()
-                    sampler = threading.Thread(
-                        target=sample_lag, args=(url, with_replica, stop), daemon=True
-                    )
-                    sampler.start()
-                    post_load(server.url, fleet, args.clients, args.seconds, with_replica)
-                    stop.set()
-                    sampler.join()
-                    phases.append(with_replica)
-                replica.wait_for_replay()
+                kinds = [ASYNC, NONE] if args.no_sync else [ASYNC, SYNC, NONE]
+                for n in range(args.rounds):
+                    # Each round starts with the next kind: the tables grow during the
+                    # run, and no kind should always come last.
+                    for kind in kinds[n % len(kinds) :] + kinds[: n % len(kinds)]:
+                        attach(primary, replica, kind)
+                        phases.append(run_phase(kind, args, server.url, fleet, url))
+                attach(primary, replica, ASYNC)
                 acknowledged = warm_up.inserted + sum(p.inserted for p in phases)
                 stored = Sample.objects.count()
                 on_replica = int(replica.query("SELECT count(*) FROM telemetry_sample", DATABASE))
@@ -237,36 +278,39 @@ def main() -> None:
 def report(
     args: argparse.Namespace, phases: list[Phase], stored: int, on_replica: int, acked: int
 ) -> None:
-    without = [p for p in phases if not p.replica]
-    with_replica = [p for p in phases if p.replica]
-    rate_without = statistics.median(p.rate for p in without)
-    rate_with = statistics.median(p.rate for p in with_replica)
     print(
         f"{args.devices} devices, {args.clients} clients, batches of {READINGS} readings, "
-        f"{args.rounds} x {args.seconds:g} s per phase"
+        f"{args.rounds} rounds x {args.seconds:g} s per phase"
     )
-    for name, group in (("without replica", without), ("with replica   ", with_replica)):
+    groups = {kind: [p for p in phases if p.kind == kind] for kind in (NONE, ASYNC, SYNC)}
+    baseline = statistics.median(p.rate for p in groups[NONE])
+    for kind, group in groups.items():
+        if not group:
+            continue
         latencies = [x for p in group for x in p.latencies_ms]
         rates = ", ".join(f"{p.rate:.0f}" for p in group)
+        median = statistics.median(p.rate for p in group)
         print(
-            f"{name}: batches/s {rates} (median {statistics.median(p.rate for p in group):.0f}); "
+            f"{kind:>15}: batches/s {rates} (median {median:.0f}, ratio {median / baseline:.2f}); "
             f"ingest p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms"
         )
-    print(f"ratio with / without replica: {rate_with / rate_without:.2f}")
-    lag_bytes = [x for p in with_replica for x in p.lag_bytes]
-    print(
-        f"replay lag, bytes ({len(lag_bytes)} samplings every {SAMPLE_EVERY_S * 1000:g} ms): "
-        f"p50 {percentile(lag_bytes, 50):.0f}, p99 {percentile(lag_bytes, 99):.0f}, "
-        f"max {max(lag_bytes):.0f}"
-    )
-    for name in ("write", "flush", "replay"):
-        values = [x for p in with_replica for x in p.lag_ms[name]]
+    for kind in (ASYNC, SYNC):
+        group = groups[kind]
+        if not group:
+            continue
+        lag_bytes = [x for p in group for x in p.lag_bytes]
         print(
-            f"{name}_lag ms: p50 {percentile(values, 50):.2f}, p99 {percentile(values, 99):.2f}, "
-            f"max {max(values, default=float('nan')):.2f}"
+            f"{kind}: replay lag bytes ({len(lag_bytes)} samplings every "
+            f"{SAMPLE_EVERY_S * 1000:g} ms) p50 {percentile(lag_bytes, 50):.0f}, "
+            f"p99 {percentile(lag_bytes, 99):.0f}, max {max(lag_bytes):.0f}; "
+            f"no lag time (idle) {sum(p.unmeasured for p in group)}"
         )
-    unmeasured = sum(p.unmeasured for p in with_replica)
-    print(f"samplings without a lag time (standby idle): {unmeasured}")
+        for name in ("write", "flush", "replay"):
+            values = [x for p in group for x in p.lag_ms[name]]
+            print(
+                f"{kind}: {name}_lag ms p50 {percentile(values, 50):.2f}, "
+                f"p99 {percentile(values, 99):.2f}, max {max(values, default=float('nan')):.2f}"
+            )
     print(f"samples acknowledged {acked}, on the primary {stored}, on the replica {on_replica}")
     if not acked == stored == on_replica:
         raise SystemExit("error: acknowledged, stored and replicated samples differ")
