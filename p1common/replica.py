@@ -79,10 +79,9 @@ def _usable_replica() -> str:
         replica.ensure_connection()
     except DatabaseError as exc:
         _down_until = time.monotonic() + REPLICA_RETRY_S
+        reason = next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
         log.warning(
-            "read replica unreachable, reading the primary for %g s: %s",
-            REPLICA_RETRY_S,
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            "read replica unreachable, reading the primary for %g s: %s", REPLICA_RETRY_S, reason
         )
         return DEFAULT_DB_ALIAS
     return REPLICA_ALIAS
