@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -273,6 +274,7 @@ def main() -> None:
             server.stop()
             sock.close()
     report(args, phases, stored, on_replica, acknowledged)
+    shutil.rmtree(root)  # the server's log; kept when the run failed
 
 
 def report(
