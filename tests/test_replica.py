@@ -19,7 +19,7 @@ from django.db import transaction
 
 from p1common.processes import ServerProcess, database_url, run_server
 from p1common.replica import REPLICA_ALIAS, reads_from, replica_reads
-from p1common.services import PrivatePostgres, PrivateReplica, ServiceMissing
+from p1common.services import PrivatePostgres, PrivateReplica, ServiceFailed, ServiceMissing
 from p1platform.dbrouter import ReplicaRouter
 from scripts.chaos import stack
 from telemetry.models import DeviceToken, Sample
@@ -184,6 +184,9 @@ def test_what_the_primary_commits_is_replayed_on_the_replica(replicated, http):
     replicated.replica.wait_for_replay()
     assert replicated.count_on(replicated.replica, "replayed-p1") == 6
     assert replicated.count_on(replicated.primary, "replayed-p1") == 6
+    # Why ingest must never reach it: the replica refuses every write.
+    with pytest.raises(ServiceFailed, match="read-only transaction"):
+        replicated.replica.query("DELETE FROM telemetry_sample", "p1replica")
 
 
 def test_reads_come_from_the_replica_while_ingest_realtime_and_devices_use_the_primary(
