@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from capacity.rules import COMPLETE_COVERAGE, QUARTER_S, Month, MonthPeak
+from p1common.replica import read_alias
 from telemetry import segments
-from telemetry.storage import plan_for
+from telemetry.storage import StoragePlan, plan_for
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,24 @@ class QuarterPower:
         return self.coverage < COMPLETE_COVERAGE
 
 
+def _db() -> BaseDatabaseWrapper:
+    """The connection these queries use: the primary, or the replica under
+    p1common.replica.replica_reads() (a read endpoint's choice)."""
+    return connections[read_alias()]
+
+
+def _plan() -> StoragePlan:
+    return plan_for(read_alias())
+
+
 def _epoch(column: str) -> str:
-    return plan_for().epoch_sql(column)
+    return _plan().epoch_sql(column)
 
 
 def param(moment: datetime) -> str | datetime | None:
     """The moment as the backend's raw SQL takes it: text on SQLite, the datetime itself
     on PostgreSQL (the stubs know only the text)."""
-    return connection.ops.adapt_datetimefield_value(moment)
+    return _db().ops.adapt_datetimefield_value(moment)
 
 
 def quarters_sql() -> str:
@@ -114,7 +126,7 @@ def _quarter_powers(rows: Iterable[Sequence[Any]]) -> list[QuarterPower]:
 
 def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[QuarterPower]:
     """Every non-empty quarter starting in [start, end), in time order."""
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(
             f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter "
             "WHERE device_id = %s AND bucket >= %s AND bucket < %s ORDER BY bucket",
@@ -132,7 +144,7 @@ class MonthQuarters:
 
 def month_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> MonthQuarters:
     """The month's highest quarters and its quarter counts, in one scan."""
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(
             f"SELECT {_QUARTER_COLUMNS}, count(*) OVER (), "
             f"count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) OVER () "
@@ -155,7 +167,7 @@ class MonthRow:
 def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRow]:
     """capacity_month rows by local month start (as UTC instants); absent: no data."""
     placeholders = ", ".join(["%s"] * len(starts))
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(
             "SELECT month_start, peak_kw, peak_bucket "
             f"FROM capacity_month WHERE device_id = %s AND month_start IN ({placeholders})",
@@ -193,7 +205,7 @@ def meter_peaks(
     if not bounds:
         return {}
     months = " UNION ALL ".join(["SELECT %s AS lo, %s AS hi"] * len(bounds))
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(
             "SELECT lo, meter_peak_w, meter_peak_ts FROM ("
             "  SELECT months.lo, h.meter_peak_w, h.meter_peak_ts, ROW_NUMBER() OVER ("
@@ -214,7 +226,7 @@ def meter_peaks(
 
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:
     """The highest quarter starting in [start, end), e.g. this month before now."""
-    with connection.cursor() as cursor:
+    with _db().cursor() as cursor:
         cursor.execute(
             "SELECT max(kw) FROM capacity_quarter "
             "WHERE device_id = %s AND bucket >= %s AND bucket < %s",
@@ -225,4 +237,4 @@ def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None
 
 def _datetime_converter() -> Callable[[Any], datetime]:
     """Raw SQL timestamps as aware datetimes, whatever the database hands back."""
-    return plan_for().to_datetime
+    return _plan().to_datetime

@@ -26,6 +26,7 @@ from capacity.serializers import (
     RegisterBreaksSerializer,
 )
 from p1common.openapi import READ_ERRORS, problems
+from p1common.replica import replica_reads
 from telemetry.access import ReadViewSet
 from telemetry.models import Device
 from telemetry.openapi import DEVICE_ID_PARAM
@@ -47,6 +48,10 @@ class RealtimeViewSet(ReadViewSet):
     )
     def list(self, request: Request) -> Response:
         device, _ = self.read(request)
+        # On the primary: a computed answer is cached until the next batch drops it, so
+        # one computed on a replica that has not yet replayed that batch would stay
+        # stale for CACHE_TTL_S, not for the replica's lag; and the cache already makes
+        # this one computation per batch (docs/SCALING.md).
         answer = cached_realtime(device, getattr(request, "prefetched_cache", None))
         return Response(with_age(answer))
 
@@ -63,7 +68,9 @@ class CapacityViewSet(ReadViewSet):
     @action(detail=False, url_path=r"month/(?P<month>[^/]+)")
     def month(self, request: Request, month: str) -> Response:
         device, query = self.read(request, MonthPath, month=month)
-        return Response(MonthReportSerializer(reports.month_report(device, query["month"])).data)
+        with replica_reads():
+            report = reports.month_report(device, query["month"])
+        return Response(MonthReportSerializer(report).data)
 
     @extend_schema(
         operation_id="capacity_months",
@@ -76,7 +83,8 @@ class CapacityViewSet(ReadViewSet):
         """Peaks of the last ``count`` months (default 13) up to ``end`` (default: now)."""
         device, query = self.read(request, MonthsQuery)
         last = query.get("end") or Month.of(timezone.now(), ZoneInfo(device.timezone))
-        table = reports.month_table(device, last, query["count"])
+        with replica_reads():
+            table = reports.month_table(device, last, query["count"])
         return Response(MonthTableSerializer(table).data)
 
     @extend_schema(
@@ -88,7 +96,9 @@ class CapacityViewSet(ReadViewSet):
     @action(detail=False)
     def quarters(self, request: Request) -> Response:
         device, query = self.read(request, QuartersQuery)
-        return Response(DayQuartersSerializer(reports.day_quarters(device, query["date"])).data)
+        with replica_reads():
+            day = reports.day_quarters(device, query["date"])
+        return Response(DayQuartersSerializer(day).data)
 
     @extend_schema(
         operation_id="capacity_register_breaks",
@@ -104,5 +114,6 @@ class CapacityViewSet(ReadViewSet):
     @action(detail=False, url_path="register-breaks")
     def register_breaks(self, request: Request) -> Response:
         device, query = self.read(request, RegisterBreaksQuery)
-        found = reports.register_breaks(device, query.get("start"), query.get("end"))
+        with replica_reads():
+            found = reports.register_breaks(device, query.get("start"), query.get("end"))
         return Response(RegisterBreaksSerializer(found).data)

@@ -128,6 +128,26 @@ def database_from_url(name: str, url: str, *, sqlite_default: Path) -> dict:
     }
 
 
+def replica_from_url(name: str, url: str, primary: dict) -> dict | None:
+    """DATABASES["replica"]: a PostgreSQL streaming replica of ``primary`` (None: unset)."""
+    if not url:
+        return None
+    if primary["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"{name}: a streaming replica needs a PostgreSQL DATABASE_URL, and DATABASE_URL "
+            "is not one"
+        )
+    replica = database_from_url(name, url, sqlite_default=Path())
+    if replica["ENGINE"] != primary["ENGINE"]:
+        raise ImproperlyConfigured(
+            f"{name}: expected postgres://user@host:port/db, got {urlsplit(url).scheme!r}"
+        )
+    # Tests run on the primary's test database alone: the replica cannot create one (it
+    # is read-only), and a test reading "the replica" reads the same rows there.
+    replica["TEST"] = {"MIRROR": "default"}
+    return replica
+
+
 def _sqlite(path: Path) -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",

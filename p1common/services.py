@@ -11,6 +11,10 @@ with their parent.
         url = pg.create_database("p1")
         pg.restart()
         redis.stop(); ...; redis.start()
+
+    with PrivatePostgres() as primary, PrivateReplica(primary) as replica:
+        replica.wait_for_replay()      # the primary's writes so far are readable there
+        replica.pause_replay(); ...; replica.resume_replay()
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -77,11 +82,11 @@ class _Service:
 
     name = "service"
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, port: int | None = None) -> None:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix=f"p1-{self.name}-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.log_path = self.root / f"{self.name}.log"
         self.child: Child | None = None
 
@@ -129,15 +134,31 @@ class _Service:
 
 
 class PrivatePostgres(_Service):
-    """A PostgreSQL cluster of our own: trust auth, 127.0.0.1 and a socket in its folder."""
+    """A PostgreSQL cluster of our own: trust auth, 127.0.0.1 and a socket in its folder.
+
+    ``durable``: fsync and full-page writes on, as in production (a benchmark of commit
+    costs); off by default, since tests stop the server cleanly but never crash the
+    machine. ``settings``: further server settings (``-c name=value``). The default
+    wal_level (replica) already lets a PrivateReplica stream from it.
+    """
 
     name = "postgres"
 
-    def __init__(self, root: Path | None = None, bin_dir: Path = PG_BIN) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        bin_dir: Path = PG_BIN,
+        *,
+        port: int | None = None,
+        durable: bool = False,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         if not (bin_dir / "postgres").exists():
             raise ServiceMissing(f"PostgreSQL server binaries not found in {bin_dir}")
-        super().__init__(root)
+        super().__init__(root, port)
         self.bin_dir = bin_dir
+        self.durable = durable
+        self.settings = dict(settings or {})
         self.data_dir = self.root / "data"
         self.socket_dir = self.root / "sockets"
         # initdb and postgres refuse to run as root; as root we run them as `postgres`.
@@ -169,17 +190,22 @@ class PrivatePostgres(_Service):
         if result.returncode != 0:
             raise ServiceFailed(f"initdb failed:\n{result.stdout}{result.stderr}")
 
+    def _create_cluster(self) -> None:
+        self._initdb()
+
     def start(self) -> None:
         if self.running:
             return
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb()
+            self._create_cluster()
         command = [
             str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.socket_dir}",
-            # Tests stop the server cleanly but never crash the machine: skip the fsyncs.
-            "-c", "fsync=off", "-c", "full_page_writes=off",
         ]  # fmt: skip
+        if not self.durable:
+            command += ["-c", "fsync=off", "-c", "full_page_writes=off"]
+        for name, value in self.settings.items():
+            command += ["-c", f"{name}={value}"]
         self.child = start_child(
             self.name,
             command,
@@ -221,6 +247,88 @@ class PrivatePostgres(_Service):
             if result.returncode != 0:
                 raise ServiceFailed(f"{args[0]} {name} failed: {result.stderr.strip()}")
         return self.url(name)
+
+    def query(self, sql: str, database: str = "postgres") -> str:
+        """One statement through psql; its result as text (columns split by |)."""
+        command = [
+            str(self.bin_dir / "psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+            "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database, "-c", sql,
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        if result.returncode != 0:
+            raise ServiceFailed(f"{self.name}: {sql!r} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def current_lsn(self) -> str:
+        """Where the primary's WAL ends now: a replica that replayed up to here has every
+        transaction committed so far."""
+        return self.query("SELECT pg_current_wal_lsn()")
+
+
+class PrivateReplica(PrivatePostgres):
+    """A hot standby of ``primary``, streaming from it: made with ``pg_basebackup -R``
+    (a copy of the primary's cluster plus standby.signal and primary_conninfo), on a
+    port of its own, read-only. The primary must be running when it is first started.
+    """
+
+    name = "replica"
+
+    def __init__(
+        self, primary: PrivatePostgres, root: Path | None = None, *, port: int | None = None
+    ) -> None:
+        if not (primary.bin_dir / "pg_basebackup").exists():
+            raise ServiceMissing(f"pg_basebackup not found in {primary.bin_dir}")
+        super().__init__(
+            root, primary.bin_dir, port=port, durable=primary.durable, settings=primary.settings
+        )
+        self.primary = primary
+
+    def _create_cluster(self) -> None:
+        command = [
+            str(self.bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port),
+            "-U", "postgres", "-D", str(self.data_dir), "--write-recovery-conf",
+            "--wal-method=stream", "--checkpoint=fast", "--no-sync",
+        ]  # fmt: skip
+        result = subprocess.run(
+            command,
+            **self._as_owner(cwd=self.root, capture_output=True, text=True),
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        if result.returncode != 0:
+            raise ServiceFailed(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
+
+    def create_database(self, name: str) -> str:
+        raise ServiceFailed("a replica is read-only: create the database on the primary")
+
+    def replayed(self, lsn: str) -> bool:
+        return self.query(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t"
+
+    def wait_for_replay(self, lsn: str | None = None, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until the replica has replayed the primary's WAL up to ``lsn`` (default: all
+        of it now), so whatever the primary committed so far is readable here."""
+        target = lsn or self.primary.current_lsn()
+        self._await(lambda: self.replayed(target), f"replay up to {target}", timeout_s)
+
+    def pause_replay(self) -> None:
+        """Stop applying WAL (it is still received): the replica's rows stand still."""
+        self.query("SELECT pg_wal_replay_pause()")
+        self._await(
+            lambda: self.query("SELECT pg_get_wal_replay_pause_state()") == "paused",
+            "replay paused",
+        )
+
+    def resume_replay(self) -> None:
+        self.query("SELECT pg_wal_replay_resume()")
+
+    def _await(
+        self, done: Callable[[], bool], what: str, timeout_s: float = START_TIMEOUT_S
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                log = _tail(self.log_path)
+                raise ServiceFailed(f"replica: no {what} in {timeout_s:g} s:\n{log}")
+            time.sleep(READY_POLL_S)
 
 
 class PrivateRedis(_Service):

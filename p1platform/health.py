@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import Min
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
+from p1common.replica import REPLICA_ALIAS, replica_configured
 from telemetry.models import PendingBatch
 
 
@@ -18,9 +19,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready when the database answers; the cache is reported but optional, and so is how
-    long the oldest stored batch has waited for its ingest steps (a stopped worker shows
-    here first: capacity answers go stale while ingest still succeeds)."""
+    """Ready when the database answers. Reported but optional: the cache, the read
+    replica when there is one (ingest needs neither), and how long the oldest stored
+    batch has waited for its ingest steps (a stopped worker shows here first: capacity
+    answers go stale while ingest still succeeds)."""
     database = _database_status()
     cache = _cache_status()
     ready = database == "ok"
@@ -29,6 +31,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "database": database,
         "cache": cache,
     }
+    if replica_configured():
+        body["replica"] = _database_status(REPLICA_ALIAS)
     if ready:
         body["owed_steps_age_s"] = owed_steps_age_s(timezone.now())
     return JsonResponse(body, status=200 if ready else 503)
@@ -40,7 +44,8 @@ def owed_steps_age_s(now: datetime) -> float | None:
     return None if oldest is None else round((now - oldest).total_seconds(), 1)
 
 
-def _database_status() -> str:
+def _database_status(alias: str = DEFAULT_DB_ALIAS) -> str:
+    connection = connections[alias]
     try:
         connection.ensure_connection()
         with connection.cursor() as cursor:

@@ -20,7 +20,9 @@ from p1common.env import (
     env_list,
     env_rate,
     env_str,
+    replica_from_url,
 )
+from p1common.replica import REPLICA_ALIAS
 from p1platform import roles
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -108,6 +110,14 @@ else:
     if not env_str("DATABASE_URL"):
         # The embedded default must work from a fresh clone, where var/ does not exist.
         DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # Optional: a streaming replica of DATABASE_URL that serves the history and capacity
+    # reads (p1common/replica.py says which, and why the rest stays on the primary).
+    _replica = replica_from_url(
+        "DATABASE_REPLICA_URL", env_str("DATABASE_REPLICA_URL"), DATABASES["default"]
+    )
+    if _replica is not None:
+        DATABASES[REPLICA_ALIAS] = _replica
+        DATABASE_ROUTERS = ["p1platform.dbrouter.ReplicaRouter"]
 
 # TimescaleDB: "auto" uses it when the server can load it, "off" never does, "require"
 # fails the migration when it is missing (production images that must have it).

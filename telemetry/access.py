@@ -60,7 +60,12 @@ def readable_device(request: Request, device_id: str | None) -> Device:
 
 class ReadViewSet(viewsets.ViewSet):
     """Base of the read endpoints: the device the caller may read, then the action's
-    query parameters parsed by its query serializer in that device's zone."""
+    query parameters parsed by its query serializer in that device's zone.
+
+    The access check reads the primary, always: a device given to another owner a
+    moment ago is refused at once. An action then runs its selectors under
+    p1common.replica.replica_reads() where a moment-old answer is fine.
+    """
 
     permission_classes = [CanRead]
 
