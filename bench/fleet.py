@@ -79,7 +79,7 @@ def parse_args() -> argparse.Namespace:
         "--warm-seconds", type=int, default=10, help="token checks before the rounds"
     )
     parser.add_argument(
-        "--interval", type=float, default=15, help="the worker's INGEST_STEPS_INTERVAL_S"
+        "--interval", type=float, default=60, help="the worker's INGEST_STEPS_INTERVAL_S"
     )
     parser.add_argument(
         "--database-url",

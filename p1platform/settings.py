@@ -238,7 +238,7 @@ INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
 # alerts are then late by at most the interval and one cycle (docs/SCALING.md).
 # off: each request does its own, before it answers.
 INGEST_STEPS_WORKER = env_bool("INGEST_STEPS_WORKER", default=False)
-INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 15, minimum=1)
+INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 60, minimum=1)
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.

@@ -35,7 +35,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, DateTimeField, Q, Value, When
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
@@ -249,17 +249,24 @@ def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
                 )
                 for step in steps():
                     step(batch)
-            for token_pk, used in item.tokens.items():
-                _record_use(token_pk, used)
+        _record_use({pk: used for item in group for pk, used in item.tokens.items()})
         PendingBatch.objects.filter(id__in=[i for item in group for i in item.ids]).delete()
 
 
-def _record_use(token_pk: int, used: datetime) -> None:
-    """The token's last use, written at most once per LAST_USED_RESOLUTION_S."""
-    stale = used - timedelta(seconds=LAST_USED_RESOLUTION_S)
+def _record_use(used: dict[int, datetime]) -> None:
+    """Each token's last use, in one statement; a token's row is written at most once
+    per LAST_USED_RESOLUTION_S."""
+    if not used:
+        return
+    stale = min(used.values()) - timedelta(seconds=LAST_USED_RESOLUTION_S)
     DeviceToken.objects.filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk=token_pk
-    ).update(last_used_at=used)
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk__in=list(used)
+    ).update(
+        last_used_at=Case(
+            *(When(pk=pk, then=Value(moment)) for pk, moment in used.items()),
+            output_field=DateTimeField(),
+        )
+    )
 
 
 def accept_batch(
