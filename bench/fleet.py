@@ -126,6 +126,13 @@ def _cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / ticks
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _tree(pid: int) -> list[int]:
     found = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -370,6 +377,13 @@ def main() -> None:
                 fleet, reads = run_fleet(base, households, template, args, readers)
                 totals.rounds.append(Round(floor, fleet, reads, busy.since()))
                 print(_round_line(totals.rounds[-1]), flush=True)
+            pids = _tree(server.process.pid)
+            rss = [_rss_mb(p) for p in pids]
+            print(
+                f"memory: gunicorn {sum(rss):.0f} MB in {len(pids)} processes "
+                f"(largest {max(rss):.0f} MB)"
+                + (f", worker {_rss_mb(worker.pid):.0f} MB" if worker else "")
+            )
         if worker is not None:
             idle = len(worker.log.matching(f"{WORKER_CYCLE}0 devices"))
             worker.log.wait_for(f"{WORKER_CYCLE}0 devices", DRAIN_TIMEOUT_S, count=idle + 1)
