@@ -57,7 +57,7 @@ LIVE_REFRESH_S = 2  # dashboard.pages.LIVE_REFRESH_MS
 SAMPLES_PER_BATCH = 5
 WRK_THREADS = 2
 FLOOR_CONNECTIONS = 16
-READ_CONNECTIONS = 4
+READ_CONNECTIONS = 16
 RESULT_PREFIX = "fleet-result: "
 GOALS = {"postgres-tables": 0.25, "timescale": 0.20}
 CHECKED_HOUSEHOLDS = 25
@@ -117,6 +117,8 @@ class Round:
     reads: WrkResult | None
     # CPU seconds of gunicorn (all its processes) and of the worker during the fleet.
     cpu: tuple[float, float]
+    # gunicorn's CPU ms per request of the bare view.
+    floor_cpu_ms: float
 
 
 def _cpu_s(pid: int) -> float:
@@ -229,6 +231,11 @@ def wrk(url: str, args: list[str], connections: int, seconds: int) -> WrkResult:
 
 
 def floor_rate(url: str, seconds: int) -> float:
+    return floor_run(url, seconds)[0]
+
+
+def floor_run(url: str, seconds: int) -> tuple[float, int]:
+    """Requests per second of the bare view, and how many it answered."""
     out = subprocess.run(
         ["wrk", f"-t{WRK_THREADS}", f"-c{FLOOR_CONNECTIONS}", f"-d{seconds}s", url],
         capture_output=True,
@@ -237,7 +244,8 @@ def floor_rate(url: str, seconds: int) -> float:
     ).stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"the bare view answered errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rate, int(re.search(r"(\d+) requests in", out).group(1))
 
 
 def run_fleet(
@@ -372,10 +380,12 @@ def main() -> None:
             print(f"warm-up: {warm.answered / args.households:.1f} token checks per household")
             wrk(base, ["ingest", str(households), str(template), "0"], args.connections, 5)
             for _ in range(args.rounds):
-                floor = floor_rate(f"{base}/bench/redis-key", args.seconds)
+                idle = ProcessTimes.of(server.process.pid, None)
+                floor, answered = floor_run(f"{base}/bench/redis-key", args.seconds)
+                floor_cpu = 1000 * idle.since()[0] / answered
                 busy = ProcessTimes.of(server.process.pid, worker.pid if worker else None)
                 fleet, reads = run_fleet(base, households, template, args, readers)
-                totals.rounds.append(Round(floor, fleet, reads, busy.since()))
+                totals.rounds.append(Round(floor, fleet, reads, busy.since(), floor_cpu))
                 print(_round_line(totals.rounds[-1]), flush=True)
             pids = _tree(server.process.pid)
             rss = [_rss_mb(p) for p in pids]
@@ -426,7 +436,7 @@ def _round_line(r: Round) -> str:
     batches = fleet.answered or 1
     line += (
         f" | CPU ms per batch: server {1000 * r.cpu[0] / batches:.2f}, "
-        f"worker {1000 * r.cpu[1] / batches:.2f}"
+        f"worker {1000 * r.cpu[1] / batches:.2f} (bare view {r.floor_cpu_ms:.2f} per request)"
     )
     return line
 
