@@ -14,7 +14,7 @@ recomputed (the edge keeps such a reading in its quarantine, reported).
 
 The deleting itself is the storage plan's (StoragePlan.prune_samples): bounded batches
 per device on PostgreSQL and SQLite, whole chunks on TimescaleDB. ``manage.py
-prune_samples`` runs it (docs/DEPLOY.md, Retention); nothing in a request does.
+prune_samples`` runs it (docs/DEPLOY.md section 9); nothing in a request does.
 """
 
 from __future__ import annotations
