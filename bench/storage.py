@@ -432,6 +432,59 @@ def _compress_and_measure(
         late["late"].append(_timed(lambda b=b: plan.insert_batch(device_pk, held[b])))
     out["late_hour_into_compressed_s"] = statistics.median(late["early"])
     out["late_hour_into_live_s"] = statistics.median(late["late"])
+    out.update(_latest_sample_reads(device_pk, data_end))
+    return out
+
+
+def _latest_reads(device_pk: int, since: datetime) -> tuple[float, float]:
+    """Median seconds (planning included) of a device's newest sample: unbounded in
+    time, as the realtime answer and the register-break window ask today, and bounded
+    to the last day, which lets the planner leave out every older chunk."""
+    unbounded = (
+        "SELECT ts, power_w FROM telemetry_sample WHERE device_id = %s ORDER BY ts DESC LIMIT 1"
+    )
+    bounded = (
+        "SELECT ts, power_w FROM telemetry_sample WHERE device_id = %s AND ts >= %s "
+        "ORDER BY ts DESC LIMIT 1"
+    )
+    runs = []
+    for sql, params in ((unbounded, [device_pk]), (bounded, [device_pk, since])):
+        _scalar(sql, params)
+        times = [_timed(lambda sql=sql, params=params: _scalar(sql, params)) for _ in range(15)]
+        runs.append(statistics.median(times))
+    return runs[0], runs[1]
+
+
+def _latest_sample_reads(device_pk: int, data_end: datetime) -> dict[str, Any]:
+    """The newest-sample read with this run's chunks, then with a year of chunks: a
+    sample every 6 hours of another device for the year before the data, compressed."""
+    from django.db import connection
+
+    since = data_end - timedelta(days=1)
+    chunks = "SELECT count(*) FROM show_chunks('telemetry_sample')"
+    out: dict[str, Any] = {"chunks": _scalar(chunks)}
+    out["latest_s"], out["latest_bounded_s"] = _latest_reads(device_pk, since)
+    first = _scalar("SELECT min(ts) FROM telemetry_sample")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO telemetry_device (device_id, name, timezone, created_at) "
+            "VALUES ('bench-filler', '', 'UTC', now()) RETURNING id"
+        )
+        (filler,) = cursor.fetchone()
+        cursor.execute(
+            "INSERT INTO telemetry_sample (device_id, ts, power_w, energy_import_kwh) "
+            "SELECT %s, t, 100, 1 FROM generate_series(%s::timestamptz - interval '365 days', "
+            "%s::timestamptz - interval '1 second', interval '6 hours') t",
+            [filler, first, first],
+        )
+        cursor.execute(
+            "SELECT count(compress_chunk(c, if_not_compressed => true)) "
+            "FROM show_chunks('telemetry_sample', older_than => %s::timestamptz) c",
+            [first],
+        )
+    connection.cursor().execute("ANALYZE telemetry_sample")
+    out["year_chunks"] = _scalar(chunks)
+    out["latest_year_s"], out["latest_bounded_year_s"] = _latest_reads(device_pk, since)
     return out
 
 
@@ -607,6 +660,13 @@ def report(results: list[dict[str, Any]], compress_after: list[str]) -> None:
             f"  a late hour ({LATE_S // STEP_S} samples, insert_batch + refresh): into the "
             f"live chunk {l_u * 1000:.0f} ms, into a compressed chunk {l_c * 1000:.0f} ms "
             f"(ratio {l_c / l_u:.2f})"
+        )
+        print(
+            f"  a device's newest sample, {r['chunks']} chunks: {r['latest_s'] * 1000:.1f} ms "
+            f"(bounded to a day: {r['latest_bounded_s'] * 1000:.1f} ms); with a year of "
+            f"chunks ({r['year_chunks']}): {r['latest_year_s'] * 1000:.1f} ms (bounded: "
+            f"{r['latest_bounded_year_s'] * 1000:.1f} ms; ratio unbounded/bounded "
+            f"{r['latest_year_s'] / r['latest_bounded_year_s']:.1f})"
         )
 
 

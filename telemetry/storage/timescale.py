@@ -28,8 +28,12 @@ from telemetry.timegrid import bucket_start
 logger = logging.getLogger(__name__)
 
 SAMPLE_TABLE = "telemetry_sample"
+# Chosen by bench/storage.py (docs/PERFORMANCE.md, "Storage per device-year"). Shorter
+# chunks shorten the uncompressed tail but multiply the chunks every read not bounded in
+# time must plan; compressing two days after a chunk ends keeps the live chunk and a
+# recent backlog uncompressed, and older backlogs still go in (into compressed chunks).
 CHUNK_INTERVAL = "7 days"
-COMPRESS_AFTER = "30 days"
+COMPRESS_AFTER = "2 days"
 # How far back the aggregates' refresh policies look (migration 0007): less than the
 # shortest raw-sample retention (13 months, RAW_SAMPLE_RETENTION_MONTHS), because a
 # refresh over a range whose raw chunks were dropped empties its buckets. Late data older
