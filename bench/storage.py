@@ -357,7 +357,7 @@ def measure(days: int, chunk_interval: str | None, column_types: bool) -> dict[s
     if timescale:
         result.update(_compress_and_measure(device.pk, data_end, query_lo, query_hi, held))
         if column_types:
-            result["column_types"] = _column_type_experiment(chunk_interval or "7 days")
+            result["column_types"] = _column_type_experiment(device.pk, chunk_interval or "7 days")
     return result
 
 
@@ -512,14 +512,14 @@ _TYPE_VARIANTS = {
 }
 
 
-def _column_type_experiment(chunk_interval: str) -> dict[str, float]:
-    """Compressed bytes per sample of the same rows stored with other column types."""
+def _column_type_experiment(device_pk: int, chunk_interval: str) -> dict[str, float]:
+    """Compressed bytes per sample of the device's rows stored with other column types."""
     from django.db import connection
 
     import p1wire as wire
 
     out = {}
-    count = _scalar("SELECT count(*) FROM telemetry_sample")
+    count = _scalar("SELECT count(*) FROM telemetry_sample WHERE device_id = %s", [device_pk])
     with connection.cursor() as cursor:
         for number, (label, groups) in enumerate(_TYPE_VARIANTS.items()):
             table = f"bench_types_{number}"
@@ -550,7 +550,8 @@ def _column_type_experiment(chunk_interval: str) -> dict[str, float]:
             )
             cursor.execute(
                 f"INSERT INTO {table} SELECT device_id, ts, {', '.join(selects)} "
-                "FROM telemetry_sample"
+                "FROM telemetry_sample WHERE device_id = %s",
+                [device_pk],
             )
             cursor.execute(
                 f"ALTER TABLE {table} SET (timescaledb.compress, "
