@@ -268,7 +268,7 @@ def test_aggregate_refresh_never_reaches_back_as_far_as_retention_prunes():
             "compress_after": timescale.COMPRESS_AFTER,
             "refresh_start": ["1 year", "1 year"],
         }
-        result = _manage_migrate(env, "telemetry", "0006_nullable_export_register_breaks")
+        result = _manage_migrate(env, "telemetry", "0007_pending_batch")
         assert result.returncode == 0, result.stderr
         assert _policies(url) == {
             "chunk_interval": "7 days",

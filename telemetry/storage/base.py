@@ -194,7 +194,7 @@ class StoragePlan(ABC):
         refresh_start: str | None,
     ) -> None:
         """Chunk interval, compression delay and the aggregates' refresh window, where
-        samples are a hypertable (migration 0007)."""
+        samples are a hypertable (migration 0008)."""
         return  # only TimescaleDB has chunks
 
 

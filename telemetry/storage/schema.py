@@ -51,7 +51,7 @@ def require_export(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
 
 def tune_sample_storage(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
     """The chunk interval and compression delay the storage bench chose, and refresh
-    policies that never reach a range raw-sample retention dropped (0007)."""
+    policies that never reach a range raw-sample retention dropped (0008)."""
     from telemetry.storage import timescale
 
     _plan(schema_editor).tune_sample_storage(
@@ -63,5 +63,5 @@ def tune_sample_storage(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> N
 
 
 def untune_sample_storage(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    """Back to what 0002 and 0004 made before 0007."""
+    """Back to what 0002 and 0004 made before 0008."""
     _plan(schema_editor).tune_sample_storage(schema_editor, "7 days", "30 days", None)

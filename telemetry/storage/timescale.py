@@ -34,7 +34,7 @@ SAMPLE_TABLE = "telemetry_sample"
 # recent backlog uncompressed, and older backlogs still go in (into compressed chunks).
 CHUNK_INTERVAL = "7 days"
 COMPRESS_AFTER = "2 days"
-# How far back the aggregates' refresh policies look (migration 0007): less than the
+# How far back the aggregates' refresh policies look (migration 0008): less than the
 # shortest raw-sample retention (13 months, RAW_SAMPLE_RETENTION_MONTHS), because a
 # refresh over a range whose raw chunks were dropped empties its buckets. Late data older
 # than this refreshes its own window at ingest (REFRESH_IF_OLDER_THAN).
@@ -230,6 +230,18 @@ class TimescalePlan(PostgresPlan):
         self, apps: Any, schema_editor: BaseDatabaseSchemaEditor, null: bool
     ) -> None:
         """A continuous aggregate's columns follow its query: nothing to alter."""
+
+    def insert_history(self, device_pk: int, columns: Columns) -> int:
+        """As every plan, then the aggregates over the loaded window: the refresh
+        policies look back only AGGREGATE_REFRESH_START, so older history they would
+        never materialize, and once the watermark passed it, it would read as empty."""
+        from telemetry.storage.base import timestamps
+
+        inserted = super().insert_history(device_pk, columns)
+        if inserted:
+            ts = timestamps(columns)
+            self.refresh_before_steps(min(ts), max(ts))
+        return inserted
 
     def prune_samples(self, before: datetime, batch_rows: int = 0) -> tuple[int, datetime]:
         """Whole chunks only: drop_chunks removes the chunks that end at or before

@@ -8,6 +8,6 @@ class Migration(migrations.Migration):
     delay measured by bench/storage.py (docs/PERFORMANCE.md, issue 13), and refresh
     policies that look back less than the shortest raw-sample retention."""
 
-    dependencies = [("telemetry", "0006_nullable_export_register_breaks")]
+    dependencies = [("telemetry", "0007_pending_batch")]
 
     operations = [migrations.RunPython(tune_sample_storage, untune_sample_storage)]
