@@ -249,6 +249,16 @@ TRUSTED_PROXIES = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1", "::1"])
 # How long a client should wait before retrying when the database is unreachable.
 DB_RETRY_AFTER_S = env_int("DB_RETRY_AFTER_S", 15, minimum=1)
 
+# Raw samples are kept this many months (0 or unset: forever); `manage.py prune_samples`
+# deletes older ones (telemetry.retention). Quarters, hours, capacity months and register
+# breaks are kept forever. The 12-month average needs 12 whole months and the running one.
+RAW_SAMPLE_RETENTION_MONTHS = env_int("RAW_SAMPLE_RETENTION_MONTHS", 0, minimum=0)
+if 0 < RAW_SAMPLE_RETENTION_MONTHS < 13:
+    raise ImproperlyConfigured(
+        "RAW_SAMPLE_RETENTION_MONTHS: must be 0 (keep forever) or at least 13 (the tariff's "
+        f"12 months and the running one), got {RAW_SAMPLE_RETENTION_MONTHS}"
+    )
+
 # Peak guard webhooks (peakguard/). Targets on loopback, private and link-local
 # addresses are refused unless allowed here (development, receivers on the LAN).
 PEAKGUARD_ALLOW_PRIVATE_TARGETS = env_bool("PEAKGUARD_ALLOW_PRIVATE_TARGETS", default=False)

@@ -11,7 +11,8 @@
 #   TEST_REDIS_URL      Redis for the first pass; the suite clears this database
 #   TIMESCALE_DATABASE_URL  optional: a PostgreSQL with timescaledb preloaded; the
 #                           migration tests use it, and a third pass runs the storage
-#                           tests (tests/storage) on it after the two others
+#                           and retention tests (tests/storage, tests/test_retention.py)
+#                           on it after the two others
 #   TESTS_REQUIRE_TOOLS=1   a missing Debian tool (chromium, caddy, ...) fails its tests
 #                           instead of skipping them (.ci/run sets it; tests/tools.py)
 set -euo pipefail
@@ -35,7 +36,7 @@ timescale_pass() {
   echo "== storage tests on TimescaleDB ($TIMESCALE_DATABASE_URL)"
   mkdir -p var/test-ts
   DATA_DIR="$PWD/var/test-ts" DATABASE_URL="$TIMESCALE_DATABASE_URL" TIMESCALEDB=require \
-    REDIS_URL="$redis_url" "${PYTEST[@]}" tests/storage
+    REDIS_URL="$redis_url" "${PYTEST[@]}" tests/storage tests/test_retention.py
 }
 
 if [ "${TEST_PASSES:-parallel}" = sequential ]; then

@@ -44,6 +44,13 @@ def sample_field_schema(name: str) -> dict[str, Any]:
 
 def sample_schema() -> dict:
     future_minutes = int(validation.MAX_FUTURE.total_seconds() // 60)
+    months = settings.RAW_SAMPLE_RETENTION_MONTHS
+    kept = (
+        f" This server keeps raw samples {months} months: ts may be at most that old "
+        "(the start of the hour that many calendar months ago, UTC)."
+        if months
+        else ""
+    )
     return {
         "type": "object",
         "properties": {
@@ -55,7 +62,7 @@ def sample_schema() -> dict:
         "description": (
             "One meter reading. (device, ts) is its key: a sample sent again is a "
             f"duplicate, not an error. ts may be at most {future_minutes} minutes ahead "
-            "of the server's clock."
+            "of the server's clock." + kept
         ),
     }
 

@@ -41,7 +41,9 @@ class SeriesViewSet(ReadViewSet):
         summary="Energy and power per bucket over a range",
         description=(
             "Import/export kWh from register deltas, average/min/max power and the sample "
-            "count per bucket. Buckets without samples are left out."
+            "count per bucket. Buckets without samples are left out. Every interval is "
+            "read from the 15-minute and hourly rollups, which are kept forever: a range "
+            "whose raw samples were pruned (RAW_SAMPLE_RETENTION_MONTHS) answers as before."
         ),
         parameters=[DEVICE_ID_PARAM, SeriesQuery],
         responses={200: SeriesSerializer, **problems(*READ_ERRORS)},

@@ -40,8 +40,7 @@ IMPOSSIBLE_STEP = "impossible-step"
 
 _TABLE = "telemetry_registerbreak"
 _SAMPLES = "telemetry_sample"
-# Far enough out for "every sample of the device" (samples start in 2000).
-_ALL_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+# Far enough out for "every later sample of the device".
 _ALL_TO = datetime(2200, 1, 1, tzinfo=UTC)
 
 
@@ -137,8 +136,18 @@ def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
 
 
 def rebuild_breaks(device_pk: int) -> None:
-    """The same rule over every stored sample of the device (manage.py rebuild_capacity)."""
-    refresh_breaks(device_pk, _ALL_FROM, _ALL_TO)
+    """The same rule over every stored sample of the device (manage.py rebuild_capacity).
+
+    From the device's oldest stored sample on: a break at or before it is kept, because
+    its samples are gone (telemetry.retention) and nothing stored can refute it, while
+    the quarters kept from that time still count it."""
+    from telemetry.models import Sample
+
+    oldest = Sample.objects.filter(device_id=device_pk).order_by("ts").values_list("ts")[:1]
+    found = list(oldest)
+    if not found:
+        return
+    refresh_breaks(device_pk, found[0][0], _ALL_TO)
 
 
 # --- reading registers across segments -------------------------------------------------

@@ -12,7 +12,10 @@ import operator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from django.conf import settings
+
 import p1wire as wire
+from telemetry import retention
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_MAGNITUDE = wire.MAX_MAGNITUDE
@@ -93,14 +96,36 @@ def validate_samples(samples: Any, now: datetime) -> tuple[list[list[Any] | None
         return [], [{"index": None, "field": "samples", "detail": "must be a list"}]
     columns = _columns_fast(samples, now)
     if columns is not None:
-        return columns, []
+        return _within_retention(columns, now)
     # Something is unusual (an error, an int, a repeated ts): go sample by sample, which
     # finds every error and also accepts what the fast path merely declined.
     rows, errors = _rows_checked_one_by_one(samples, now)
     if errors:
         return [], errors
     transposed = [list(column) for column in zip(*rows, strict=True)]
-    return [c if any(v is not None for v in c) else None for c in transposed], []
+    return _within_retention(
+        [c if any(v is not None for v in c) else None for c in transposed], now
+    )
+
+
+def _within_retention(
+    columns: list[list[Any] | None], now: datetime
+) -> tuple[list[list[Any] | None], list[dict]]:
+    """The columns, or an error for each sample older than the raw-sample retention's
+    horizon: its neighbours may be pruned, so its buckets could not be recomputed
+    (telemetry.retention)."""
+    earliest = retention.horizon(now)
+    if earliest is None:
+        return columns, []
+    ts = cast(list[datetime], columns[0])
+    if min(ts) >= earliest:
+        return columns, []
+    detail = (
+        f"is older than {earliest.isoformat()}: this server keeps raw samples "
+        f"{settings.RAW_SAMPLE_RETENTION_MONTHS} months (RAW_SAMPLE_RETENTION_MONTHS)"
+    )
+    old = [i for i, moment in enumerate(ts) if moment < earliest][:_MAX_ERRORS]
+    return [], [{"index": i, "field": "ts", "detail": detail} for i in old]
 
 
 def _rows_checked_one_by_one(samples: list, now: datetime) -> tuple[list[list[Any]], list[dict]]:

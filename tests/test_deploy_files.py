@@ -78,8 +78,8 @@ def test_vps_stack_waits_for_healthy_services() -> None:
         P1_ENV_FILE=str(ENV_EXAMPLE),
     ).stdout
     assert "timescale/timescaledb:" in config
-    # app on db and redis; caddy and the ingest-steps worker on app (it migrates).
-    assert config.count("condition: service_healthy") == 4
+    # app on db and redis; caddy, the ingest-steps worker and prune on app (it migrates).
+    assert config.count("condition: service_healthy") == 5
     assert "TIMESCALEDB: require" in config
     assert "/readyz" in config
 
@@ -149,16 +149,23 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         (venv_bin / name).write_text("#!/bin/sh\n")
         (venv_bin / name).chmod(0o755)
     units = []
-    for unit in sorted((DEPLOY / "systemd").glob("*.service")):
+    for unit in sorted((DEPLOY / "systemd").glob("*.service")) + sorted(
+        (DEPLOY / "systemd").glob("*.timer")
+    ):
         text = unit.read_text().replace("/opt/p1platform/.venv/bin/", f"{venv_bin}/")
         (tmp_path / unit.name).write_text(text)
         units.append(str(tmp_path / unit.name))
-    assert len(units) == 3
+    assert len(units) == 5
     run([analyze, "verify", *units])
 
 
 def test_systemd_units_are_hardened() -> None:
-    for name in ("p1-edge.service", "p1-server.service", "p1-ingest-steps.service"):
+    for name in (
+        "p1-edge.service",
+        "p1-server.service",
+        "p1-ingest-steps.service",
+        "p1-prune.service",
+    ):
         text = (DEPLOY / "systemd" / name).read_text()
         for line in (
             "NoNewPrivileges=yes",
@@ -178,6 +185,20 @@ def test_systemd_units_are_hardened() -> None:
     worker = (DEPLOY / "systemd" / "p1-ingest-steps.service").read_text()
     assert re.search(r"^ExecStart=\S+/python manage.py run_ingest_steps$", worker, re.MULTILINE)
     assert "After=" in worker and "p1-server.service" in worker
+
+
+def test_raw_samples_are_pruned_daily_by_a_timer_and_in_the_compose_stack() -> None:
+    timer = (DEPLOY / "systemd" / "p1-prune.timer").read_text()
+    service = (DEPLOY / "systemd" / "p1-prune.service").read_text()
+    assert re.search(r"^Unit=p1-prune\.service$", timer, re.MULTILINE)
+    assert re.search(r"^OnCalendar=\S+", timer, re.MULTILINE)
+    assert "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    assert re.search(r"^Type=oneshot$", service, re.MULTILINE)
+    assert re.search(r"^ExecStart=\S+/python manage.py prune_samples$", service, re.MULTILINE)
+    compose = (DEPLOY / "docker-compose.vps.yml").read_text()
+    # A process that waits between runs and ends on SIGTERM, not a shell loop.
+    assert '["prune_samples", "--every", "1d"]' in compose
+    assert "sleep" not in compose
 
 
 # --- images --------------------------------------------------------------------------

@@ -233,3 +233,45 @@ def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates
                 "SELECT first_export_kwh FROM telemetry_quarter ORDER BY bucket"
             ).fetchall()
         assert rows == [(5.0,), (None,)]
+
+
+def _policies(url: str) -> dict[str, object]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(hypertable_name, ''), proc_name, config "
+            "FROM timescaledb_information.jobs WHERE proc_name IN "
+            "('policy_compression', 'policy_refresh_continuous_aggregate') ORDER BY job_id"
+        ).fetchall()
+        (interval,) = conn.execute(
+            "SELECT time_interval::text FROM timescaledb_information.dimensions "
+            "WHERE hypertable_name = 'telemetry_sample'"
+        ).fetchone()
+    found: dict[str, object] = {"chunk_interval": interval}
+    for _, proc, config in rows:
+        if proc == "policy_compression":
+            found["compress_after"] = config["compress_after"]
+        else:
+            found.setdefault("refresh_start", []).append(config["start_offset"])
+    return found
+
+
+@needs_timescaledb
+def test_aggregate_refresh_never_reaches_back_as_far_as_retention_prunes():
+    # A refresh over a range whose raw chunks were dropped empties the aggregates there:
+    # the policies look back 12 months, the shortest retention keeps 13.
+    with scratch_database(TIMESCALE_URL) as url:
+        env = {**os.environ, "DATABASE_URL": url, "TIMESCALEDB": "require"}
+        result = _manage_migrate(env)
+        assert result.returncode == 0, result.stderr
+        assert _policies(url) == {
+            "chunk_interval": timescale.CHUNK_INTERVAL,
+            "compress_after": timescale.COMPRESS_AFTER,
+            "refresh_start": ["1 year", "1 year"],
+        }
+        result = _manage_migrate(env, "telemetry", "0007_pending_batch")
+        assert result.returncode == 0, result.stderr
+        assert _policies(url) == {
+            "chunk_interval": "7 days",
+            "compress_after": "30 days",
+            "refresh_start": [None, None],
+        }

@@ -46,6 +46,10 @@ def manage(*args: str, **env: str | None) -> subprocess.CompletedProcess:
         ({"DATABASE_URL": "mysql://root@localhost/p1"}, "DATABASE_URL"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
         ({"INGEST_THROTTLE_RATE": "lots"}, "INGEST_THROTTLE_RATE"),
+        # The tariff needs 12 whole months and the running one: fewer is refused.
+        ({"RAW_SAMPLE_RETENTION_MONTHS": "12"}, "RAW_SAMPLE_RETENTION_MONTHS"),
+        ({"RAW_SAMPLE_RETENTION_MONTHS": "1"}, "RAW_SAMPLE_RETENTION_MONTHS"),
+        ({"RAW_SAMPLE_RETENTION_MONTHS": "a year"}, "RAW_SAMPLE_RETENTION_MONTHS"),
         ({**PRODUCTION, "SECRET_KEY": None}, "SECRET_KEY"),
         ({**PRODUCTION, "SECRET_KEY": "short"}, "SECRET_KEY"),
         ({**PRODUCTION, "ALLOWED_HOSTS": None}, "ALLOWED_HOSTS"),

@@ -154,3 +154,54 @@ class StoragePlan(ABC):
                 other.model = model
                 old, new = (other, current) if null else (current, other)
                 schema_editor.alter_field(model, old, new)
+
+    # --- retention --------------------------------------------------------------------
+
+    def prune_samples(self, before: datetime, batch_rows: int = 0) -> tuple[int, datetime]:
+        """Delete the raw samples older than ``before``, leaving the rollups, the capacity
+        tables and the register breaks as they are (telemetry.retention). Returns how
+        many were deleted, and the moment before which no raw sample is left.
+
+        A device and a bounded time range (at most ``batch_rows`` rows, default
+        PRUNE_BATCH_ROWS) at a time, each its own transaction, so neither a lock nor the
+        WAL grows with the backlog.
+        """
+        connection = self.connection
+        adapt = connection.ops.adapt_datetimefield_value
+        limit = batch_rows or PRUNE_BATCH_ROWS
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM telemetry_device ORDER BY id")
+            devices = [row[0] for row in cursor.fetchall()]
+        deleted = 0
+        for device_pk in devices:
+            while True:
+                with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+                    # The batch ends at the oldest sample beyond its first `limit` rows.
+                    cursor.execute(_PRUNE_UPPER, [device_pk, adapt(before), limit])
+                    row = cursor.fetchone()
+                    upper = before if row is None else self.to_datetime(row[0])
+                    cursor.execute(_PRUNE_DELETE, [device_pk, adapt(upper)])
+                    deleted += cursor.rowcount
+                if row is None:
+                    break
+        return deleted, before
+
+    def tune_sample_storage(
+        self,
+        schema_editor: BaseDatabaseSchemaEditor,
+        chunk_interval: str,
+        compress_after: str,
+        refresh_start: str | None,
+    ) -> None:
+        """Chunk interval, compression delay and the aggregates' refresh window, where
+        samples are a hypertable (migration 0008)."""
+        return  # only TimescaleDB has chunks
+
+
+# Rows one prune transaction deletes at most (StoragePlan.prune_samples): hours of one
+# device at 2 s polling.
+PRUNE_BATCH_ROWS = 20_000
+_PRUNE_UPPER = (
+    "SELECT ts FROM telemetry_sample WHERE device_id = %s AND ts < %s ORDER BY ts LIMIT 1 OFFSET %s"
+)
+_PRUNE_DELETE = "DELETE FROM telemetry_sample WHERE device_id = %s AND ts < %s"

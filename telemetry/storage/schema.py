@@ -47,3 +47,21 @@ def allow_null_export(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> Non
 
 def require_export(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
     _plan(schema_editor).alter_export_columns(apps, schema_editor, null=False)
+
+
+def tune_sample_storage(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """The chunk interval and compression delay the storage bench chose, and refresh
+    policies that never reach a range raw-sample retention dropped (0008)."""
+    from telemetry.storage import timescale
+
+    _plan(schema_editor).tune_sample_storage(
+        schema_editor,
+        timescale.CHUNK_INTERVAL,
+        timescale.COMPRESS_AFTER,
+        timescale.AGGREGATE_REFRESH_START,
+    )
+
+
+def untune_sample_storage(apps: Any, schema_editor: BaseDatabaseSchemaEditor) -> None:
+    """Back to what 0002 and 0004 made before 0008."""
+    _plan(schema_editor).tune_sample_storage(schema_editor, "7 days", "30 days", None)

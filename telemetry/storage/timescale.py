@@ -28,8 +28,17 @@ from telemetry.timegrid import bucket_start
 logger = logging.getLogger(__name__)
 
 SAMPLE_TABLE = "telemetry_sample"
+# Chosen by bench/storage.py (docs/PERFORMANCE.md, "Storage per device-year"). Shorter
+# chunks shorten the uncompressed tail but multiply the chunks every read not bounded in
+# time must plan; compressing two days after a chunk ends keeps the live chunk and a
+# recent backlog uncompressed, and older backlogs still go in (into compressed chunks).
 CHUNK_INTERVAL = "7 days"
-COMPRESS_AFTER = "30 days"
+COMPRESS_AFTER = "2 days"
+# How far back the aggregates' refresh policies look (migration 0008): less than the
+# shortest raw-sample retention (13 months, RAW_SAMPLE_RETENTION_MONTHS), because a
+# refresh over a range whose raw chunks were dropped empties its buckets. Late data older
+# than this refreshes its own window at ingest (REFRESH_IF_OLDER_THAN).
+AGGREGATE_REFRESH_START = "12 months"
 # Dropping NOT NULL on a hypertable with compression enabled is refused before 2.18
 # ("operation not supported on hypertables that have compression enabled").
 NULLABLE_COLUMN_MIN_VERSION = (2, 18)
@@ -221,3 +230,89 @@ class TimescalePlan(PostgresPlan):
         self, apps: Any, schema_editor: BaseDatabaseSchemaEditor, null: bool
     ) -> None:
         """A continuous aggregate's columns follow its query: nothing to alter."""
+
+    def insert_history(self, device_pk: int, columns: Columns) -> int:
+        """As every plan, then the aggregates over the loaded window: the refresh
+        policies look back only AGGREGATE_REFRESH_START, so older history they would
+        never materialize, and once the watermark passed it, it would read as empty."""
+        from telemetry.storage.base import timestamps
+
+        inserted = super().insert_history(device_pk, columns)
+        if inserted:
+            ts = timestamps(columns)
+            self.refresh_before_steps(min(ts), max(ts))
+        return inserted
+
+    def prune_samples(self, before: datetime, batch_rows: int = 0) -> tuple[int, datetime]:
+        """Whole chunks only: drop_chunks removes the chunks that end at or before
+        ``before`` (a file each: no row deletes, nothing to vacuum). The chunk that
+        straddles ``before`` stays until a later run can drop it whole; deleting its old
+        rows would cost a decompression and mark their range for the aggregates' refresh.
+
+        Dropping chunks marks their range as changed for the continuous aggregates too:
+        a refresh over it would empty those buckets. No refresh reaches there: the
+        policies look back AGGREGATE_REFRESH_START, less than the shortest retention,
+        and ingest refuses samples older than the horizon (telemetry.validation), so no
+        batch refreshes its own window there either.
+        """
+        from django.db import transaction
+
+        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+            cursor.execute(_LAST_DROPPABLE, [SAMPLE_TABLE, before])
+            (end,) = cursor.fetchone()
+            deleted = 0
+            if end is not None:
+                cursor.execute(f"SELECT count(*) FROM {SAMPLE_TABLE} WHERE ts < %s", [end])
+                (deleted,) = cursor.fetchone()
+                cursor.execute(
+                    "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s)",
+                    [SAMPLE_TABLE, before],
+                )
+            cursor.execute(_OLDEST_CHUNK, [SAMPLE_TABLE])
+            (oldest,) = cursor.fetchone()
+        return deleted, before if oldest is None else min(before, oldest)
+
+    def tune_sample_storage(
+        self,
+        schema_editor: BaseDatabaseSchemaEditor,
+        chunk_interval: str,
+        compress_after: str,
+        refresh_start: str | None,
+    ) -> None:
+        # New chunks only: the existing ones keep their width.
+        schema_editor.execute(
+            "SELECT set_chunk_time_interval(%s::regclass, %s::interval)",
+            [SAMPLE_TABLE, chunk_interval],
+        )
+        schema_editor.execute(
+            "SELECT remove_compression_policy(%s::regclass, if_exists => true)", [SAMPLE_TABLE]
+        )
+        schema_editor.execute(
+            "SELECT add_compression_policy(%s::regclass, %s::interval)",
+            [SAMPLE_TABLE, compress_after],
+        )
+        for view, end_offset, schedule in _AGGREGATE_POLICIES:
+            schema_editor.execute(
+                "SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)",
+                [view],
+            )
+            schema_editor.execute(
+                "SELECT add_continuous_aggregate_policy(%s::regclass, "
+                "start_offset => %s::interval, end_offset => %s::interval, "
+                "schedule_interval => %s::interval)",
+                [view, refresh_start, end_offset, schedule],
+            )
+
+
+_LAST_DROPPABLE = (
+    "SELECT max(range_end) FROM timescaledb_information.chunks "
+    "WHERE hypertable_name = %s AND range_end <= %s"
+)
+_OLDEST_CHUNK = (
+    "SELECT min(range_start) FROM timescaledb_information.chunks WHERE hypertable_name = %s"
+)
+# The aggregates' policies as AGGREGATE_DDL creates them: view, end offset, schedule.
+_AGGREGATE_POLICIES = (
+    ("telemetry_quarter", "15 minutes", "1 minute"),
+    ("telemetry_hour", "1 hour", "5 minutes"),
+)
