@@ -6,7 +6,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
-from django.db.models import Min
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -40,7 +39,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 def owed_steps_age_s(now: datetime) -> float | None:
     """Seconds since the oldest batch still owing its ingest steps arrived; None: none."""
-    oldest = PendingBatch.objects.aggregate(oldest=Min("received_at"))["oldest"]
+    # The lowest id is the oldest record (the primary key's index, no scan).
+    oldest = PendingBatch.objects.order_by("id").values_list("received_at", flat=True).first()
     return None if oldest is None else round((now - oldest).total_seconds(), 1)
 
 

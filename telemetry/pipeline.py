@@ -69,6 +69,10 @@ logger = logging.getLogger(__name__)
 # apart (a backlog from last winter beside today's batch) are done each on its own, so
 # the work stays proportional to what arrived.
 MERGE_GAP = timedelta(minutes=30)
+# A run reads at most this many records (a worker back after a long stop works through
+# the backlog in runs of bounded memory); deletes go in slices SQLite can bind.
+MAX_RECORDS_PER_RUN = 50_000
+_DELETE_SLICE = 900
 
 
 def _import_steps(setting: str) -> tuple[Step, ...]:
@@ -165,19 +169,21 @@ class _Owed:
 
 
 def _owed(device_pks: Collection[int] | None) -> list[_Owed]:
-    rows = PendingBatch.objects.order_by("device_id", "id")
+    """The oldest MAX_RECORDS_PER_RUN records, per device in device order (the order the
+    register-break locks are taken in, so concurrent runs cannot deadlock)."""
+    rows = PendingBatch.objects.order_by("id")
     if device_pks is not None:
         rows = rows.filter(device_id__in=list(device_pks))
     found: dict[int, _Owed] = {}
     for pk, device_pk, token_pk, oldest, newest, inserted, received_at in rows.values_list(
         "id", "device_id", "token_id", "oldest", "newest", "inserted", "received_at"
-    ):
+    )[:MAX_RECORDS_PER_RUN]:
         owed = found.setdefault(device_pk, _Owed(device_pk, [], [], {}))
         owed.ids.append(pk)
         owed.spans.append(_Span(oldest, newest, inserted))
         if token_pk is not None:
             owed.tokens[token_pk] = max(received_at, owed.tokens.get(token_pk, received_at))
-    return list(found.values())
+    return [found[pk] for pk in sorted(found)]
 
 
 def _chunks(items: list[_Owed], size: int) -> Iterator[list[_Owed]]:
@@ -212,9 +218,10 @@ def run_owed_steps(
         done += len(group)
         for item in group:
             item.spans = _merged(item.spans)
-            for span in item.spans:
-                plan.refresh_before_steps(span.oldest, span.newest)
         try:
+            for item in group:
+                for span in item.spans:
+                    plan.refresh_before_steps(span.oldest, span.newest)
             _commit_steps(group, devices)
         except Exception:
             if len(group) == 1:
@@ -250,7 +257,9 @@ def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
                 for step in steps():
                     step(batch)
         _record_use({pk: used for item in group for pk, used in item.tokens.items()})
-        PendingBatch.objects.filter(id__in=[i for item in group for i in item.ids]).delete()
+        done = [i for item in group for i in item.ids]
+        for start in range(0, len(done), _DELETE_SLICE):
+            PendingBatch.objects.filter(id__in=done[start : start + _DELETE_SLICE]).delete()
 
 
 def _record_use(used: dict[int, datetime]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from redis.exceptions import RedisError
 
 from telemetry.models import Device, DeviceToken
@@ -114,11 +115,14 @@ def lookup(
         if record_use:
             touch(token)
         _remember(token_hash, token, generation, ttl)
-        return Lookup(token, also=also_values)
+        return Lookup(token, also=also_values, counted=counts)
+    # Read (or made) before the database: a change after this read bumps it again, so
+    # a copy stamped with it can never outlive that change.
+    current = generation or _ensure_generation()
     found = _from_database(raw, record_use)
     found.also = also_values
+    found.counted = counts
     if found.token is not None:
-        current = generation or _ensure_generation()
         if current is not None:
             _remember(token_hash, found.token, current, ttl)
             # For the other processes: one database read per token, not one per process.
@@ -206,5 +210,12 @@ def _ensure_generation() -> str | None:
 
 
 def bump_generation(sender: object = None, instance: object = None, **kwargs: object) -> None:
-    """Signal receiver for any token change: every process re-reads its tokens."""
+    """Signal receiver for any token change: every process re-reads its tokens. Again
+    once the change commits: a lookup between the signal and the commit still read the
+    old row, and must not be trusted under the generation it saw."""
+    _new_generation()
+    transaction.on_commit(_new_generation)
+
+
+def _new_generation() -> None:
     cache.set(GENERATION_KEY, uuid.uuid4().hex, timeout=None)

@@ -54,3 +54,18 @@ def test_the_shared_copy_is_keyed_by_the_hash_never_the_token(device):
     key = f"{token_cache.SHARED_PREFIX}{token_cache.hash_token(raw)}"
     assert cache.get(key) is not None
     assert cache.get(f"{token_cache.SHARED_PREFIX}{raw}") is None
+
+
+@needs_redis
+@pytest.mark.django_db(transaction=True)
+def test_a_token_change_inside_a_transaction_moves_the_generation_again_at_its_commit(device):
+    from django.core.cache import cache
+    from django.db import transaction
+
+    token, _ = issue_token(device, "ingest")
+    with transaction.atomic():
+        token.revoke()
+        # A lookup now still reads the active row from the database...
+        seen_inside = cache.get(token_cache.GENERATION_KEY)
+    # ...so the copy it left under this generation must not be trusted after the commit.
+    assert cache.get(token_cache.GENERATION_KEY) != seen_inside

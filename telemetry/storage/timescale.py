@@ -45,7 +45,9 @@ NULLABLE_COLUMN_MIN_VERSION = (2, 18)
 # Real-time aggregation covers only buckets after the aggregate's watermark; older data
 # waits for the refresh policy. A batch reaching that far back (a backlog after an
 # outage, a bulk import) refreshes its own window at once so reads stay exact.
-REFRESH_IF_OLDER_THAN = timedelta(hours=2)
+# The quarter aggregate's policy materialises up to 15 minutes back (its end_offset), so
+# its watermark can be that far behind: anything older may sit below it, unseen.
+REFRESH_IF_OLDER_THAN = timedelta(minutes=15)
 
 
 _INSERT_OWED = (
