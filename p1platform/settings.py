@@ -229,8 +229,8 @@ INGEST_STEPS = [
     "capacity.realtime.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
-# What every batch that added rows does in its own request, after its commit, whoever
-# runs INGEST_STEPS: the live reading is fresh at once.
+# With the worker: what a batch that added rows still does in its own request, after
+# its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
 INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every

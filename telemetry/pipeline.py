@@ -94,8 +94,9 @@ def steps() -> tuple[Step, ...]:
 
 @functools.cache
 def receipt_steps() -> tuple[Step, ...]:
-    """settings.INGEST_RECEIPT_STEPS: what every batch that added rows does in its own
-    request, after its commit, whoever runs the owed steps."""
+    """settings.INGEST_RECEIPT_STEPS: what a batch that added rows does in its own
+    request, after its commit, when the worker does INGEST_STEPS later (without one,
+    INGEST_STEPS run right there and include them)."""
     return _import_steps("INGEST_RECEIPT_STEPS")
 
 
@@ -111,16 +112,19 @@ def ingest_batch(
     device: Device, columns: list[list[Any] | None], token_pk: int | None = None
 ) -> int:
     """Store one validated batch (wire.SAMPLE_FIELDS order) sent with token ``token_pk``,
-    then run the receipt steps and, without a worker, the steps it owes; returns how many
-    rows were new. A batch of duplicates owes nothing and runs no step."""
+    then, with a worker, the receipt steps, and without one the steps it owes; returns
+    how many rows were new. A batch of duplicates owes nothing and runs no step."""
     inserted = plan_for().insert_batch(device.pk, columns, token_pk)
     if not inserted:
         return 0
-    ts = timestamps(columns)
-    batch = StoredBatch(device.pk, device.device_id, device.timezone, min(ts), max(ts), inserted)
-    for step in receipt_steps():
-        step(batch)
-    if not settings.INGEST_STEPS_WORKER:
+    if settings.INGEST_STEPS_WORKER:
+        ts = timestamps(columns)
+        batch = StoredBatch(
+            device.pk, device.device_id, device.timezone, min(ts), max(ts), inserted
+        )
+        for step in receipt_steps():
+            step(batch)
+    else:
         try:
             run_owed_steps([device.pk])
         except Exception:
