@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -158,13 +158,6 @@ class ProcessTimes:
     def since(self) -> tuple[float, float]:
         now = ProcessTimes.of(self.server_pid, self.worker_pid)
         return now.server - self.server, now.worker - self.worker
-
-
-@dataclass
-class Totals:
-    acked: int = 0
-    answered: int = 0
-    rounds: list[Round] = field(default_factory=list)
 
 
 def make_households(count: int, path: Path) -> None:
@@ -366,7 +359,7 @@ def main() -> None:
     share_tokens(households)
     sample_template(template)
     readers = round(args.households * args.readers)
-    totals = Totals()
+    rounds: list[Round] = []
     worker = None
     if args.steps == "worker":
         worker = start_steps_worker(args.interval, log_path=work / "worker.log", LOG_LEVEL="info")
@@ -385,8 +378,8 @@ def main() -> None:
                 floor_cpu = 1000 * idle.since()[0] / answered
                 busy = ProcessTimes.of(server.process.pid, worker.pid if worker else None)
                 fleet, reads = run_fleet(base, households, template, args, readers)
-                totals.rounds.append(Round(floor, fleet, reads, busy.since(), floor_cpu))
-                print(_round_line(totals.rounds[-1]), flush=True)
+                rounds.append(Round(floor, fleet, reads, busy.since(), floor_cpu))
+                print(_round_line(rounds[-1]), flush=True)
             pids = _tree(server.process.pid)
             rss = [_rss_mb(p) for p in pids]
             print(
@@ -407,10 +400,10 @@ def main() -> None:
         if worker is not None:
             worker.stop()
     stored = stored_rows()
-    acked = sum(r.fleet.acked_samples for r in totals.rounds)
-    answered = sum(r.fleet.answered for r in totals.rounds)
-    failed = sum(r.fleet.failed + (r.reads.failed if r.reads else 0) for r in totals.rounds)
-    _report(args, plan, readers, totals.rounds)
+    acked = sum(r.fleet.acked_samples for r in rounds)
+    answered = sum(r.fleet.answered for r in rounds)
+    failed = sum(r.fleet.failed + (r.reads.failed if r.reads else 0) for r in rounds)
+    _report(args, plan, readers, rounds)
     # Warm-up answers are not counted, so their rows are extra, as are unanswered ones.
     print(f"stored rows {stored:,} >= acknowledged samples {acked:,}: {stored >= acked}")
     problems = []
