@@ -1,7 +1,5 @@
 from django.contrib import admin
-from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
@@ -33,5 +31,5 @@ urlpatterns = [
     path("logout", dashboard_views.logout, name="logout"),
     # Browsers ask for /favicon.ico on pages without an icon link (admin, API docs): the
     # dashboard's icon instead of a logged 404 per page view.
-    path("favicon.ico", RedirectView.as_view(url=static("dashboard/icon.svg"), permanent=True)),
+    path("favicon.ico", dashboard_views.favicon, name="favicon"),
 ]
