@@ -30,6 +30,8 @@ ONE_PASS_ONLY = {
     "tests/test_type_check_config.py": "postgres",
     "tests/test_edge_role.py": "postgres",
     "tests/test_dashboard_static.py": "postgres",
+    # Start-up against a missing database, and scripts/serve.sh on a SQLite file of its own.
+    "tests/test_startup.py": "postgres",
 }
 
 
