@@ -95,6 +95,8 @@ else:
         "telemetry",
         "capacity",
         "peakguard",
+        # Data out: CSV export, /metrics, MQTT, health alerts (docs/INTEGRATIONS.md).
+        "integrations",
         # No edgeclient: the wire format the server shares with the edge is p1wire, and
         # manage.py runs the edge's commands under the edge settings (p1platform/roles.py).
         "dashboard",
