@@ -18,6 +18,7 @@ from p1common.env import (
     env_choice,
     env_int,
     env_list,
+    env_networks,
     env_rate,
     env_str,
     replica_from_url,
@@ -141,6 +142,8 @@ if ROLE == "server":
     # Static files from the app itself, so the dashboard works behind any proxy (or none)
     # and on a LAN without internet access. Only the server installs whitenoise.
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    # Outermost: it times the whole answer (integrations.metrics; the server's only).
+    MIDDLEWARE.insert(0, "integrations.metrics.MetricsMiddleware")
 WSGI_APPLICATION = "p1platform.wsgi.application"
 ASGI_APPLICATION = "p1platform.asgi.application"
 
@@ -270,6 +273,14 @@ PEAKGUARD_WEBHOOK_SECRET = env_str("PEAKGUARD_WEBHOOK_SECRET")
 PEAKGUARD_RETRY_DELAYS_S = env_list("PEAKGUARD_RETRY_DELAYS_S", ["0", "5", "30"])
 # false: the web processes never send; run `manage.py deliver_peak_alerts` instead.
 PEAKGUARD_IN_PROCESS_DELIVERY = env_bool("PEAKGUARD_IN_PROCESS_DELIVERY", default=True)
+
+# /metrics (integrations.metrics, docs/INTEGRATIONS.md): closed (404) unless a scraper
+# may present METRICS_TOKEN as a Bearer token or calls from METRICS_ALLOW_IPS
+# (addresses or networks, e.g. 127.0.0.1,10.0.0.0/8; behind Caddy, X-Real-IP counts).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN: must be at least 32 characters")
+METRICS_ALLOW_NETWORKS = env_networks("METRICS_ALLOW_IPS")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

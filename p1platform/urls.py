@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from capacity.views import CapacityViewSet, RealtimeViewSet
 from dashboard import views as dashboard_views
 from dashboard.csp import with_csp
+from integrations.metrics import metrics_view
 from integrations.views import ExportViewSet
 from p1platform import health
 from p1platform.api_docs import DocsView
@@ -27,6 +28,7 @@ urlpatterns = [
     path("v1/", include(router.urls)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("", dashboard_views.dashboard, name="dashboard"),
     path("login", dashboard_views.login, name="login"),
