@@ -282,6 +282,19 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
     raise ImproperlyConfigured("METRICS_TOKEN: must be at least 32 characters")
 METRICS_ALLOW_NETWORKS = env_networks("METRICS_ALLOW_IPS")
 
+# The MQTT publisher (manage.py run_mqtt_publisher; integrations.mqtt): mqtt://host:1883
+# or mqtts://user:password@host:8883 (TLS, verified against the system's CAs or
+# MQTT_CA_FILE). Only that process reads these; the web processes never connect.
+MQTT_URL = env_str("MQTT_URL")
+MQTT_CA_FILE = env_str("MQTT_CA_FILE")
+MQTT_TOPIC_PREFIX = env_str("MQTT_TOPIC_PREFIX", "p1platform").strip("/")
+MQTT_DISCOVERY_PREFIX = env_str("MQTT_DISCOVERY_PREFIX", "homeassistant").strip("/")
+MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", "p1platform-publisher")
+MQTT_PUBLISH_INTERVAL_S = env_int("MQTT_PUBLISH_INTERVAL_S", 10, minimum=1)
+# A device whose newest sample is older than this is "offline" on MQTT, and its
+# stale-meter alert fires (integrations.health).
+MQTT_STALE_AFTER_S = env_int("MQTT_STALE_AFTER_S", 300, minimum=10)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "telemetry.auth.DeviceTokenAuthentication",
