@@ -93,21 +93,20 @@ if os.path.isdir(_SHM):
 # image and under the systemd unit; nothing here uses it.
 control_socket_disable = True
 
+
 # /metrics (integrations.metrics) sums the counters of every worker from files in
 # PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode): in RAM, one
 # directory per server, emptied at start (a dead server's files would count again), and
-# a worker's live gauges dropped when it exits. Set before the workers import the app.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(
-        _SHM if os.path.isdir(_SHM) else "/tmp",  # noqa: S108 - a private directory of ours
-        f"p1-metrics-{os.getpid()}",
-    )
-
-
+# a worker's live gauges dropped when it exits. Set in the arbiter before any worker
+# starts (not when this file is read: reading it must change nothing).
 def on_starting(server: object) -> None:
     import shutil
 
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+        _SHM if os.path.isdir(_SHM) else "/tmp",  # noqa: S108 - a private directory of ours
+        f"p1-metrics-{os.getpid()}",
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, mode=0o700, exist_ok=True)
 

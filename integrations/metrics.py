@@ -46,6 +46,11 @@ from p1common.problems import problem_response
 from telemetry.auth import client_address
 from telemetry.models import Device, PendingBatch, Sample
 
+# A process started with the variable set but without its directory (a command run
+# beside the server) would fail on its first counter: give it the directory.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+
 INGEST_ROUTE = "ingest-list"
 # Why a batch was refused, by the status of its problem answer (p1common.openapi._ERRORS).
 REFUSAL_REASONS = {
