@@ -1,4 +1,5 @@
-"""The admin's CSV export: an action on the device list that opens the export form.
+"""The admin's CSV export (an action on the device list that opens the export form) and,
+read-only, the health alert episodes.
 
 The form sends the staff member to GET /v1/export, so the admin's export is the API's,
 under the same access rule (staff read every device) and the same bounds.
@@ -13,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from integrations.export import DEFAULT_SPAN, KINDS, MAX_SPAN
+from integrations.models import HealthEpisode
 from telemetry.models import Device
 
 
@@ -46,3 +48,19 @@ def add_export_action() -> None:
     actions = list(device_admin.actions or [])
     if export_csv not in actions:
         device_admin.actions = [*actions, export_csv]
+
+
+@admin.register(HealthEpisode)
+class HealthEpisodeAdmin(admin.ModelAdmin):
+    """Read-only: episodes are opened and cleared by integrations.health alone."""
+
+    list_display = ("device", "kind", "started_at", "cleared_at")
+    list_filter = ("kind", ("cleared_at", admin.EmptyFieldListFilter))
+    search_fields = ("device__device_id", "device__name")
+    readonly_fields = ("device", "kind", "started_at", "cleared_at", "message", "details")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -14,6 +14,8 @@ default ``homeassistant``), all retained so a subscriber that arrives late gets 
   than MQTT_STALE_AFTER_S, else ``offline``.
 - ``P/<device_id>/state``: one JSON object (``state_payload``): the realtime answer's
   figures, the 12-month average and the peak guard's state.
+- ``P/<device_id>/health``: the open health alerts (integrations.health.health_payload:
+  ON/OFF per kind and each alert's message), sent when it changes.
 - ``D/sensor/p1platform_<device_id>/<key>/config`` and ``D/binary_sensor/...``: Home
   Assistant MQTT discovery, one per entity (SENSORS), with both availability topics.
   Sent at connect, for a device seen for the first time, and again when Home Assistant
@@ -49,6 +51,7 @@ from capacity import reports, rules
 from capacity.realtime import cached_realtime
 from capacity.rules import Month
 from capacity.serializers import RealtimeSerializer
+from integrations.health import health_payload, open_episodes_by_device
 from peakguard.models import PeakAlert, PeakGuard
 from telemetry.models import Device, Sample
 from telemetry.timegrid import QUARTER, bucket_start
@@ -71,6 +74,7 @@ class Entity:
     state_class: str | None = None
     unit: str | None = None
     icon: str | None = None
+    topic: str = "state"  # the device topic's leaf it reads
 
 
 # The entities of one device. Registers: total_increasing kWh (the Energy dashboard).
@@ -131,6 +135,16 @@ SENSORS = (
     ),
     Entity("peak_guard", "Peak guard", icon="mdi:shield-alert-outline"),
     Entity("peak_warning", "Peak warning", component="binary_sensor", device_class="problem"),
+    # Health alerts (integrations.health), from P/<device_id>/health.
+    *(
+        Entity(kind, name, component="binary_sensor", device_class="problem", topic="health")
+        for kind, name in (
+            ("stale", "No recent reading"),
+            ("consent_lapsed", "P1-port consent lapsed"),
+            ("meter_changed", "Meter changed"),
+            ("edge_backlog", "Edge spool backing up"),
+        )
+    ),
 )
 
 
@@ -205,7 +219,7 @@ def discovery_messages(broker: BrokerSettings, device: Device) -> list[tuple[str
             "name": entity.name,
             "unique_id": f"{node}_{entity.key}",
             "object_id": f"{node}_{entity.key}",
-            "state_topic": device_topic(broker, device.device_id, "state"),
+            "state_topic": device_topic(broker, device.device_id, entity.topic),
             "value_template": f"{{{{ value_json.{entity.key} }}}}",
             "availability": [
                 {"topic": f"{broker.topic_prefix}/status"},
@@ -306,6 +320,7 @@ class Publisher:
     published_ts: dict[int, datetime] = field(default_factory=dict)
     availability: dict[int, str] = field(default_factory=dict)
     discovered: set[int] = field(default_factory=set)
+    health: dict[int, str] = field(default_factory=dict)
     _resync: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -378,6 +393,7 @@ class Publisher:
             self.published_ts.clear()
             self.availability.clear()
             self.discovered.clear()
+            self.health.clear()
         now = self.clock()
         newest = newest_samples()
         changed = [pk for pk, ts in newest.items() if self.published_ts.get(pk) != ts]
@@ -405,4 +421,10 @@ class Publisher:
                     device_topic(self.broker, devices[pk].device_id, "availability"), available
                 )
                 self.availability[pk] = available
+        episodes = open_episodes_by_device()
+        for pk in newest:
+            document = json.dumps(health_payload(devices[pk], episodes.get(pk, [])))
+            if self.health.get(pk) != document:
+                self._send(device_topic(self.broker, devices[pk].device_id, "health"), document)
+                self.health[pk] = document
         return sent

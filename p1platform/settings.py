@@ -291,9 +291,17 @@ MQTT_TOPIC_PREFIX = env_str("MQTT_TOPIC_PREFIX", "p1platform").strip("/")
 MQTT_DISCOVERY_PREFIX = env_str("MQTT_DISCOVERY_PREFIX", "homeassistant").strip("/")
 MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", "p1platform-publisher")
 MQTT_PUBLISH_INTERVAL_S = env_int("MQTT_PUBLISH_INTERVAL_S", 10, minimum=1)
-# A device whose newest sample is older than this is "offline" on MQTT, and its
-# stale-meter alert fires (integrations.health).
+# A device whose newest sample is older than this is "offline" on MQTT.
 MQTT_STALE_AFTER_S = env_int("MQTT_STALE_AFTER_S", 300, minimum=10)
+
+# Health alerts (manage.py run_health_alerts; integrations.health), sent through the
+# device's peak-guard webhook and shown on MQTT: a device with no sample for
+# HEALTH_STALE_AFTER_MIN minutes; an edge that uploads readings more than
+# HEALTH_BACKLOG_AFTER_MIN minutes old (its spool is backing up). Evaluated every
+# HEALTH_CHECK_INTERVAL_S.
+HEALTH_STALE_AFTER_MIN = env_int("HEALTH_STALE_AFTER_MIN", 15, minimum=1)
+HEALTH_BACKLOG_AFTER_MIN = env_int("HEALTH_BACKLOG_AFTER_MIN", 15, minimum=1)
+HEALTH_CHECK_INTERVAL_S = env_int("HEALTH_CHECK_INTERVAL_S", 60, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

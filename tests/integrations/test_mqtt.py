@@ -113,8 +113,10 @@ def test_home_assistant_discovers_every_entity_with_its_class_and_unit(
     assert configs["headroom_w"]["unit_of_measurement"] == "W"
     assert configs["rolling_average_kw"]["unit_of_measurement"] == "kW"
     assert configs["peak_warning"]["device_class"] == "problem"
-    for config in configs.values():
-        assert config["state_topic"] == f"{PREFIX}/{device.device_id}/state"
+    assert configs["consent_lapsed"]["device_class"] == "problem"
+    for entity in SENSORS:
+        config = configs[entity.key]
+        assert config["state_topic"] == f"{PREFIX}/{device.device_id}/{entity.topic}"
         assert [a["topic"] for a in config["availability"]] == [
             f"{PREFIX}/status",
             f"{PREFIX}/{device.device_id}/availability",
@@ -151,6 +153,23 @@ def test_a_quiet_meter_is_unavailable(server, publisher, subscriber, device, ing
     assert subscriber.wait_for(
         f"{PREFIX}/{device.device_id}/availability", lambda t: t == "offline"
     )
+
+
+def test_health_alerts_appear_on_the_health_topic_and_clear(
+    server, publisher, subscriber, device, ingest_token
+):
+    from integrations.health import evaluate
+
+    post(server, ingest_token, recent(800.0))
+    topic = f"{PREFIX}/{device.device_id}/health"
+    assert json.loads(subscriber.wait_for(topic))["stale"] == "OFF"
+    # Twenty minutes on, with nothing new: the stale alert opens (health rules).
+    (episode,) = evaluate(datetime.now(UTC) + timedelta(minutes=20)).raised
+    health = json.loads(subscriber.wait_for(topic, lambda t: json.loads(t)["stale"] == "ON"))
+    assert [a["kind"] for a in health["alerts"]] == ["stale"]
+    assert health["alerts"][0]["message"] == episode.message
+    evaluate(datetime.now(UTC))
+    subscriber.wait_for(topic, lambda t: json.loads(t) == {**health, "stale": "OFF", "alerts": []})
 
 
 def test_home_assistant_restarting_gets_discovery_again(
