@@ -9,11 +9,12 @@ import socket
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from tests.tools import tool_missing
+from tests.tools import need, tool_missing
 from tests.waiting import wait_until
 
 SHARED_BROKER = ("127.0.0.1", 1883)
@@ -29,6 +30,7 @@ class Subscriber:
         pattern: str,
         username: str | None = None,
         password: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.messages: dict[str, str] = {}
         self.history: list[tuple[str, str]] = []
@@ -36,6 +38,8 @@ class Subscriber:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
         if username:
             self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=str(ca_file))
         subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(pattern, qos=1)
         self.client.on_subscribe = lambda *_: subscribed.set()
@@ -99,10 +103,61 @@ def _run_as() -> str | None:
     return pwd.getpwuid(os.getuid()).pw_name if os.getuid() == 0 else None
 
 
-class PrivateMosquitto:
-    """A Mosquitto of the test's own, password required."""
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
 
-    def __init__(self, username: str, password: str) -> None:
+
+def _openssl(*args: str) -> None:
+    subprocess.run([need("openssl", "openssl"), *args], check=True, capture_output=True, timeout=30)
+
+
+def make_ca(root: Path, name: str) -> tuple[Path, Path]:
+    """A root CA as a private PKI has one: CA:TRUE (critical), keyCertSign and cRLSign."""
+    cert, key = root / f"{name}.pem", root / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(cert), "-days", "30",
+        "-subj", f"/O=P1 Platform tests/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext", "subjectKeyIdentifier=hash",
+    )  # fmt: skip
+    return cert, key
+
+
+def broker_certificates(root: Path, host: str = "localhost") -> Certificates:
+    """A server certificate for ``host`` (subjectAltName DNS only), signed by a CA of
+    its own, shaped like a public one: CA:FALSE, digitalSignature, serverAuth, key ids."""
+    ca, ca_key = make_ca(root, "P1 Test Root CA")
+    key, request, cert = root / "broker.key", root / "broker.csr", root / "broker.pem"
+    extensions = root / "broker.ext"
+    extensions.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName=DNS:{host}\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(request), "-subj", f"/CN={host}",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert),
+    )  # fmt: skip
+    return Certificates(ca, cert, key)
+
+
+class PrivateMosquitto:
+    """A Mosquitto of the test's own, password required; with ``tls``, its listener
+    speaks TLS only (the certificate and key given)."""
+
+    def __init__(self, username: str, password: str, tls: Certificates | None = None) -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -121,8 +176,11 @@ class PrivateMosquitto:
         passwords.chmod(0o600)
         self.config = self.root / "mosquitto.conf"
         user = _run_as()
+        listener = f"listener {self.port} 127.0.0.1\n"
+        if tls is not None:
+            listener += f"certfile {tls.cert}\nkeyfile {tls.key}\ntls_version tlsv1.2\n"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous false\n"
+            f"{listener}allow_anonymous false\n"
             f"password_file {passwords}\npersistence false\n" + (f"user {user}\n" if user else "")
         )
         self.process: subprocess.Popen | None = None

@@ -1,6 +1,10 @@
 """The MQTT publisher (issue 15, point 1) as a real process (manage.py
 run_mqtt_publisher) against real Mosquitto brokers, after real ingests over HTTP.
 
+TLS to the broker is shown with a private Mosquitto on a TLS listener whose certificate
+a CA of the test's own signed (tests/integrations/brokers.py): verified when trusted,
+refused with another CA, with the system's CAs, or under another name.
+
 The discovery messages follow Home Assistant's MQTT discovery
 (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery: topic
 ``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config``, availability topics)
@@ -13,8 +17,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import paho.mqtt.client as paho
@@ -24,10 +30,17 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from integrations.management.commands.run_mqtt_publisher import STARTED
-from integrations.mqtt import SENSORS, BrokerSettings, node_id
+from integrations.mqtt import SENSORS, BrokerSettings, Publisher, node_id
 from p1common.processes import child_env, database_url, manage, start_child
 from tests.conftest import bearer
-from tests.integrations.brokers import SHARED_BROKER, PrivateMosquitto, Subscriber, clear_retained
+from tests.integrations.brokers import (
+    SHARED_BROKER,
+    PrivateMosquitto,
+    Subscriber,
+    broker_certificates,
+    clear_retained,
+    make_ca,
+)
 from tests.samples import sample
 from tests.waiting import wait_until
 
@@ -36,7 +49,7 @@ PREFIX = f"p1test/{secrets.token_hex(4)}"
 DISCOVERY = f"{PREFIX}/homeassistant"
 
 
-def start_publisher(url: str, prefix: str, name: str = "mqtt publisher"):
+def start_publisher(url: str, prefix: str, name: str = "mqtt publisher", **extra: str):
     child = start_child(
         name,
         manage("run_mqtt_publisher"),
@@ -49,6 +62,7 @@ def start_publisher(url: str, prefix: str, name: str = "mqtt publisher"):
             MQTT_STALE_AFTER_S="120",
             MQTT_CLIENT_ID=f"p1test-{secrets.token_hex(4)}",
             LOG_LEVEL="info",
+            **extra,
         ),
     )
     child.wait_for_line(STARTED)
@@ -251,3 +265,59 @@ def _read_token(device) -> str:
     from telemetry.tokens import issue_token
 
     return issue_token(device, "read")[1]
+
+
+def test_the_publisher_speaks_verified_tls_and_refuses_a_broker_it_cannot_verify(
+    server, device, ingest_token, tmp_path
+):
+    user, password = "p1", secrets.token_urlsafe(16)
+    certificates = broker_certificates(tmp_path, "localhost")
+    broker = PrivateMosquitto(user, password, tls=certificates)
+    prefix = f"p1test/{secrets.token_hex(4)}"
+    broker.start()
+    child = None
+    try:
+        child = start_publisher(
+            f"mqtts://{user}:{password}@localhost:{broker.port}",
+            prefix,
+            "TLS publisher",
+            MQTT_CA_FILE=str(certificates.ca),
+        )
+        sub = Subscriber("localhost", broker.port, f"{prefix}/#", user, password, certificates.ca)
+        post(server, ingest_token, recent(1313.0))
+        topic = f"{prefix}/{device.device_id}/state"
+        sub.wait_for(topic, lambda t: json.loads(t)["power_w"] == 1313.0)
+        assert sub.wait_for(f"{prefix}/status") == "online"
+        sub.close()
+
+        # The same client set-up (Publisher) with the wrong trust, or the wrong name.
+        def client_for(url: str, ca_file: Path | None) -> paho.Client:
+            broker_settings = BrokerSettings.from_url(
+                url,
+                ca_file=None if ca_file is None else str(ca_file),
+                topic_prefix=prefix,
+                discovery_prefix=f"{prefix}/homeassistant",
+                interval_s=1.0,
+                stale_after_s=60.0,
+                client_id=f"p1test-{secrets.token_hex(4)}",
+            )
+            return Publisher(broker_settings).client
+
+        other_ca, _key = make_ca(tmp_path, "Another CA")
+        with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
+            client_for(f"mqtts://{user}:{password}@localhost:{broker.port}", other_ca).connect(
+                "localhost", broker.port
+            )
+        with pytest.raises(ssl.SSLCertVerificationError, match=r"(?i)ip address mismatch"):
+            client_for(
+                f"mqtts://{user}:{password}@127.0.0.1:{broker.port}", certificates.ca
+            ).connect("127.0.0.1", broker.port)
+        # The system's CAs (no MQTT_CA_FILE) do not know a private CA either.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            client_for(f"mqtts://{user}:{password}@localhost:{broker.port}", None).connect(
+                "localhost", broker.port
+            )
+    finally:
+        if child is not None:
+            child.stop()
+        broker.close()
