@@ -296,9 +296,13 @@ def accept_batch(
     """The batch rules of ``POST /v1/ingest`` (sent with token ``token_pk``): all or
     nothing, a refused batch recorded in quarantine and nothing else written; returns
     the answer's counts."""
-    named = batch.get("device_id")
-    if named is not None and named != device.device_id:
-        raise exceptions.PermissionDenied("This token cannot write to that device.")
+    if "device_id" in batch:
+        named = batch["device_id"]
+        if type(named) is not str:
+            # The schema says a string when given; null is not "left out".
+            raise exceptions.ValidationError({"device_id": ["Must be a string when given."]})
+        if named != device.device_id:
+            raise exceptions.PermissionDenied("This token cannot write to that device.")
     unknown = set(batch) - {"samples", "device_id"}
     if unknown:
         errors = [
