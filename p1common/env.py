@@ -6,6 +6,7 @@ at start-up with one line instead of failing later in a request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or networks (a bare address is a network of one)."""
+    networks = []
+    for item in env_list(name):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: expected addresses or networks like 127.0.0.1,10.0.0.0/8, got {item!r}"
+            ) from None
+    return networks
 
 
 def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:

@@ -30,6 +30,8 @@ ONE_PASS_ONLY = {
     "tests/test_type_check_config.py": "postgres",
     "tests/test_edge_role.py": "postgres",
     "tests/test_dashboard_static.py": "postgres",
+    # The docs' snippets: plan-independent, but the Grafana SQL needs PostgreSQL.
+    "tests/integrations/test_integrations_docs.py": "postgres",
     # Start-up against a missing database, and scripts/serve.sh on a SQLite file of its own.
     "tests/test_startup.py": "postgres",
 }
