@@ -16,6 +16,7 @@ from p1common.env import (
     database_from_url,
     env_bool,
     env_choice,
+    env_device_tokens,
     env_int,
     env_list,
     env_rate,
@@ -216,6 +217,10 @@ if TOKEN_CACHE_TTL_S and not REDIS_URL:
 # Tokens each process keeps: every household's, so a full server never reads one from
 # the database per request (docs/SCALING.md has the memory each costs).
 TOKEN_CACHE_ENTRIES = env_int("TOKEN_CACHE_ENTRIES", 20000, minimum=1)
+# device_id:token pairs, comma-separated: `manage.py provision_device_tokens` (run at
+# every start by the container's entrypoint and the systemd unit) creates each device and
+# token (hash only, scopes ingest and read) and revokes those it made that left the list.
+DEVICE_TOKENS = env_device_tokens("DEVICE_TOKENS") if ROLE == "server" else []
 
 INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
