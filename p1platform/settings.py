@@ -183,6 +183,9 @@ LOGOUT_REDIRECT_URL = "login"
 # The edge keeps its state in its spool, never in a cache: it ignores REDIS_URL.
 REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
 CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
+# Seconds a series answer is kept at most (0: not cached). A stored batch drops the
+# answers it changes at once (telemetry.series_cache); this bounds everything else.
+SERIES_CACHE_TTL_S = env_int("SERIES_CACHE_TTL_S", 300, minimum=0)
 REDIS_TIMEOUT_S = 0.25
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -232,11 +235,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_STEPS = [
     "capacity.materialize.refresh_after_batch",
     "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
 # its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
-INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
+# The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
+# window (telemetry.series_cache).
+INGEST_RECEIPT_STEPS = [
+    "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
+]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every
 # INGEST_STEPS_INTERVAL_S for many batches at once; capacity answers and peak-guard

@@ -14,7 +14,13 @@ from p1common.replica import replica_reads
 from telemetry.access import ReadViewSet, visible_devices
 from telemetry.openapi import DEVICE_ID_PARAM
 from telemetry.serializers import DeviceListSerializer, SeriesQuery, SeriesSerializer
-from telemetry.series import SeriesRangeError, series
+from telemetry.series import (
+    Dependence,
+    SeriesRangeError,
+    outer_bounds,
+    series_with_dependence,
+)
+from telemetry.series_cache import answer_key, cached_series
 
 
 class DeviceViewSet(ReadViewSet):
@@ -51,17 +57,22 @@ class SeriesViewSet(ReadViewSet):
     def list(self, request: Request) -> Response:
         device, query = self.read(request, SeriesQuery)
         interval, start, end = query["interval"], query["start"], query["end"]
+        zone = ZoneInfo(device.timezone)
         try:
-            with replica_reads():
-                buckets = series(device.pk, interval, start, end, ZoneInfo(device.timezone))
+            first, last = outer_bounds(interval, start, end, zone)
         except SeriesRangeError as exc:
             raise exceptions.ValidationError({"start": [str(exc)]}) from None
+
+        def compute() -> tuple[list[dict], Dependence]:
+            with replica_reads():
+                return series_with_dependence(device.pk, interval, start, end, zone)
+
         answer = {
             "device_id": device.device_id,
             "interval": interval,
             "timezone": device.timezone,
             "start": start,
             "end": end,
-            "buckets": buckets,
+            "buckets": cached_series(device.pk, answer_key(device, interval, first, last), compute),
         }
         return Response(SeriesSerializer(answer).data)

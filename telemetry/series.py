@@ -77,6 +77,21 @@ def period_starts(interval: str, start: datetime, end: datetime, tz: ZoneInfo) -
     return [local_midnight(d, tz) for d in days]
 
 
+def outer_bounds(
+    interval: str, start: datetime, end: datetime, tz: ZoneInfo
+) -> tuple[datetime, datetime]:
+    """The first and last boundary of period_starts: what an answer's buckets depend on
+    (two requests with the same are answered alike, whatever their exact start and end)."""
+    width = _OWN_WIDTH.get(interval)
+    if width is None:
+        boundaries = period_starts(interval, start, end, tz)
+        return boundaries[0], boundaries[-1]
+    first = bucket_start(start.astimezone(UTC), width)
+    count = -(-(end - first) // width)
+    _check_points(count)
+    return first, first + count * width
+
+
 def _next_period(day: date, interval: str) -> date:
     if interval == "1d":
         return day + timedelta(days=1)
@@ -207,8 +222,8 @@ def _sql(rows_sql: str, relation: str, epoch: Callable[[str], str], one_row_each
     SELECT k, n, power_sum / n, min_w, max_w,
         ({end_import}) - ({start_import}),
         ({end_export}) - ({start_export}),
-        CASE WHEN k_before IS NULL OR k_before = 0 THEN p_ts END,
-        CASE WHEN k_after IS NULL OR k_after = %(after)s THEN n_ts END
+        CASE WHEN k_before IS NULL OR k_before < 1 THEN p_ts END,
+        CASE WHEN k_after IS NULL OR k_after >= %(after)s THEN n_ts END
     FROM around WHERE k BETWEEN 1 AND %(after)s - 1 ORDER BY k
     """  # noqa: S608
 
