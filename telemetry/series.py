@@ -65,12 +65,7 @@ def period_starts(interval: str, start: datetime, end: datetime, tz: ZoneInfo) -
         count = -(-(end - first) // width)
         _check_points(count)
         return [first + i * width for i in range(count + 1)]
-    day = start.astimezone(tz).date()
-    if interval == "1w":
-        day -= timedelta(days=day.weekday())
-    elif interval == "1mo":
-        day = day.replace(day=1)
-    days = [day]
+    days = [_first_day(interval, start, tz)]
     while local_midnight(days[-1], tz) < end:
         days.append(_next_period(days[-1], interval))
         _check_points(len(days) - 1)
@@ -80,16 +75,49 @@ def period_starts(interval: str, start: datetime, end: datetime, tz: ZoneInfo) -
 def outer_bounds(
     interval: str, start: datetime, end: datetime, tz: ZoneInfo
 ) -> tuple[datetime, datetime]:
-    """The first and last boundary of period_starts: what an answer's buckets depend on
-    (two requests with the same are answered alike, whatever their exact start and end)."""
+    """The first and last boundary of period_starts, without the list between: what an
+    answer's buckets depend on (two requests with the same are answered alike, whatever
+    their exact start and end). Raises SeriesRangeError as period_starts does."""
     width = _OWN_WIDTH.get(interval)
-    if width is None:
-        boundaries = period_starts(interval, start, end, tz)
-        return boundaries[0], boundaries[-1]
-    first = bucket_start(start.astimezone(UTC), width)
-    count = -(-(end - first) // width)
-    _check_points(count)
-    return first, first + count * width
+    if width is not None:
+        first = bucket_start(start.astimezone(UTC), width)
+        count = -(-(end - first) // width)
+        _check_points(count)
+        return first, first + count * width
+    day = _first_day(interval, start, tz)
+    span = (end.astimezone(tz).date() - day).days
+    if interval == "1d":
+        count = span
+    elif interval == "1w":
+        count = span // 7
+    else:
+        end_day = end.astimezone(tz).date()
+        count = (end_day.year - day.year) * 12 + end_day.month - day.month
+    # The estimate is at most one period off: step to the first period start at or
+    # after the end, as period_starts' loop ends.
+    count = max(count - 1, 0)
+    while local_midnight(_nth_period(day, interval, count), tz) < end:
+        count += 1
+        _check_points(count)
+    return local_midnight(day, tz), local_midnight(_nth_period(day, interval, count), tz)
+
+
+def _first_day(interval: str, start: datetime, tz: ZoneInfo) -> date:
+    day = start.astimezone(tz).date()
+    if interval == "1w":
+        day -= timedelta(days=day.weekday())
+    elif interval == "1mo":
+        day = day.replace(day=1)
+    return day
+
+
+def _nth_period(day: date, interval: str, n: int) -> date:
+    if interval == "1d":
+        return day + timedelta(days=n)
+    if interval == "1w":
+        return day + timedelta(days=7 * n)
+    months = day.month - 1 + n
+    return day.replace(year=day.year + months // 12, month=months % 12 + 1)
 
 
 def _next_period(day: date, interval: str) -> date:
@@ -259,10 +287,16 @@ def series(
 
 
 def series_with_dependence(
-    device_pk: int, interval: str, start: datetime, end: datetime, tz: ZoneInfo
+    device_pk: int,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+    boundaries: list[datetime] | None = None,
 ) -> tuple[list[dict], Dependence]:
-    """The buckets, and the span of samples they were computed from."""
-    boundaries = period_starts(interval, start, end, tz)
+    """The buckets, and the span of samples they were computed from (``boundaries``:
+    period_starts' answer, when the caller has it)."""
+    boundaries = boundaries or period_starts(interval, start, end, tz)
     alias = read_alias()
     plan = plan_for(alias)
     relation = "telemetry_quarter" if interval == "15m" else "telemetry_hour"

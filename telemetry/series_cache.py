@@ -49,8 +49,7 @@ _VERSION = "1"
 LOCAL_ENTRIES = 512
 _UNBOUNDED = "-"
 
-Buckets = list[dict[str, Any]]
-Compute = Callable[[], tuple[Buckets, Dependence]]
+Compute = Callable[[], tuple[list[dict[str, Any]], Dependence]]
 
 
 def answer_key(device: Device, interval: str, first: datetime, last: datetime) -> str:
@@ -72,11 +71,12 @@ def _span(dependence: Dependence) -> str:
     return f"{first} {last}"
 
 
-def cached_series(device_pk: int, key: str, compute: Compute) -> Buckets:
-    """The buckets under ``key``: cached, or computed (with the span they depend on) and
-    stored for SERIES_CACHE_TTL_S unless a batch of the device was stored meanwhile."""
+def cached_series(device_pk: int, key: str, compute: Compute) -> bytes:
+    """The buckets under ``key`` as JSON: cached, or computed (with the span they depend
+    on) and stored for SERIES_CACHE_TTL_S unless a batch of the device was stored
+    meanwhile. Bytes, so a hit is served without parsing (telemetry.renderers)."""
     if not settings.SERIES_CACHE_TTL_S:
-        return compute()[0]
+        return orjson.dumps(compute()[0])
     return _backend().fetch(device_pk, key, compute)
 
 
@@ -134,22 +134,22 @@ class _Redis:
             f"series-index:{device_pk}"
         )
 
-    def fetch(self, device_pk: int, key: str, compute: Compute) -> Buckets:
+    def fetch(self, device_pk: int, key: str, compute: Compute) -> bytes:
         generation, index = self._names(device_pk)
         name = cache.make_key(key)
         try:
             stored, seen = self.client.mget([name, generation])
         except RedisError:
             logger.warning("cache unreachable: series computed without it", exc_info=True)
-            return compute()[0]
+            return orjson.dumps(compute()[0])
         if stored is not None:
-            return orjson.loads(stored)
-        answer, dependence = compute()
+            return bytes(stored)
+        buckets, dependence = compute()
+        answer = orjson.dumps(buckets)
         ttl = settings.SERIES_CACHE_TTL_S
         try:
             self.store(
-                keys=[generation, name, index],
-                args=[seen or b"", orjson.dumps(answer), _span(dependence), ttl],
+                keys=[generation, name, index], args=[seen or b"", answer, _span(dependence), ttl]
             )
         except RedisError:
             logger.warning("cache unreachable: series answer not stored", exc_info=True)
@@ -177,17 +177,18 @@ class _Local:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # key -> (expires at, device, dependence, answer), oldest first.
-        self.entries: OrderedDict[str, tuple[float, int, Dependence, Buckets]] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[float, int, Dependence, bytes]] = OrderedDict()
         self.generations: dict[int, int] = {}
 
-    def fetch(self, device_pk: int, key: str, compute: Compute) -> Buckets:
+    def fetch(self, device_pk: int, key: str, compute: Compute) -> bytes:
         now = time.monotonic()
         with self.lock:
             found = self.entries.get(key)
             if found is not None and found[0] > now:
                 return found[3]
             seen = self.generations.get(device_pk, 0)
-        answer, dependence = compute()
+        buckets, dependence = compute()
+        answer = orjson.dumps(buckets)
         with self.lock:
             if self.generations.get(device_pk, 0) == seen:
                 self.entries[key] = (

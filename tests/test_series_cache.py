@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from django.conf import settings
 from django.core.cache import cache
@@ -125,7 +126,7 @@ def test_todays_batch_drops_todays_answer_and_leaves_last_years(redis_cache, dev
     march = ask("1mo", "2026-03-01", "2026-04-01")
     assert cached(device, today) and cached(device, march)
 
-    store(device, readings(history + timedelta(minutes=1), 5, timedelta(seconds=10), 501.0))
+    store(device, readings(history - timedelta(minutes=15), 5, timedelta(seconds=10), 501.0))
 
     assert not cached(device, today) and cached(device, march)
     assert ask("1mo", "2026-03-01", "2026-04-01") == march
@@ -190,7 +191,7 @@ def test_with_the_worker_the_batch_drops_the_answer_in_its_own_request(
     redis_cache, device, history, ask
 ):
     today = ask("15m", (history - timedelta(hours=3)).isoformat())
-    store(device, readings(history + timedelta(minutes=1), 5, timedelta(seconds=10), 501.0))
+    store(device, readings(history - timedelta(minutes=15), 5, timedelta(seconds=10), 501.0))
     assert not cached(device, today)  # before any worker ran
 
 
@@ -205,7 +206,7 @@ def test_redis_down_answers_without_the_cache(device):
         answer = series_cache.cached_series(
             device.pk, key, lambda: ([{"fresh": True}], Dependence(None, None))
         )
-        assert answer == [{"fresh": True}]
+        assert orjson.loads(answer) == [{"fresh": True}]
         assert series_cache.forget_touched(device.pk, MARCH, MARCH) == 0
 
 
@@ -233,3 +234,22 @@ def test_without_redis_each_process_drops_exactly_the_touched_answers_it_holds(d
     assert series_cache.forget_touched(device.pk, backlog, backlog) == 1
     answer(*march), answer(*today)
     assert computed == ["march", "today", "march"]
+
+
+def test_the_series_json_is_what_drfs_renderer_writes_and_the_browsable_api_still_works(
+    device, history, ask, client
+):
+    from rest_framework.renderers import JSONRenderer
+
+    from telemetry.renderers import SeriesJSONRenderer
+
+    answer = ask("1h", "2026-03-01", "2026-03-12")  # cached, then rendered from the cache
+    assert ask("1h", "2026-03-01", "2026-03-12")["buckets"] == answer["buckets"]
+    assert SeriesJSONRenderer().render(answer) == JSONRenderer().render(answer)
+    token = issue_token(device, "read")[1]
+    page = client.get(
+        "/v1/series",
+        {"device_id": device.device_id, "interval": "1d", "start": "2026-03-01"},
+        headers={**bearer(token), "Accept": "text/html"},
+    )
+    assert page.status_code == 200 and b"sample_count" in page.content

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from telemetry.models import RegisterBreak
 from telemetry.pipeline import ingest_batch
-from telemetry.series import INTERVALS, period_starts, series
+from telemetry.series import INTERVALS, SeriesRangeError, outer_bounds, period_starts, series
 from telemetry.validation import validate_samples
 from tests import series_reference
 from tests.samples import sample
@@ -115,3 +115,20 @@ def test_hour_and_quarter_buckets_follow_utc_through_a_dst_change(day, hours):
     assert len(hourly) - 1 == hours and len(quarters) - 1 == 4 * hours
     assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(hourly))
     assert hourly[0] == start.astimezone(UTC)
+
+
+def test_the_cache_key_bounds_are_period_starts_first_and_last():
+    import random
+
+    pick = random.Random(17)
+    for _ in range(150):
+        start = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(minutes=pick.randrange(14_000_000))
+        end = start + timedelta(minutes=pick.randrange(1, 8_000_000))
+        for interval in INTERVALS:
+            try:
+                boundaries = period_starts(interval, start, end, BRUSSELS)
+            except SeriesRangeError:
+                with pytest.raises(SeriesRangeError):
+                    outer_bounds(interval, start, end, BRUSSELS)
+                continue
+            assert outer_bounds(interval, start, end, BRUSSELS) == (boundaries[0], boundaries[-1])
