@@ -120,6 +120,51 @@ def _nth_period(day: date, interval: str, n: int) -> date:
     return day.replace(year=day.year + months // 12, month=months % 12 + 1)
 
 
+# No zone changes its offset twice within this span (tzdata's closest are months apart):
+# two moments this close with the same offset have no change between them.
+_OFFSET_RUN = timedelta(days=7)
+
+
+def local_texts(moments: list[datetime], tz: ZoneInfo) -> list[str]:
+    """Each moment (ascending) as ISO 8601 in ``tz``, as ``astimezone(tz).isoformat()``
+    writes it, at a fraction of the cost: the offset is looked up only where it may
+    change (bisection between moments a week or more apart), and the rest is a naive
+    datetime's isoformat plus the offset's text."""
+    if not moments:
+        return []
+    offsets: list[timedelta | None] = [None] * len(moments)
+
+    def offset(i: int) -> timedelta:
+        found = offsets[i]
+        if found is None:
+            found = offsets[i] = moments[i].astimezone(tz).utcoffset() or timedelta()
+        return found
+
+    def fill(lo: int, hi: int) -> None:
+        if hi - lo > 1 and (moments[hi] - moments[lo] > _OFFSET_RUN or offset(lo) != offset(hi)):
+            mid = (lo + hi) // 2
+            offset(mid)
+            fill(lo, mid)
+            fill(mid, hi)
+        elif offset(lo) == offset(hi):
+            for i in range(lo + 1, hi):
+                offsets[i] = offsets[lo]
+
+    fill(0, len(moments) - 1)
+    suffixes: dict[timedelta, str] = {}
+    out = []
+    for moment, shift in zip(moments, offsets, strict=True):
+        assert shift is not None
+        suffix = suffixes.get(shift)
+        if suffix is None:
+            aware = moment.astimezone(tz)
+            whole = aware.isoformat()
+            suffix = suffixes[shift] = whole[len(aware.replace(tzinfo=None).isoformat()) :]
+        local = moment.replace(tzinfo=None) + shift
+        out.append(local.isoformat() + suffix)
+    return out
+
+
 def _next_period(day: date, interval: str) -> date:
     if interval == "1d":
         return day + timedelta(days=1)
@@ -317,19 +362,23 @@ def series_with_dependence(
     with plan.series_cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    out = []
-    for k, count, avg_w, min_w, max_w, imported, exported, *_ in rows:
-        out.append(
-            {
-                "start": boundaries[k - 1].astimezone(tz).isoformat(),
-                "import_kwh": round(max(imported, 0.0), 6),
-                "export_kwh": None if exported is None else round(max(exported, 0.0), 6),
-                "avg_power_w": round(avg_w, 1),
-                "min_power_w": min_w,
-                "max_power_w": max_w,
-                "sample_count": count,
-            }
+    starts = local_texts([boundaries[row[0] - 1] for row in rows], tz)
+    out = [
+        {
+            "start": text,
+            "import_kwh": round(imported if imported > 0.0 else 0.0, 6),
+            "export_kwh": None
+            if exported is None
+            else round(exported if exported > 0.0 else 0.0, 6),
+            "avg_power_w": round(avg_w, 1),
+            "min_power_w": min_w,
+            "max_power_w": max_w,
+            "sample_count": count,
+        }
+        for text, (_, count, avg_w, min_w, max_w, imported, exported, *_) in zip(
+            starts, rows, strict=True
         )
+    ]
     if not rows:
         # No bucket: only a sample inside the range can change the answer.
         return out, Dependence(boundaries[0], boundaries[-1])

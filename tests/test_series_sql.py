@@ -18,7 +18,14 @@ from django.utils import timezone
 
 from telemetry.models import RegisterBreak
 from telemetry.pipeline import ingest_batch
-from telemetry.series import INTERVALS, SeriesRangeError, outer_bounds, period_starts, series
+from telemetry.series import (
+    INTERVALS,
+    SeriesRangeError,
+    local_texts,
+    outer_bounds,
+    period_starts,
+    series,
+)
 from telemetry.validation import validate_samples
 from tests import series_reference
 from tests.samples import sample
@@ -132,3 +139,21 @@ def test_the_cache_key_bounds_are_period_starts_first_and_last():
                     outer_bounds(interval, start, end, BRUSSELS)
                 continue
             assert outer_bounds(interval, start, end, BRUSSELS) == (boundaries[0], boundaries[-1])
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe/Brussels", "Australia/Lord_Howe", "Asia/Kathmandu", "America/Santiago"]
+)
+def test_bucket_starts_are_written_as_astimezone_writes_them(zone):
+    import random
+
+    tz = ZoneInfo(zone)
+    pick = random.Random(zone)
+    moments = sorted(
+        datetime(2000, 1, 1, tzinfo=UTC)
+        + timedelta(seconds=pick.randrange(3_000_000_000), microseconds=pick.choice([0, 250]))
+        for _ in range(3000)
+    )
+    dense = [datetime(2026, 3, 20, tzinfo=UTC) + i * timedelta(minutes=15) for i in range(10_000)]
+    for run in (moments, dense):
+        assert local_texts(run, tz) == [m.astimezone(tz).isoformat() for m in run]
