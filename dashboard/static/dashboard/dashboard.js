@@ -120,6 +120,7 @@
     $("quarter-threshold").textContent = kw(threshold);
     $("quarter-headroom").textContent = watts(quarter.headroom_w);
     $("quarter-span").textContent = P.moment(quarter.start).slice(-5) + "–" + quarter.end.slice(11, 16);
+    $("quarter-began").textContent = P.moment(quarter.start).slice(-5);
   }
 
   function drawLive(answer) {
@@ -171,6 +172,7 @@
       $("month-name").textContent = P.label(P.period("month", month.month + "-01"));
       $("month-peak").textContent = month.peak ? kw(month.peak.kw) : "–";
       $("month-peak-when").textContent = month.peak ? P.moment(month.peak.quarter_start) : "no quarter yet";
+      $("month-peak-incomplete").hidden = !(month.peak && month.peak.incomplete);
       $("month-billed").textContent = kw(month.billed_peak_kw);
       $("rolling-average").textContent = kw(month.rolling_average.kw);
       const cost = month.estimated_cost;
@@ -319,7 +321,8 @@
       },
     },
   });
-  let history = P.period("day", config.today);
+  // ?day= opens the history on that day too, so both charts show the day asked for.
+  let history = P.period("day", config.day);
 
   async function loadHistory(current) {
     history = current;
@@ -359,7 +362,7 @@
   }
 
   document.querySelectorAll("#history .tabs button").forEach((button) => {
-    button.addEventListener("click", () => loadHistory(P.period(button.dataset.period, config.today)));
+    button.addEventListener("click", () => loadHistory(P.period(button.dataset.period, config.day)));
   });
   $("history-prev").addEventListener("click", () => loadHistory(P.shift(history, -1)));
   $("history-next").addEventListener("click", () => loadHistory(P.shift(history, 1)));
