@@ -242,7 +242,7 @@ def _sql(rows_sql: str, relation: str, epoch: Callable[[str], str], one_row_each
             {epoch("bucket")} AS lo_e, {epoch("bucket")} + %(width_s)s AS hi_e,
             sample_count AS n, power_sum_w AS power_sum,
             min_power_w AS min_w, max_power_w AS max_w,
-            first_ts AS f_ts, f_e, f_imp, f_exp, last_ts AS l_ts, l_e, l_imp, l_exp
+            f_e, f_imp, f_exp, l_e, l_imp, l_exp
         FROM cont
         """  # noqa: S608
     else:
@@ -285,18 +285,14 @@ def _sql(rows_sql: str, relation: str, epoch: Callable[[str], str], one_row_each
     buckets AS ({buckets}),
     around AS (
         SELECT *,
-            lag(l_ts) OVER w AS p_ts, lag(l_e) OVER w AS p_e,
-            lag(l_imp) OVER w AS p_imp, lag(l_exp) OVER w AS p_exp,
-            lead(f_ts) OVER w AS n_ts, lead(f_e) OVER w AS n_e,
-            lead(f_imp) OVER w AS n_imp, lead(f_exp) OVER w AS n_exp,
-            lag(k) OVER w AS k_before, lead(k) OVER w AS k_after
+            lag(l_e) OVER w AS p_e, lag(l_imp) OVER w AS p_imp, lag(l_exp) OVER w AS p_exp,
+            lead(f_e) OVER w AS n_e, lead(f_imp) OVER w AS n_imp, lead(f_exp) OVER w AS n_exp
         FROM buckets WINDOW w AS (ORDER BY k)
     )
     SELECT k, n, power_sum / n, min_w, max_w,
         ({end_import}) - ({start_import}),
         ({end_export}) - ({start_export}),
-        CASE WHEN k_before IS NULL OR k_before < 1 THEN p_ts END,
-        CASE WHEN k_after IS NULL OR k_after >= %(after)s THEN n_ts END
+        p_e, n_e
     FROM around WHERE k BETWEEN 1 AND %(after)s - 1 ORDER BY k
     """  # noqa: S608
 
@@ -307,11 +303,9 @@ _GROUPED = """
     SELECT k, {lo_e} AS lo_e, {hi_e} AS hi_e,
         CAST(sum(sample_count) AS BIGINT) AS n, sum(power_sum_w) AS power_sum,
         min(min_power_w) AS min_w, max(max_power_w) AS max_w,
-        max(CASE WHEN from_first = 1 THEN first_ts END) AS f_ts,
         max(CASE WHEN from_first = 1 THEN f_e END) AS f_e,
         max(CASE WHEN from_first = 1 THEN f_imp END) AS f_imp,
         max(CASE WHEN from_first = 1 THEN f_exp END) AS f_exp,
-        max(CASE WHEN from_last = 1 THEN last_ts END) AS l_ts,
         max(CASE WHEN from_last = 1 THEN l_e END) AS l_e,
         max(CASE WHEN from_last = 1 THEN l_imp END) AS l_imp,
         max(CASE WHEN from_last = 1 THEN l_exp END) AS l_exp
@@ -382,8 +376,18 @@ def series_with_dependence(
     if not rows:
         # No bucket: only a sample inside the range can change the answer.
         return out, Dependence(boundaries[0], boundaries[-1])
+    # The first bucket's previous reading and the last one's next: the neighbour rows'
+    # (every row between is inside). As seconds, widened by a millisecond so float
+    # rounding can only make the span larger.
     first_seen, last_seen = rows[0][-2], rows[-1][-1]
     return out, Dependence(
-        None if first_seen is None else plan.to_datetime(first_seen),
-        None if last_seen is None else plan.to_datetime(last_seen),
+        None if first_seen is None else _moment(first_seen) - _SLACK,
+        None if last_seen is None else _moment(last_seen) + _SLACK,
     )
+
+
+_SLACK = timedelta(milliseconds=1)
+
+
+def _moment(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
