@@ -16,6 +16,7 @@ from p1common.env import (
     database_from_url,
     env_bool,
     env_choice,
+    env_device_tokens,
     env_int,
     env_list,
     env_networks,
@@ -187,6 +188,9 @@ LOGOUT_REDIRECT_URL = "login"
 # The edge keeps its state in its spool, never in a cache: it ignores REDIS_URL.
 REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
 CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
+# Seconds a series answer is kept at most (0: not cached). A stored batch drops the
+# answers it changes at once (telemetry.series_cache); this bounds everything else.
+SERIES_CACHE_TTL_S = env_int("SERIES_CACHE_TTL_S", 300, minimum=0)
 REDIS_TIMEOUT_S = 0.25
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -221,6 +225,10 @@ if TOKEN_CACHE_TTL_S and not REDIS_URL:
 # Tokens each process keeps: every household's, so a full server never reads one from
 # the database per request (docs/SCALING.md has the memory each costs).
 TOKEN_CACHE_ENTRIES = env_int("TOKEN_CACHE_ENTRIES", 20000, minimum=1)
+# device_id:token pairs, comma-separated: `manage.py provision_device_tokens` (run at
+# every start by the container's entrypoint and the systemd unit) creates each device and
+# token (hash only, scopes ingest and read) and revokes those it made that left the list.
+DEVICE_TOKENS = env_device_tokens("DEVICE_TOKENS") if ROLE == "server" else []
 
 INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
@@ -232,11 +240,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_STEPS = [
     "capacity.materialize.refresh_after_batch",
     "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
 # its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
-INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
+# The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
+# window (telemetry.series_cache).
+INGEST_RECEIPT_STEPS = [
+    "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
+]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every
 # INGEST_STEPS_INTERVAL_S for many batches at once; capacity answers and peak-guard

@@ -78,7 +78,10 @@ def _empty_cache() -> None:
     """
     from django.core.cache import cache
 
+    from telemetry import series_cache
+
     cache.clear()
+    series_cache.clear_local()
 
 
 @pytest.fixture(scope="session")

@@ -232,6 +232,9 @@ def test_entrypoint_migrates_collects_then_execs() -> None:
     subprocess.run(["sh", "-n", str(script)], check=True)
     text = script.read_text()
     assert text.index("migrate") < text.index("collectstatic") < text.index('exec "$@"')
+    # DEVICE_TOKENS needs the schema; its bad entry must stop the start before gunicorn.
+    assert text.index("migrate --no-input") < text.index("provision_device_tokens")
+    assert text.index("provision_device_tokens") < text.index('exec "$@"')
 
 
 # --- gunicorn configuration ----------------------------------------------------------
