@@ -6,11 +6,17 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from capacity import reports
+from capacity.meter_history import (
+    MeterHistoryResultSerializer,
+    MeterHistorySerializer,
+    store_meter_history,
+)
 from capacity.realtime import cached_realtime, realtime_cache_key, with_age
 from capacity.rules import Month
 from capacity.serializers import (
@@ -28,8 +34,10 @@ from capacity.serializers import (
 from p1common.openapi import READ_ERRORS, problems
 from p1common.replica import replica_reads
 from telemetry.access import ReadViewSet
-from telemetry.models import Device
+from telemetry.auth import HasIngestScope
+from telemetry.models import Device, DeviceToken
 from telemetry.openapi import DEVICE_ID_PARAM
+from telemetry.views import decode_batch
 
 
 class RealtimeViewSet(ReadViewSet):
@@ -117,3 +125,33 @@ class CapacityViewSet(ReadViewSet):
         with replica_reads():
             found = reports.register_breaks(device, query.get("start"), query.get("end"))
         return Response(RegisterBreaksSerializer(found).data)
+
+
+class MeterHistoryViewSet(viewsets.ViewSet):
+    """POST the meter's own monthly maxima read from its telegram; a repeat changes nothing."""
+
+    permission_classes = [HasIngestScope]
+
+    @extend_schema(
+        operation_id="meter_history",
+        summary="Store the meter's 13-month history of monthly maxima",
+        description=(
+            "What the edge read from the meter's telegram: the closed months of "
+            "0-0:98.1.0 and the running month's 1-0:1.6.0. Kept per device and month; "
+            "a month's provenance is then meter-reported (see /v1/capacity/month)."
+        ),
+        request=MeterHistorySerializer,
+        auth=[{"deviceToken": []}],  # type: ignore[list-item]  # see telemetry.views
+        responses={200: MeterHistoryResultSerializer, **problems(400, 401, 403, 415, 429, 503)},
+    )
+    def create(self, request: Request) -> Response:
+        token = request.auth
+        if not isinstance(token, DeviceToken):  # cannot happen: HasIngestScope let it in
+            raise exceptions.NotAuthenticated()
+        body = MeterHistorySerializer(data=decode_batch(request))
+        body.is_valid(raise_exception=True)
+        device_id = body.validated_data.get("device_id")
+        if device_id is not None and device_id != token.device.device_id:
+            raise exceptions.PermissionDenied("device_id names another device than the token's.")
+        result = store_meter_history(token.device, body.validated_data)
+        return Response(MeterHistoryResultSerializer(result).data)
