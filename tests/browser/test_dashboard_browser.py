@@ -146,6 +146,8 @@ def test_month_table_lists_13_months_with_the_meters_peak(page):
     assert len(rows) == 13
     this_month = rows[0]
     assert this_month[1].endswith("kW") and this_month[4].endswith("kW")
+    # The month's provenance: the figure the 12-month average counts and its source.
+    assert this_month[6].endswith("(measured)") or this_month[6].endswith("(meter-reported)")
 
 
 WARNING = "return document.getElementById('gauge').classList.contains('warning')"

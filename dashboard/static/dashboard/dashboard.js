@@ -175,16 +175,30 @@
       $("rolling-average").textContent = kw(month.rolling_average.kw);
       const cost = month.estimated_cost;
       const yearly = $("yearly-cost");
-      yearly.textContent = cost
-        ? "€ " + cost.yearly_eur.toFixed(2) + " a year · € " + cost.monthly_eur.toFixed(2) + " a month"
-        : "set a capacity price for this device in the admin";
-      yearly.title = cost ? "at € " + cost.price_eur_per_kw_year + " per kW per year" : "";
+      yearly.textContent = cost ? costText(cost) : noCostText(month.tariff);
+      yearly.title = cost
+        ? "at € " + cost.price_eur_per_kw_year + " per kW per year excl. VAT (" + cost.price_source + ")"
+        : "";
       drawBreaks(month.register_breaks || []);
       report("month", null);
       $("month-title").closest("section").dataset.loaded = month.month;
     } catch (error) {
       report("month", error);
     }
+  }
+
+  function costText(cost) {
+    const vat = cost.yearly_eur_incl_vat === null ? "" :
+      " (€ " + cost.yearly_eur_incl_vat.toFixed(2) + " incl. VAT)";
+    return "€ " + cost.yearly_eur.toFixed(2) + " a year excl. VAT" + vat + " · € " +
+      cost.monthly_eur.toFixed(2) + " a month";
+  }
+
+  function noCostText(tariff) {
+    if (!tariff) return "choose the device's network area (or set a price) in the admin";
+    if (tariff.status === "no-capacity-tariff") return "no capacity tariff in this region";
+    if (tariff.status === "unpriced") return "no published " + tariff.year + " price for this area";
+    return "–";
   }
 
   // A meter swap (or an edge pointed at another meter) shows where it is: its register
@@ -391,6 +405,10 @@
         const meter = m.meter_reported_peak;
         cell(row, meter ? kw(meter.kw) + " kW" : "–", "num");
         cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
+        const source = m.provenance;
+        cell(row, source.kw === null ? source.source : kw(source.kw) + " kW (" + source.source + ")", "num");
+        const cost = m.estimated_cost;
+        cell(row, cost && cost.monthly_eur_incl_vat !== null ? "€ " + cost.monthly_eur_incl_vat.toFixed(2) : "–", "num");
         body.append(row);
       }
       monthPeaks.clear();
