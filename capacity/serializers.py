@@ -240,6 +240,37 @@ class MonthTableSerializer(AnswerSerializer):
     months = MonthTableRowSerializer(many=True, help_text="Newest first.")
 
 
+class QuarterDifferenceSerializer(AnswerSerializer):
+    start = LocalDateTimeField()
+    ours_kw = kw()
+    operator_kw = kw()
+    difference_kw = kw(help_text="ours - operator.")
+
+
+class MonthReconciliationSerializer(AnswerSerializer):
+    month = month_field()
+    our_peak_kw = kw(allow_null=True)
+    our_peak_quarter_start = LocalDateTimeField(allow_null=True)
+    operator_peak_kw = kw(allow_null=True, help_text="The operator's highest imported quarter.")
+    operator_peak_quarter_start = LocalDateTimeField(allow_null=True)
+    quarters_both = serializers.IntegerField(help_text="Quarters both sides have.")
+    largest_difference = QuarterDifferenceSerializer(
+        allow_null=True, help_text="Of the quarters both have, the one that differs most."
+    )
+    only_ours = serializers.IntegerField(help_text="Quarters we have and the operator lacks.")
+    only_operator = serializers.IntegerField(help_text="Quarters the operator has, we lack.")
+    only_ours_first = serializers.ListField(
+        child=LocalDateTimeField(), help_text="The first few of them (quarter starts)."
+    )
+    only_operator_first = serializers.ListField(child=LocalDateTimeField())
+
+
+class ReconciliationSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    timezone = serializers.CharField()
+    months = MonthReconciliationSerializer(many=True, help_text="Newest first.")
+
+
 class DayQuartersSerializer(AnswerSerializer):
     device_id = serializers.CharField()
     date = serializers.DateField()

@@ -18,6 +18,7 @@ from capacity.meter_history import (
     store_meter_history,
 )
 from capacity.realtime import cached_realtime, realtime_cache_key, with_age
+from capacity.reconciliation import reconcile
 from capacity.rules import Month
 from capacity.serializers import (
     MONTH_PATH_PARAM,
@@ -28,6 +29,7 @@ from capacity.serializers import (
     MonthTableSerializer,
     QuartersQuery,
     RealtimeSerializer,
+    ReconciliationSerializer,
     RegisterBreaksQuery,
     RegisterBreaksSerializer,
 )
@@ -94,6 +96,25 @@ class CapacityViewSet(ReadViewSet):
         with replica_reads():
             table = reports.month_table(device, last, query["count"])
         return Response(MonthTableSerializer(table).data)
+
+    @extend_schema(
+        operation_id="capacity_reconciliation",
+        summary="Our quarters against the grid operator's imported ones, per month",
+        description=(
+            "Per month, newest first: our peak and the operator's (from an imported Mijn "
+            "Fluvius export, manage.py import_fluvius), the largest difference of a quarter "
+            "both have, and the quarters one side lacks."
+        ),
+        parameters=[DEVICE_ID_PARAM, MonthsQuery],
+        responses={200: ReconciliationSerializer, **problems(*READ_ERRORS)},
+    )
+    @action(detail=False)
+    def reconciliation(self, request: Request) -> Response:
+        device, query = self.read(request, MonthsQuery)
+        last = query.get("end") or Month.of(timezone.now(), ZoneInfo(device.timezone))
+        with replica_reads():
+            found = reconcile(device, last, query["count"])
+        return Response(ReconciliationSerializer(found).data)
 
     @extend_schema(
         operation_id="capacity_quarters",

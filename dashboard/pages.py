@@ -58,6 +58,7 @@ def page_config(device: Device, now: datetime, day: str | None = None) -> dict:
             "realtime": "/v1/realtime",
             "month": "/v1/capacity/month/",
             "months": "/v1/capacity/months",
+            "reconciliation": "/v1/capacity/reconciliation",
             "quarters": "/v1/capacity/quarters",
             "series": "/v1/series",
         },

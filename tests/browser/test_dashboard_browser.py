@@ -233,3 +233,9 @@ def test_history_periods_follow_the_local_calendar(page):
     previous = "return P1Periods.shift(P1Periods.period('month', '2026-01-15'), -1)"
     assert page.js(previous)["start"] == "2025-12-01"
     assert page.js("return P1Periods.addDays('2026-10-25', 1)") == "2026-10-26"
+
+
+def test_reconciliation_section_loads_and_lists_no_month_without_an_import(page):
+    logged_in(page)
+    assert loaded(page, "reconciliation") == "0"
+    assert page.js("return document.getElementById('status').hidden") is True

@@ -421,6 +421,33 @@
     }
   }
 
+  async function loadReconciliation() {
+    try {
+      const answer = await getJSON(config.api.reconciliation, { count: config.month_table_months, end: config.month });
+      const body = $("reconciliation-table").tBodies[0];
+      body.replaceChildren();
+      for (const m of answer.months) {
+        if (m.operator_peak_kw === null && m.only_operator === 0) continue;
+        const row = document.createElement("tr");
+        const th = document.createElement("th");
+        th.scope = "row";
+        th.textContent = P.label(P.period("month", m.month + "-01"));
+        row.append(th);
+        cell(row, m.our_peak_kw === null ? "no data" : kw(m.our_peak_kw) + " kW", "num");
+        cell(row, m.operator_peak_kw === null ? "no data" : kw(m.operator_peak_kw) + " kW", "num");
+        const d = m.largest_difference;
+        cell(row, d ? kw(d.difference_kw) + " kW at " + P.moment(d.start) : "–", "num");
+        cell(row, String(m.only_ours), "num");
+        cell(row, String(m.only_operator), "num");
+        body.append(row);
+      }
+      $("reconciliation").dataset.loaded = String(body.rows.length);
+      report("reconciliation", null);
+    } catch (error) {
+      report("reconciliation", error);
+    }
+  }
+
   // ---- start ------------------------------------------------------------------------
 
   const picker = $("device-select");
@@ -431,5 +458,6 @@
   loadDay(config.day);
   loadHistory(history);
   loadMonthTable();
+  loadReconciliation();
   window.setInterval(loadMonth, 60000);
 })();
