@@ -419,6 +419,8 @@ class QuarterSoFar:
     threshold_kw: float
     headroom_w: float
     exceeds_threshold: bool
+    energy_so_far_kwh: float = 0.0
+    certainly_exceeds_threshold: bool = False
 
 
 @dataclass(frozen=True)
@@ -481,6 +483,8 @@ def realtime(device: Device, now: datetime) -> Realtime:
             threshold_kw=_round(outlook.threshold_kw),
             headroom_w=_round(outlook.headroom_w, 0),
             exceeds_threshold=outlook.exceeds_threshold,
+            energy_so_far_kwh=_round(outlook.energy_so_far_kwh, 6),
+            certainly_exceeds_threshold=outlook.certainly_exceeds,
         ),
         MonthSoFar(month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
     )

@@ -301,6 +301,13 @@ class QuarterSoFarSerializer(AnswerSerializer):
     threshold_kw = kw()
     headroom_w = Number()
     exceeds_threshold = serializers.BooleanField()
+    energy_so_far_kwh = Number(help_text="Import energy of the quarter so far.")
+    certainly_exceeds_threshold = serializers.BooleanField(
+        help_text=(
+            "The peak is certainly broken: the energy so far already exceeds threshold / 4 "
+            "kWh, so the quarter ends above the threshold whatever happens next."
+        )
+    )
 
 
 class MonthSoFarSerializer(AnswerSerializer):

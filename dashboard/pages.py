@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 
+from peakguard.models import PeakGuard
 from telemetry.models import Device
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def page_config(device: Device, now: datetime, day: str | None = None) -> dict:
         "month": f"{local.year:04d}-{local.month:02d}",
         "live_refresh_ms": LIVE_REFRESH_MS,
         "month_table_months": MONTH_TABLE_MONTHS,
+        "target_kw": _target_kw(device),
         "api": {
             "realtime": "/v1/realtime",
             "month": "/v1/capacity/month/",
@@ -63,3 +65,9 @@ def page_config(device: Device, now: datetime, day: str | None = None) -> dict:
             "series": "/v1/series",
         },
     }
+
+
+def _target_kw(device: Device) -> float | None:
+    """The household's own goal for the month's peak (its peak guard), if it set one."""
+    guard = PeakGuard.objects.filter(device=device, enabled=True).first()
+    return None if guard is None else guard.target_kw

@@ -119,6 +119,11 @@
     $("quarter-average").textContent = kw(average);
     $("quarter-threshold").textContent = kw(threshold);
     $("quarter-headroom").textContent = watts(quarter.headroom_w);
+    $("quarter-broken").hidden = !quarter.certainly_exceeds_threshold;
+    const target = config.target_kw;
+    for (const id of ["quarter-target-label", "quarter-target-value"]) $(id).hidden = target === null;
+    if (target !== null) $("quarter-target").textContent = kw(target);
+    $("quarter-target-warning").hidden = target === null || projected <= target || warn;
     $("quarter-span").textContent = P.moment(quarter.start).slice(-5) + "–" + quarter.end.slice(11, 16);
   }
 
