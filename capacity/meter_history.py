@@ -54,6 +54,24 @@ class MeterHistoryResultSerializer(serializers.Serializer):
     changed = serializers.IntegerField(help_text="Months stored or updated; 0 for a repeat.")
 
 
+def flat_errors(errors: Any, path: str = "") -> dict[str, list[str]]:
+    """Nested serializer errors as the problem's ``errors`` object: one list of
+    messages per field path (``current.month``, ``months.0.peak_kw``)."""
+    if isinstance(errors, dict):
+        found: dict[str, list[str]] = {}
+        for key, value in errors.items():
+            found.update(flat_errors(value, f"{path}.{key}" if path else str(key)))
+        return found
+    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
+        return {path or "non_field_errors": [str(e) for e in errors]}
+    if isinstance(errors, list):
+        found = {}
+        for index, value in enumerate(errors):
+            found.update(flat_errors(value, f"{path}.{index}" if path else str(index)))
+        return found
+    return {path or "non_field_errors": [str(errors)]}
+
+
 @dataclass(frozen=True)
 class MeterHistoryResult:
     received: int

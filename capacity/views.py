@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, viewsets
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from capacity import reports
 from capacity.meter_history import (
     MeterHistoryResultSerializer,
     MeterHistorySerializer,
+    flat_errors,
     store_meter_history,
 )
 from capacity.realtime import cached_realtime, realtime_cache_key, with_age
@@ -170,7 +171,8 @@ class MeterHistoryViewSet(viewsets.ViewSet):
         if not isinstance(token, DeviceToken):  # cannot happen: HasIngestScope let it in
             raise exceptions.NotAuthenticated()
         body = MeterHistorySerializer(data=decode_batch(request))
-        body.is_valid(raise_exception=True)
+        if not body.is_valid():
+            raise serializers.ValidationError(flat_errors(body.errors))
         device_id = body.validated_data.get("device_id")
         if device_id is not None and device_id != token.device.device_id:
             raise exceptions.PermissionDenied("device_id names another device than the token's.")

@@ -195,3 +195,11 @@ def test_the_edge_sends_the_simulated_meters_history_once(server, device, ingest
     }
     assert body["months"][-1]["month"] == "2026-03"
     assert datetime.fromisoformat(body["read_at"]) - now < timedelta(seconds=1)
+
+
+def test_errors_of_a_nested_field_are_named_by_their_path(device, post):
+    body = {**history_body(ELEVEN), "current": {}}
+    body["months"][1]["peak_kw"] = "many"
+    errors = post(body).json()["errors"]
+    assert set(errors) >= {"current.month", "current.peak_kw", "months.1.peak_kw"}
+    assert all(isinstance(m, str) for messages in errors.values() for m in messages)
