@@ -17,12 +17,18 @@ def main() -> None:
         _fail(str(exc))
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+    from django.db.utils import OperationalError
 
     try:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
         # Settings name the bad variable; one line is all an operator needs.
         _fail(str(exc))
+    except OperationalError as exc:
+        from p1platform.startup import database_problem
+
+        print(f"database error: {database_problem(exc)}", file=sys.stderr)
+        sys.exit(2)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in roles.SERVER_ONLY_MODULES:
             raise

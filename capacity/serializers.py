@@ -397,7 +397,7 @@ class QuartersQuery(QuerySerializer):
 
 class RegisterBreaksQuery(QuerySerializer):
     start = MomentField(required=False, help_text="From this moment on; default: the first.")
-    end = MomentField(required=False, help_text="Before this moment; default: no end.")
+    end = MomentField(required=False, help_text="Before this moment; default: no end. After start.")
 
     def validate(self, values: dict) -> dict:
         return self.validate_order(values)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.utils import timezone
 
 from dashboard import pages
@@ -29,3 +30,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 login = with_csp(auth_views.LoginView.as_view(redirect_authenticated_user=True))
 logout = with_csp(auth_views.LogoutView.as_view())
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico: the dashboard's icon (its hashed name is known only at request time
+    with the manifest storage)."""
+    return HttpResponsePermanentRedirect(static("dashboard/icon.svg"))

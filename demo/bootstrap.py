@@ -60,8 +60,8 @@ class DemoPaths:
         return self.root / "simulator"
 
     @property
-    def meter_log(self) -> Path:
-        return self.root / "meter-served.log"
+    def seed_file(self) -> Path:
+        return self.root / "seed"
 
     def log(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
@@ -194,3 +194,20 @@ def ensure_history(device: Device, *, now: datetime, months: int, seed: int) -> 
         at_end=live if same_meter and rising else None,
     )
     return HistoryResult(inserted, newest.ts, meter_changed=not same_meter)
+
+
+def claim_seed(paths: DemoPaths, seed: int) -> int | None:
+    """Record which household (--seed) this data directory holds; returns the other
+    seed when it already holds another one (the caller refuses: two households' meters
+    in one device's history would be read as one)."""
+    try:
+        held = int(paths.seed_file.read_text().strip())
+    except FileNotFoundError:
+        paths.seed_file.write_text(f"{seed}\n")
+        return None
+    except ValueError:
+        held = None
+    if held is None:
+        paths.seed_file.write_text(f"{seed}\n")
+        return None
+    return None if held == seed else held

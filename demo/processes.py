@@ -60,12 +60,13 @@ def listen(port: int) -> socket.socket:
 
 def start_meter(paths: DemoPaths, seed: int) -> tuple[Child, dict[str, str]]:
     """simulate_p1 serving API v2 on a free port; returns it with the HW_P1_* settings
-    it printed (its address, token, CA file and serial: TLS verified against its CA)."""
+    it printed (its address, token, CA file and serial: TLS verified against its CA).
+    No served-answer log: that is for tests, and in a demo left running it only grew."""
     log_path = paths.log("meter")
     try:
         meter = processes.start_simulator(
             "--seed", str(seed),
-            api="v2", served_log=paths.meter_log, cert_dir=paths.cert_dir, log_path=log_path,
+            api="v2", cert_dir=paths.cert_dir, log_path=log_path,
             timeout_s=METER_START_TIMEOUT_S,
         )  # fmt: skip
     except ChildFailed as exc:

@@ -92,3 +92,13 @@ if os.path.isdir(_SHM):
 # gunicorn's control socket would be created under $HOME, which is read-only in the
 # image and under the systemd unit; nothing here uses it.
 control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    """A database that cannot be reached stops gunicorn with one line naming
+    DATABASE_URL, before any worker boots (each would print a traceback)."""
+    from p1platform.startup import check_database
+
+    problem = check_database()
+    if problem is not None:
+        raise SystemExit(f"database error: {problem}")

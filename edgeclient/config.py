@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 from edgeclient.backoff import BACKOFF_MAX_S as DEFAULT_BACKOFF_MAX_S
 from edgeclient.homewizard import MeterConfig, MeterConfigError
 
+# How often run_edge logs its progress line (uploaded, pending, oldest pending).
+DEFAULT_PROGRESS_INTERVAL_S = 300.0
+
 DEFAULT_SPOOL_PATH = Path("var") / "edge-spool.sqlite3"
 # The same default as the server settings' DATA_DIR: var/ in the checkout.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "var"
@@ -51,12 +54,14 @@ class EdgeConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     drain_batch_size: int = DEFAULT_DRAIN_BATCH_SIZE
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S
     meter: MeterConfig | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, *, meter: bool = True) -> EdgeConfig:
         """VPS_INGEST_URL, VPS_DEVICE_TOKEN, VPS_CA_BUNDLE, EDGE_SPOOL_PATH, POLL_INTERVAL_S,
-        UPLOAD_INTERVAL_S, BATCH_SIZE, DRAIN_BATCH_SIZE, BACKOFF_MAX_S and, with ``meter``,
+        UPLOAD_INTERVAL_S, BATCH_SIZE, DRAIN_BATCH_SIZE, BACKOFF_MAX_S, EDGE_PROGRESS_INTERVAL_S
+        and, with ``meter``,
         the HW_P1_* variables of MeterConfig. Raises ConfigError naming the variable."""
         env = _Env(environ)
         url = env.str("VPS_INGEST_URL")
@@ -92,6 +97,9 @@ class EdgeConfig:
             batch_size=batch_size,
             drain_batch_size=max(drain, batch_size),
             backoff_max_s=env.seconds("BACKOFF_MAX_S", DEFAULT_BACKOFF_MAX_S),
+            progress_interval_s=env.seconds(
+                "EDGE_PROGRESS_INTERVAL_S", DEFAULT_PROGRESS_INTERVAL_S
+            ),
             meter=meter_config,
         )
 

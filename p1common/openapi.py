@@ -229,6 +229,21 @@ class AutoSchema(SpectacularAutoSchema):
     def _is_list_view(self, serializer: _SerializerType | None = None) -> bool:
         return False
 
+    def _process_override_parameters(self, direction: str = "request") -> dict:
+        """A query serializer's field that takes an empty value as "left out"
+        (``blank_is_absent``) says so: allowEmptyValue, which drf-spectacular never
+        writes."""
+        result: dict = super()._process_override_parameters(direction)
+        for parameter in self.get_override_parameters():
+            if not isinstance(parameter, type | serializers.Serializer):
+                continue
+            fields = parameter().fields if isinstance(parameter, type) else parameter.fields
+            for name, field in fields.items():
+                built = result.get((name, "query"))
+                if built and getattr(field, "blank_is_absent", False) and not field.required:
+                    built["allowEmptyValue"] = True
+        return result
+
     def _map_serializer_field(
         self, field: serializers.Field, direction: str, bypass_extensions: bool = False
     ) -> dict[str, Any]:

@@ -306,6 +306,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "p1common.openapi.add_components",
+        "telemetry.openapi.device_links",
     ],
 }
 

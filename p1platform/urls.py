@@ -30,4 +30,7 @@ urlpatterns = [
     path("", dashboard_views.dashboard, name="dashboard"),
     path("login", dashboard_views.login, name="login"),
     path("logout", dashboard_views.logout, name="logout"),
+    # Browsers ask for /favicon.ico on pages without an icon link (admin, API docs): the
+    # dashboard's icon instead of a logged 404 per page view.
+    path("favicon.ico", dashboard_views.favicon, name="favicon"),
 ]

@@ -51,6 +51,14 @@ SAMPLE_FIELDS: Final[dict[str, str]] = {
 
 OPTIONAL_FIELDS: Final = tuple(f for f in SAMPLE_FIELDS if f not in REQUIRED_FIELDS)
 
+# A timestamp as RFC 3339 writes it (the schema's date-time), in the years the
+# platform answers for: 2000 to 2099. Both sides check it; the year is the text's own.
+TIMESTAMP_PATTERN: Final = (
+    r"^20\d{2}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)"
+    r"|02-(?:0[1-9]|1\d|2\d))T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
+)
+
 TARIFF_RANGE: Final = range(1, 5)
 # Largest magnitude of any number: far beyond any meter (1e15 W, 1e15 kWh) yet far below
 # float overflow, so sums and differences of stored values stay finite in rollups.

@@ -5,6 +5,8 @@
 # The two passes share nothing (own database, own cache, own DATA_DIR, free ports), and
 # most of a pass is waiting on server processes, so they run side by side on the two
 # cores and each writes its own log; both logs are printed, and either failing fails.
+# Tests whose subject is not the storage plan run in one of the passes only (TEST_PASS,
+# ONE_PASS_ONLY in tests/conftest.py).
 # TEST_PASSES=sequential runs them one after the other with live output.
 #
 #   TEST_DATABASE_URL   PostgreSQL for the first pass (default: local server, trust auth)
@@ -26,10 +28,12 @@ redis_url="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 mkdir -p var/test-pg var/test-sqlite
 
 postgres_pass() {
-  DATA_DIR="$PWD/var/test-pg" DATABASE_URL="$pg_url" REDIS_URL="$redis_url" "${PYTEST[@]}" "$@"
+  TEST_PASS=postgres DATA_DIR="$PWD/var/test-pg" DATABASE_URL="$pg_url" REDIS_URL="$redis_url" \
+    "${PYTEST[@]}" "$@"
 }
 sqlite_pass() {
-  env -u DATABASE_URL -u REDIS_URL DATA_DIR="$PWD/var/test-sqlite" "${PYTEST[@]}" "$@"
+  env -u DATABASE_URL -u REDIS_URL TEST_PASS=sqlite DATA_DIR="$PWD/var/test-sqlite" \
+    "${PYTEST[@]}" "$@"
 }
 timescale_pass() {
   [ -n "${TIMESCALE_DATABASE_URL:-}" ] || return 0

@@ -23,11 +23,17 @@ _KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     wire.TIMESTAMP: {
         **DATETIME,
         "maxLength": 40,
-        "description": "ISO 8601 with a UTC offset; from 2000 on.",
+        "pattern": wire.TIMESTAMP_PATTERN,
+        "description": "ISO 8601 with a UTC offset; from 2000-01-01T00:00:00Z on.",
     },
-    wire.POWER: {"type": "number", "description": "Watts; negative when exporting."},
-    wire.REGISTER: {"type": "number", "minimum": 0},
-    wire.MEASURE: {"type": "number"},
+    wire.POWER: {
+        "type": "number",
+        "minimum": -wire.MAX_MAGNITUDE,
+        "maximum": wire.MAX_MAGNITUDE,
+        "description": "Watts; negative when exporting.",
+    },
+    wire.REGISTER: {"type": "number", "minimum": 0, "maximum": wire.MAX_MAGNITUDE},
+    wire.MEASURE: {"type": "number", "minimum": -wire.MAX_MAGNITUDE, "maximum": wire.MAX_MAGNITUDE},
     wire.TARIFF: {
         "type": "integer",
         "minimum": wire.TARIFF_RANGE.start,
@@ -100,3 +106,29 @@ DEVICE_ID_PARAM = OpenApiParameter(
         "logged-in user must give it. Another household's device answers 404."
     ),
 )
+
+
+def device_links(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """Postprocessing hook: the device list's answer links to every read of a listed
+    device (OpenAPI links), which is how a client, or a stateful fuzzer, goes on."""
+    paths = result.get("paths", {})
+    reads = [
+        operation["operationId"]
+        for operations in paths.values()
+        for method, operation in operations.items()
+        if method == "get"
+        and any(p.get("name") == "device_id" for p in operation.get("parameters", []))
+    ]
+    listing = paths.get("/v1/devices", {}).get("get", {}).get("responses", {}).get("200")
+    if listing is not None:
+        listing["links"] = {
+            read: {
+                "operationId": read,
+                "parameters": {"device_id": "$response.body#/devices/0/device_id"},
+                "description": f"{read} for the first device listed.",
+            }
+            for read in sorted(reads)
+        }
+    return result

@@ -43,7 +43,7 @@ from rest_framework import exceptions
 from p1common.problems import PayloadTooLarge, UnprocessableBatch
 from telemetry import quarantine, segments
 from telemetry.models import Device, DeviceToken, PendingBatch
-from telemetry.storage import plan_for, timestamps
+from telemetry.storage import StoragePlan, plan_for, timestamps
 from telemetry.tokens import LAST_USED_RESOLUTION_S
 from telemetry.validation import validate_samples
 
@@ -223,23 +223,31 @@ def run_owed_steps(
         for item in group:
             item.spans = _merged(item.spans)
         try:
-            for item in group:
-                for span in item.spans:
-                    plan.refresh_before_steps(span.oldest, span.newest)
-            _commit_steps(group, devices)
+            _refresh_and_commit(plan, group, devices)
         except Exception:
             if len(group) == 1:
                 failed += 1
                 logger.exception("ingest steps failed for device pk %s", group[0].device_pk)
                 continue
-            # One device's failure must not hold the others back: each alone.
+            # One device's failure must not hold the others back: each alone, and each
+            # refreshed again, since the failure may have been the refresh itself.
             for item in group:
                 try:
-                    _commit_steps([item], devices)
+                    _refresh_and_commit(plan, [item], devices)
                 except Exception:
                     failed += 1
                     logger.exception("ingest steps failed for device pk %s", item.device_pk)
     return OwedRun(done, sum(len(o.ids) for o in owed[:done]), failed)
+
+
+def _refresh_and_commit(plan: StoragePlan, group: list[_Owed], devices: dict[int, Device]) -> None:
+    """The steps read the rollups; where the plan keeps them apart from the samples
+    (continuous aggregates), they are brought up to date first. A refresh that fails
+    raises, so the group's records stay owed rather than being done on stale rollups."""
+    for item in group:
+        for span in item.spans:
+            plan.refresh_before_steps(span.oldest, span.newest)
+    _commit_steps(group, devices)
 
 
 def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
@@ -288,9 +296,13 @@ def accept_batch(
     """The batch rules of ``POST /v1/ingest`` (sent with token ``token_pk``): all or
     nothing, a refused batch recorded in quarantine and nothing else written; returns
     the answer's counts."""
-    named = batch.get("device_id")
-    if named is not None and named != device.device_id:
-        raise exceptions.PermissionDenied("This token cannot write to that device.")
+    if "device_id" in batch:
+        named = batch["device_id"]
+        if type(named) is not str:
+            # The schema says a string when given; null is not "left out".
+            raise exceptions.ValidationError({"device_id": ["Must be a string when given."]})
+        if named != device.device_id:
+            raise exceptions.PermissionDenied("This token cannot write to that device.")
     unknown = set(batch) - {"samples", "device_id"}
     if unknown:
         errors = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ from rest_framework import serializers
 import p1wire as wire
 from p1common.openapi import DATETIME
 from telemetry.openapi import sample_field_schema
-from telemetry.series import INTERVALS
+from telemetry.series import INTERVALS, MAX_POINTS
 from telemetry.timegrid import FIRST_YEAR, LAST_YEAR
 
 
@@ -202,13 +202,24 @@ class SeriesSerializer(AnswerSerializer):
 # --- query parameters ----------------------------------------------------------------
 
 MOMENT_TEXT = "YYYY-MM-DD (local midnight) or ISO 8601 with an offset; 2000 to 2099."
-MOMENT = {"anyOf": [{"type": "string", "format": "date"}, DATETIME], "description": MOMENT_TEXT}
+_DATE_PATTERN = r"^20\d{2}-\d{2}-\d{2}$"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$").match  # the shape; the year is checked after
+_DATETIME = re.compile(wire.TIMESTAMP_PATTERN).match
+MOMENT = {
+    "anyOf": [
+        {"type": "string", "format": "date", "pattern": _DATE_PATTERN},
+        {**DATETIME, "pattern": wire.TIMESTAMP_PATTERN},
+    ],
+    "description": MOMENT_TEXT,
+}
 
 
 def parse_moment(text: str, tz: ZoneInfo) -> datetime:
     """An ISO datetime with offset, or a date meaning local midnight."""
     try:
         if len(text) == 10:
+            if not _DATE(text):
+                raise ValueError(text)  # fromisoformat also takes week dates (2026-W01-1)
             moment = datetime.combine(date.fromisoformat(text), time(), tzinfo=tz)
         else:
             moment = datetime.fromisoformat(text)
@@ -220,13 +231,21 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
         raise serializers.ValidationError("A datetime needs a UTC offset.")
     if not FIRST_YEAR <= moment.year <= LAST_YEAR:
         raise serializers.ValidationError(f"Use a year from {FIRST_YEAR} to {LAST_YEAR}.")
-    return moment
+    if len(text) != 10 and not _DATETIME(text):
+        raise serializers.ValidationError(
+            "Use RFC 3339: YYYY-MM-DDThh:mm:ss with Z or an offset such as +01:00."
+        )
+    # In UTC: ISO 8601 allows offsets (up to 23:59, fractions of a second) that
+    # PostgreSQL refuses; the instant is what the query needs.
+    return moment.astimezone(UTC)
 
 
 @extend_schema_field(MOMENT)
 class BlankIsAbsent(serializers.Field):
     """An optional parameter sent empty (``?end=``, as URL templates do) means the
-    default, as when it is left out."""
+    default, as when it is left out; the schema says allowEmptyValue (p1common.openapi)."""
+
+    blank_is_absent = True
 
     def validate_empty_values(self, data: object) -> tuple[bool, object]:
         if data == "" and not self.required:
@@ -277,13 +296,27 @@ class SeriesQuery(QuerySerializer):
     interval = choice_field(
         INTERVALS,
         default="1h",
-        help_text="Bucket size; days, weeks (Monday) and months start at local midnight.",
+        help_text=(
+            "Bucket size; days, weeks (Monday) and months start at local midnight. "
+            f"The range from start to end may hold at most {MAX_POINTS} buckets."
+        ),
         error_messages={"invalid_choice": f"Use one of {', '.join(INTERVALS)}."},
     )
-    start = MomentField(required=False, help_text="Default: end minus a span per interval.")
-    end = MomentField(required=False, help_text="Default: now.")
+    start = MomentField(
+        required=False,
+        help_text="Default: end minus a span per interval. Must be before end.",
+    )
+    end = MomentField(
+        required=False,
+        help_text="Default: now, or start plus the interval's span for a start not before now.",
+    )
 
     def validate(self, values: dict) -> dict:
-        values.setdefault("end", timezone.now())
-        values.setdefault("start", values["end"] - DEFAULT_SPAN[values["interval"]])
+        span = DEFAULT_SPAN[values["interval"]]
+        if "end" not in values:
+            now = timezone.now()
+            start = values.get("start")
+            # A start in the future with the default end is an empty range, not an error.
+            values["end"] = now if start is None or start < now else start + span
+        values.setdefault("start", values["end"] - span)
         return self.validate_order(values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -21,6 +22,11 @@ MAX_FUTURE = timedelta(minutes=5)
 MAX_MAGNITUDE = wire.MAX_MAGNITUDE
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_ERRORS = 100  # a batch of 5000 bad samples needs no 5000-line answer
+
+
+# What the schema states (p1wire.TIMESTAMP_PATTERN); fromisoformat alone takes more.
+_RFC3339 = re.compile(wire.TIMESTAMP_PATTERN).match
+RFC3339_DETAIL = "must be RFC 3339, YYYY-MM-DDThh:mm:ss with Z or an offset, from 2000 to 2099"
 
 
 class InvalidValue(ValueError):
@@ -70,7 +76,11 @@ def _timestamp(value: Any) -> datetime:
         raise InvalidValue("must carry a UTC offset")
     if parsed < EARLIEST:
         raise InvalidValue("is before 2000")
-    return parsed
+    if not _RFC3339(value):
+        raise InvalidValue(RFC3339_DETAIL)
+    # In UTC: ISO 8601 allows offsets up to 23:59 and fractions of a second, PostgreSQL
+    # stores neither (_STORABLE_OFFSETS); the instant is what counts.
+    return parsed.astimezone(UTC)
 
 
 _CHECKERS = {
@@ -188,6 +198,11 @@ def _rows_checked_one_by_one(samples: list, now: datetime) -> tuple[list[list[An
 
 
 _NONE = type(None)
+# Offsets PostgreSQL takes as they are: whole minutes up to 15:59 either way (naive
+# timestamps, offset None, are refused later, when compared with aware ones).
+_STORABLE_OFFSETS = frozenset(
+    {None, *(timedelta(minutes=m) for m in range(-(16 * 60 - 1), 16 * 60))}
+)
 _FLOATS = frozenset({float, _NONE})
 _NUMBERS = frozenset({float, int, _NONE})
 _TARIFFS = frozenset({*wire.TARIFF_RANGE, None})
@@ -270,10 +285,14 @@ def _timestamps_fast(column: list, types: set) -> list | None:
     present = [v for v in column if v is not None] if _NONE in types else column
     if present and max(map(len, present)) > 40:
         return None
+    if not all(map(_RFC3339, present)):
+        return None
     try:
         parsed = list(map(datetime.fromisoformat, present))
     except ValueError:
         return None
+    if not set(map(datetime.utcoffset, parsed)) <= _STORABLE_OFFSETS:
+        return None  # the sample-by-sample path converts such offsets to UTC
     if present is column:
         return parsed
     remaining = iter(parsed)

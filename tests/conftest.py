@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -11,6 +12,43 @@ from p1common.services import PrivatePostgres, PrivateRedis, ServiceMissing
 from tests.tools import tool_missing
 
 HTTP_TIMEOUT_S = 30
+
+# scripts/test.sh runs the suite twice, side by side on two cores: on PostgreSQL + Redis
+# (TEST_PASS=postgres) and on SQLite + local memory (TEST_PASS=sqlite). Tests whose
+# subject does not depend on the storage plan or the cache run in one pass only, to keep
+# CI in its time budget; the storage-plan suites (tests/storage, ingest, capacity) cover
+# what each plan does with a batch. Without TEST_PASS (a plain `pytest`), all run.
+ONE_PASS_ONLY = {
+    # The edge against a real server: what it proves is the edge's (spool, retries,
+    # meter profiles, signals); the server's storing of a batch is each plan's own suite.
+    "tests/edge_pipeline/": "sqlite",
+    # No server database at all, or only the dashboard's pages in a browser.
+    "tests/edge/": "postgres",
+    "tests/browser/": "postgres",
+    "tests/test_deploy_files.py": "postgres",
+    "tests/test_requirement_locks.py": "postgres",
+    "tests/test_type_check_config.py": "postgres",
+    "tests/test_edge_role.py": "postgres",
+    "tests/test_dashboard_static.py": "postgres",
+    # Start-up against a missing database, and scripts/serve.sh on a SQLite file of its own.
+    "tests/test_startup.py": "postgres",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    this_pass = os.environ.get("TEST_PASS", "")
+    if not this_pass:
+        return
+    if this_pass not in {"postgres", "sqlite"}:
+        raise pytest.UsageError(f"TEST_PASS must be postgres or sqlite, not {this_pass!r}")
+    keep, elsewhere = [], []
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        owner = next((p for prefix, p in ONE_PASS_ONLY.items() if path.startswith(prefix)), None)
+        (elsewhere if owner not in (None, this_pass) else keep).append(item)
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -61,3 +61,11 @@ def test_production_serves_the_chart_library_under_a_hashed_name(production_env)
         library = http.get(f"{server.url}/static/{name}")
         assert library.status_code == 200
         assert library.content == (fetch_vendor.TARGET / "chart.umd.min.js").read_bytes()
+
+
+@pytest.mark.django_db
+def test_favicon_ico_leads_to_the_dashboard_icon_without_a_404(client, caplog):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("/dashboard/icon.svg")
+    assert not [r for r in caplog.records if "Not Found" in r.getMessage()]

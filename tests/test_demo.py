@@ -175,6 +175,19 @@ def test_demo_runs_the_platform_and_a_second_run_reuses_what_the_first_made(
     assert "edge (run_edge) exited unexpectedly (status -9)" in second.out.text()
     assert process_gone(meter_pid) and process_gone(server_pid)
     assert _counts(data_dir) == counts
+    # No log that only grows while the demo runs (the meter's served answers).
+    assert not list(data_dir.rglob("meter-served.log"))
+
+    # Another household on the same directory is refused before anything changes.
+    third = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--port", "0", "--seed", "2"],
+        cwd=ROOT, env=_env(data_dir), capture_output=True, text=True, timeout=STOP_TIMEOUT_S,
+    )  # fmt: skip
+    assert third.returncode != 0
+    assert "holds the demo household of --seed 1" in third.stderr, third.stderr
+    assert "DATA_DIR=var/seed-2 scripts/demo.sh --seed 2" in third.stderr
+    assert len([x for x in third.stderr.splitlines() if x.strip()]) == 1, third.stderr
+    assert _counts(data_dir) == counts
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])

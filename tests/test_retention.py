@@ -281,11 +281,18 @@ def test_a_late_batch_after_pruning_goes_in_and_an_older_one_is_refused(plan, cl
     )
     offsets = Offsets.of_device(device.pk)
     continuous = [(ts, offsets.import_at(ts, value)) for ts, value in raw]
-    day = household.late_lo.astimezone(BRUSSELS).date().isoformat()
+    # The six late hours may cross local midnight: every local day they touch.
+    days = sorted(
+        {t.astimezone(BRUSSELS).date().isoformat() for t in (household.late_lo, household.late_hi)}
+    )
     reader = bearer(issue_token(device, "read")[1])
-    quarters = client.get(
-        "/v1/capacity/quarters", {"device_id": device.device_id, "date": day}, headers=reader
-    ).json()["quarters"]
+    quarters = [
+        quarter
+        for day in days
+        for quarter in client.get(
+            "/v1/capacity/quarters", {"device_id": device.device_id, "date": day}, headers=reader
+        ).json()["quarters"]
+    ]
     checked = 0
     for quarter in quarters:
         start = datetime.fromisoformat(quarter["start"]).astimezone(UTC)

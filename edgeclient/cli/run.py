@@ -80,9 +80,12 @@ def handle(options: dict[str, Any], out: Lines) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    uploaded = Uploaded()
     threads = [
         threading.Thread(target=poll_loop, args=(config, stop, identity), name="poll", daemon=True),
-        threading.Thread(target=upload_loop, args=(config, stop), name="upload", daemon=True),
+        threading.Thread(
+            target=upload_loop, args=(config, stop, uploaded), name="upload", daemon=True
+        ),
     ]
     for thread in threads:
         thread.start()
@@ -96,8 +99,11 @@ def handle(options: dict[str, Any], out: Lines) -> int:
         config.spool_path,
         depth,
     )
-    while not stop.wait(1.0):
-        pass
+    next_progress = time.monotonic() + config.progress_interval_s
+    while not stop.wait(min(1.0, config.progress_interval_s)):
+        if time.monotonic() >= next_progress:
+            next_progress += config.progress_interval_s
+            log_progress(config, uploaded.take())
     deadline = time.monotonic() + SHUTDOWN_GRACE_S
     for thread in threads:  # the poll thread first: its write is the one that matters
         thread.join(max(0.0, deadline - time.monotonic()))
@@ -223,7 +229,46 @@ def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity
             stop.wait(LOOP_ERROR_PAUSE_S)
 
 
-def upload_loop(config: EdgeConfig, stop: threading.Event) -> None:
+class Uploaded:
+    """Samples the upload thread delivered since the last progress line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._count += count
+
+    def take(self) -> int:
+        with self._lock:
+            count, self._count = self._count, 0
+        return count
+
+
+def progress_line(
+    uploaded: int, interval_s: float, pending: int, oldest_age_s: float | None
+) -> str:
+    """The periodic line: what went up since the last one, what waits, how old."""
+    minutes = interval_s / 60
+    since = f"{minutes:g} min" if minutes >= 1 else f"{interval_s:g} s"
+    oldest = "" if oldest_age_s is None else f", oldest pending {oldest_age_s:.0f} s old"
+    return f"run_edge: {uploaded} samples uploaded in the last {since}; {pending} pending{oldest}"
+
+
+def log_progress(config: EdgeConfig, uploaded: int) -> None:
+    try:
+        with Spool(config.spool_path) as spool:
+            pending, age = spool.depth(), spool.oldest_pending_age()
+    except Exception as exc:  # the line is information; its failure must not stop the edge
+        logger.warning("run_edge: progress unknown (%s)", exc)
+        return
+    logger.info(progress_line(uploaded, config.progress_interval_s, pending, age))
+
+
+def upload_loop(
+    config: EdgeConfig, stop: threading.Event, uploaded: Uploaded | None = None
+) -> None:
     guard = _LoopGuard("upload")
     while not stop.is_set():
         try:
@@ -231,7 +276,9 @@ def upload_loop(config: EdgeConfig, stop: threading.Event) -> None:
                 uploader = Uploader(spool, client, config)
                 while not stop.is_set():
                     try:
-                        _, delay = uploader.step()
+                        result, delay = uploader.step()
+                        if uploaded is not None:
+                            uploaded.add(result.delivered)
                         upload_meter_history(spool, client)
                         guard.ok()
                     except Exception as exc:  # the loop must outlive any error

@@ -187,25 +187,34 @@ class TimescalePlan(PostgresPlan):
     def refresh_before_steps(self, oldest: datetime, newest: datetime) -> None:
         # Real-time aggregation covers what is newer than the aggregates' watermark; an
         # older batch (a backlog) needs its window refreshed before the steps read it.
-        if oldest < timezone.now() - REFRESH_IF_OLDER_THAN:
-            self.refresh(oldest, newest)
+        # Strict: the steps would read stale aggregates, so a refresh that fails (a lock
+        # held by a policy run, a database going away) raises and the batch stays owed
+        # for the next run.
+        if oldest < timezone.now() - REFRESH_IF_OLDER_THAN and not self.connection.in_atomic_block:
+            self._refresh(oldest, newest)
 
     def refresh(self, oldest: datetime, newest: datetime) -> None:
-        connection = self.connection
-        if connection.in_atomic_block:
+        if self.connection.in_atomic_block:
             return  # refresh_continuous_aggregate cannot run in a transaction; the policy will
         for table, width in RELATIONS.items():
-            start, end = bucket_start(oldest, width), bucket_start(newest, width) + width
             try:
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end]
-                    )
+                self._refresh_one(table, width, oldest, newest)
             except OperationalError as exc:
                 # A policy run refreshing the same window is the usual cause; it, or the
                 # next run, covers these rows. The samples are stored either way: never
                 # fail ingest.
                 logger.info("refresh of %s deferred to its policy: %s", table, exc)
+
+    def _refresh(self, oldest: datetime, newest: datetime) -> None:
+        for table, width in RELATIONS.items():
+            self._refresh_one(table, width, oldest, newest)
+
+    def _refresh_one(
+        self, table: str, width: timedelta, oldest: datetime, newest: datetime
+    ) -> None:
+        start, end = bucket_start(oldest, width), bucket_start(newest, width) + width
+        with self.connection.cursor() as cursor:
+            cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end])
 
     def require_nullable_column_support(self, schema_editor: BaseDatabaseSchemaEditor) -> None:
         with schema_editor.connection.cursor() as cursor:

@@ -235,6 +235,31 @@ def test_history_periods_follow_the_local_calendar(page):
     assert page.js("return P1Periods.addDays('2026-10-25', 1)") == "2026-10-26"
 
 
+def test_the_day_parameter_opens_the_history_on_that_day_too(page):
+    logged_in(page)
+    today = date.fromisoformat(loaded(page, "day"))
+    asked = (today - timedelta(days=3)).isoformat()
+    page.get(f"/?day={asked}")
+    assert page.wait(lambda: (v := loaded(page, "day")) == asked and v)
+    assert page.wait(lambda: (v := loaded(page, "history")) == f"day:{asked}" and v)
+
+
+def test_the_quarter_card_names_its_threshold_and_when_the_average_began(page):
+    logged_in(page)
+    began = page.wait(
+        lambda: (
+            (v := page.js("return document.getElementById('quarter-began').textContent"))
+            != "the quarter began"
+            and v
+        ),
+        message="the quarter's start never shown",
+    )
+    assert began[-3:] in (":00", ":15", ":30", ":45"), began
+    text = page.js("return document.querySelector('section.quarter').innerText")
+    assert "Threshold (billed peak, at least 2.5 kW)" in text
+    assert "Month's peak so far" not in text
+
+
 def test_reconciliation_section_loads_and_lists_no_month_without_an_import(page):
     logged_in(page)
     assert loaded(page, "reconciliation") == "0"

@@ -276,3 +276,26 @@ def test_run_edge_and_edge_status_need_no_server_package(spool_path):
         )
         assert result.returncode == 0, result.stderr
     assert "pending: 1 samples" in result.stdout
+
+
+@db
+def test_run_edge_logs_a_progress_line_with_uploaded_pending_and_oldest(
+    start_simulator, start_edge, edge_env, device
+):
+    sim = start_simulator("both")
+    edge = start_edge(edge_env | sim.meter_env() | {"EDGE_PROGRESS_INTERVAL_S": "1"})
+    edge.log.wait_for("run_edge started")
+    wait_until(lambda: delivered(device), what="a delivered sample")
+    line = edge.log.wait_for(r"run_edge: [1-9]\d* samples uploaded in the last 1 s; \d+ pending")
+    assert "Traceback" not in edge.log.text(), line
+
+
+def test_the_progress_line_names_uploaded_pending_and_the_oldest_age():
+    from edgeclient.cli.run import progress_line
+
+    assert progress_line(30, 300, 2, 12.4) == (
+        "run_edge: 30 samples uploaded in the last 5 min; 2 pending, oldest pending 12 s old"
+    )
+    assert progress_line(0, 300, 0, None) == (
+        "run_edge: 0 samples uploaded in the last 5 min; 0 pending"
+    )

@@ -260,3 +260,55 @@ def test_a_meter_swap_is_recorded_as_a_register_break_with_the_batch(plan, devic
     assert not PendingBatch.objects.filter(device=device).exists()
     assert ingest_batch(device, columns) == 0
     assert RegisterBreak.objects.filter(device=device).count() == 1
+
+
+def _materialization_tables(cursor) -> list[str]:
+    cursor.execute(
+        "SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)"
+        " FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_name IN ('telemetry_quarter', 'telemetry_hour')"
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.parametrize("plan", [p for p in PLANS if p.id == "timescale"], indirect=True)
+def test_a_backlog_whose_aggregate_refresh_fails_stays_owed_until_a_run_can_refresh(
+    plan, device, other_device
+):
+    """A backlog's aggregates are refreshed before its steps read them. When the refresh
+    fails (here: a real lock on the aggregates' tables that lets reads through and holds
+    writes back), neither device's work is done on stale aggregates and both stay owed;
+    the next run, with the lock gone, does it and leaves the rollups equal to the raw
+    samples."""
+    import psycopg
+    from django.db import connection
+
+    from telemetry.pipeline import run_owed_steps
+
+    for owner in (device, other_device):
+        columns, errors = validate_samples(stream(random.Random(owner.pk), 300), now=timezone.now())
+        assert not errors
+        assert plan.insert_batch(owner.pk, columns) == 300
+    db = connection.settings_dict
+    dsn = {"dbname": db["NAME"], "user": db["USER"], "host": db["HOST"], "port": db["PORT"]}
+    with psycopg.connect(**{k: v for k, v in dsn.items() if v}) as holder:
+        with holder.cursor() as cursor:
+            for table in _materialization_tables(cursor):
+                # SHARE: reads go on, the refresh's writes wait.
+                cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+            with connection.cursor() as ours:
+                ours.execute("SET lock_timeout = '200ms'")
+            try:
+                run = run_owed_steps()
+            finally:
+                with connection.cursor() as ours:
+                    ours.execute("RESET lock_timeout")
+        holder.rollback()
+    assert (run.devices, run.failed_devices) == (2, 2)
+    assert PendingBatch.objects.count() == 2
+
+    run = run_owed_steps()
+    assert (run.devices, run.failed_devices) == (2, 0)
+    assert not PendingBatch.objects.exists()
+    assert_rollups_match(device)
+    assert_rollups_match(other_device)

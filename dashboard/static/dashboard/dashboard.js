@@ -125,6 +125,7 @@
     if (target !== null) $("quarter-target").textContent = kw(target);
     $("quarter-target-warning").hidden = target === null || projected <= target || warn;
     $("quarter-span").textContent = P.moment(quarter.start).slice(-5) + "–" + quarter.end.slice(11, 16);
+    $("quarter-began").textContent = P.moment(quarter.start).slice(-5);
   }
 
   function drawLive(answer) {
@@ -176,6 +177,7 @@
       $("month-name").textContent = P.label(P.period("month", month.month + "-01"));
       $("month-peak").textContent = month.peak ? kw(month.peak.kw) : "–";
       $("month-peak-when").textContent = month.peak ? P.moment(month.peak.quarter_start) : "no quarter yet";
+      $("month-peak-incomplete").hidden = !(month.peak && month.peak.incomplete);
       $("month-billed").textContent = kw(month.billed_peak_kw);
       $("rolling-average").textContent = kw(month.rolling_average.kw);
       const cost = month.estimated_cost;
@@ -338,7 +340,8 @@
       },
     },
   });
-  let history = P.period("day", config.today);
+  // ?day= opens the history on that day too, so both charts show the day asked for.
+  let history = P.period("day", config.day);
 
   async function loadHistory(current) {
     history = current;
@@ -378,7 +381,7 @@
   }
 
   document.querySelectorAll("#history .tabs button").forEach((button) => {
-    button.addEventListener("click", () => loadHistory(P.period(button.dataset.period, config.today)));
+    button.addEventListener("click", () => loadHistory(P.period(button.dataset.period, config.day)));
   });
   $("history-prev").addEventListener("click", () => loadHistory(P.shift(history, -1)));
   $("history-next").addEventListener("click", () => loadHistory(P.shift(history, 1)));

@@ -61,6 +61,13 @@ class Command(BaseCommand):
         base_url = f"http://127.0.0.1:{port}"
         paths = bootstrap.DemoPaths.under(settings.DATA_DIR)
         paths.create()
+        held = bootstrap.claim_seed(paths, options["seed"])
+        if held is not None:
+            raise CommandError(
+                f"{settings.DATA_DIR} holds the demo household of --seed {held}; give "
+                f"--seed {options['seed']} a directory of its own: "
+                f"DATA_DIR=var/seed-{options['seed']} scripts/demo.sh --seed {options['seed']}"
+            )
         out = self.stdout
         out.write("preparing the database ...")
         call_command("migrate", interactive=False, verbosity=0)
