@@ -8,39 +8,67 @@ replaces an earlier read of the same month, and never a closed figure.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from django.db import transaction
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 import p1wire as wire
 from capacity.models import MeterMonthPeak
 from capacity.rules import Month
-from telemetry.models import Device
+from capacity.serializers import MONTH_PARAM
+from telemetry.models import DEVICE_ID_VALIDATOR, Device
+from telemetry.openapi import sample_field_schema
+from telemetry.validation import InvalidValue, wire_timestamp
 
 # Far above any household connection (3 x 63 A is about 43 kW): a misread, not a peak.
 MAX_PEAK_KW = 1000.0
 
 
-class MeterMonthSerializer(serializers.Serializer):
-    month = serializers.CharField(help_text="YYYY-MM, the calendar month in Belgian time.")
-    peak_kw = serializers.FloatField(min_value=0, max_value=MAX_PEAK_KW)
-    peak_ts = serializers.DateTimeField(allow_null=True, help_text="When its quarter ended.")
+@extend_schema_field(MONTH_PARAM)
+class MonthField(serializers.Field):
+    """YYYY-MM, 2000 to 2099, as capacity.rules.Month."""
 
-    def validate_month(self, value: str) -> Month:
+    def to_internal_value(self, data: object) -> Month:
         try:
-            return Month.parse(value)
+            return Month.parse(str(data))
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from None
+
+
+@extend_schema_field(sample_field_schema("ts"))
+class WireMomentField(serializers.Field):
+    """A timestamp as the wire format states and checks it (p1wire.TIMESTAMP)."""
+
+    def to_internal_value(self, data: object) -> datetime:
+        try:
+            return wire_timestamp(data)
+        except InvalidValue as exc:
+            raise serializers.ValidationError(f"{exc}") from None
+
+
+class MeterMonthSerializer(serializers.Serializer):
+    month = MonthField(help_text="YYYY-MM, the calendar month in Belgian time.")
+    peak_kw = serializers.FloatField(min_value=0, max_value=MAX_PEAK_KW)
+    peak_ts = WireMomentField(allow_null=True, help_text="When its quarter ended.")
+
+
+@extend_schema_field(
+    {"type": "string", "pattern": re.compile(DEVICE_ID_VALIDATOR.regex).pattern, "maxLength": 64}
+)
+class DeviceIdField(serializers.CharField):
+    """A device_id as telemetry.models.Device takes it (here only compared)."""
 
 
 class MeterHistorySerializer(serializers.Serializer):
     """One telegram read: the meter's closed months and its running month."""
 
-    device_id = serializers.CharField(required=False, help_text="Must be the token's device.")
-    read_at = serializers.DateTimeField(help_text="When the edge read the telegram.")
+    device_id = DeviceIdField(required=False, help_text="Must be the token's device.")
+    read_at = WireMomentField(help_text="When the edge read the telegram.")
     months = serializers.ListField(
         child=MeterMonthSerializer(),
         max_length=wire.METER_HISTORY_MAX_MONTHS,
