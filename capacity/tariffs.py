@@ -16,10 +16,31 @@ Sources of every figure:
   "Netgebied | 2026, excl. btw") and a Belgian tariff seed (``seedTariffs``, "Source:
   VREG - Distributienettarieven elektriciteit 2026"); a third, a VREG-sheet parser's
   check values, gives the same Antwerpen (49.4036563) and West (57.0995726).
-- 2025: the same eight areas, but no public source in reach of this project's
-  research gave the 2025 figures, so they are None: a 2025 month is unpriced (no
-  estimated cost) unless the device has its own price. Never invent one; fill them in
-  from the 2025 sheets, with their source.
+- 2025: no 2025 VREG sheet was in reach, so the figures come from what others
+  transcribed or printed; each area says how many sources agree. The card is Eneco's
+  "Tariefkaart december 2025" (Eneco Zon & Wind Flex, "Tariefkaart versie 012512",
+  "Geldig van 1 december 2025 t.e.m 31 december 2025", "Alle prijzen en tarieven zijn
+  inclusief 6% btw"), kept as renaudallard/homeassistant_be_electricity_prices
+  tests/fixtures/eneco_flex_dec25.pdf, section "DIGITALE METER", column
+  "Capaciteitstarief (€/kW/jaar)". It prints VAT included and rounded to the cent, so
+  its figure / 1.06 is known to about half a cent (``_from_card_incl_vat``). It
+  carries the 2025 tariffs: its databeheer 18,56 is 17,51 x 1.06, the 2025 sheet's
+  figure (Dastaranov/Energie_Vlaanderen, tests/fixturen/facturen/
+  eneco_zon_wind_flex_2025_2026.toml), and no area's capacity figure is its 2026 one.
+  - Midden-Vlaanderen 49.0426291, two sources: Dastaranov/Energie_Vlaanderen
+    (tests/test_referentiefactuur.py: 49.0426291 for 2025 and 50.1239818 for 2026
+    reproduce a paid Fluvius Midden-Vlaanderen invoice to the cent;
+    tests/test_tariff_normalizer.py: "49,042629 EUR/kW/jaar is het capaciteitstarief
+    van Fluvius Midden-Vlaanderen in 2025"), and the card's 51,99 incl. VAT
+    (49.0426291 x 1.06 = 51.985).
+  - West 56.93, two sources: jellevictoor/ecopower-tarrifs README.md (commit 236b4b3,
+    2025-10-13), "Tariff Structure (October 2025)", "Capacity: 56.93 per kW per year",
+    for a Fluvius West household (ecopower_tarrifs/domain/tariff_calculator.py), excl.
+    VAT like the sheet's kWh tariff 0.0704386 beside it; and the card's 60,35 incl.
+    VAT (56.93 x 1.06 = 60.346). Two decimals: the sources give no more.
+  - Antwerpen, Halle-Vilvoorde, Imewo, Kempen, Limburg, Zenne-Dijle: one source only,
+    the card (53,26; 59,56; 56,44; 56,30; 51,81; 59,15 incl. VAT), divided by 1.06.
+    Replace them with the sheet's figures when the 2025 sheets are at hand.
 - VAT: 6 % on household electricity, as the invoice shows it (the same sources:
   "incl. 6 % btw zoals op je factuur"; the VREG parser: "Households pay 6 % VAT on
   electricity"), for both years.
@@ -47,9 +68,25 @@ REGION_OF_AREA = {
     "brussels": BRUSSELS,
 }
 
+
+def _from_card_incl_vat(printed: str) -> Decimal:
+    """A card's VAT-included figure excl. 6 % VAT (seven places as the sheets; the
+    card's rounding to the cent, not these places, bounds its precision)."""
+    return (Decimal(printed) / Decimal("1.06")).quantize(Decimal("0.0000001"))
+
+
 # year -> area -> EUR/kW/year excl. VAT; None: not found in the sources (see above).
 CAPACITY_PRICE_EXCL_VAT: dict[int, dict[str, Decimal | None]] = {
-    2025: {area: None for area, region in REGION_OF_AREA.items() if region == FLANDERS},
+    2025: {
+        "fluvius-antwerpen": _from_card_incl_vat("53.26"),
+        "fluvius-halle-vilvoorde": _from_card_incl_vat("59.56"),
+        "fluvius-imewo": _from_card_incl_vat("56.44"),
+        "fluvius-kempen": _from_card_incl_vat("56.30"),
+        "fluvius-limburg": _from_card_incl_vat("51.81"),
+        "fluvius-midden-vlaanderen": Decimal("49.0426291"),
+        "fluvius-west": Decimal("56.93"),
+        "fluvius-zenne-dijle": _from_card_incl_vat("59.15"),
+    },
     2026: {
         "fluvius-antwerpen": Decimal("49.4036563"),
         "fluvius-halle-vilvoorde": Decimal("56.0428955"),

@@ -19,6 +19,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 IMEWO_2026 = 54.2009816  # capacity/tariffs.py, from the 2026 tariff sheet
+IMEWO_2025 = 53.245283  # capacity/tariffs.py: Eneco's December 2025 card, 56,44 incl. VAT
+MIDDEN_VLAANDEREN_2025 = 49.0426291  # capacity/tariffs.py, two sources agree
+# What Eneco's "Tariefkaart december 2025" prints incl. 6 % VAT per area (the source of
+# the single-source 2025 figures; renaudallard/homeassistant_be_electricity_prices,
+# tests/fixtures/eneco_flex_dec25.pdf, "DIGITALE METER", "Capaciteitstarief").
+ENECO_DEC_2025_INCL_VAT = {
+    "fluvius-antwerpen": "53.26",
+    "fluvius-halle-vilvoorde": "59.56",
+    "fluvius-imewo": "56.44",
+    "fluvius-kempen": "56.30",
+    "fluvius-limburg": "51.81",
+    "fluvius-midden-vlaanderen": "51.99",
+    "fluvius-west": "60.35",
+    "fluvius-zenne-dijle": "59.15",
+}
 
 
 def local(*args) -> datetime:
@@ -40,12 +55,23 @@ def set_device(device: Device, **fields) -> None:
     Device.objects.filter(pk=device.pk).update(**fields)
 
 
-def test_every_flemish_area_has_its_2026_price_and_2025_is_stated_as_unknown():
+def test_every_flemish_area_has_its_2025_and_2026_price():
     flemish = [a for a, _ in NETWORK_AREAS if tariffs.REGION_OF_AREA[a] == tariffs.FLANDERS]
     assert len(flemish) == 8
     assert set(tariffs.REGION_OF_AREA) == {a for a, _ in NETWORK_AREAS}
-    assert all(tariffs.CAPACITY_PRICE_EXCL_VAT[2026][a] is not None for a in flemish)
-    assert all(tariffs.CAPACITY_PRICE_EXCL_VAT[2025][a] is None for a in flemish)
+    for year in (2025, 2026):
+        assert all(tariffs.CAPACITY_PRICE_EXCL_VAT[year][a] is not None for a in flemish)
+
+
+def test_the_2025_figures_give_back_the_card_incl_vat_to_the_cent():
+    """Each 2025 figure x 1.06 is what the December 2025 card prints, also for the two
+    areas whose figure comes from another source (Midden-Vlaanderen, West)."""
+    table = tariffs.CAPACITY_PRICE_EXCL_VAT[2025]
+    assert set(table) == set(ENECO_DEC_2025_INCL_VAT)
+    for area, printed in ENECO_DEC_2025_INCL_VAT.items():
+        price = table[area]
+        assert price is not None
+        assert (price * Decimal("1.06")).quantize(Decimal("0.01")) == Decimal(printed), area
 
 
 def test_a_month_is_priced_with_its_areas_table_of_that_year_with_and_without_vat(device, read):
@@ -76,8 +102,39 @@ def test_each_row_of_the_month_table_uses_its_own_years_price(device, read):
     assert [r["month"] for r in rows] == ["2026-02", "2026-01", "2025-12"]
     assert rows[0]["estimated_cost"]["tariff_year"] == 2026
     assert rows[0]["estimated_cost"]["monthly_eur"] == round(IMEWO_2026 * 2.5 / 12, 2)
-    assert rows[2]["estimated_cost"] is None  # no published 2025 figure in our sources
-    assert read("/v1/capacity/month/2025-12")["tariff"]["status"] == "unpriced"
+    assert rows[2]["estimated_cost"]["tariff_year"] == 2025
+    assert rows[2]["estimated_cost"]["monthly_eur"] == round(IMEWO_2025 * 2.5 / 12, 2)
+
+
+def test_a_2025_month_is_priced_with_its_areas_2025_figure_with_and_without_vat(device, read):
+    set_device(device, network_area="fluvius-midden-vlaanderen")
+    load(device, local(2025, 11, 12, 18), local(2025, 11, 12, 19), lambda ts: 5.0)
+    body = read("/v1/capacity/month/2025-11")
+    assert body["tariff"] == {
+        "status": "table",
+        "network_area": "fluvius-midden-vlaanderen",
+        "region": "flanders",
+        "year": 2025,
+        "price_eur_per_kw_year": MIDDEN_VLAANDEREN_2025,
+        "vat_rate": 0.06,
+    }
+    # The month's 5 kW with eleven months of no data at the 2.5 kW default.
+    average = (5.0 + 11 * 2.5) / 12
+    assert body["rolling_average"]["kw"] == pytest.approx(average, abs=1e-3)
+    cost = body["estimated_cost"]
+    yearly = MIDDEN_VLAANDEREN_2025 * average
+    assert (cost["price_source"], cost["tariff_year"]) == ("table", 2025)
+    assert cost["yearly_eur"] == round(yearly, 2)
+    assert cost["monthly_eur"] == round(yearly / 12, 2)
+    assert cost["yearly_eur_incl_vat"] == round(yearly * 1.06, 2)
+    assert cost["monthly_eur_incl_vat"] == round(yearly * 1.06 / 12, 2)
+
+
+def test_a_year_without_a_table_is_unpriced_rather_than_carried_over(device, read):
+    set_device(device, network_area="fluvius-imewo")
+    body = read("/v1/capacity/month/2024-12")
+    assert body["tariff"]["status"] == "unpriced"
+    assert body["estimated_cost"] is None
 
 
 def test_the_devices_own_price_still_wins_over_the_table(device, read):
