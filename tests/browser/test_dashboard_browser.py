@@ -256,3 +256,32 @@ def test_the_quarter_card_names_its_threshold_and_when_the_average_began(page):
     text = page.js("return document.querySelector('section.quarter').innerText")
     assert "Threshold (billed peak, at least 2.5 kW)" in text
     assert "Month's peak so far" not in text
+
+
+MONTH_LOADED = "return document.getElementById('month-title').closest('section').dataset.loaded"
+Y_TICKS = "return Chart.getChart(arguments[0]).scales.y.ticks.map((t) => t.label)"
+
+
+def test_a_new_devices_month_card_says_its_peak_comes_from_an_incomplete_quarter(page, household):
+    logged_in(page)
+    page.get(f"/?device={household.new_device_id}")
+    page.wait(lambda: page.js(MONTH_LOADED), message="the month card never loaded")
+    assert page.js("return document.getElementById('month-peak').textContent") == "0.01"
+    note = page.driver.find_element("id", "month-peak-incomplete")
+    assert note.is_displayed()
+    assert "incomplete quarter" in note.text
+    # The household's first meter, whose quarters are complete, shows no such note.
+    page.get("/")
+    page.wait(lambda: page.js(MONTH_LOADED), message="the month card never loaded")
+    assert page.driver.find_element("id", "month-peak-incomplete").is_displayed() is False
+
+
+def test_axes_of_tiny_values_have_distinct_readable_ticks(page, household):
+    logged_in(page)
+    page.get(f"/?device={household.new_device_id}")
+    loaded(page, "day")
+    loaded(page, "history")
+    for chart in ("day-chart", "history-chart"):
+        ticks = page.wait(lambda c=chart: len(t := page.js(Y_TICKS, c)) > 2 and t)
+        assert len(set(ticks)) == len(ticks), f"{chart}: repeated tick labels {ticks}"
+        assert all(len(label) <= 6 for label in ticks), f"{chart}: unreadable ticks {ticks}"
