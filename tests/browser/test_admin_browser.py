@@ -75,4 +75,4 @@ def admin_page(page, staff) -> Iterator:
 def test_admin_pages_fit_a_1280_px_screen(admin_page, household, path):
     admin_page.get(path.format(pk=household.device_pk))
     admin_page.wait(lambda: admin_page.js("return document.readyState") == "complete")
-    assert admin_page.js(SIDEWAYS) == []
+    assert admin_page.js(SIDEWAYS) == [], path
