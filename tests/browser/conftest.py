@@ -90,17 +90,25 @@ NEW_DEVICE_SPAN_S = 40
 
 
 def first_readings(device, now: datetime) -> None:
-    """A new meter's first 40 s (ending a second ago, within this local month), stored
+    """A new meter's first 40 s, within one quarter of this local month (ending a second
+    ago, or just before the running quarter when it began less than 40 s ago), stored
     through ingest as the edge's first batch would be."""
     from zoneinfo import ZoneInfo
 
+    from capacity.rules import QUARTER
     from telemetry.pipeline import ingest_batch
+    from telemetry.timegrid import bucket_start
     from telemetry.validation import validate_samples
 
     local = now.astimezone(ZoneInfo(device.timezone))
     month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    span = timedelta(seconds=NEW_DEVICE_SPAN_S)
     end = now.replace(microsecond=0) - timedelta(seconds=1)
-    start = max(end - timedelta(seconds=NEW_DEVICE_SPAN_S), month_start.astimezone(UTC))
+    quarter = bucket_start(end, QUARTER)
+    if end - quarter < span and quarter > month_start:
+        end = quarter - timedelta(seconds=1)
+    # In a month's first 40 s they would begin in the month before: fewer then.
+    start = max(end - span, month_start.astimezone(UTC))
     steps = 8
     span_s = (end - start).total_seconds()
     kwh_per_s = NEW_DEVICE_W / 1000 / 3600
