@@ -1,5 +1,6 @@
 #!/bin/sh
-# Server container start: bring the schema up to date, collect static files into
+# Server container start: bring the schema up to date, provision DEVICE_TOKENS, collect
+# static files into
 # STATIC_ROOT (a volume Caddy serves), then replace this shell with the command
 # (gunicorn by default) so it gets the signals directly.
 set -eu
@@ -17,6 +18,10 @@ until python manage.py migrate --no-input; do
   attempt=$((attempt + 1))
   sleep 3
 done
+
+# DEVICE_TOKENS (device_id:token,...): its devices and tokens exist, and the tokens it
+# made that left it are revoked. A bad entry stops the start with one line.
+python manage.py provision_device_tokens
 
 python manage.py collectstatic --no-input --verbosity 0
 

@@ -94,11 +94,31 @@ if os.path.isdir(_SHM):
 control_socket_disable = True
 
 
+# At start, in the arbiter, before any worker boots: a database that cannot be reached
+# stops gunicorn with one line naming DATABASE_URL (each worker would print a
+# traceback). Then /metrics (integrations.metrics), which sums the counters of every
+# worker from files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
+# mode): in RAM, one directory per server, emptied at start (a dead server's files
+# would count again), and a worker's live gauges dropped when it exits. Set here, not
+# when this file is read: reading it must change nothing.
 def on_starting(server: object) -> None:
-    """A database that cannot be reached stops gunicorn with one line naming
-    DATABASE_URL, before any worker boots (each would print a traceback)."""
+    import shutil
+
     from p1platform.startup import check_database
 
     problem = check_database()
     if problem is not None:
         raise SystemExit(f"database error: {problem}")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+        _SHM if os.path.isdir(_SHM) else "/tmp",  # noqa: S108 - a private directory of ours
+        f"p1-metrics-{os.getpid()}",
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]  # gunicorn's Worker

@@ -6,7 +6,9 @@ at start-up with one line instead of failing later in a request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -53,6 +55,69 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated addresses or networks (a bare address is a network of one)."""
+    networks = []
+    for item in env_list(name):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: expected addresses or networks like 127.0.0.1,10.0.0.0/8, got {item!r}"
+            ) from None
+    return networks
+
+
+# A device's public id as the API carries it (telemetry.models validates with it too).
+DEVICE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+# A provisioned token: at least the 256 bits of `secrets.token_urlsafe(32)` (43
+# characters) or `openssl rand -hex 32` (64), at most what a token lookup reads.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{43,200}")
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+def env_device_tokens(name: str) -> list[tuple[str, str]]:
+    """``device_id:token,device_id:token``: the (device id, token) pairs, in order.
+
+    An error names the variable and the entry by its place in the list, never its text:
+    an entry that is wrong may be a token, or hold one before its colon (a pair written
+    the wrong way round), and a start-up error ends up in logs.
+    """
+    raw = os.environ.get(name, "")
+    entries = [item.strip() for item in raw.split(",")]
+    entries = [item for item in entries if item]
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for place, entry in enumerate(entries, start=1):
+        where = f"{name}: entry {place} of {len(entries)}"
+        device_id, colon, token = entry.partition(":")
+        if not colon:
+            raise ImproperlyConfigured(
+                f"{where} has no device id: write device_id:token (every token belongs to "
+                "one device)"
+            )
+        device_id, token = device_id.strip(), token.strip()
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise ImproperlyConfigured(
+                f"{where}: the device id before the colon must be 1 to 64 lowercase letters, "
+                "digits and inner hyphens"
+            )
+        if not _TOKEN.fullmatch(token):
+            # Not even the device id: a pair the wrong way round has the token there.
+            raise ImproperlyConfigured(
+                f"{where}: the token after the colon must be 43 to 200 characters of "
+                "A-Z, a-z, 0-9, _ and - (python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        if token in seen:
+            raise ImproperlyConfigured(
+                f"{where} (device {device_id}): repeats the token of entry {seen[token]}"
+            )
+        seen[token] = place
+        pairs.append((device_id, token))
+    return pairs
 
 
 def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:

@@ -16,8 +16,10 @@ from p1common.env import (
     database_from_url,
     env_bool,
     env_choice,
+    env_device_tokens,
     env_int,
     env_list,
+    env_networks,
     env_rate,
     env_str,
     replica_from_url,
@@ -95,6 +97,8 @@ else:
         "telemetry",
         "capacity",
         "peakguard",
+        # Data out: CSV export, /metrics, MQTT, health alerts (docs/INTEGRATIONS.md).
+        "integrations",
         # No edgeclient: the wire format the server shares with the edge is p1wire, and
         # manage.py runs the edge's commands under the edge settings (p1platform/roles.py).
         "dashboard",
@@ -139,6 +143,8 @@ if ROLE == "server":
     # Static files from the app itself, so the dashboard works behind any proxy (or none)
     # and on a LAN without internet access. Only the server installs whitenoise.
     MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    # Outermost: it times the whole answer (integrations.metrics; the server's only).
+    MIDDLEWARE.insert(0, "integrations.metrics.MetricsMiddleware")
 WSGI_APPLICATION = "p1platform.wsgi.application"
 ASGI_APPLICATION = "p1platform.asgi.application"
 
@@ -182,6 +188,9 @@ LOGOUT_REDIRECT_URL = "login"
 # The edge keeps its state in its spool, never in a cache: it ignores REDIS_URL.
 REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
 CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
+# Seconds a series answer is kept at most (0: not cached). A stored batch drops the
+# answers it changes at once (telemetry.series_cache); this bounds everything else.
+SERIES_CACHE_TTL_S = env_int("SERIES_CACHE_TTL_S", 300, minimum=0)
 REDIS_TIMEOUT_S = 0.25
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -216,6 +225,10 @@ if TOKEN_CACHE_TTL_S and not REDIS_URL:
 # Tokens each process keeps: every household's, so a full server never reads one from
 # the database per request (docs/SCALING.md has the memory each costs).
 TOKEN_CACHE_ENTRIES = env_int("TOKEN_CACHE_ENTRIES", 20000, minimum=1)
+# device_id:token pairs, comma-separated: `manage.py provision_device_tokens` (run at
+# every start by the container's entrypoint and the systemd unit) creates each device and
+# token (hash only, scopes ingest and read) and revokes those it made that left the list.
+DEVICE_TOKENS = env_device_tokens("DEVICE_TOKENS") if ROLE == "server" else []
 
 INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 # A sample with every field is about 750 bytes of JSON; allow twice that per sample.
@@ -227,11 +240,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_STEPS = [
     "capacity.materialize.refresh_after_batch",
     "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
 # its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
-INGEST_RECEIPT_STEPS = ["capacity.realtime.forget_after_batch"]
+# The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
+# window (telemetry.series_cache).
+INGEST_RECEIPT_STEPS = [
+    "capacity.realtime.forget_after_batch",
+    "telemetry.series_cache.forget_after_batch",
+]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every
 # INGEST_STEPS_INTERVAL_S for many batches at once; capacity answers and peak-guard
@@ -268,6 +287,35 @@ PEAKGUARD_WEBHOOK_SECRET = env_str("PEAKGUARD_WEBHOOK_SECRET")
 PEAKGUARD_RETRY_DELAYS_S = env_list("PEAKGUARD_RETRY_DELAYS_S", ["0", "5", "30"])
 # false: the web processes never send; run `manage.py deliver_peak_alerts` instead.
 PEAKGUARD_IN_PROCESS_DELIVERY = env_bool("PEAKGUARD_IN_PROCESS_DELIVERY", default=True)
+
+# /metrics (integrations.metrics, docs/INTEGRATIONS.md): closed (404) unless a scraper
+# may present METRICS_TOKEN as a Bearer token or calls from METRICS_ALLOW_IPS
+# (addresses or networks, e.g. 127.0.0.1,10.0.0.0/8; behind Caddy, X-Real-IP counts).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN: must be at least 32 characters")
+METRICS_ALLOW_NETWORKS = env_networks("METRICS_ALLOW_IPS")
+
+# The MQTT publisher (manage.py run_mqtt_publisher; integrations.mqtt): mqtt://host:1883
+# or mqtts://user:password@host:8883 (TLS, verified against the system's CAs or
+# MQTT_CA_FILE). Only that process reads these; the web processes never connect.
+MQTT_URL = env_str("MQTT_URL")
+MQTT_CA_FILE = env_str("MQTT_CA_FILE")
+MQTT_TOPIC_PREFIX = env_str("MQTT_TOPIC_PREFIX", "p1platform").strip("/")
+MQTT_DISCOVERY_PREFIX = env_str("MQTT_DISCOVERY_PREFIX", "homeassistant").strip("/")
+MQTT_CLIENT_ID = env_str("MQTT_CLIENT_ID", "p1platform-publisher")
+MQTT_PUBLISH_INTERVAL_S = env_int("MQTT_PUBLISH_INTERVAL_S", 10, minimum=1)
+# A device whose newest sample is older than this is "offline" on MQTT.
+MQTT_STALE_AFTER_S = env_int("MQTT_STALE_AFTER_S", 300, minimum=10)
+
+# Health alerts (manage.py run_health_alerts; integrations.health), sent through the
+# device's peak-guard webhook and shown on MQTT: a device with no sample for
+# HEALTH_STALE_AFTER_MIN minutes; an edge that uploads readings more than
+# HEALTH_BACKLOG_AFTER_MIN minutes old (its spool is backing up). Evaluated every
+# HEALTH_CHECK_INTERVAL_S.
+HEALTH_STALE_AFTER_MIN = env_int("HEALTH_STALE_AFTER_MIN", 15, minimum=1)
+HEALTH_BACKLOG_AFTER_MIN = env_int("HEALTH_BACKLOG_AFTER_MIN", 15, minimum=1)
+HEALTH_CHECK_INTERVAL_S = env_int("HEALTH_CHECK_INTERVAL_S", 60, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -6,6 +6,8 @@ from rest_framework.routers import SimpleRouter
 from capacity.views import CapacityViewSet, RealtimeViewSet
 from dashboard import views as dashboard_views
 from dashboard.csp import with_csp
+from integrations.metrics import metrics_view
+from integrations.views import ExportViewSet
 from p1platform import health
 from p1platform.api_docs import DocsView
 from telemetry.read_views import DeviceViewSet, SeriesViewSet
@@ -17,6 +19,7 @@ router.register("devices", DeviceViewSet, basename="devices")
 router.register("realtime", RealtimeViewSet, basename="realtime")
 router.register("series", SeriesViewSet, basename="series")
 router.register("capacity", CapacityViewSet, basename="capacity")
+router.register("export", ExportViewSet, basename="export")
 
 urlpatterns = [
     # Before the router's routes: public, no token needed (docs/adr/0004).
@@ -25,6 +28,7 @@ urlpatterns = [
     path("v1/", include(router.urls)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("", dashboard_views.dashboard, name="dashboard"),
     path("login", dashboard_views.login, name="login"),

@@ -21,6 +21,8 @@ Design:
 - The body is JSON with the alert's figures; local times in the device's zone, as
   the API answers. With PEAKGUARD_WEBHOOK_SECRET set, an HMAC-SHA256 of the exact
   body is sent in X-P1-Signature-256 ("sha256=<hex>"), as GitHub does.
+- The same claim/attempt/retry code sends every outbox (``Outbox``): peak alerts here,
+  the health alerts of integrations.health through the same guard's webhook URL.
 """
 
 from __future__ import annotations
@@ -32,17 +34,20 @@ import logging
 import math
 import os
 import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from peakguard import outbound
-from peakguard.models import PeakAlert
+from peakguard.models import PeakAlert, WebhookOutbox
 
 logger = logging.getLogger("peakguard")
 
@@ -101,100 +106,120 @@ def _claimable(now: datetime) -> Q:
     ) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
-def claim_due(now: datetime, limit: int = CLAIM_BATCH) -> list[int]:
-    """Lease up to ``limit`` due alerts to this caller; ids of the ones it won."""
+@dataclass(frozen=True)
+class Outbox:
+    """A model of webhook messages (a WebhookOutbox) and how one of its rows is sent:
+    ``message(row, sent_at)`` gives the URL and JSON body, or a reason it cannot be
+    sent any more (e.g. the guard was removed), which finishes the row as failed."""
+
+    model: type[WebhookOutbox]
+    what: str  # in the log: "peak alert 12 for <device>"
+    message: Callable[[typing.Any, datetime], tuple[str, dict] | str]
+    related: tuple[str, ...] = ("device",)
+
+    @property
+    def rows(self) -> QuerySet[typing.Any]:
+        return self.model._default_manager.all()
+
+
+def _peak_alert_message(alert: PeakAlert, sent_at: datetime) -> tuple[str, dict] | str:
+    try:
+        guard = alert.device.peak_guard
+    except ObjectDoesNotExist:
+        guard = None
+    if guard is None or not guard.enabled:
+        return "peak guard removed or disabled"
+    return guard.webhook_url, payload(alert, sent_at)
+
+
+PEAK_ALERTS = Outbox(PeakAlert, "peak alert", _peak_alert_message)
+
+
+def claim_due(now: datetime, limit: int = CLAIM_BATCH, outbox: Outbox = PEAK_ALERTS) -> list[int]:
+    """Lease up to ``limit`` due rows to this caller; ids of the ones it won."""
+    rows = outbox.rows
     candidates = list(
-        PeakAlert.objects.filter(_claimable(now))
+        rows.filter(_claimable(now))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:limit]
     )
     won = []
     for pk in candidates:
         # The same condition again, in the UPDATE: of two racing claimers one matches.
-        if PeakAlert.objects.filter(_claimable(now), pk=pk).update(claimed_until=now + LEASE):
+        if rows.filter(_claimable(now), pk=pk).update(claimed_until=now + LEASE):
             won.append(pk)
     return won
 
 
-def attempt(pk: int) -> str:
-    """Send one claimed alert once and record the outcome: delivered, retry or failed."""
-    alert = PeakAlert.objects.select_related("device").get(pk=pk)
-    try:
-        guard = alert.device.peak_guard
-    except ObjectDoesNotExist:
-        guard = None
-    number = alert.attempts + 1
+def attempt(pk: int, outbox: Outbox = PEAK_ALERTS) -> str:
+    """Send one claimed row once and record the outcome: delivered, retry or failed."""
+    rows = outbox.rows
+    row = rows.select_related(*outbox.related).get(pk=pk)
+    label = f"{outbox.what} {pk} for {row.device.device_id}"
+    number = row.attempts + 1
     delays = retry_delays()
     now = timezone.now()
-    if guard is None or not guard.enabled:
-        return _finish(alert, now, number - 1, error="peak guard removed or disabled")
-    body = json.dumps(payload(alert, now), separators=(",", ":")).encode()
+    message = outbox.message(row, now)
+    if isinstance(message, str):
+        return _finish(outbox, pk, now, number - 1, error=message)
+    url, document = message
+    body = json.dumps(document, separators=(",", ":")).encode()
     headers = {"User-Agent": USER_AGENT}
     secret = settings.PEAKGUARD_WEBHOOK_SECRET
     if secret:
         headers[SIGNATURE_HEADER] = sign(body, secret)
     try:
         outbound.post_json(
-            guard.webhook_url,
+            url,
             body,
             headers,
             allow_private=settings.PEAKGUARD_ALLOW_PRIVATE_TARGETS,
         )
     except outbound.WebhookRefused as exc:
-        logger.warning(
-            "peak alert %s for %s refused, not retried: %s", pk, alert.device.device_id, exc
-        )
-        return _finish(alert, timezone.now(), number, error=f"refused: {exc}")
+        logger.warning("%s refused, not retried: %s", label, exc)
+        return _finish(outbox, pk, timezone.now(), number, error=f"refused: {exc}")
     except outbound.WebhookFailed as exc:
         if number >= len(delays):
             logger.warning(
-                "peak alert %s for %s: attempt %d of %d failed, giving up: %s",
-                pk,
-                alert.device.device_id,
-                number,
-                len(delays),
-                exc,
+                "%s: attempt %d of %d failed, giving up: %s", label, number, len(delays), exc
             )
-            return _finish(alert, timezone.now(), number, error=str(exc))
+            return _finish(outbox, pk, timezone.now(), number, error=str(exc))
         logger.warning(
-            "peak alert %s for %s: attempt %d of %d failed, retrying in %g s: %s",
-            pk,
-            alert.device.device_id,
+            "%s: attempt %d of %d failed, retrying in %g s: %s",
+            label,
             number,
             len(delays),
             delays[number],
             exc,
         )
-        PeakAlert.objects.filter(pk=pk).update(
+        rows.filter(pk=pk).update(
             attempts=number,
             last_error=str(exc),
             claimed_until=None,
             next_attempt_at=timezone.now() + timedelta(seconds=delays[number]),
         )
         return "retry"
-    PeakAlert.objects.filter(pk=pk).update(
-        attempts=number, delivered_at=timezone.now(), claimed_until=None
-    )
-    logger.info("peak alert %s for %s delivered", pk, alert.device.device_id)
+    rows.filter(pk=pk).update(attempts=number, delivered_at=timezone.now(), claimed_until=None)
+    logger.info("%s delivered", label)
     return "delivered"
 
 
-def _finish(alert: PeakAlert, now: datetime, attempts: int, error: str) -> str:
-    PeakAlert.objects.filter(pk=alert.pk).update(
+def _finish(outbox: Outbox, pk: int, now: datetime, attempts: int, error: str) -> str:
+    outbox.rows.filter(pk=pk).update(
         attempts=attempts, gave_up_at=now, last_error=error, claimed_until=None
     )
     return "failed"
 
 
-def deliver_due() -> float | None:
-    """Send every alert that is due; seconds until the next one is, None when none waits."""
+def deliver_due(outbox: Outbox = PEAK_ALERTS) -> float | None:
+    """Send every row that is due; seconds until the next one is, None when none waits."""
     while True:
-        claimed = claim_due(timezone.now())
+        claimed = claim_due(timezone.now(), outbox=outbox)
         if not claimed:
             break
         for pk in claimed:
-            attempt(pk)
-    pending = PeakAlert.objects.filter(delivered_at__isnull=True, gave_up_at__isnull=True)
+            attempt(pk, outbox)
+    pending = outbox.rows.filter(delivered_at__isnull=True, gave_up_at__isnull=True)
     now = timezone.now()
     waits = [
         max(due, lease or due) - now

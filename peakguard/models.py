@@ -50,7 +50,31 @@ class PeakGuard(models.Model):
             raise ValidationError({"webhook_url": f"This address cannot be used: {exc}."}) from exc
 
 
-class PeakAlert(models.Model):
+class WebhookOutbox(models.Model):
+    """The delivery state of one webhook message (peakguard.delivery sends the rows of
+    every concrete outbox the same way): due at next_attempt_at, leased by one worker
+    until claimed_until, finished by delivered_at or gave_up_at."""
+
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    gave_up_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def state(self) -> str:
+        if self.delivered_at is not None:
+            return "delivered"
+        if self.gave_up_at is not None:
+            return "failed"
+        return "pending"
+
+
+class PeakAlert(WebhookOutbox):
     """One quarter whose projection crossed the threshold; also the delivery's outbox.
 
     (device, quarter_start) is unique: whichever process and batch sees the crossing
@@ -68,14 +92,6 @@ class PeakAlert(models.Model):
     threshold_kw = models.FloatField()
     month_peak_kw = models.FloatField(null=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # Delivery state: due at next_attempt_at, leased by one worker until claimed_until,
-    # finished by delivered_at or gave_up_at.
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    claimed_until = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    gave_up_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-quarter_start"]
@@ -95,11 +111,3 @@ class PeakAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.quarter_start.isoformat()}"
-
-    @property
-    def state(self) -> str:
-        if self.delivered_at is not None:
-            return "delivered"
-        if self.gave_up_at is not None:
-            return "failed"
-        return "pending"

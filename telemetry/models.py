@@ -12,8 +12,10 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone as django_timezone
 
+from p1common.env import DEVICE_ID_PATTERN
+
 DEVICE_ID_VALIDATOR = RegexValidator(
-    r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$",
+    DEVICE_ID_PATTERN,
     "Use 1 to 64 lowercase letters, digits and inner hyphens.",
 )
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
+import orjson
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,8 +15,15 @@ from p1common.openapi import READ_ERRORS, problems
 from p1common.replica import replica_reads
 from telemetry.access import ReadViewSet, visible_devices
 from telemetry.openapi import DEVICE_ID_PARAM
+from telemetry.renderers import SeriesJSONRenderer
 from telemetry.serializers import DeviceListSerializer, SeriesQuery, SeriesSerializer
-from telemetry.series import SeriesRangeError, series
+from telemetry.series import (
+    Dependence,
+    SeriesRangeError,
+    outer_bounds,
+    series_with_dependence,
+)
+from telemetry.series_cache import answer_key, cached_series
 
 
 class DeviceViewSet(ReadViewSet):
@@ -36,6 +45,8 @@ class DeviceViewSet(ReadViewSet):
 class SeriesViewSet(ReadViewSet):
     """Buckets of import/export energy and power statistics over a range."""
 
+    renderer_classes = [SeriesJSONRenderer, BrowsableAPIRenderer]
+
     @extend_schema(
         operation_id="series",
         summary="Energy and power per bucket over a range",
@@ -51,17 +62,27 @@ class SeriesViewSet(ReadViewSet):
     def list(self, request: Request) -> Response:
         device, query = self.read(request, SeriesQuery)
         interval, start, end = query["interval"], query["start"], query["end"]
+        zone = ZoneInfo(device.timezone)
         try:
-            with replica_reads():
-                buckets = series(device.pk, interval, start, end, ZoneInfo(device.timezone))
+            first, last = outer_bounds(interval, start, end, zone)
         except SeriesRangeError as exc:
             raise exceptions.ValidationError({"start": [str(exc)]}) from None
+
+        def compute() -> tuple[list[dict], Dependence]:
+            with replica_reads():
+                return series_with_dependence(device.pk, interval, start, end, zone)
+
+        buckets = cached_series(device.pk, answer_key(device, interval, first, last), compute)
         answer = {
             "device_id": device.device_id,
             "interval": interval,
             "timezone": device.timezone,
             "start": start,
             "end": end,
-            "buckets": buckets,
+            "buckets": [],
         }
-        return Response(SeriesSerializer(answer).data)
+        data = SeriesSerializer(answer).data
+        # The buckets' JSON as cached: embedded as it is where orjson renders the answer.
+        fast = isinstance(request.accepted_renderer, SeriesJSONRenderer)
+        data["buckets"] = orjson.Fragment(buckets) if fast else orjson.loads(buckets)
+        return Response(data)

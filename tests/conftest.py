@@ -30,6 +30,11 @@ ONE_PASS_ONLY = {
     "tests/test_type_check_config.py": "postgres",
     "tests/test_edge_role.py": "postgres",
     "tests/test_dashboard_static.py": "postgres",
+    # The docs' snippets: plan-independent, but the Grafana SQL needs PostgreSQL.
+    "tests/integrations/test_integrations_docs.py": "postgres",
+    # The publisher's broker side (discovery, reconnect, TLS); what it reads is the
+    # answers every plan's own suite checks.
+    "tests/integrations/test_mqtt.py": "postgres",
     # Start-up against a missing database, and scripts/serve.sh on a SQLite file of its own.
     "tests/test_startup.py": "postgres",
 }
@@ -73,7 +78,10 @@ def _empty_cache() -> None:
     """
     from django.core.cache import cache
 
+    from telemetry import series_cache
+
     cache.clear()
+    series_cache.clear_local()
 
 
 @pytest.fixture(scope="session")

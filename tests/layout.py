@@ -17,5 +17,6 @@ APP_PACKAGES = frozenset(
         "dashboard",
         "demo",
         "edgeclient",
+        "integrations",
     }
 )

@@ -25,9 +25,10 @@ ALLOWED: dict[str, set[str]] = {
     "telemetry": SHARED,
     "capacity": {"telemetry", *SHARED},
     "peakguard": {"capacity", "telemetry", *SHARED},
+    "integrations": {"peakguard", "capacity", "telemetry", *SHARED},
     "dashboard": {"peakguard", "capacity", "telemetry", *SHARED},
     "demo": {"edgeclient", "peakguard", "capacity", "telemetry", *SHARED},
-    "p1platform": {"dashboard", "peakguard", "capacity", "telemetry", *SHARED},
+    "p1platform": {"integrations", "dashboard", "peakguard", "capacity", "telemetry", *SHARED},
     "bench": {"p1platform", "demo", "edgeclient", "peakguard", "capacity", "telemetry", *SHARED},
     "scripts": {"p1platform", "demo", "edgeclient", "peakguard", "capacity", "telemetry", *SHARED},
 }

@@ -79,7 +79,8 @@ def test_vps_stack_waits_for_healthy_services() -> None:
     ).stdout
     assert "timescale/timescaledb:" in config
     # app on db and redis; caddy, the ingest-steps worker and prune on app (it migrates).
-    assert config.count("condition: service_healthy") == 5
+    # ... and the opt-in mqtt-publisher (its profile) on app.
+    assert config.count("condition: service_healthy") == 7
     assert "TIMESCALEDB: require" in config
     assert "/readyz" in config
 
@@ -155,7 +156,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         text = unit.read_text().replace("/opt/p1platform/.venv/bin/", f"{venv_bin}/")
         (tmp_path / unit.name).write_text(text)
         units.append(str(tmp_path / unit.name))
-    assert len(units) == 5
+    assert len(units) == 7
     run([analyze, "verify", *units])
 
 
@@ -164,6 +165,7 @@ def test_systemd_units_are_hardened() -> None:
         "p1-edge.service",
         "p1-server.service",
         "p1-ingest-steps.service",
+        "p1-mqtt-publisher.service",
         "p1-prune.service",
     ):
         text = (DEPLOY / "systemd" / name).read_text()
@@ -230,6 +232,9 @@ def test_entrypoint_migrates_collects_then_execs() -> None:
     subprocess.run(["sh", "-n", str(script)], check=True)
     text = script.read_text()
     assert text.index("migrate") < text.index("collectstatic") < text.index('exec "$@"')
+    # DEVICE_TOKENS needs the schema; its bad entry must stop the start before gunicorn.
+    assert text.index("migrate --no-input") < text.index("provision_device_tokens")
+    assert text.index("provision_device_tokens") < text.index('exec "$@"')
 
 
 # --- gunicorn configuration ----------------------------------------------------------

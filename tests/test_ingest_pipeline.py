@@ -36,10 +36,11 @@ def _columns(count: int = 5) -> list:
     return columns
 
 
-def test_the_project_runs_capacity_then_the_realtime_cache_then_the_peak_guard():
+def test_the_project_runs_capacity_then_the_answer_caches_then_the_peak_guard():
     assert settings.INGEST_STEPS == [
         "capacity.materialize.refresh_after_batch",
         "capacity.realtime.forget_after_batch",
+        "telemetry.series_cache.forget_after_batch",
         "peakguard.evaluate.check_after_batch",
     ]
 

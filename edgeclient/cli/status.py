@@ -8,9 +8,11 @@ down, which is exactly when it is asked. Exit 0 healthy, 1 unhealthy, 2 bad conf
 from __future__ import annotations
 
 import json
+import os
 import time
 from argparse import ArgumentParser
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from edgeclient.cli import CommandError, Lines
@@ -43,6 +45,12 @@ def add_arguments(parser: ArgumentParser) -> None:
         help="seconds the meter may be unreachable before the edge is unhealthy",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--textfile",
+        metavar="PATH",
+        help="also write the figures as Prometheus metrics to PATH (node_exporter's "
+        "textfile collector reads *.prom files; the file is replaced atomically)",
+    )
 
 
 def handle(options: dict[str, Any], out: Lines) -> int:
@@ -63,6 +71,8 @@ def handle(options: dict[str, Any], out: Lines) -> int:
 
 
 def _finish(options: dict, out: Lines, report: dict[str, Any], lines: list[str]) -> int:
+    if options.get("textfile"):
+        write_textfile(Path(options["textfile"]), textfile_metrics(report))
     if options["json"]:
         out.write(json.dumps(report))
     else:
@@ -71,6 +81,64 @@ def _finish(options: dict, out: Lines, report: dict[str, Any], lines: list[str])
         verdict = "healthy" if report["healthy"] else "UNHEALTHY: "
         out.write("status: " + verdict + "; ".join(report["problems"]))
     return 0 if report["healthy"] else 1
+
+
+# Prometheus text exposition format 0.0.4, written by hand: the edge installs no
+# Prometheus library (it must stay small on a Pi); tests parse the file with
+# prometheus_client's own parser.
+_TEXTFILE_METRICS = (
+    ("p1_edge_healthy", "gauge", "1 when edge_status finds the edge healthy.", "healthy"),
+    (
+        "p1_edge_spool_pending_samples",
+        "gauge",
+        "Samples in the spool not yet acknowledged.",
+        "pending",
+    ),
+    (
+        "p1_edge_spool_oldest_pending_age_seconds",
+        "gauge",
+        "Seconds the oldest pending sample has waited; 0: none.",
+        "oldest_pending_age_s",
+    ),
+    ("p1_edge_quarantined_samples", "gauge", "Samples kept in the quarantine.", "quarantined"),
+    (
+        "p1_edge_quarantine_dropped_total",
+        "counter",
+        "Quarantine rows dropped by its bound.",
+        "quarantine_dropped",
+    ),
+    (
+        "p1_edge_upload_consecutive_failures",
+        "gauge",
+        "Failed uploads since the last success.",
+        "consecutive_failures",
+    ),
+    ("p1_edge_meter_changes_total", "counter", "Meter changes seen.", "meter_changes"),
+)
+
+
+def textfile_metrics(report: dict[str, Any]) -> str:
+    """The report's figures as Prometheus text; a figure the report lacks (the spool is
+    unreadable) is left out, except p1_edge_healthy."""
+    lines = []
+    for name, kind, help_text, key in _TEXTFILE_METRICS:
+        value = report.get(key)
+        if value is None and key == "oldest_pending_age_s" and "pending" in report:
+            value = 0
+        if value is None:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {float(value):g}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Write then rename, so the collector never reads half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise CommandError(f"--textfile {path}: {exc.strerror or exc}", returncode=2) from None
 
 
 def health_problems(

@@ -120,6 +120,26 @@ class StoragePlan(ABC):
     def to_datetime(self, value: Any) -> datetime:
         """An aware datetime from a timestamp a raw SQL query returned."""
 
+    # --- series -----------------------------------------------------------------------
+
+    @abstractmethod
+    def series_rows_sql(self, relation: str) -> str:
+        """SQL: the rows of a rollup ``relation`` of device %(device)s inside calendar
+        bucket boundaries (days, weeks, months), each with ``k``, the 1-based number of
+        the bucket holding it, and that bucket's ``lo`` and ``hi``: columns k, lo, hi,
+        then telemetry.storage.rollups.SERIES_COLUMNS. The boundaries (%(bounds)s, from
+        %(first)s to %(last)s) come from Python, where the local-calendar rules live
+        once; only matching rows to them differs between databases."""
+
+    @abstractmethod
+    def series_bounds(self, boundaries: list[datetime]) -> Any:
+        """The %(bounds)s parameter of series_rows_sql for these boundaries."""
+
+    def series_cursor(self) -> Any:
+        """The cursor the series statement runs on (one long statement, new bounds each
+        time)."""
+        return self.connection.cursor()
+
     # --- migrations -------------------------------------------------------------------
 
     def make_sample_hypertable(self, schema_editor: BaseDatabaseSchemaEditor) -> None:

@@ -28,6 +28,8 @@ ROLLUP_COLUMNS = (
     "meter_peak_w",
     "meter_peak_ts",
 )
+# The columns a series bucket is built from (telemetry.series).
+SERIES_COLUMNS = ROLLUP_COLUMNS[1:12]
 SAMPLE_INPUT_COLUMNS = (
     "ts",
     "power_w",

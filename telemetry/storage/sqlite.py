@@ -10,9 +10,10 @@ measures the two on the same history.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from itertools import groupby, repeat
+from itertools import groupby, pairwise, repeat
 from typing import Any
 
 from django.db import transaction
@@ -23,6 +24,7 @@ from telemetry.storage.rollups import (
     RELATIONS,
     ROLLUP_COLUMNS,
     SAMPLE_INPUT_COLUMNS,
+    SERIES_COLUMNS,
     aggregate_bucket,
     bucket_runs,
 )
@@ -96,6 +98,25 @@ class SqlitePlan(StoragePlan):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def series_rows_sql(self, relation: str) -> str:
+        columns = ", ".join(f"r.{c}" for c in SERIES_COLUMNS)
+        # Calendar buckets: driven from the boundaries (CROSS JOIN keeps that order;
+        # SQLite's planner would otherwise scan the boundaries for every row), each
+        # bucket reads its rows by the rollup's (device, bucket) key.
+        return f"""
+        SELECT b.key + 1 AS k, json_extract(b.value, '$[0]') AS lo,
+            json_extract(b.value, '$[1]') AS hi, {columns}
+        FROM json_each(%(bounds)s) b
+        CROSS JOIN {relation} r ON r.device_id = %(device)s
+            AND r.bucket >= json_extract(b.value, '$[0]')
+            AND r.bucket < json_extract(b.value, '$[1]')
+        """
+
+    def series_bounds(self, boundaries: list[datetime]) -> Any:
+        # [lo, hi] per bucket, as Django stores timestamps (text compares in time order).
+        texts = [_sqlite_ts(b) for b in boundaries]
+        return json.dumps(list(pairwise(texts)))
 
     # --- the writes -------------------------------------------------------------------
 

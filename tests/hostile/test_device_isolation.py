@@ -33,6 +33,7 @@ DEVICE_READS = {
     "capacity-months": "/v1/capacity/months?end=2026-03&count=2",
     "capacity-quarters": "/v1/capacity/quarters?date=2026-03-01",
     "capacity-register-breaks": "/v1/capacity/register-breaks?start=2026-03-01&end=2026-03-02",
+    "export-list": "/v1/export?kind=quarters&start=2026-03-01&end=2026-03-02",
 }
 LIST_READS = {"devices-list": "/v1/devices"}
 WRITES = {"ingest-list": "/v1/ingest"}
@@ -40,7 +41,10 @@ WRITES = {"ingest-list": "/v1/ingest"}
 PUBLIC = {"schema": "/v1/schema", "docs": "/v1/docs"}
 # Pages for people, outside /v1/: the dashboard is checked below; the rest hold no data.
 PAGES = {"dashboard": "/", "login": "/login", "logout": "/logout", "healthz": "/healthz"}
-PAGES |= {"readyz": "/readyz"}
+PAGES |= {"readyz": "/readyz", "favicon": "/favicon.ico"}
+# Names every device: for the operator's scraper only (METRICS_TOKEN or METRICS_ALLOW_IPS),
+# never for a device token or a household's session.
+OPERATOR = {"metrics": "/metrics"}
 
 
 def route_names() -> set[str]:
@@ -62,6 +66,7 @@ def route_names() -> set[str]:
 
 def test_every_route_is_classified():
     known = DEVICE_READS.keys() | LIST_READS.keys() | WRITES.keys() | PUBLIC.keys()
+    known |= OPERATOR.keys()
     assert route_names() - known - PAGES.keys() == set(), "classify the new route here"
 
 
@@ -209,3 +214,18 @@ def test_public_docs_name_no_device(http, server, owner, path):
     response = http.get(server.url + path)
     assert response.status_code == 200
     assert secret.device_id not in response.text
+
+
+@pytest.mark.parametrize("path", OPERATOR.values(), ids=OPERATOR.keys())
+def test_operator_pages_are_hidden_from_device_tokens_and_households(
+    http, server, owner, device, b_has_data, path
+):
+    token = issue_token(device, "ingest,read")[1]
+    for headers in ({}, bearer(token)):
+        response = http.get(server.url + path, headers=headers)
+        assert response.status_code == 404, response.text
+        assert b_has_data.device_id not in response.text
+    log_in(http, owner)
+    response = http.get(server.url + path)
+    assert response.status_code == 404
+    assert b_has_data.device_id not in response.text

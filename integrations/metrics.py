@@ -1,0 +1,190 @@
+"""Prometheus metrics at /metrics (docs/adr/0008, docs/INTEGRATIONS.md).
+
+What is counted where:
+- ``MetricsMiddleware`` (outermost, so it times the whole answer) counts ingest batches,
+  their samples (inserted, duplicate) and refused batches by reason, and observes every
+  request's latency by route name (a bounded set: an unmatched path is "unmatched").
+- At scrape time, from the database: each device's age of its latest sample, and the
+  ingest-steps backlog (telemetry.models.PendingBatch: how many batches owe their steps,
+  and how long the oldest has waited).
+
+gunicorn runs several processes: with PROMETHEUS_MULTIPROC_DIR set (deploy/gunicorn.conf.py
+sets it), prometheus_client keeps each process's counters in files there and a scrape
+sums them, whichever worker answers it.
+
+/metrics names every device, so it is closed unless METRICS_TOKEN (a Bearer token) or
+METRICS_ALLOW_IPS (addresses or networks of scrapers) is set; then a caller needs
+either. A refused caller gets 404, as if there were nothing here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import OuterRef, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from p1common.problems import problem_response
+from telemetry.auth import client_address
+from telemetry.models import Device, PendingBatch, Sample
+
+# A process started with the variable set but without its directory (a command run
+# beside the server) would fail on its first counter: give it the directory.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+
+INGEST_ROUTE = "ingest-list"
+# Why a batch was refused, by the status of its problem answer (p1common.openapi._ERRORS).
+REFUSAL_REASONS = {
+    400: "malformed",
+    401: "bad_token",
+    403: "forbidden",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_samples",
+    429: "throttled",
+    503: "database_unavailable",
+}
+
+INGEST_BATCHES = Counter(
+    "p1_ingest_batches", "Ingest batches stored (a batch of duplicates too).", []
+)
+INGEST_SAMPLES = Counter("p1_ingest_samples", "Samples in stored batches, by result.", ["result"])
+INGEST_REFUSED = Counter(
+    "p1_ingest_refused_batches", "Ingest batches refused, by reason.", ["reason"]
+)
+REQUEST_SECONDS = Histogram(
+    "p1_http_request_duration_seconds",
+    "Time to answer a request, by route and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def _route(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return (match.url_name or match.view_name or "unnamed") if match else "unmatched"
+
+
+def count_ingest(response: HttpResponse) -> None:
+    if response.status_code == 200:
+        data = getattr(response, "data", None)
+        if isinstance(data, dict):
+            INGEST_BATCHES.inc()
+            INGEST_SAMPLES.labels("inserted").inc(data.get("inserted", 0))
+            INGEST_SAMPLES.labels("duplicate").inc(data.get("duplicates", 0))
+        return
+    reason = REFUSAL_REASONS.get(response.status_code, f"status_{response.status_code}")
+    INGEST_REFUSED.labels(reason).inc()
+
+
+class MetricsMiddleware:
+    """Counts ingest outcomes and times every request; costs a few microseconds."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        route = _route(request)
+        REQUEST_SECONDS.labels(route, request.method or "").observe(time.perf_counter() - started)
+        if route == INGEST_ROUTE and request.method == "POST":
+            count_ingest(response)
+        return response
+
+
+class DatabaseCollector(Collector):
+    """Figures read from the database when scraped (not kept in any process)."""
+
+    def __init__(self, now: Callable[[], datetime] = timezone.now) -> None:
+        self.now = now
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.now()
+        age = GaugeMetricFamily(
+            "p1_device_latest_sample_age_seconds",
+            "Seconds since the device's newest stored sample (devices with one).",
+            labels=["device"],
+        )
+        newest = Sample.objects.filter(device=OuterRef("pk")).order_by("-ts").values("ts")[:1]
+        for device_id, ts in (
+            Device.objects.annotate(newest=Subquery(newest))
+            .filter(newest__isnull=False)
+            .values_list("device_id", "newest")
+        ):
+            age.add_metric([device_id], round((now - ts).total_seconds(), 3))
+        yield age
+        owed = PendingBatch.objects.count()
+        oldest = PendingBatch.objects.order_by("id").values_list("received_at", flat=True).first()
+        yield GaugeMetricFamily(
+            "p1_ingest_steps_owed_batches",
+            "Stored batches still owing their ingest steps (the worker's backlog).",
+            value=owed,
+        )
+        yield GaugeMetricFamily(
+            "p1_ingest_steps_owed_age_seconds",
+            "Seconds the oldest batch owing its ingest steps has waited; 0: none.",
+            value=0.0 if oldest is None else round((now - oldest).total_seconds(), 3),
+        )
+
+
+def scrape() -> bytes:
+    """The exposition text: every process's counters, then the database's figures."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Everything())
+    registry.register(DatabaseCollector())
+    return generate_latest(registry)
+
+
+class _Everything(Collector):
+    """This process's own metrics (single-process mode), without its built-ins twice."""
+
+    def collect(self) -> Iterator:
+        yield from REGISTRY.collect()
+
+
+def allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if token and header.startswith("Bearer "):
+        if hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode()):
+            return True
+    networks = settings.METRICS_ALLOW_NETWORKS
+    if networks:
+        try:
+            address = ipaddress.ip_address(client_address(request))
+        except ValueError:
+            return False
+        return any(address in network for network in networks)
+    return False
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return problem_response(405, "Use GET.")
+    if not allowed(request):
+        return problem_response(404, "Not found.")
+    return HttpResponse(scrape(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,86 @@
+"""Health alert episodes (integrations.health) and their webhook messages."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from peakguard.models import WebhookOutbox
+
+
+class HealthEpisode(models.Model):
+    """One stretch of time during which a device had one problem.
+
+    At most one episode of a kind is open per device (a partial unique constraint), so
+    however many evaluations, processes and cycles see the problem, it is raised once;
+    it is cleared once, when the problem is gone, and a new episode opens if it comes
+    back. A meter change is dated by its register break, and (device, kind, started_at)
+    is unique, so one break never raises twice.
+    """
+
+    STALE = "stale"
+    CONSENT_LAPSED = "consent_lapsed"
+    METER_CHANGED = "meter_changed"
+    EDGE_BACKLOG = "edge_backlog"
+    KINDS = [
+        (STALE, "no sample for too long"),
+        (CONSENT_LAPSED, "P1-port consent lapsed (Belgian peak fields turned null)"),
+        (METER_CHANGED, "meter changed (register break)"),
+        (EDGE_BACKLOG, "edge spool backing up"),
+    ]
+
+    device = models.ForeignKey(
+        "telemetry.Device", on_delete=models.CASCADE, related_name="health_episodes"
+    )
+    kind = models.CharField(max_length=20, choices=KINDS)
+    started_at = models.DateTimeField()
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    message = models.TextField(help_text="What happened and what to do, as sent.")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "kind"],
+                condition=models.Q(cleared_at__isnull=True),
+                name="healthepisode_one_open_per_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["device", "kind", "started_at"], name="healthepisode_once_per_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.kind} {self.started_at.isoformat()}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.cleared_at is None
+
+
+class HealthNotice(WebhookOutbox):
+    """The webhook message of an episode's start ("raised") or end ("cleared"); sent by
+    peakguard.delivery to the device's peak-guard webhook URL."""
+
+    RAISED, CLEARED = "raised", "cleared"
+
+    episode = models.ForeignKey(HealthEpisode, on_delete=models.CASCADE, related_name="notices")
+    device = models.ForeignKey("telemetry.Device", on_delete=models.CASCADE, related_name="+")
+    event = models.CharField(max_length=10, choices=[(RAISED, RAISED), (CLEARED, CLEARED)])
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["episode", "event"], name="healthnotice_once_per_event")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="healthnotice_pending",
+                condition=models.Q(delivered_at__isnull=True, gave_up_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.episode} {self.event}"

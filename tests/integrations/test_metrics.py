@@ -1,0 +1,221 @@
+"""/metrics (issue 15, point 2): a real gunicorn with two workers and the shipped
+deploy/gunicorn.conf.py, scraped over HTTP and parsed with prometheus_client's own
+parser of the text format (https://prometheus.io/docs/instrumenting/exposition_formats/);
+the edge's textfile for node_exporter's textfile collector, parsed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
+from pathlib import Path
+
+import httpx
+import pytest
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgeclient.cli import status as edge_status
+from edgeclient.spool import Spool
+from integrations.metrics import DatabaseCollector
+from p1common.processes import run_server
+from telemetry.models import Device
+from telemetry.pipeline import accept_batch
+from telemetry.tokens import issue_token
+from tests.conftest import bearer
+from tests.samples import sample
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS_TOKEN = secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="module")
+def metrics_server(django_db_setup, tmp_path_factory):
+    with run_server(
+        workers=2,
+        threads=None,
+        config=ROOT / "deploy" / "gunicorn.conf.py",
+        METRICS_TOKEN=METRICS_TOKEN,
+        METRICS_ALLOW_IPS=None,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path_factory.mktemp("metrics")),
+        INGEST_THROTTLE_RATE="off",
+        BAD_TOKEN_RATE="off",
+        GUNICORN_ACCESS_LOG="",
+    ) as proc:
+        yield proc
+
+
+def scrape(server, token: str = METRICS_TOKEN) -> dict[tuple[str, tuple], float]:
+    response = httpx.get(f"{server.url}/metrics", headers=bearer(token), timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_are_closed_without_the_token(metrics_server):
+    for headers in ({}, bearer("not-the-token-" + "x" * 30)):
+        response = httpx.get(f"{metrics_server.url}/metrics", headers=headers, timeout=10)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "p1_" not in response.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_counters_add_up_over_every_worker(metrics_server, device, ingest_token):
+    before = scrape(metrics_server)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    batches = [[sample(start + timedelta(seconds=10 * i + j)) for j in range(3)] for i in range(8)]
+    with httpx.Client(timeout=10) as http:
+        for batch in batches:
+            # A new connection each: the two workers share the batches.
+            answer = httpx.post(
+                f"{metrics_server.url}/v1/ingest",
+                json={"samples": batch},
+                headers=bearer(ingest_token),
+            )
+            assert answer.status_code == 200
+        retried = http.post(
+            f"{metrics_server.url}/v1/ingest",
+            json={"samples": batches[0]},
+            headers=bearer(ingest_token),
+        )
+        assert retried.json()["duplicates"] == 3
+        bad_token = http.post(
+            f"{metrics_server.url}/v1/ingest",
+            json={"samples": batches[0]},
+            headers=bearer("x" * 43),
+        )
+        assert bad_token.status_code == 401
+        invalid = http.post(
+            f"{metrics_server.url}/v1/ingest",
+            json={"samples": [{**batches[0][0], "power_w": "lots"}]},
+            headers=bearer(ingest_token),
+        )
+        assert invalid.status_code == 422
+    after = scrape(metrics_server)
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("p1_ingest_batches_total") == 9
+    assert grew("p1_ingest_samples_total", result="inserted") == 24
+    assert grew("p1_ingest_samples_total", result="duplicate") == 3
+    assert grew("p1_ingest_refused_batches_total", reason="bad_token") == 1
+    assert grew("p1_ingest_refused_batches_total", reason="invalid_samples") == 1
+    assert grew("p1_http_request_duration_seconds_count", route="ingest-list", method="POST") == 11
+    newest = batches[-1][-1]["ts"]
+    age = after[("p1_device_latest_sample_age_seconds", (("device", device.device_id),))]
+    expected = (datetime.now(UTC) - datetime.fromisoformat(newest)).total_seconds()
+    assert expected - 30 < age <= expected + 1
+    assert after[("p1_ingest_steps_owed_batches", ())] == 0  # no worker: done in the request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_export_streams_over_http_in_chunks(metrics_server, device, read_token):
+    now = datetime.now(UTC).replace(microsecond=0)
+    accept_batch(device, {"samples": [sample(now - timedelta(seconds=i)) for i in range(50)]}, now)
+    with httpx.stream(
+        "GET",
+        f"{metrics_server.url}/v1/export?kind=samples",
+        headers=bearer(read_token),
+        timeout=10,
+    ) as response:
+        assert response.status_code == 200
+        assert "content-length" not in response.headers  # streamed, not rendered first
+        lines = b"".join(response.iter_bytes()).decode().splitlines()
+    assert len(lines) == 51
+
+
+@pytest.mark.django_db
+def test_the_backlog_of_owed_ingest_steps_is_reported(device):
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with override_settings(INGEST_STEPS_WORKER=True):
+        accept_batch(device, {"samples": [sample(now - timedelta(minutes=1))]}, now)
+    figures = {
+        family.name: family.samples
+        for family in DatabaseCollector(
+            now=lambda: datetime.now(UTC) + timedelta(seconds=90)
+        ).collect()
+    }
+    assert figures["p1_ingest_steps_owed_batches"][0].value == 1
+    assert 89 <= figures["p1_ingest_steps_owed_age_seconds"][0].value <= 120
+
+
+@pytest.mark.django_db
+def test_an_allowed_network_may_scrape_without_the_token(client, device):
+    with override_settings(METRICS_TOKEN="", METRICS_ALLOW_NETWORKS=[ip_network("127.0.0.0/8")]):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+        assert client.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 404
+        # Behind Caddy (a trusted proxy) the address is its X-Real-IP.
+        proxied = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="192.0.2.7")
+        assert proxied.status_code == 404
+    with override_settings(METRICS_TOKEN="", METRICS_ALLOW_NETWORKS=[]):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 404
+
+
+def test_edge_status_writes_a_textfile_for_node_exporter(tmp_path, monkeypatch):
+    spool_path = tmp_path / "spool.sqlite3"
+    an_hour_ago = datetime.now(UTC).timestamp() - 3600
+    with Spool(spool_path, clock=lambda: an_hour_ago) as spool:
+        spool.add(sample(datetime.now(UTC) - timedelta(hours=1)))
+        spool.add(sample(datetime.now(UTC) - timedelta(minutes=59)))
+        spool.quarantine_reading({"active_power_w": "garbage"}, "edge: power_w: not a number")
+    monkeypatch.setenv("EDGE_SPOOL_PATH", str(spool_path))
+    textfile = tmp_path / "p1_edge.prom"
+    printed: list[str] = []
+
+    class Out:
+        def write(self, msg: str = "") -> None:
+            printed.append(msg)
+
+        def flush(self) -> None:
+            pass
+
+    options = {
+        "max_pending_age": 900.0,
+        "max_meter_down": 300.0,
+        "json": True,
+        "textfile": str(textfile),
+    }
+    assert edge_status.handle(options, Out()) == 1  # an hour old: unhealthy
+    report = json.loads(printed[0])
+    figures = {
+        s.name: s.value
+        for family in text_string_to_metric_families(textfile.read_text())
+        for s in family.samples
+    }
+    assert figures["p1_edge_spool_pending_samples"] == report["pending"] == 2
+    assert figures["p1_edge_quarantined_samples"] == 1
+    assert figures["p1_edge_healthy"] == 0
+    assert figures["p1_edge_spool_oldest_pending_age_seconds"] >= 3600
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_a_bad_allow_list_stops_start_up_naming_the_variable(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from p1common.env import env_networks
+
+    monkeypatch.setenv("METRICS_ALLOW_IPS", "127.0.0.1,not-a-network")
+    with pytest.raises(ImproperlyConfigured, match="METRICS_ALLOW_IPS: expected addresses"):
+        env_networks("METRICS_ALLOW_IPS")
+
+
+def test_devices_without_samples_have_no_age(db):
+    Device.objects.create(device_id="quiet")
+    issue_token(Device.objects.get(device_id="quiet"), "read")
+    names = [
+        s.labels
+        for f in DatabaseCollector().collect()
+        for s in f.samples
+        if f.name.endswith("age_seconds") and s.labels
+    ]
+    assert names == []
