@@ -301,3 +301,37 @@ def test_axes_of_tiny_values_have_distinct_readable_ticks(page, household):
         ticks = page.wait(lambda c=chart: len(t := page.js(Y_TICKS, c)) > 2 and t)
         assert len(set(ticks)) == len(ticks), f"{chart}: repeated tick labels {ticks}"
         assert all(len(label) <= 6 for label in ticks), f"{chart}: unreadable ticks {ticks}"
+
+
+# Boxes that scroll sideways within the page (a table in its .table-scroll box).
+SCROLLS_SIDEWAYS = """
+return Array.from(document.querySelectorAll("#months *, #reconciliation *"))
+  .filter((e) => e.scrollWidth > e.clientWidth + 1
+    && ["auto", "scroll"].includes(getComputedStyle(e).overflowX))
+  .map((e) => e.tagName + (e.id ? "#" + e.id : "") + "." + e.className + " "
+    + e.scrollWidth + ">" + e.clientWidth);
+"""
+
+
+def test_the_13_month_table_does_not_scroll_sideways_on_a_phone(page):
+    page.driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True},
+    )
+    try:
+        logged_in(page)
+        assert loaded(page, "months") == "13"
+        assert page.js(SCROLLS_SIDEWAYS) == []
+        # Every figure is still there, each beside the name of its column.
+        first = page.js(
+            "return Array.from(document.querySelector('#month-table tbody tr').cells)"
+            ".map((c) => [c.dataset.label, c.textContent, c.offsetWidth > 0])"
+        )
+        headings = page.js(
+            "return Array.from(document.querySelectorAll('#month-table thead th'))"
+            ".map((th) => th.textContent)"
+        )
+        assert [label for label, _text, _shown in first] == headings
+        assert all(shown for _label, _text, shown in first)
+    finally:
+        page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
