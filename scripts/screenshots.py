@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshots of the dashboard for the README: docs/screenshots/{dashboard,day,months,phone}.png.
+"""Screenshots for the README: docs/screenshots/{dashboard,day,months,phone,admin}.png.
 
 Builds a throwaway server (SQLite in a temporary DATA_DIR), fills 13 months of demo
 history (demo.history), starts gunicorn and photographs the pages with headless
@@ -42,9 +42,11 @@ def prepare(data_dir: Path) -> None:
 
     from demo.history import Registers, backfill
     from telemetry.models import Device, Sample
+    from telemetry.tokens import issue_token
 
     call_command("migrate", verbosity=0)
-    user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+    # A superuser, so the same session photographs the admin's device page too.
+    user = get_user_model().objects.create_superuser(USERNAME, password=PASSWORD)
     device = Device.objects.create(
         device_id="home-p1",
         name="Home",
@@ -58,6 +60,7 @@ def prepare(data_dir: Path) -> None:
     backfill(device, end=gap_start, months=13, seed=SEED)
     last = Sample.objects.filter(device=device).latest("ts")
     backfill(device, start=gap_end, end=now, seed=SEED, before=Registers.of_sample(last))
+    issue_token(device, "ingest", label="attic raspberry pi")
 
 
 def browser(width: int, height: int):
@@ -101,6 +104,10 @@ def shoot(url: str, out: Path) -> None:
             driver.execute_script("arguments[0].scrollIntoView()", element)
             time.sleep(SETTLE_S)
             element.screenshot(str(out / name))
+        driver.get(url + "/admin/telemetry/device/")
+        driver.find_element("link text", "home-p1").click()
+        driver.find_element("css selector", ".telemetry-latest-samples")
+        driver.save_screenshot(str(out / "admin.png"))
     finally:
         driver.quit()
     phone = browser(390, 844)
@@ -125,7 +132,7 @@ def main() -> int:
 
         with run_server() as server:
             shoot(server.url, args.out)
-    for name in ("dashboard.png", "day.png", "months.png", "phone.png"):
+    for name in ("dashboard.png", "day.png", "months.png", "phone.png", "admin.png"):
         print(args.out / name)
     return 0
 

@@ -1,13 +1,16 @@
 """Admin: devices (owner, latest samples, quarantine) and their tokens (issue, revoke).
 
 Pages stay within the site's Content-Security-Policy: no inline script or style; the
-token page's copy button is a static script.
+token page's copy button is a static script. Times are shown on the device's own clock
+with its zone (the admin's zone is UTC, which nobody reads a meter by), in short columns
+so the lists fit a 1280 px screen beside the admin's navigation.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
@@ -28,24 +31,77 @@ if TYPE_CHECKING:
 LATEST_SAMPLES = 50
 QUARANTINE_SHOWN = 50
 BREAKS_SHOWN = 50
-# What the latest-samples table shows: enough to recognise a reading at a glance.
+# What the latest-samples table shows: enough to recognise a reading at a glance
+# (field, column heading).
 SAMPLE_COLUMNS = (
-    "ts",
-    "power_w",
-    "energy_import_kwh",
-    "energy_export_kwh",
-    "tariff",
-    "average_power_15m_w",
-    "monthly_power_peak_w",
-    "gas_m3",
+    ("ts", "time"),
+    ("power_w", "W"),
+    ("energy_import_kwh", "import kWh"),
+    ("energy_export_kwh", "export kWh"),
+    ("tariff", "tariff"),
+    ("average_power_15m_w", "15 min avg W"),
+    ("monthly_power_peak_w", "month peak W"),
+    ("gas_m3", "gas m³"),
 )
+LOCAL_DATE = "%Y-%m-%d"
+LOCAL_TIME = "%H:%M:%S %Z"
+# A token's times: to the minute is enough to audit it, and keeps the list narrow.
+TO_THE_MINUTE = "%H:%M %Z"
 
 
-class DeviceTokenInline(admin.TabularInline):
+def local_time(moment: datetime | None, timezone: str) -> str | None:
+    """A moment on a device's clock, to the second (readings are seconds apart), with
+    the zone's abbreviation (CET, CEST: which side of a clock change it is on)."""
+    if moment is None:
+        return None
+    return moment.astimezone(ZoneInfo(timezone)).strftime(f"{LOCAL_DATE} {LOCAL_TIME}")
+
+
+def local_time_cell(
+    moment: datetime | None, timezone: str, time_format: str = LOCAL_TIME
+) -> SafeString | None:
+    """local_time for a list column: it wraps between the date and the time, never
+    inside either, so a narrow column stays readable."""
+    if moment is None:
+        return None
+    local = moment.astimezone(ZoneInfo(timezone))
+    return format_html(
+        '<span class="nowrap">{}</span> <span class="nowrap">{}</span>',
+        local.strftime(LOCAL_DATE),
+        local.strftime(time_format),
+    )
+
+
+class TokenTimes:
+    """A token's columns for the list and the device page's inline: a prefix of fixed
+    width (it is random) and the times on its device's clock."""
+
+    @admin.display(description="prefix", ordering="prefix")
+    def prefix_code(self, obj: DeviceToken) -> SafeString:
+        return format_html("<code>{}</code>", obj.prefix)
+
+    @admin.display(description="scopes", ordering="scopes")
+    def scope_list(self, obj: DeviceToken) -> str:
+        return ", ".join(obj.scopes.split(","))  # a narrow column may wrap between them
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: DeviceToken) -> SafeString | None:
+        return local_time_cell(obj.created_at, obj.device.timezone, TO_THE_MINUTE)
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: DeviceToken) -> SafeString | None:
+        return local_time_cell(obj.last_used_at, obj.device.timezone, TO_THE_MINUTE)
+
+    @admin.display(description="revoked", ordering="revoked_at")
+    def revoked(self, obj: DeviceToken) -> SafeString | None:
+        return local_time_cell(obj.revoked_at, obj.device.timezone, TO_THE_MINUTE)
+
+
+class DeviceTokenInline(TokenTimes, admin.TabularInline):
     model = DeviceToken
     extra = 0
     can_delete = False
-    fields = ("prefix", "label", "scopes", "created_at", "last_used_at", "revoked_at")
+    fields = ("prefix_code", "label", "scope_list", "created", "last_used", "revoked")
     readonly_fields = fields
     show_change_link = True
 
@@ -59,9 +115,9 @@ class DeviceAdmin(admin.ModelAdmin):
         "device_id",
         "name",
         "owner",
+        # The zone is in every time shown (and in the filter), not a column of its own.
         "last_sample_at",
-        "timezone",
-        "capacity_price_eur_per_kw_year",
+        "capacity_price",
     )
     list_filter = ("timezone", ("owner", admin.RelatedOnlyFieldListFilter))
     search_fields = ("device_id", "name", "owner__username")
@@ -100,7 +156,10 @@ class DeviceAdmin(admin.ModelAdmin):
         return [
             main,
             ("Tokens", {"fields": ("issue_token_link",)}),
-            (f"Latest {LATEST_SAMPLES} samples (read-only)", {"fields": ("latest_samples",)}),
+            (
+                f"Latest {LATEST_SAMPLES} samples (read-only; times in {obj.timezone})",
+                {"fields": ("latest_samples",)},
+            ),
             (
                 "Register breaks: meter swaps and other steps not counted as energy (read-only)",
                 {"fields": ("register_breaks",)},
@@ -109,10 +168,12 @@ class DeviceAdmin(admin.ModelAdmin):
         ]
 
     @admin.display(description="last sample", ordering="last_sample_ts")
-    def last_sample_at(self, obj: Device) -> str | None:
-        ts = getattr(obj, "last_sample_ts", None)
-        # To the second: how fresh the data is matters more than the date.
-        return None if ts is None else ts.isoformat(timespec="seconds")
+    def last_sample_at(self, obj: Device) -> SafeString | None:
+        return local_time_cell(getattr(obj, "last_sample_ts", None), obj.timezone)
+
+    @admin.display(description="€/kW/year", ordering="capacity_price_eur_per_kw_year")
+    def capacity_price(self, obj: Device) -> object:
+        return obj.capacity_price_eur_per_kw_year
 
     @admin.display(description="issue")
     def issue_token_link(self, obj: Device) -> SafeString:
@@ -124,14 +185,16 @@ class DeviceAdmin(admin.ModelAdmin):
         found = (
             Sample.objects.filter(device=obj)
             .order_by("-ts")
-            .values_list(*SAMPLE_COLUMNS)[:LATEST_SAMPLES]
+            .values_list(*(field for field, _heading in SAMPLE_COLUMNS))[:LATEST_SAMPLES]
         )
-        # Timestamps to the second, as the API gives them: readings are seconds apart.
-        rows = [[v.isoformat() if isinstance(v, datetime) else v for v in row] for row in found]
+        rows = [
+            [local_time(v, obj.timezone) if isinstance(v, datetime) else v for v in row]
+            for row in found
+        ]
         return mark_safe(  # noqa: S308 - the template escapes every value
             render_to_string(
                 "admin/telemetry/device/latest_samples.html",
-                {"columns": SAMPLE_COLUMNS, "rows": rows},
+                {"headings": [heading for _field, heading in SAMPLE_COLUMNS], "rows": rows},
             )
         )
 
@@ -142,7 +205,12 @@ class DeviceAdmin(admin.ModelAdmin):
         return mark_safe(  # noqa: S308 - the template escapes every value
             render_to_string(
                 "admin/telemetry/device/register_breaks.html",
-                {"breaks": found[:BREAKS_SHOWN], "total": found.count(), "all_url": url},
+                {
+                    "breaks": found[:BREAKS_SHOWN],
+                    "total": found.count(),
+                    "all_url": url,
+                    "timezone": obj.timezone,
+                },
             )
         )
 
@@ -157,6 +225,7 @@ class DeviceAdmin(admin.ModelAdmin):
                     "rejections": rejections[:QUARANTINE_SHOWN],
                     "total": rejections.count(),
                     "all_url": url,
+                    "timezone": obj.timezone,
                 },
             )
         )
@@ -177,21 +246,15 @@ class IssueTokenForm(forms.ModelForm):
 
 
 @admin.register(DeviceToken)
-class DeviceTokenAdmin(admin.ModelAdmin):
-    list_display = (
-        "prefix",
-        "device",
-        "label",
-        "scopes",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    )
+class DeviceTokenAdmin(TokenTimes, admin.ModelAdmin):
+    # Newest first; when each was created is on its page and in the device's inline
+    # (the list has no room for a third time beside the filters at 1280 px).
+    list_display = ("prefix_code", "device", "label", "scope_list", "last_used", "revoked")
     list_filter = ("scopes", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "device__device_id", "label")
     list_select_related = ("device",)
     actions = ["revoke"]
-    readonly_fields = ("prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "scopes", "created", "last_used", "revoked")
 
     # Django passes ``change`` by keyword: it arrives in kwargs and goes on to super().
     def get_form(  # type: ignore[override]

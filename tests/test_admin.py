@@ -39,6 +39,11 @@ def issue_through_admin(admin_client, device, scopes):
     )
 
 
+def visible(page: str) -> str:
+    """The page's text without its tags (times are two spans: date and time)."""
+    return re.sub(r"<[^>]+>", "", page)
+
+
 def shown_token(page: str) -> str:
     (raw,) = re.findall(r'id="issued-token"[^>]*value="([^"]+)"', page)
     return raw
@@ -105,10 +110,11 @@ def test_admin_revokes_selected_tokens(admin_client, device):
 def test_token_list_shows_scopes_and_last_use(admin_client, device):
     token, _ = issue_token(device, "read", label="grafana")
     DeviceToken.objects.filter(pk=token.pk).update(last_used_at=BASE_TS)
-    page = admin_client.get("/admin/telemetry/devicetoken/").content.decode()
+    page = visible(admin_client.get("/admin/telemetry/devicetoken/").content.decode())
     assert "grafana" in page
     assert "read" in page
-    assert "March 1, 2026" in page  # last used
+    # Last used: 00:00 UTC is 01:00 on the device's clock (Europe/Brussels, winter time).
+    assert "2026-03-01 01:00 CET" in page
 
 
 def test_tokens_are_revoked_never_deleted(admin_client, device):
@@ -122,11 +128,11 @@ def test_tokens_are_revoked_never_deleted(admin_client, device):
 
 def test_device_list_shows_owner_and_last_sample_time(admin_client, device, other_device):
     store(device, series(3))
-    page = admin_client.get("/admin/telemetry/device/").content.decode()
+    page = visible(admin_client.get("/admin/telemetry/device/").content.decode())
     assert "owner" in page
     assert "neighbour" in page
-    # The newest of the three samples, 00:00:02 UTC on 1 March.
-    assert "2026-03-01T00:00:02+00:00" in page
+    # The newest of the three samples, 00:00:02 UTC on 1 March, on the device's clock.
+    assert "2026-03-01 01:00:02 CET" in page
 
 
 def test_device_list_costs_a_fixed_number_of_queries(
@@ -176,8 +182,8 @@ def test_device_page_shows_the_latest_50_samples_newest_first(admin_client, devi
     table = page.split('class="telemetry-latest-samples"', 1)[1].split("</table>", 1)[0]
     rows = re.findall(r"<tr><td>([^<]+)</td>", table)
     assert len(rows) == 50
-    assert rows[0] == "2026-03-01T00:00:59+00:00"
-    assert rows[-1] == "2026-03-01T00:00:10+00:00"
+    assert rows[0] == "2026-03-01 01:00:59 CET"
+    assert rows[-1] == "2026-03-01 01:00:10 CET"
     # Read-only: no inputs for samples anywhere on the page.
     assert 'name="sample' not in page
     assert not INLINE_SCRIPT.search(page)
@@ -196,6 +202,47 @@ def test_latest_samples_are_read_with_one_indexed_query(admin_client, device):
     # Newest first within one device: a backward scan of the (device, ts) key.
     assert f'WHERE "telemetry_sample"."device_id" = {device.pk} ORDER BY' in table[0]
     assert table[0].endswith("DESC LIMIT 50")
+
+
+def test_admin_times_are_on_the_devices_clock_with_its_zone(admin_client, device):
+    device.timezone = "America/New_York"
+    device.save()
+    summer = BASE_TS.replace(month=7)
+    store(device, series(2, start=summer))
+    token, _ = issue_token(device, "read", label="grafana")
+    DeviceToken.objects.filter(pk=token.pk).update(created_at=summer, last_used_at=summer)
+    devices = visible(admin_client.get("/admin/telemetry/device/").content.decode())
+    assert "2026-06-30 20:00:01 EDT" in devices  # 00:00:01 UTC on 1 July
+    page = admin_client.get(f"/admin/telemetry/device/{device.pk}/change/").content.decode()
+    assert "times in America/New_York" in page
+    assert "<td>2026-06-30 20:00:01 EDT</td>" in page  # the latest samples
+    page = visible(page)
+    assert page.count("2026-06-30 20:00 EDT") == 2  # the token inline: created, used
+    tokens = visible(admin_client.get("/admin/telemetry/devicetoken/").content.decode())
+    assert tokens.count("2026-06-30 20:00 EDT") == 1  # used
+    assert "+00:00" not in devices + page + tokens
+
+
+def test_a_device_with_many_samples_opens_its_page_with_the_same_queries(
+    admin_client, device, other_device
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    store(other_device, series(3))
+    store(device, series(20_000))
+
+    def change_page(d):
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(f"/admin/telemetry/device/{d.pk}/change/")
+        assert response.status_code == 200
+        return response.content.decode(), len(queries)
+
+    _few_page, few = change_page(other_device)
+    many_page, many = change_page(device)
+    assert many == few  # nothing per sample: the table is one query with LIMIT 50
+    table = many_page.split('class="telemetry-latest-samples"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td>") == 50
 
 
 def test_device_page_shows_the_quarantine(admin_client, device):

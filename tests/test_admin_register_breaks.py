@@ -31,8 +31,8 @@ def test_device_page_lists_its_register_breaks(admin_client, swapped):
     page = admin_client.get(f"/admin/telemetry/device/{swapped.pk}/change/").content.decode()
     assert "Register breaks" in page
     assert "went-down" in page
-    assert "2026-03-01 00:05:00" in page  # the new meter's first reading
-    assert "2026-03-01 00:00:50" in page  # the old meter's last
+    assert "2026-03-01 01:05:00 CET" in page  # the new meter's first reading, local time
+    assert "2026-03-01 01:00:50 CET" in page  # the old meter's last
     assert "→ 0.5" in page
     assert "→ none" in page  # the new meter has no export registers
     assert not INLINE_SCRIPT.search(page)

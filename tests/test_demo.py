@@ -168,6 +168,21 @@ def test_demo_runs_the_platform_and_a_second_run_reuses_what_the_first_made(
         devices = client.get("/v1/devices").json()
         assert [d["device_id"] for d in devices["devices"]] == ["demo-p1"]
         wait_until(lambda: _latest_ts(client)[0] > last_ts, what="a live sample after restart")
+    # manage.py in the checkout works on the running demo's database, as the README
+    # says: the same DATA_DIR and no DATABASE_URL.
+    issued = subprocess.run(
+        [sys.executable, "manage.py", "issue_token", "demo-p1", "--scopes", "read"],
+        cwd=ROOT, env=_env(data_dir), capture_output=True, text=True, timeout=STOP_TIMEOUT_S,
+    )  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    read_token = issued.stdout.splitlines()[-1]
+    answer = httpx.get(
+        f"{base_url}/v1/devices",
+        headers={"Authorization": f"Bearer {read_token}"},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert [d["device_id"] for d in answer.json()["devices"]] == ["demo-p1"]
+    counts["telemetry_devicetoken"] += 1
     # A child that dies is named, the others are stopped, and the demo fails.
     meter_pid, server_pid, edge_pid = second.pids()
     os.kill(edge_pid, signal.SIGKILL)

@@ -7,7 +7,9 @@ that only read it; the ones that write use short ranges of their own.
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -253,3 +255,31 @@ def _rollup_rows(table: str, device_pk: int) -> list[tuple]:
             tuple(round(v, 6) if isinstance(v, float) else v for v in row)
             for row in cursor.fetchall()
         ]
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+QUOTED_COUNTS = re.compile(
+    r"between about ([\d,]+) samples \(on\s+the 1st of a month\) and ([\d,]+) \(on its last day\)"
+)
+
+
+def _history_length(end: datetime) -> int:
+    """Samples a first demo run at ``end`` writes (bootstrap.ensure_history's range)."""
+    start = history.history_start(end, 13, BRUSSELS)
+    return len(history.grid(start, end, history.STEP_S))
+
+
+@pytest.mark.django_db
+def test_the_readme_quotes_the_demos_sample_count_as_it_is(year):
+    _device, inserted = year
+    found = QUOTED_COUNTS.search(" ".join(README.read_text().split()))
+    assert found, "the README no longer quotes the demo's sample count"
+    fewest, most = (int(n.replace(",", "")) for n in found.groups())
+    months = [Month(y, m) for y in range(2026, 2030) for m in range(1, 13)]
+    firsts = [_history_length(m.bounds(BRUSSELS)[0]) for m in months]
+    lasts = [_history_length(m.bounds(BRUSSELS)[1] - timedelta(seconds=1)) for m in months]
+    assert fewest == round(min(firsts), -3)
+    assert most == round(max(lasts), -3)
+    # The history the demo writes has that length (END is late in November).
+    assert inserted == _history_length(END)
+    assert fewest <= inserted <= most

@@ -1,9 +1,9 @@
 """Headless Chromium (Debian's chromium + chromium-driver) against a live gunicorn with a
 household's history, and simulate_p1 + run_edge feeding it live readings.
 
-Everything here is module-scoped: one server, one browser, one history per module, so
-a pass of the browser tests stays well within its time budget. The data is committed
-(the server is another process) and flushed when the module ends.
+Everything here is package-scoped: one server, one browser, one history for every
+module of tests/browser, so a pass of the browser tests stays well within its time
+budget. The data is committed (the server is another process) and flushed at the end.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _missing_browser() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser_tools() -> None:
     reason = _missing_browser()
     if reason:
@@ -60,6 +60,9 @@ class Household:
     ingest_token: str
     simulator: SimulatorProcess
     edge_env: dict[str, str]
+    # The same household's second meter, installed a moment ago: 40 s of readings at
+    # 225 W, so its month has one quarter, incomplete, of about 0.01 kW.
+    new_device_id: str
 
 
 def start_simulator(folder: Path) -> SimulatorProcess:
@@ -82,7 +85,48 @@ def meter_registers(sim: SimulatorProcess):
     )
 
 
-@pytest.fixture(scope="module")
+NEW_DEVICE_W = 225.0
+NEW_DEVICE_SPAN_S = 40
+
+
+def first_readings(device, now: datetime) -> None:
+    """A new meter's first 40 s, within one quarter of this local month (ending a second
+    ago, or just before the running quarter when it began less than 40 s ago), stored
+    through ingest as the edge's first batch would be."""
+    from zoneinfo import ZoneInfo
+
+    from capacity.rules import QUARTER
+    from telemetry.pipeline import ingest_batch
+    from telemetry.timegrid import bucket_start
+    from telemetry.validation import validate_samples
+
+    local = now.astimezone(ZoneInfo(device.timezone))
+    month_start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    span = timedelta(seconds=NEW_DEVICE_SPAN_S)
+    end = now.replace(microsecond=0) - timedelta(seconds=1)
+    quarter = bucket_start(end, QUARTER)
+    if end - quarter < span and quarter > month_start:
+        end = quarter - timedelta(seconds=1)
+    # In a month's first 40 s they would begin in the month before: fewer then.
+    start = max(end - span, month_start.astimezone(UTC))
+    steps = 8
+    span_s = (end - start).total_seconds()
+    kwh_per_s = NEW_DEVICE_W / 1000 / 3600
+    samples = [
+        {
+            "ts": (start + timedelta(seconds=span_s * i / steps)).isoformat(),
+            "power_w": NEW_DEVICE_W,
+            "energy_import_kwh": 1.0 + kwh_per_s * span_s * i / steps,
+            "energy_export_kwh": 0.0,
+        }
+        for i in range(steps + 1)
+    ]
+    columns, errors = validate_samples(samples, now=now)
+    assert not errors, errors
+    ingest_batch(device, columns)
+
+
+@pytest.fixture(scope="package")
 def household(
     browser_tools, django_db_setup, django_db_blocker, tmp_path_factory
 ) -> Iterator[Household]:
@@ -126,6 +170,10 @@ def household(
                 registers.export_t1 + registers.export_t2,
             )
             assert joined == pytest.approx(expected, abs=0.01), "history does not meet the meter"
+            new_device = Device.objects.create(
+                device_id="new-p1", name="New meter", owner=user, timezone="Europe/Brussels"
+            )
+            first_readings(new_device, now)
         with run_server(INGEST_THROTTLE_RATE="off") as server:
             yield Household(
                 server=server,
@@ -133,6 +181,7 @@ def household(
                 device_pk=device.pk,
                 ingest_token=token,
                 simulator=sim,
+                new_device_id=new_device.device_id,
                 edge_env={
                     "VPS_INGEST_URL": f"{server.url}/v1/ingest",
                     "VPS_DEVICE_TOKEN": token,
@@ -208,7 +257,7 @@ def leaves_localhost(url: str) -> bool:
     return parts.hostname not in ("127.0.0.1", "localhost", "::1")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(household: Household) -> Iterator[Browser]:
     # household requires browser_tools, which skips when chromium or chromedriver is missing
     session = Browser(household.server.url)

@@ -264,3 +264,74 @@ def test_reconciliation_section_loads_and_lists_no_month_without_an_import(page)
     logged_in(page)
     assert loaded(page, "reconciliation") == "0"
     assert page.js("return document.getElementById('status').hidden") is True
+
+
+MONTH_LOADED = "return document.getElementById('month-title').closest('section').dataset.loaded"
+MONTH = """
+const done = arguments[arguments.length - 1];
+fetch("/v1/capacity/month/" + arguments[0] + "?device_id=" + arguments[1])
+  .then((r) => r.json()).then(done);
+"""
+Y_TICKS = "return Chart.getChart(arguments[0]).scales.y.ticks.map((t) => t.label)"
+
+
+def test_a_new_devices_month_card_says_its_peak_comes_from_an_incomplete_quarter(page, household):
+    logged_in(page)
+    page.get(f"/?device={household.new_device_id}")
+    page.wait(lambda: page.js(MONTH_LOADED), message="the month card never loaded")
+    assert page.js("return document.getElementById('month-peak').textContent") == "0.01"
+    note = page.driver.find_element("id", "month-peak-incomplete")
+    assert note.is_displayed()
+    assert "incomplete quarter" in note.text
+    # The first meter: the note follows the API (its quarters are complete unless the
+    # gauge test's burst, a 100 s quarter, has set the month's peak).
+    page.get("/")
+    month = page.wait(lambda: page.js(MONTH_LOADED), message="the month card never loaded")
+    answer = page.driver.execute_async_script(MONTH, month, household.device_id)
+    shown = page.driver.find_element("id", "month-peak-incomplete").is_displayed()
+    assert shown is answer["peak"]["incomplete"]
+
+
+def test_axes_of_tiny_values_have_distinct_readable_ticks(page, household):
+    logged_in(page)
+    page.get(f"/?device={household.new_device_id}")
+    loaded(page, "day")
+    loaded(page, "history")
+    for chart in ("day-chart", "history-chart"):
+        ticks = page.wait(lambda c=chart: len(t := page.js(Y_TICKS, c)) > 2 and t)
+        assert len(set(ticks)) == len(ticks), f"{chart}: repeated tick labels {ticks}"
+        assert all(len(label) <= 6 for label in ticks), f"{chart}: unreadable ticks {ticks}"
+
+
+# Boxes that scroll sideways within the page (a table in its .table-scroll box).
+SCROLLS_SIDEWAYS = """
+return Array.from(document.querySelectorAll("#months *, #reconciliation *"))
+  .filter((e) => e.scrollWidth > e.clientWidth + 1
+    && ["auto", "scroll"].includes(getComputedStyle(e).overflowX))
+  .map((e) => e.tagName + (e.id ? "#" + e.id : "") + "." + e.className + " "
+    + e.scrollWidth + ">" + e.clientWidth);
+"""
+
+
+def test_the_13_month_table_does_not_scroll_sideways_on_a_phone(page):
+    page.driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True},
+    )
+    try:
+        logged_in(page)
+        assert loaded(page, "months") == "13"
+        assert page.js(SCROLLS_SIDEWAYS) == []
+        # Every figure is still there, each beside the name of its column.
+        first = page.js(
+            "return Array.from(document.querySelector('#month-table tbody tr').cells)"
+            ".map((c) => [c.dataset.label, c.textContent, c.offsetWidth > 0])"
+        )
+        headings = page.js(
+            "return Array.from(document.querySelectorAll('#month-table thead th'))"
+            ".map((th) => th.textContent)"
+        )
+        assert [label for label, _text, _shown in first] == headings
+        assert all(shown for _label, _text, shown in first)
+    finally:
+        page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

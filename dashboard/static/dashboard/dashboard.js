@@ -388,6 +388,15 @@
 
   // ---- months -----------------------------------------------------------------------
 
+  // Each cell carries its column's heading: on a narrow screen a row stacks into a
+  // card of "heading: figure" lines (dashboard.css, .stack-narrow) instead of scrolling.
+  function labelCells(table) {
+    const headings = Array.from(table.tHead.rows[0].cells).map((th) => th.textContent);
+    for (const row of table.tBodies[0].rows) {
+      Array.from(row.cells).forEach((c, i) => (c.dataset.label = headings[i] || ""));
+    }
+  }
+
   function cell(row, text, className) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -419,6 +428,7 @@
         cell(row, cost && cost.monthly_eur_incl_vat !== null ? "€ " + cost.monthly_eur_incl_vat.toFixed(2) : "–", "num");
         body.append(row);
       }
+      labelCells($("month-table"));
       monthPeaks.clear();
       answer.months.forEach((m) => m.peak_kw !== null && monthPeaks.set(m.month, m.peak_kw));
       dayChart.update();
@@ -449,6 +459,7 @@
         cell(row, String(m.only_operator), "num");
         body.append(row);
       }
+      labelCells($("reconciliation-table"));
       $("reconciliation").dataset.loaded = String(body.rows.length);
       report("reconciliation", null);
     } catch (error) {
