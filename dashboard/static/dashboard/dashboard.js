@@ -404,6 +404,16 @@
     row.append(td);
   }
 
+  // The meter stamps the end of its quarter, our "Quarter" column shows its start; the
+  // answer's meter_peak_match says whether the two name the same quarter, two quarters
+  // of equal power (we name the earliest of them), or really different ones.
+  const MATCH_NOTE = { "same-quarter": " (same quarter)", tie: " (tie)", different: " (another quarter)" };
+  const MATCH_TITLE = {
+    "same-quarter": "The end of the quarter we computed as the peak.",
+    tie: "Another quarter of the same power as our peak: a tie. Of equal quarters we name the earliest; the meter named this one.",
+    different: "The meter names a quarter other than our peak, of lower power in our samples (or one we have no samples for).",
+  };
+
   async function loadMonthTable() {
     try {
       const answer = await getJSON(config.api.months, { count: config.month_table_months, end: config.month });
@@ -421,7 +431,8 @@
         cell(row, kw(m.billed_peak_kw) + " kW", "num");
         const meter = m.meter_reported_peak;
         cell(row, meter ? kw(meter.kw) + " kW" : "–", "num");
-        cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
+        cell(row, meter && meter.ts ? P.moment(meter.ts) + (MATCH_NOTE[m.meter_peak_match] || "") : "–");
+        if (m.meter_peak_match) row.lastChild.title = MATCH_TITLE[m.meter_peak_match];
         const source = m.provenance;
         cell(row, source.kw === null ? source.source : kw(source.kw) + " kW (" + source.source + ")", "num");
         const cost = m.estimated_cost;
