@@ -400,11 +400,14 @@ def test_the_month_table_shows_a_tie_between_two_equal_quarters_as_a_tie(page, t
     assert loaded(page, "months") == "13"
     row = page.js(
         "return Array.from(document.querySelectorAll('#month-table tbody tr')[2].cells)"
-        ".map((c) => [c.textContent, c.title])"
+        ".map((c) => [c.innerText, c.title])"
     )
     (_, _), (ours, _), (quarter, _), _, (meter, _), (meters_time, title), *_ = row
     assert ours == meter == "5.00 kW"
-    # Our quarter by its start, the meter's by its end; the same day.
+    # Our quarter by its start, the meter's by its end (the same day), and the tie.
     assert quarter.endswith(" 18:30"), quarter
-    assert meters_time == quarter.removesuffix("18:30") + "19:30 (tie)", meters_time
+    assert meters_time == quarter.removesuffix("18:30") + "19:30\ntie: equal power", meters_time
     assert "a tie" in title
+    # The note is a line of its own: the 13-month table still fits a 1280 px window.
+    assert page.js("const b = document.querySelector('#months .table-scroll');"
+                   "return b.scrollWidth <= b.clientWidth")  # fmt: skip

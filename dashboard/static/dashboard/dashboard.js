@@ -406,13 +406,27 @@
 
   // The meter stamps the end of its quarter, our "Quarter" column shows its start; the
   // answer's meter_peak_match says whether the two name the same quarter, two quarters
-  // of equal power (we name the earliest of them), or really different ones.
-  const MATCH_NOTE = { "same-quarter": " (same quarter)", tie: " (tie)", different: " (another quarter)" };
+  // of equal power (of those we name the earliest), or really different ones. The note
+  // goes on a line of its own, so the column grows no wider.
+  const MATCH_NOTE = { tie: "tie: equal power", different: "another quarter" };
   const MATCH_TITLE = {
     "same-quarter": "The end of the quarter we computed as the peak.",
     tie: "Another quarter of the same power as our peak: a tie. Of equal quarters we name the earliest; the meter named this one.",
-    different: "The meter names a quarter other than our peak, of lower power in our samples (or one we have no samples for).",
+    different: "The meter names a quarter other than our peak: one of lower power in our samples, or one we have no samples for.",
   };
+
+  function noteMatch(td, match) {
+    if (!match) return;
+    td.title = MATCH_TITLE[match];
+    if (!MATCH_NOTE[match]) return;
+    const value = document.createElement("span");
+    const note = document.createElement("span");
+    note.className = "match muted";
+    note.textContent = MATCH_NOTE[match];
+    value.append(td.textContent, note);
+    td.replaceChildren(value);
+    td.classList.add("match-" + match);
+  }
 
   async function loadMonthTable() {
     try {
@@ -431,8 +445,8 @@
         cell(row, kw(m.billed_peak_kw) + " kW", "num");
         const meter = m.meter_reported_peak;
         cell(row, meter ? kw(meter.kw) + " kW" : "–", "num");
-        cell(row, meter && meter.ts ? P.moment(meter.ts) + (MATCH_NOTE[m.meter_peak_match] || "") : "–");
-        if (m.meter_peak_match) row.lastChild.title = MATCH_TITLE[m.meter_peak_match];
+        cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
+        noteMatch(row.lastChild, m.meter_peak_match);
         const source = m.provenance;
         cell(row, source.kw === null ? source.source : kw(source.kw) + " kW (" + source.source + ")", "num");
         const cost = m.estimated_cost;
