@@ -79,9 +79,23 @@ REQUEST_SECONDS = Histogram(
 )
 
 
+# The method label's values: any other token a client sends (gunicorn accepts any 3 to
+# 20 upper-case letters) counts as "other", so no caller can add series; each series is
+# a file per worker in multiprocess mode, in RAM.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
 def _route(request: HttpRequest) -> str:
+    """The matched URL pattern's name: a value of the URL configuration, never of the
+    path a client sent (an unmatched path is "unmatched")."""
     match = getattr(request, "resolver_match", None)
     return (match.url_name or match.view_name or "unnamed") if match else "unmatched"
+
+
+def _method(request: HttpRequest) -> str:
+    method = request.method or ""
+    return method if method in METHODS else OTHER_METHOD
 
 
 def count_ingest(response: HttpResponse) -> None:
@@ -106,7 +120,7 @@ class MetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         route = _route(request)
-        REQUEST_SECONDS.labels(route, request.method or "").observe(time.perf_counter() - started)
+        REQUEST_SECONDS.labels(route, _method(request)).observe(time.perf_counter() - started)
         if route == INGEST_ROUTE and request.method == "POST":
             count_ingest(response)
         return response

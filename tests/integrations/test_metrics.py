@@ -29,6 +29,7 @@ from tests.samples import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = secrets.token_urlsafe(32)
+LATENCY_COUNT = "p1_http_request_duration_seconds_count"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,25 @@ def test_the_export_streams_over_http_in_chunks(metrics_server, device, read_tok
         assert "content-length" not in response.headers  # streamed, not rendered first
         lines = b"".join(response.iter_bytes()).decode().splitlines()
     assert len(lines) == 51
+
+
+@pytest.mark.django_db(transaction=True)
+def test_methods_and_paths_a_client_invents_add_no_latency_series(metrics_server):
+    def series(figures: dict) -> set[tuple]:
+        return {labels for name, labels in figures if name == LATENCY_COUNT}
+
+    before = series(scrape(metrics_server))
+    # Anonymous junk: gunicorn passes any method of 3 to 20 upper-case letters on.
+    junk = ["".join(chr(ord("A") + int(d)) for d in f"{i:04d}") for i in range(40)]
+    with httpx.Client(timeout=10) as http:
+        for i, method in enumerate(junk):
+            for path in ("/v1/ingest", f"/no-such-path-{i}", "/metrics"):
+                assert http.request(method, f"{metrics_server.url}{path}").status_code < 500
+    after = series(scrape(metrics_server))
+    methods = {dict(labels)["method"] for labels in after}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert len(after - before) <= 3, sorted(after - before)
+    assert (("method", "other"), ("route", "unmatched")) in after
 
 
 @pytest.mark.django_db
