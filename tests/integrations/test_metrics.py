@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 from pathlib import Path
@@ -19,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeclient.cli import status as edge_status
 from edgeclient.spool import Spool
+from integrations import export
 from integrations.metrics import DatabaseCollector
 from p1common.processes import run_server
-from telemetry.models import Device
+from telemetry.models import Device, Sample
 from telemetry.pipeline import accept_batch
 from telemetry.tokens import issue_token
 from tests.conftest import bearer
@@ -29,6 +31,8 @@ from tests.samples import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = secrets.token_urlsafe(32)
+# deploy/gunicorn.conf.py's default timeout, which the test server runs with.
+GUNICORN_TIMEOUT_S = 30
 LATENCY_COUNT = "p1_http_request_duration_seconds_count"
 
 
@@ -152,6 +156,53 @@ def test_methods_and_paths_a_client_invents_add_no_latency_series(metrics_server
     assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
     assert len(after - before) <= 3, sorted(after - before)
     assert (("method", "other"), ("route", "unmatched")) in after
+
+
+def stored(body: dict) -> dict:
+    """A wire sample as the model's fields (its moments parsed)."""
+    moments = ("ts", "monthly_power_peak_ts", "gas_ts")
+    return {k: datetime.fromisoformat(v) if k in moments else v for k, v in body.items()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_largest_sample_export_allowed_streams_well_inside_the_worker_timeout(
+    metrics_server, device, read_token
+):
+    """The export rate over real gunicorn, measured on a smaller export, times the limit:
+    the largest export allowed must take at most half of GUNICORN_TIMEOUT (the shipped
+    default, which the server runs with), or the worker is killed mid-body."""
+    rows = 20_000
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    Sample.objects.bulk_create(
+        [
+            Sample(device=device, **stored(sample(start + timedelta(seconds=i))))
+            for i in range(rows)
+        ],
+        batch_size=5000,
+    )
+    query = {
+        "kind": "samples",
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=1)).isoformat(),
+    }
+    began = time.perf_counter()
+    with httpx.stream(
+        "GET",
+        f"{metrics_server.url}/v1/export",
+        params=query,
+        headers=bearer(read_token),
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        lines = sum(chunk.count(b"\n") for chunk in response.iter_bytes())
+    took = time.perf_counter() - began
+    assert lines == 1 + rows
+    rate = rows / took
+    worst = export.MAX_SAMPLE_ROWS / rate
+    print(
+        f"\nexport: {rate:,.0f} rows/s over HTTP; {export.MAX_SAMPLE_ROWS:,} rows in {worst:.1f} s"
+    )
+    assert worst < GUNICORN_TIMEOUT_S / 2, f"{rate:,.0f} rows/s: the limit takes {worst:.1f} s"
 
 
 @pytest.mark.django_db
