@@ -7,7 +7,11 @@ the edge's textfile for node_exporter's textfile collector, parsed the same way.
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import secrets
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
@@ -22,7 +26,7 @@ from edgeclient.cli import status as edge_status
 from edgeclient.spool import Spool
 from integrations import export
 from integrations.metrics import DatabaseCollector
-from p1common.processes import run_server
+from p1common.processes import child_env, run_server
 from telemetry.models import Device, Sample
 from telemetry.pipeline import accept_batch
 from telemetry.tokens import issue_token
@@ -268,6 +272,67 @@ def test_edge_status_writes_a_textfile_for_node_exporter(tmp_path, monkeypatch):
     assert figures["p1_edge_healthy"] == 0
     assert figures["p1_edge_spool_oldest_pending_age_seconds"] >= 3600
     assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def gunicorn_conf() -> dict:
+    return runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+def test_start_up_clears_only_prometheus_files_from_an_operator_chosen_directory(
+    tmp_path, monkeypatch
+):
+    chosen = tmp_path / "metrics"
+    (chosen / "keep").mkdir(parents=True)
+    ours = ["counter_123.db", "histogram_9.db", "gauge_livesum_77.db", "summary_4.db"]
+    theirs = ["notes.txt", "backup.db", "counter_x.db", "keep/counter_1.db"]
+    for name in ours + theirs:
+        (chosen / name).write_text("x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(chosen))
+    conf = gunicorn_conf()
+    assert conf["prepare_metrics_dir"]() == str(chosen)
+    conf["on_exit"](None)
+    left = sorted(str(p.relative_to(chosen)) for p in chosen.rglob("*") if p.is_file())
+    assert left == sorted(theirs)
+
+
+def test_without_a_chosen_directory_the_server_makes_its_own_and_removes_it_at_exit(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    conf = gunicorn_conf()
+    made = Path(conf["prepare_metrics_dir"](base=str(tmp_path)))
+    assert made.parent == tmp_path and made.is_dir()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(made)
+    assert oct(made.stat().st_mode & 0o777) == "0o700"
+    conf["on_exit"](None)
+    assert not made.exists()
+
+
+def test_importing_the_metrics_makes_no_directory_and_the_middleware_names_a_missing_one(
+    tmp_path,
+):
+    missing = tmp_path / "no-such-dir"
+    script = (
+        "import django; django.setup()\n"
+        "import integrations.metrics as m\n"
+        "import os; print('exists' if os.path.exists(os.environ['PROMETHEUS_MULTIPROC_DIR']) "
+        "else 'absent')\n"
+        "m.MetricsMiddleware(lambda request: None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=child_env(PROMETHEUS_MULTIPROC_DIR=str(missing)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "absent", done.stderr
+    assert (
+        f"ImproperlyConfigured: PROMETHEUS_MULTIPROC_DIR: {missing} is not a directory"
+        in done.stderr
+    )
+    assert not missing.exists()
 
 
 def test_a_bad_allow_list_stops_start_up_naming_the_variable(monkeypatch):
