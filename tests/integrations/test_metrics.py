@@ -274,6 +274,25 @@ def test_edge_status_writes_a_textfile_for_node_exporter(tmp_path, monkeypatch):
     assert list(tmp_path.glob(".*.tmp")) == []
 
 
+def test_edge_textfile_figures_over_a_million_are_exact():
+    report = {
+        "healthy": True,
+        "pending": 1_234_567,
+        "oldest_pending_age_s": 31_536_000.25,
+        "quarantined": 10_000_001,
+    }
+    figures = {
+        s.name: s.value
+        for family in text_string_to_metric_families(edge_status.textfile_metrics(report))
+        for s in family.samples
+    }
+    assert figures["p1_edge_spool_pending_samples"] == 1_234_567
+    assert figures["p1_edge_spool_oldest_pending_age_seconds"] == 31_536_000.25
+    assert figures["p1_edge_quarantined_samples"] == 10_000_001
+    assert figures["p1_edge_healthy"] == 1
+    assert "p1_edge_spool_pending_samples 1234567\n" in edge_status.textfile_metrics(report)
+
+
 def gunicorn_conf() -> dict:
     return runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
 
