@@ -25,8 +25,10 @@ def main() -> None:
         # Settings name the bad variable; one line is all an operator needs.
         _fail(str(exc))
     except OperationalError as exc:
-        from p1platform.startup import database_problem
+        from p1platform.startup import connection_failed, database_problem
 
+        if not connection_failed(exc):
+            raise  # a statement failed on an open connection: its traceback helps
         print(f"database error: {database_problem(exc)}", file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as exc:

@@ -50,3 +50,52 @@ class CapacityMonth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.month_start.isoformat()} {self.peak_kw:.3f} kW"
+
+
+class MeterMonthPeak(models.Model):
+    """A month's maximum quarter as the meter itself reported it in its telegram.
+
+    ``closed``: from the meter's 13-month history (0-0:98.1.0), a month the meter has
+    finished; otherwise the running month's 1-0:1.6.0 at ``read_at``. One row per
+    device and month: a repeated read changes nothing (capacity.meter_history).
+    """
+
+    device = models.ForeignKey("telemetry.Device", on_delete=models.CASCADE)
+    month = models.DateField(help_text="The first day of the calendar month.")
+    peak_kw = models.FloatField()
+    peak_ts = models.DateTimeField(null=True)
+    closed = models.BooleanField()
+    read_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "capacity_meter_month"
+        constraints = [
+            models.UniqueConstraint(fields=["device", "month"], name="capacity_meter_month_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.month:%Y-%m} {self.peak_kw:.3f} kW (meter)"
+
+
+class OperatorQuarter(models.Model):
+    """A quarter as the grid operator measured it (the Mijn Fluvius export), kept apart
+    from ours: capacity.fluvius imports it, capacity.reconciliation compares the two."""
+
+    device = models.ForeignKey("telemetry.Device", on_delete=models.CASCADE)
+    bucket = models.DateTimeField(help_text="The quarter's start (UTC).")
+    import_kwh = models.FloatField(help_text="Offtake in the quarter, day and night summed.")
+    kw = models.FloatField(help_text="import_kwh x 4.")
+    status = models.CharField(max_length=40, help_text="The export's validation status.")
+    ean = models.CharField(max_length=18)
+    imported_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "capacity_operator_quarter"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "bucket"], name="capacity_operator_quarter_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.bucket.isoformat()} {self.kw:.3f} kW (operator)"

@@ -224,6 +224,51 @@ def meter_peaks(
     }
 
 
+@dataclass(frozen=True)
+class MonthCounts:
+    """A month's quarters as one table holds them: how many, complete, and its highest."""
+
+    quarters: int
+    complete: int
+    peak_kw: float | None
+    peak_bucket: datetime | None
+
+
+def _months_join(bounds: list[tuple[datetime, datetime]]) -> tuple[str, list[Any]]:
+    months = " UNION ALL ".join(["SELECT %s AS lo, %s AS hi"] * len(bounds))
+    return f"({months}) months", [param(moment) for pair in bounds for moment in pair]
+
+
+def month_counts(
+    device_pk: int, bounds: list[tuple[datetime, datetime]], *, table: str = "capacity_quarter"
+) -> dict[datetime, MonthCounts]:
+    """Per [start, end): the quarters of ``table`` (capacity_quarter, ours, or
+    capacity_operator_quarter, the grid operator's), keyed by start; absent: none. One
+    query for any number of months; the earliest quarter wins a tie for the peak."""
+    if not bounds:
+        return {}
+    months, months_params = _months_join(bounds)
+    complete = f"coverage >= {COMPLETE_COVERAGE}" if table == "capacity_quarter" else "1 = 1"
+    with _db().cursor() as cursor:
+        cursor.execute(
+            "SELECT lo, quarters, complete, kw, bucket FROM ("
+            "  SELECT months.lo, q.kw, q.bucket,"
+            "    count(*) OVER (PARTITION BY months.lo) AS quarters,"
+            f"   count(CASE WHEN {complete} THEN 1 END) OVER (PARTITION BY months.lo) AS complete,"
+            "    ROW_NUMBER() OVER (PARTITION BY months.lo ORDER BY q.kw DESC, q.bucket) AS place"
+            f"  FROM {months} JOIN {table} q"
+            "    ON q.device_id = %s AND q.bucket >= months.lo AND q.bucket < months.hi"
+            ") ranked WHERE place = 1",
+            [*months_params, device_pk],
+        )
+        rows = cursor.fetchall()
+    convert = _datetime_converter()
+    return {
+        convert(lo): MonthCounts(quarters, complete, kw, convert(bucket))
+        for lo, quarters, complete, kw, bucket in rows
+    }
+
+
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:
     """The highest quarter starting in [start, end), e.g. this month before now."""
     with _db().cursor() as cursor:

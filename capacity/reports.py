@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, overload
 from zoneinfo import ZoneInfo
 
-from capacity import queries, rules
+from capacity import provenance, queries, rules, tariffs
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
@@ -67,12 +66,77 @@ class RollingMonth:
     peak_kw: float | None
     billed_kw: float
     missing: bool
+    source: str  # capacity.provenance.SOURCES
+    coverage: float | None
+    counted: bool
+
+    @classmethod
+    def of(cls, figure: provenance.MonthFigure, policy: str) -> RollingMonth:
+        return cls(
+            figure.month,
+            _round(figure.kw),
+            _round(figure.billed_kw),
+            figure.missing,
+            figure.source,
+            _round(figure.coverage),
+            figure.counted(policy),
+        )
 
 
 @dataclass(frozen=True)
 class RollingAverage:
     kw: float
     months: list[RollingMonth]
+    missing_month_policy: str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """A month's figure, its source and every source's own figure (kW)."""
+
+    source: str
+    kw: float | None
+    coverage: float | None
+    measured_kw: float | None
+    meter_reported_kw: float | None
+    meter_closed: bool
+    imported_kw: float | None
+
+    @classmethod
+    def of(cls, f: provenance.MonthFigure) -> Provenance:
+        return cls(
+            f.source,
+            _round(f.kw),
+            _round(f.coverage),
+            _round(f.measured_kw),
+            _round(f.meter_kw),
+            f.meter_closed,
+            _round(f.imported_kw),
+        )
+
+
+@dataclass(frozen=True)
+class Tariff:
+    """The price that applies to the month's year (capacity.tariffs.price_for)."""
+
+    status: str
+    network_area: str | None
+    region: str | None
+    year: int
+    price_eur_per_kw_year: float | None
+    vat_rate: float | None
+
+    @classmethod
+    def of(cls, price: tariffs.Price) -> Tariff:
+        area = price.network_area
+        return cls(
+            price.status,
+            area,
+            None if area is None else tariffs.REGION_OF_AREA.get(area),
+            price.year,
+            None if price.eur_per_kw_year is None else float(price.eur_per_kw_year),
+            None if price.vat_rate is None else float(price.vat_rate),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +160,11 @@ class Cost:
     price_eur_per_kw_year: float
     yearly_eur: float
     monthly_eur: float
+    vat_rate: float | None = None
+    yearly_eur_incl_vat: float | None = None
+    monthly_eur_incl_vat: float | None = None
+    price_source: str = tariffs.OVERRIDE
+    tariff_year: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +211,7 @@ class MonthReport:
     top_quarters: list[Quarter]
     estimated_cost: Cost | None
     register_breaks: list[Break]
+    tariff: Tariff | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +221,9 @@ class MonthTableRow:
     peak_quarter_start: datetime | None
     billed_peak_kw: float
     meter_reported_peak: MeterPeak | None
+    provenance: Provenance | None = None
+    rolling_average_kw: float | None = None
+    estimated_cost: Cost | None = None
 
 
 @dataclass(frozen=True)
@@ -175,11 +248,18 @@ class RegisterBreaks:
     register_breaks: list[Break]
 
 
-def rolling_window(device: Device, month: Month) -> list[rules.MonthPeak]:
-    """Peaks of the 12 months ending with ``month`` (oldest first)."""
-    tz = ZoneInfo(device.timezone)
+def rolling_window(device: Device, month: Month) -> list[provenance.MonthFigure]:
+    """The figures of the 12 months ending with ``month`` (oldest first)."""
     months = [month.shift(-i) for i in range(rules.ROLLING_MONTHS - 1, -1, -1)]
-    return queries.month_peaks(device.pk, [(m, *m.bounds(tz)) for m in months])
+    return provenance.month_figures(device, months)
+
+
+def rolling_average(figures: list[provenance.MonthFigure], policy: str) -> RollingAverage:
+    return RollingAverage(
+        _round(provenance.rolling_average_kw(figures, policy)),
+        [RollingMonth.of(f, policy) for f in figures],
+        policy,
+    )
 
 
 def month_report(device: Device, month: Month) -> MonthReport:
@@ -188,8 +268,10 @@ def month_report(device: Device, month: Month) -> MonthReport:
     quarters = queries.month_quarters(device.pk, start, end, TOP_QUARTERS)
     top = quarters.top
     peak = top[0] if top else None
+    policy = provenance.missing_month_policy()
     window = rolling_window(device, month)
-    average = rules.rolling_average_kw(window)
+    average = provenance.rolling_average_kw(window, policy)
+    price = _price(device, month)
     expected = len(rules.quarter_starts(start, end))
     with_data, complete = quarters.with_data, quarters.complete
     meter_peaks = queries.meter_peaks(device.pk, [(start, end)])
@@ -199,20 +281,24 @@ def month_report(device: Device, month: Month) -> MonthReport:
         timezone=device.timezone,
         peak=None if peak is None else Peak(_round(peak.kw), peak.start, peak.incomplete),
         billed_peak_kw=_round(rules.billed_kw(None if peak is None else peak.kw)),
-        rolling_average=RollingAverage(
-            _round(average),
-            [
-                RollingMonth(p.month, _round(p.peak_kw), _round(p.billed_kw), p.missing)
-                for p in window
-            ],
-        ),
+        rolling_average=rolling_average(window, policy),
         meter_reported_peak=_meter_peak(meter_peaks.get(start)),
         completeness=Completeness(
             expected, with_data, complete, _round(complete / expected if expected else 0.0)
         ),
         top_quarters=[Quarter.of(q) for q in top],
-        estimated_cost=estimated_cost(device.capacity_price_eur_per_kw_year, average),
+        estimated_cost=estimated_cost(price, average),
         register_breaks=[Break.of(b) for b in register_breaks_between(device, start, end)],
+        tariff=None if price is None else Tariff.of(price),
+    )
+
+
+def _price(device: Device, month: Month) -> tariffs.Price | None:
+    return tariffs.price_for(
+        device.network_area,
+        device.capacity_price_eur_per_kw_year,
+        device.social_tariff,
+        month.year,
     )
 
 
@@ -238,16 +324,24 @@ def register_breaks(device: Device, start: datetime | None, end: datetime | None
 
 
 def month_table(device: Device, last: Month, count: int) -> MonthTable:
-    """Peak, billed peak and the meter's own peak of ``count`` months ending with ``last``
-    (newest first): one query for the computed peaks, one for the meter's peaks."""
+    """Peak, billed peak, the meter's own peak, the month's provenance and its cost of
+    ``count`` months ending with ``last`` (newest first). A fixed number of queries
+    whatever ``count``: the computed peaks, the meter's peaks, and the figures of the
+    months and the 11 before the oldest (for each row's 12-month average)."""
     tz = ZoneInfo(device.timezone)
     months = [last.shift(-i) for i in range(count)]
     bounds = [m.bounds(tz) for m in months]
     found = queries.month_rows(device.pk, [start for start, _ in bounds])
     meter_peaks = queries.meter_peaks(device.pk, bounds)
+    policy = provenance.missing_month_policy()
+    span = [last.shift(-i) for i in range(count + rules.ROLLING_MONTHS - 2, -1, -1)]
+    figures = provenance.month_figures(device, span)  # oldest first
     rows = []
-    for month, (start, _) in zip(months, bounds, strict=True):
+    for index, (month, (start, _)) in enumerate(zip(months, bounds, strict=True)):
         row = found.get(start)
+        newest = len(span) - 1 - index
+        window = figures[newest - rules.ROLLING_MONTHS + 1 : newest + 1]
+        average = provenance.rolling_average_kw(window, policy)
         rows.append(
             MonthTableRow(
                 month=month,
@@ -255,17 +349,33 @@ def month_table(device: Device, last: Month, count: int) -> MonthTable:
                 peak_quarter_start=None if row is None else row.peak_bucket,
                 billed_peak_kw=_round(rules.billed_kw(None if row is None else row.peak_kw)),
                 meter_reported_peak=_meter_peak(meter_peaks.get(start)),
+                provenance=Provenance.of(figures[newest]),
+                rolling_average_kw=_round(average),
+                estimated_cost=estimated_cost(_price(device, month), average),
             )
         )
     return MonthTable(device.device_id, device.timezone, rows)
 
 
-def estimated_cost(price: Decimal | None, average_kw: float) -> Cost | None:
-    """Capacity cost at the 12-month average, for a year and per month."""
-    if price is None:
+def estimated_cost(price: tariffs.Price | None, average_kw: float) -> Cost | None:
+    """Capacity cost at the 12-month average, for a year and per month, at the price of
+    the month's own year; None: no price (none set, none published, or no capacity
+    tariff in the region: ``tariff`` says which)."""
+    if price is None or price.eur_per_kw_year is None:
         return None
-    yearly = float(price) * average_kw
-    return Cost(float(price), round(yearly, 2), round(yearly / 12, 2))
+    per_kw = price.eur_per_kw_year
+    yearly = float(per_kw) * average_kw
+    vat = None if price.vat_rate is None else float(price.vat_rate)
+    return Cost(
+        float(per_kw),
+        round(yearly, 2),
+        round(yearly / 12, 2),
+        vat,
+        None if vat is None else round(yearly * (1 + vat), 2),
+        None if vat is None else round(yearly * (1 + vat) / 12, 2),
+        price.status,
+        price.year,
+    )
 
 
 def _meter_peak(found: queries.MeterPeakRow | None) -> MeterPeak | None:
@@ -309,6 +419,8 @@ class QuarterSoFar:
     threshold_kw: float
     headroom_w: float
     exceeds_threshold: bool
+    energy_so_far_kwh: float = 0.0
+    certainly_exceeds_threshold: bool = False
 
 
 @dataclass(frozen=True)
@@ -371,6 +483,8 @@ def realtime(device: Device, now: datetime) -> Realtime:
             threshold_kw=_round(outlook.threshold_kw),
             headroom_w=_round(outlook.headroom_w, 0),
             exceeds_threshold=outlook.exceeds_threshold,
+            energy_so_far_kwh=_round(outlook.energy_so_far_kwh, 6),
+            certainly_exceeds_threshold=outlook.certainly_exceeds,
         ),
         MonthSoFar(month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
     )

@@ -116,9 +116,23 @@ class QuarterOutlook:
     threshold_kw: float
     headroom_w: float
 
+    energy_so_far_kwh: float = 0.0
+
     @property
     def exceeds_threshold(self) -> bool:
         return self.projected_kw > self.threshold_kw
+
+    @property
+    def certainly_exceeds(self) -> bool:
+        """The quarter can no longer end at or below the threshold (see certainly_above)."""
+        return certainly_above(self.energy_so_far_kwh, self.threshold_kw)
+
+
+def certainly_above(energy_so_far_kwh: float, threshold_kw: float) -> bool:
+    """Even at 0 W for the rest of it, the quarter ends above ``threshold_kw``: its energy
+    so far already exceeds a quarter's worth (threshold / 4 kWh). Export never lowers a
+    quarter, so nothing can bring it back."""
+    return energy_so_far_kwh * 4 > threshold_kw
 
 
 def quarter_outlook(
@@ -143,4 +157,4 @@ def quarter_outlook(
         headroom = (allowed_kwh / remaining_h - present_kw) * 1000
     else:
         headroom = 0.0
-    return QuarterOutlook(average_so_far, projected, threshold, headroom)
+    return QuarterOutlook(average_so_far, projected, threshold, headroom, energy_so_far_kwh)

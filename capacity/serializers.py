@@ -13,7 +13,7 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 
-from capacity import reports, rules
+from capacity import provenance, reports, rules, tariffs
 from capacity.rules import Month
 from telemetry import segments
 from telemetry.models import RegisterBreak
@@ -106,16 +106,84 @@ class PeakSerializer(AnswerSerializer):
     incomplete = serializers.BooleanField()
 
 
+SOURCE_HELP = (
+    "Where the month's figure comes from, by precedence: imported (the grid operator's "
+    "quarters, covering at least 90% of the month), meter-reported (the meter's own "
+    "maximum: a month it closed, 0-0:98.1.0, before ours; its running 1-0:1.6.0 only "
+    "when we measured nothing), measured (computed from our samples), or missing."
+)
+
+
+def source_field() -> serializers.Field:
+    return choice_field(list(provenance.SOURCES), help_text=SOURCE_HELP)
+
+
 class RollingMonthSerializer(AnswerSerializer):
     month = month_field()
-    peak_kw = kw(allow_null=True)
+    peak_kw = kw(allow_null=True, help_text="The month's figure (kW) from its source.")
     billed_kw = kw()
     missing = serializers.BooleanField()
+    # A serializer is itself a Field, whose ``source`` attribute the stubs type; the
+    # metaclass takes declared fields out of the class, so the name is free at run time.
+    source = source_field()  # type: ignore[assignment]
+    coverage = Number(
+        allow_null=True,
+        help_text="Share of the month's quarters our samples cover completely; null: none.",
+    )
+    counted = serializers.BooleanField(
+        help_text="Counts in the average (a missing month does only under the floor policy)."
+    )
 
 
 class RollingAverageSerializer(AnswerSerializer):
     kw = kw()
     months = RollingMonthSerializer(many=True)
+    missing_month_policy = choice_field(
+        [provenance.FLOOR, provenance.EXCLUDE],
+        help_text=(
+            "CAPACITY_MISSING_MONTH: floor, a month without any figure counts 2.5 kW; "
+            "exclude, it is left out of the average."
+        ),
+    )
+
+
+class ProvenanceSerializer(AnswerSerializer):
+    """The month's figure, its source, and each source's own figure."""
+
+    # A serializer is itself a Field, whose ``source`` attribute the stubs type; the
+    # metaclass takes declared fields out of the class, so the name is free at run time.
+    source = source_field()  # type: ignore[assignment]
+    measured_kw = kw(allow_null=True)
+    meter_reported_kw = kw(allow_null=True, help_text="From the meter's telegram.")
+    meter_closed = serializers.BooleanField(help_text="The meter has closed the month.")
+    imported_kw = kw(allow_null=True, help_text="The grid operator's highest quarter.")
+    kw = kw(allow_null=True, help_text="The month's figure (kW) from its source.")
+    coverage = Number(allow_null=True)
+
+
+class TariffSerializer(AnswerSerializer):
+    """The capacity price for the month's year; null: no area and no price set."""
+
+    status = choice_field(
+        [
+            tariffs.TABLE,
+            tariffs.OVERRIDE,
+            tariffs.SOCIAL,
+            tariffs.NO_CAPACITY_TARIFF,
+            tariffs.UNPRICED,
+        ],
+        help_text=(
+            "table: the area's published price of that year; override: the device's own "
+            "price; social-tariff: exempt; no-capacity-tariff: Wallonia or Brussels, "
+            "which bill households no measured peak; unpriced: no published price found "
+            "for that year."
+        ),
+    )
+    network_area = serializers.CharField(allow_null=True)
+    region = serializers.CharField(allow_null=True)
+    year = serializers.IntegerField()
+    price_eur_per_kw_year = Number(allow_null=True, help_text="Excl. VAT.")
+    vat_rate = Number(allow_null=True)
 
 
 class CompletenessSerializer(AnswerSerializer):
@@ -126,11 +194,16 @@ class CompletenessSerializer(AnswerSerializer):
 
 
 class CostSerializer(AnswerSerializer):
-    """At the 12-month average; null: the device has no price."""
+    """At the 12-month average and the month's own year's price; null: no price."""
 
-    price_eur_per_kw_year = Number()
-    yearly_eur = Number()
-    monthly_eur = Number()
+    price_eur_per_kw_year = Number(help_text="Excl. VAT.")
+    yearly_eur = Number(help_text="Excl. VAT.")
+    monthly_eur = Number(help_text="Excl. VAT.")
+    vat_rate = Number(allow_null=True)
+    yearly_eur_incl_vat = Number(allow_null=True)
+    monthly_eur_incl_vat = Number(allow_null=True)
+    price_source = choice_field([tariffs.TABLE, tariffs.OVERRIDE, tariffs.SOCIAL])
+    tariff_year = serializers.IntegerField(allow_null=True)
 
 
 class MonthReportSerializer(AnswerSerializer):
@@ -147,6 +220,7 @@ class MonthReportSerializer(AnswerSerializer):
     register_breaks = RegisterBreakSerializer(
         many=True, help_text="Register breaks whose new segment starts in the month."
     )
+    tariff = TariffSerializer(allow_null=True)
 
 
 class MonthTableRowSerializer(AnswerSerializer):
@@ -155,12 +229,46 @@ class MonthTableRowSerializer(AnswerSerializer):
     peak_quarter_start = LocalDateTimeField(allow_null=True)
     billed_peak_kw = kw()
     meter_reported_peak = MeterPeakSerializer(allow_null=True)
+    provenance = ProvenanceSerializer()
+    rolling_average_kw = kw(help_text="The 12-month average ending with this month.")
+    estimated_cost = CostSerializer(allow_null=True)
 
 
 class MonthTableSerializer(AnswerSerializer):
     device_id = serializers.CharField()
     timezone = serializers.CharField()
     months = MonthTableRowSerializer(many=True, help_text="Newest first.")
+
+
+class QuarterDifferenceSerializer(AnswerSerializer):
+    start = LocalDateTimeField()
+    ours_kw = kw()
+    operator_kw = kw()
+    difference_kw = kw(help_text="ours - operator.")
+
+
+class MonthReconciliationSerializer(AnswerSerializer):
+    month = month_field()
+    our_peak_kw = kw(allow_null=True)
+    our_peak_quarter_start = LocalDateTimeField(allow_null=True)
+    operator_peak_kw = kw(allow_null=True, help_text="The operator's highest imported quarter.")
+    operator_peak_quarter_start = LocalDateTimeField(allow_null=True)
+    quarters_both = serializers.IntegerField(help_text="Quarters both sides have.")
+    largest_difference = QuarterDifferenceSerializer(
+        allow_null=True, help_text="Of the quarters both have, the one that differs most."
+    )
+    only_ours = serializers.IntegerField(help_text="Quarters we have and the operator lacks.")
+    only_operator = serializers.IntegerField(help_text="Quarters the operator has, we lack.")
+    only_ours_first = serializers.ListField(
+        child=LocalDateTimeField(), help_text="The first few of them (quarter starts)."
+    )
+    only_operator_first = serializers.ListField(child=LocalDateTimeField())
+
+
+class ReconciliationSerializer(AnswerSerializer):
+    device_id = serializers.CharField()
+    timezone = serializers.CharField()
+    months = MonthReconciliationSerializer(many=True, help_text="Newest first.")
 
 
 class DayQuartersSerializer(AnswerSerializer):
@@ -193,6 +301,13 @@ class QuarterSoFarSerializer(AnswerSerializer):
     threshold_kw = kw()
     headroom_w = Number()
     exceeds_threshold = serializers.BooleanField()
+    energy_so_far_kwh = Number(help_text="Import energy of the quarter so far.")
+    certainly_exceeds_threshold = serializers.BooleanField(
+        help_text=(
+            "The peak is certainly broken: the energy so far already exceeds threshold / 4 "
+            "kWh, so the quarter ends above the threshold whatever happens next."
+        )
+    )
 
 
 class MonthSoFarSerializer(AnswerSerializer):

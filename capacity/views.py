@@ -6,12 +6,20 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from capacity import reports
+from capacity.meter_history import (
+    MeterHistoryResultSerializer,
+    MeterHistorySerializer,
+    flat_errors,
+    store_meter_history,
+)
 from capacity.realtime import cached_realtime, realtime_cache_key, with_age
+from capacity.reconciliation import reconcile
 from capacity.rules import Month
 from capacity.serializers import (
     MONTH_PATH_PARAM,
@@ -22,14 +30,17 @@ from capacity.serializers import (
     MonthTableSerializer,
     QuartersQuery,
     RealtimeSerializer,
+    ReconciliationSerializer,
     RegisterBreaksQuery,
     RegisterBreaksSerializer,
 )
 from p1common.openapi import READ_ERRORS, problems
 from p1common.replica import replica_reads
 from telemetry.access import ReadViewSet
-from telemetry.models import Device
+from telemetry.auth import HasIngestScope
+from telemetry.models import Device, DeviceToken
 from telemetry.openapi import DEVICE_ID_PARAM
+from telemetry.views import decode_batch
 
 
 class RealtimeViewSet(ReadViewSet):
@@ -88,6 +99,25 @@ class CapacityViewSet(ReadViewSet):
         return Response(MonthTableSerializer(table).data)
 
     @extend_schema(
+        operation_id="capacity_reconciliation",
+        summary="Our quarters against the grid operator's imported ones, per month",
+        description=(
+            "Per month, newest first: our peak and the operator's (from an imported Mijn "
+            "Fluvius export, manage.py import_fluvius), the largest difference of a quarter "
+            "both have, and the quarters one side lacks."
+        ),
+        parameters=[DEVICE_ID_PARAM, MonthsQuery],
+        responses={200: ReconciliationSerializer, **problems(*READ_ERRORS)},
+    )
+    @action(detail=False)
+    def reconciliation(self, request: Request) -> Response:
+        device, query = self.read(request, MonthsQuery)
+        last = query.get("end") or Month.of(timezone.now(), ZoneInfo(device.timezone))
+        with replica_reads():
+            found = reconcile(device, last, query["count"])
+        return Response(ReconciliationSerializer(found).data)
+
+    @extend_schema(
         operation_id="capacity_quarters",
         summary="Every quarter of a local day",
         parameters=[DEVICE_ID_PARAM, QuartersQuery],
@@ -117,3 +147,34 @@ class CapacityViewSet(ReadViewSet):
         with replica_reads():
             found = reports.register_breaks(device, query.get("start"), query.get("end"))
         return Response(RegisterBreaksSerializer(found).data)
+
+
+class MeterHistoryViewSet(viewsets.ViewSet):
+    """POST the meter's own monthly maxima read from its telegram; a repeat changes nothing."""
+
+    permission_classes = [HasIngestScope]
+
+    @extend_schema(
+        operation_id="meter_history",
+        summary="Store the meter's 13-month history of monthly maxima",
+        description=(
+            "What the edge read from the meter's telegram: the closed months of "
+            "0-0:98.1.0 and the running month's 1-0:1.6.0. Kept per device and month; "
+            "a month's provenance is then meter-reported (see /v1/capacity/month)."
+        ),
+        request=MeterHistorySerializer,
+        auth=[{"deviceToken": []}],  # type: ignore[list-item]  # see telemetry.views
+        responses={200: MeterHistoryResultSerializer, **problems(400, 401, 403, 415, 429, 503)},
+    )
+    def create(self, request: Request) -> Response:
+        token = request.auth
+        if not isinstance(token, DeviceToken):  # cannot happen: HasIngestScope let it in
+            raise exceptions.NotAuthenticated()
+        body = MeterHistorySerializer(data=decode_batch(request))
+        if not body.is_valid():
+            raise serializers.ValidationError(flat_errors(body.errors))
+        device_id = body.validated_data.get("device_id")
+        if device_id is not None and device_id != token.device.device_id:
+            raise exceptions.PermissionDenied("device_id names another device than the token's.")
+        result = store_meter_history(token.device, body.validated_data)
+        return Response(MeterHistoryResultSerializer(result).data)

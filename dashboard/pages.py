@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 
+from peakguard.models import PeakGuard
 from telemetry.models import Device
 
 if TYPE_CHECKING:
@@ -54,11 +55,19 @@ def page_config(device: Device, now: datetime, day: str | None = None) -> dict:
         "month": f"{local.year:04d}-{local.month:02d}",
         "live_refresh_ms": LIVE_REFRESH_MS,
         "month_table_months": MONTH_TABLE_MONTHS,
+        "target_kw": _target_kw(device),
         "api": {
             "realtime": "/v1/realtime",
             "month": "/v1/capacity/month/",
             "months": "/v1/capacity/months",
+            "reconciliation": "/v1/capacity/reconciliation",
             "quarters": "/v1/capacity/quarters",
             "series": "/v1/series",
         },
     }
+
+
+def _target_kw(device: Device) -> float | None:
+    """The household's own goal for the month's peak (its peak guard), if it set one."""
+    guard = PeakGuard.objects.filter(device=device, enabled=True).first()
+    return None if guard is None else guard.target_kw

@@ -251,6 +251,18 @@ class HomeWizardClient:
         path = "/api/measurement" if api == "v2" else "/api/v1/data"
         return Reading(api=api, payload=self._get_json(api, path))
 
+    def telegram(self) -> str:
+        """The latest raw DSMR telegram (text/plain): ``/api/telegram`` on v2,
+        ``/api/v1/telegram`` on v1 (api-documentation.homewizard.com, docs/v2/telegram
+        and docs/v1/telegram). A dongle that has received none answers 503."""
+        api = self.api
+        path = "/api/telegram" if api == "v2" else "/api/v1/telegram"
+        response = self._send("GET", api, path)
+        try:
+            return response.content.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise MeterProtocolError(f"{self.config.host}: telegram is not ASCII") from exc
+
     def create_user(self, name: str) -> str:
         """POST /api/user (v2): the new token, or ButtonNotPressed until the button is."""
         response = self._send("POST", "v2", "/api/user", json={"name": name}, auth=False)

@@ -24,6 +24,7 @@ _J_PER_KWH = 3_600_000.0
 _COARSE_STEP_S = 10  # integration step when catching up over long gaps
 _PREROLL_STEP_S = 300  # month-so-far pre-roll: three steps per quarter is enough
 _MASK64 = (1 << 64) - 1
+HISTORY_MONTHS = 13  # what a Fluvius meter keeps of 0-0:98.1.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Telegram:
     gas_second: int
     water_m3: float = 0.0
     meter: int = 0  # 0 for the first meter, +1 at each swap (see MeterModel.swap_meter)
+    # The meter's closed months (0-0:98.1.0), oldest first: ((year, month), peak W, the
+    # UTC second its quarter ended). A Fluvius meter keeps 13.
+    monthly_peak_history: tuple[tuple[tuple[int, int], float, int], ...] = ()
 
     @property
     def moment(self) -> datetime:
@@ -178,6 +182,7 @@ class MeterModel:
     _peak_month: tuple[int, int] = field(init=False)
     _water_base: float = field(init=False)
     _meter: int = field(init=False, default=0)
+    _history: list[tuple[tuple[int, int], float, int]] = field(init=False)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)  # noqa: S311 - reproducible, not secret
@@ -191,6 +196,7 @@ class MeterModel:
         self._quarter_start = month_start - month_start % QUARTER_S
         self._import_at_quarter = sum(self._import)
         self._peak_month = self._month_of(month_start)
+        self._history = self._earlier_months(month_start)
         # Run the month so far coarsely, so the meter starts with a plausible peak.
         self._advance(self.start_second, step=_PREROLL_STEP_S)
 
@@ -225,6 +231,7 @@ class MeterModel:
             # A water meter reports with the gas period; a steady flow is enough here.
             water_m3=round(self._water_base + self._gas_reported[1] * WATER_M3_PER_DAY / 86400, 3),
             meter=self._meter,
+            monthly_peak_history=tuple(self._history),
         )
 
     @property
@@ -243,6 +250,7 @@ class MeterModel:
         self._export = [0.0, 0.0]
         self._import_at_quarter = 0.0
         self._peak = None
+        self._history = []  # the history is the meter's: a new one starts without
 
     def _advance(self, until: int, *, step: int) -> None:
         second = self._second
@@ -275,13 +283,37 @@ class MeterModel:
         average_w = (total - self._import_at_quarter) * _J_PER_KWH / QUARTER_S
         month = self._month_of(self._quarter_start)
         if month != self._peak_month:
-            self._peak, self._peak_month = None, month
+            self._close_month(month)
         if self._peak is None or average_w > self._peak[0]:
             # Like a real meter, the peak is stamped when its quarter closes.
             self._peak = (average_w, boundary)
         self._quarter_start, self._import_at_quarter = boundary, total
         if self._month_of(boundary) != self._peak_month:
-            self._peak, self._peak_month = None, self._month_of(boundary)
+            self._close_month(self._month_of(boundary))
+
+    def _close_month(self, new_month: tuple[int, int]) -> None:
+        """The month's maximum joins the history (at most 13 months) and a new one starts."""
+        if self._peak is not None:
+            self._history = [*self._history, (self._peak_month, *self._peak)][-HISTORY_MONTHS:]
+        self._peak, self._peak_month = None, new_month
+
+    def _earlier_months(self, month_start: int) -> list[tuple[tuple[int, int], float, int]]:
+        """13 plausible earlier maxima, each on a winter or summer evening quarter.
+
+        Their own generator: the registers and the load keep the draws they had.
+        """
+        rng = random.Random(self.seed ^ 0x5EED)  # noqa: S311 - reproducible, not secret
+        local = datetime.fromtimestamp(month_start, self.tz)
+        months: list[tuple[tuple[int, int], float, int]] = []
+        for back in range(HISTORY_MONTHS, 0, -1):
+            index = local.year * 12 + local.month - 1 - back
+            year, month = index // 12, index % 12 + 1
+            day = rng.randint(1, 28)
+            quarter_end = datetime(year, month, day, 18, 15 * rng.randint(1, 3), tzinfo=self.tz)
+            months.append(
+                ((year, month), round(rng.uniform(2200.0, 7800.0), 1), int(quarter_end.timestamp()))
+            )
+        return months
 
     def _month_of(self, second: int) -> tuple[int, int]:
         local = datetime.fromtimestamp(second, self.tz)

@@ -292,6 +292,21 @@ def _crc16(text: str) -> str:
     return f"{crc:04X}"
 
 
+def _history_line(t: Telegram, tz: ZoneInfo) -> str:
+    """0-0:98.1.0 as TELEGRAM_FLUVIUS_V171_ALT in ndokter/dsmr_parser's test telegrams
+    prints it: the count, the two capture objects, then per month (00:00 on the first
+    of the next month, when its maximum's quarter ended, the maximum), oldest first."""
+    parts = [f"({len(t.monthly_peak_history)})(1-0:1.6.0)(1-0:1.6.0)"]
+    for (year, month), peak_w, second in t.monthly_peak_history:
+        nxt_year, nxt_month = (year + 1, 1) if month == 12 else (year, month + 1)
+        closes = int(datetime(nxt_year, nxt_month, 1, tzinfo=tz).timestamp())
+        parts.append(
+            f"({_dsmr_stamp(closes, tz)})({_dsmr_stamp(second, tz)})"
+            f"({_peak_watts(peak_w) / 1000:06.3f}*kW)"
+        )
+    return "0-0:98.1.0" + "".join(parts)
+
+
 def dsmr_telegram(t: Telegram, tz: ZoneInfo, unique_id: str, profile: Profile, stamp: Stamp) -> str:
     """The telegram behind the answers above, as the meter sent it to the dongle."""
     if stamp.local is None:
@@ -310,6 +325,8 @@ def dsmr_telegram(t: Telegram, tz: ZoneInfo, unique_id: str, profile: Profile, s
         lines.append(
             f"1-0:1.6.0({_dsmr_stamp(t.monthly_power_peak_second, tz)})({peak_kw:06.3f}*kW)"
         )
+    if t.monthly_peak_history:
+        lines.append(_history_line(t, tz))
     watts, volts, amps = _phases(t, profile)
     total = _watts(t.power_w)
     lines.append(f"1-0:1.7.0({max(total, 0) / 1000:06.3f}*kW)")

@@ -87,6 +87,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE state ADD COLUMN acknowledged_ts_us INTEGER",
         "ALTER TABLE state ADD COLUMN acknowledged_sample TEXT",
     ),
+    (
+        # The meter's own monthly maxima from its latest telegram read (edgeclient.history):
+        # kept until the server acknowledged that read; a newer read replaces an older one
+        # (the meter's history holds all the older one did).
+        """CREATE TABLE meter_history (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            body TEXT NOT NULL,
+            read_at TEXT NOT NULL,
+            sent_at REAL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_S = 30.0
@@ -436,6 +447,28 @@ class Spool:
             "meter_changed_at = ?, meter_changes = meter_changes + 1 WHERE id = 1",
             (unique_id, self._clock()),
         )
+
+    def put_meter_history(self, body: dict[str, Any]) -> None:
+        """Spool one telegram read (a p1wire.meter_history_payload) for upload."""
+        self._db.execute(
+            "INSERT INTO meter_history (id, body, read_at, sent_at) VALUES (1, ?, ?, NULL) "
+            "ON CONFLICT (id) DO UPDATE SET body = excluded.body, read_at = excluded.read_at, "
+            "sent_at = NULL",
+            (json.dumps(body, separators=(",", ":")), body["read_at"]),
+        )
+
+    def pending_meter_history(self) -> dict[str, Any] | None:
+        """The read the server has not acknowledged yet; None: none."""
+        row = self._db.execute("SELECT body FROM meter_history WHERE sent_at IS NULL").fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def meter_history_sent(self, read_at: str) -> bool:
+        """The server acknowledged the read of ``read_at``; a newer read stays pending."""
+        cursor = self._db.execute(
+            "UPDATE meter_history SET sent_at = ? WHERE read_at = ? AND sent_at IS NULL",
+            (self._clock(), read_at),
+        )
+        return cursor.rowcount == 1
 
     def meter_identity(self) -> str | None:
         return self._db.execute("SELECT meter_unique_id FROM state").fetchone()[0]

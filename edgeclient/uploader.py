@@ -33,7 +33,7 @@ import httpx
 
 import p1wire as wire
 from edgeclient.backoff import parse_retry_after, retry_delay
-from edgeclient.config import EdgeConfig, ingest_endpoint
+from edgeclient.config import INGEST_PATH, EdgeConfig, ingest_endpoint
 from edgeclient.spool import Pending, Spool
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class IngestClient:
     ) -> None:
         # Config resolved it already; a direct caller gets the same rule and resolution.
         self.url = ingest_endpoint(url)
+        self.meter_history_url = self.url.removesuffix(INGEST_PATH) + wire.METER_HISTORY_PATH
         self._host = urlsplit(self.url).netloc
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -149,9 +150,15 @@ class IngestClient:
         self.close()
 
     def post_batch(self, samples: list[dict[str, Any]]) -> httpx.Response:
-        body = json.dumps(wire.batch_payload(samples), separators=(",", ":"), allow_nan=False)
+        return self._post(self.url, wire.batch_payload(samples))
+
+    def post_meter_history(self, body: dict[str, Any]) -> httpx.Response:
+        return self._post(self.meter_history_url, body)
+
+    def _post(self, url: str, payload: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
         try:
-            return self._http.post(self.url, content=body.encode(), headers=self._headers)
+            return self._http.post(url, content=body.encode(), headers=self._headers)
         except httpx.TimeoutException as exc:
             raise ServerTimeout(f"{self._host}: no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -313,6 +320,30 @@ def _problem_detail(response: httpx.Response) -> str:
 def _problem_errors(response: httpx.Response) -> list[dict[str, Any]]:
     errors = _problem(response).get("errors")
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def upload_meter_history(spool: Spool, client: IngestClient) -> bool | None:
+    """Send the spooled telegram read, if any: True acknowledged, False to try again
+    later, None nothing pending. A body the server refuses (4xx other than 408/429) is
+    logged and let go: the meter still holds those months, the next read sends them."""
+    body = spool.pending_meter_history()
+    if body is None:
+        return None
+    try:
+        response = client.post_meter_history(body)
+    except UploadError as exc:
+        logger.debug("meter history not sent: %s", exc)
+        return False
+    status = response.status_code
+    if status == 200:
+        spool.meter_history_sent(body["read_at"])
+        return True
+    if 400 <= status < 500 and status not in (408, 429):
+        logger.warning(
+            "server refused the meter history (HTTP %d): %s", status, response.text[:200]
+        )
+        spool.meter_history_sent(body["read_at"])
+    return False
 
 
 class Uploader:

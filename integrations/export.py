@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import p1wire as wire
-from capacity import queries, reports, rules
+from capacity import provenance, queries, reports, rules
 from capacity.rules import Month
 from p1common.replica import replica_reads
 from telemetry.models import Device, RegisterBreak, Sample
@@ -200,15 +200,15 @@ def month_rows(device: Device, start: datetime, end: datetime) -> Iterator[tuple
             bucket["start"]: bucket
             for bucket in series(device.pk, "1mo", range_start, range_end, tz)
         }
-    history = [
-        rules.MonthPeak(m, peaks[starts[m]].peak_kw if starts[m] in peaks else None) for m in window
-    ]
+        # Each month's figure by its provenance, as the month answer counts it.
+        history = provenance.month_figures(device, window)
+    policy = provenance.missing_month_policy()
     offset = len(window) - len(months)
     for i, month in enumerate(months):
         month_start = starts[month]
         row = peaks.get(month_start)
-        average = rules.rolling_average_kw(
-            history[i + offset + 1 - rules.ROLLING_MONTHS : i + offset + 1]
+        average = provenance.rolling_average_kw(
+            history[i + offset + 1 - rules.ROLLING_MONTHS : i + offset + 1], policy
         )
         meter_peak = meter.get(month_start)
         bucket = energy.get(month_start.astimezone(tz).isoformat(), {})

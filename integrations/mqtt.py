@@ -48,7 +48,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from capacity import reports, rules
+from capacity import provenance, reports
 from capacity.realtime import cached_realtime
 from capacity.rules import Month
 from capacity.serializers import RealtimeSerializer
@@ -313,7 +313,9 @@ def state_payload(
         "month": month.get("month"),
         "month_peak_kw": month.get("peak_so_far_kw"),
         "month_billed_peak_kw": month.get("billed_peak_so_far_kw"),
-        "rolling_average_kw": round(rules.rolling_average_kw(window), 3),
+        "rolling_average_kw": round(
+            provenance.rolling_average_kw(window, provenance.missing_month_policy()), 3
+        ),
         "peak_guard": peak_guard_state(device, now),
         "peak_warning": "ON" if quarter.get("exceeds_threshold") else "OFF",
     }

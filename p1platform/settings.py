@@ -57,6 +57,9 @@ USE_TZ = True
 USE_I18N = False
 LANGUAGE_CODE = "en"
 DEFAULT_DEVICE_TIMEZONE = env_str("DEFAULT_DEVICE_TIMEZONE", "Europe/Brussels")
+# What a month without any figure counts in the 12-month average (capacity.provenance):
+# "floor" 2.5 kW (flagged), or "exclude" (the average of the months that have one).
+CAPACITY_MISSING_MONTH = env_choice("CAPACITY_MISSING_MONTH", ("floor", "exclude"), "floor")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOG_LEVEL = env_choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper()

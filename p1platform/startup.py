@@ -4,6 +4,8 @@ is one line naming DATABASE_URL and what to do, not a page of traceback."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 # Seconds gunicorn's start-up check waits for PostgreSQL (the settings' connect_timeout).
@@ -19,29 +21,61 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def connect_params(url: str) -> dict[str, Any]:
+    """psycopg's connection keywords for a postgres:// DATABASE_URL, exactly as the
+    settings build them (every libpq option of the URL's query kept: sslmode,
+    sslrootcert, ...), without psycopg's own prepare_threshold."""
+    from p1common.env import database_from_url
+
+    db = database_from_url("DATABASE_URL", url, sqlite_default=Path("unused"))
+    options = {k: v for k, v in db["OPTIONS"].items() if k != "prepare_threshold"}
+    options["connect_timeout"] = CONNECT_TIMEOUT_S
+    named = {
+        "dbname": db["NAME"],
+        "user": db["USER"],
+        "password": db["PASSWORD"],
+        "host": db["HOST"],
+        "port": db["PORT"],
+    }
+    return {**{k: v for k, v in named.items() if v}, **options}
+
+
+def _what_to_do(url: str) -> str:
+    """Ask the server rather than read its message: when the same credentials open its
+    maintenance database, the server is up; then the catalogue says whether ours exists."""
+    import psycopg
+
+    params = connect_params(url)
+    name = params.get("dbname", "")
+    host, port = params.get("host", "localhost"), params.get("port", 5432)
+    try:
+        with psycopg.connect(**{**params, "dbname": "postgres"}) as probe:
+            exists = probe.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            found = exists.fetchone() is not None
+    except psycopg.Error:
+        return (
+            f"is PostgreSQL running and reachable at {host}:{port}, and are the user and "
+            "password right? Fix DATABASE_URL, or unset it for the embedded SQLite file"
+        )
+    if not found:
+        return (
+            f"the database does not exist: create it (createdb -h {host} -p {port} "
+            f"-U {params.get('user', 'postgres')} {name}), then manage.py migrate"
+        )
+    return "the server refused this database: check the user's rights on it in DATABASE_URL"
+
+
 def database_problem(exc: BaseException, url: str | None = None) -> str:
     """One line for a database that refused or could not be reached."""
     url = os.environ.get("DATABASE_URL", "") if url is None else url
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
     reason = reason.rsplit("FATAL:", 1)[-1].strip()  # libpq's prefix, host and port
-    if not url:
+    if not url or url.startswith("sqlite"):
         return (
             f"the embedded SQLite database cannot be opened ({reason}): check DATA_DIR, "
             "or set DATABASE_URL=postgres://user@host:5432/name"
         )
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if "does not exist" in reason and "database" in reason:
-        todo = (
-            f"create it (createdb -h {parts.hostname} -p {parts.port or 5432} "
-            f"-U {parts.username or 'postgres'} {name}), then manage.py migrate"
-        )
-    else:
-        todo = (
-            f"is PostgreSQL running and reachable at {parts.hostname}:{parts.port or 5432}? "
-            "Fix DATABASE_URL, or unset it for the embedded SQLite file"
-        )
-    return f"DATABASE_URL={shown_url(url)}: {reason}; {todo}"
+    return f"DATABASE_URL={shown_url(url)}: {reason}; {_what_to_do(url)}"
 
 
 def check_database() -> str | None:
@@ -52,12 +86,29 @@ def check_database() -> str | None:
         return None
     import psycopg
 
-    conninfo = url.split("?", 1)[0]
     try:
-        psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S).close()
+        psycopg.connect(**connect_params(url)).close()
     except psycopg.Error as exc:
         return database_problem(exc, url)
     return None
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Whether a database error (Django's, caused by the driver's) came from opening a
+    connection (an unreachable or missing database) rather than from a statement on an
+    open one (a timeout, a deadlock), by the driver's error codes: a PostgreSQL server
+    answers a statement with an SQLSTATE, while a connection that never opened has none;
+    SQLite says SQLITE_CANTOPEN."""
+    import sqlite3
+
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.OperationalError):
+        return cause.sqlite_errorcode == sqlite3.SQLITE_CANTOPEN
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None
 
 
 def port_problem(port_text: str, host: str = "127.0.0.1") -> str | None:

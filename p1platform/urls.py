@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
-from capacity.views import CapacityViewSet, RealtimeViewSet
+from capacity.views import CapacityViewSet, MeterHistoryViewSet, RealtimeViewSet
 from dashboard import views as dashboard_views
 from dashboard.csp import with_csp
 from integrations.metrics import metrics_view
@@ -15,6 +15,7 @@ from telemetry.views import IngestViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("ingest", IngestViewSet, basename="ingest")
+router.register("meter-history", MeterHistoryViewSet, basename="meter-history")
 router.register("devices", DeviceViewSet, basename="devices")
 router.register("realtime", RealtimeViewSet, basename="realtime")
 router.register("series", SeriesViewSet, basename="series")

@@ -71,3 +71,30 @@ def batch_payload(samples: list[dict[str, Any]], device_id: str | None = None) -
     if device_id is not None:
         body["device_id"] = device_id
     return body
+
+
+# The meter's own monthly maxima, read from its raw telegram (edgeclient.telegram):
+# POST {server}/v1/meter-history. Not samples: one body per read, keyed on the server by
+# (device, month), so a repeated or retried body changes nothing.
+METER_HISTORY_PATH: Final = "/v1/meter-history"
+# A Fluvius meter keeps 13 closed months; the running month comes on top.
+METER_HISTORY_MAX_MONTHS: Final = 14
+
+
+def meter_history_payload(
+    read_at: str,
+    months: list[dict[str, Any]],
+    current: dict[str, Any] | None = None,
+    device_id: str | None = None,
+) -> dict:
+    """The JSON body of one POST /v1/meter-history.
+
+    ``read_at``: when the telegram was read (ISO 8601 with an offset). ``months``: the
+    closed months of 0-0:98.1.0, each ``{"month": "YYYY-MM", "peak_kw": float,
+    "peak_ts": ISO 8601 or null}``. ``current``: the running month's 1-0:1.6.0 in the
+    same form, or null.
+    """
+    body: dict[str, Any] = {"read_at": read_at, "months": months, "current": current}
+    if device_id is not None:
+        body["device_id"] = device_id
+    return body

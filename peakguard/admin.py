@@ -19,7 +19,7 @@ class PeakGuardInline(admin.StackedInline):
     model = PeakGuard
     extra = 0
     max_num = 1
-    fields = ("webhook_url", "threshold_kw", "enabled")
+    fields = ("webhook_url", "threshold_kw", "target_kw", "enabled")
     verbose_name = "peak guard webhook"
 
 
@@ -33,7 +33,7 @@ class DeviceWithPeakGuardAdmin(DeviceAdmin):
 
 @admin.register(PeakGuard)
 class PeakGuardAdmin(admin.ModelAdmin):
-    list_display = ("device", "webhook_url", "threshold_kw", "enabled")
+    list_display = ("device", "webhook_url", "threshold_kw", "target_kw", "enabled")
     list_filter = ("enabled",)
     search_fields = ("device__device_id", "device__name", "webhook_url")
     autocomplete_fields = ("device",)
@@ -44,13 +44,14 @@ class PeakAlertAdmin(admin.ModelAdmin):
     list_display = (
         "device",
         "quarter_start",
+        "kind",
         "projected_kw",
         "threshold_kw",
         "state",
         "attempts",
         "delivered_at",
     )
-    list_filter = ("delivered_at", "gave_up_at")
+    list_filter = ("kind", "delivered_at", "gave_up_at")
     search_fields = ("device__device_id",)
     date_hierarchy = "quarter_start"
 

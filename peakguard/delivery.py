@@ -91,6 +91,8 @@ def payload(alert: PeakAlert, sent_at: datetime) -> dict:
         "threshold_kw": alert.threshold_kw,
         "month_peak_kw": alert.month_peak_kw,
         "sent_at": sent_at.astimezone(tz).isoformat(),
+        "kind": alert.kind,
+        "target_kw": alert.target_kw,
     }
 
 

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from capacity import reports
+from capacity import reports, rules
 from peakguard import delivery
 from peakguard.models import PeakAlert, PeakGuard
 from telemetry.pipeline import StoredBatch
@@ -65,9 +65,13 @@ def check_safely(device_pk: int, now: datetime) -> None:
 
 
 def check(device_pk: int, now: datetime) -> PeakAlert | None:
-    """Raise the alert for the current quarter if its projection crosses the threshold.
+    """Raise the current quarter's alerts: ``projected`` once its projection crosses the
+    threshold, ``broken`` once it can no longer end below it (capacity.rules.
+    certainly_above). The threshold: the guard's own, else the household's target
+    peak, else the month's billed peak so far.
 
-    Returns the alert when this call created it, None otherwise.
+    Returns the alert this call created (the projected one when it made both), None
+    when it made none.
     """
     guard = (
         PeakGuard.objects.select_related("device").filter(device_id=device_pk, enabled=True).first()
@@ -79,7 +83,12 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
         # Also after a restart: undelivered rows of this device are picked up.
         delivery.worker.ensure_started()
     quarter_start = current_quarter_start(now)
-    if PeakAlert.objects.filter(device_id=device_pk, quarter_start=quarter_start).exists():
+    raised = set(
+        PeakAlert.objects.filter(device_id=device_pk, quarter_start=quarter_start).values_list(
+            "kind", flat=True
+        )
+    )
+    if raised >= {PeakAlert.PROJECTED, PeakAlert.BROKEN}:
         return None
     outlook = reports.realtime(guard.device, now)
     quarter, month = outlook.quarter, outlook.month
@@ -87,17 +96,46 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
         return None  # no sample yet (reports.Realtime sets both or neither)
     if quarter.start != quarter_start:
         return None  # the latest sample is not in the current quarter
-    threshold = guard.threshold_kw if guard.threshold_kw is not None else quarter.threshold_kw
-    if quarter.projected_kw <= threshold:
+    threshold = next(
+        kw for kw in (guard.threshold_kw, guard.target_kw, quarter.threshold_kw) if kw is not None
+    )
+    due = []
+    if quarter.projected_kw > threshold:
+        due.append(PeakAlert.PROJECTED)
+    if rules.certainly_above(quarter.energy_so_far_kwh, threshold):
+        due.append(PeakAlert.BROKEN)
+    created = [
+        alert
+        for kind in due
+        if kind not in raised
+        and (alert := _raise(guard, outlook, quarter, month, kind, threshold)) is not None
+    ]
+    if not created:
         return None
+    if in_process:
+        delivery.worker.wake()
+    return created[0]
+
+
+def _raise(
+    guard: PeakGuard,
+    outlook: reports.Realtime,
+    quarter: reports.QuarterSoFar,
+    month: reports.MonthSoFar,
+    kind: str,
+    threshold: float,
+) -> PeakAlert | None:
+    device_pk = guard.device_id
     alert = PeakAlert(
         device_id=device_pk,
-        quarter_start=quarter_start,
+        quarter_start=quarter.start,
+        kind=kind,
         quarter_end=quarter.end,
         average_so_far_kw=quarter.average_so_far_kw,
         projected_kw=quarter.projected_kw,
         threshold_kw=threshold,
         month_peak_kw=month.peak_so_far_kw,
+        target_kw=guard.target_kw,
         next_attempt_at=delivery.first_attempt_at(),
     )
     # ignore_conflicts: ON CONFLICT DO NOTHING on both PostgreSQL and SQLite.
@@ -105,17 +143,16 @@ def check(device_pk: int, now: datetime) -> PeakAlert | None:
     # The insert does not say whether it won; the row's creation instant does (another
     # process's row for this quarter was made at another microsecond).
     created = PeakAlert.objects.filter(
-        device_id=device_pk, quarter_start=quarter_start, created_at=alert.created_at
+        device_id=device_pk, quarter_start=quarter.start, kind=kind, created_at=alert.created_at
     ).first()
     if created is None:
         return None  # another batch or process raised it first
     logger.info(
-        "peak guard: %s projects %.3f kW for the quarter from %s (threshold %.3f kW)",
+        "peak guard: %s %s for the quarter from %s (projected %.3f kW, threshold %.3f kW)",
         guard.device.device_id,
-        alert.projected_kw,
+        "certainly breaks its peak" if kind == PeakAlert.BROKEN else "projects above",
         quarter.start.astimezone(ZoneInfo(outlook.timezone)).isoformat(),
+        alert.projected_kw,
         threshold,
     )
-    if in_process:
-        delivery.worker.wake()
     return created

@@ -29,6 +29,14 @@ class PeakGuard(models.Model):
         help_text="Empty: the month's billed peak so far, i.e. its highest quarter but at "
         "least 2.5 kW (below that a quarter does not raise the bill).",
     )
+    target_kw = models.FloatField(
+        "target peak (kW)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="The household's own goal for the month's peak, which may be below the "
+        "peak so far: without a threshold, warnings are raised against it.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -75,29 +83,38 @@ class WebhookOutbox(models.Model):
 
 
 class PeakAlert(WebhookOutbox):
-    """One quarter whose projection crossed the threshold; also the delivery's outbox.
+    """One quarter whose projection crossed the threshold (``projected``), or that can
+    no longer end below it (``broken``); also the delivery's outbox.
 
-    (device, quarter_start) is unique: whichever process and batch sees the crossing
-    first inserts the row, every later one inserts nothing, so a quarter is announced
-    once however many batches, retries and workers there are.
+    (device, quarter_start, kind) is unique: whichever process and batch sees the
+    crossing first inserts the row, every later one inserts nothing, so a quarter is
+    announced once per kind however many batches, retries and workers there are.
     """
+
+    PROJECTED, BROKEN = "projected", "broken"
 
     device = models.ForeignKey(
         "telemetry.Device", on_delete=models.CASCADE, related_name="peak_alerts"
     )
     quarter_start = models.DateTimeField()
+    kind = models.CharField(
+        max_length=10,
+        default=PROJECTED,
+        choices=[(PROJECTED, "projected above"), (BROKEN, "peak certainly broken")],
+    )
     quarter_end = models.DateTimeField()
     average_so_far_kw = models.FloatField()
     projected_kw = models.FloatField()
     threshold_kw = models.FloatField()
     month_peak_kw = models.FloatField(null=True)
+    target_kw = models.FloatField(null=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["-quarter_start"]
         constraints = [
             models.UniqueConstraint(
-                fields=["device", "quarter_start"], name="peakalert_one_per_quarter"
+                fields=["device", "quarter_start", "kind"], name="peakalert_one_per_quarter"
             )
         ]
         indexes = [

@@ -88,7 +88,10 @@ class DeviceAdmin(admin.ModelAdmin):
                     "name",
                     "owner",
                     "timezone",
+                    "network_area",
+                    "social_tariff",
                     "capacity_price_eur_per_kw_year",
+                    "ean",
                 )
             },
         )

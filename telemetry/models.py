@@ -25,6 +25,24 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(f"{value!r} is not a known IANA time zone.")
 
 
+# The eight Fluvius areas since the 2025 merger (as the Vlaamse Nutsregulator's tariff
+# sheets name them), and the regions without a measured-peak tariff for households.
+# capacity.tariffs holds the prices; a test checks that it covers every Flemish area.
+NETWORK_AREAS = [
+    ("fluvius-antwerpen", "Fluvius Antwerpen"),
+    ("fluvius-halle-vilvoorde", "Fluvius Halle-Vilvoorde"),
+    ("fluvius-imewo", "Fluvius Imewo"),
+    ("fluvius-kempen", "Fluvius Kempen"),
+    ("fluvius-limburg", "Fluvius Limburg"),
+    ("fluvius-midden-vlaanderen", "Fluvius Midden-Vlaanderen"),
+    ("fluvius-west", "Fluvius West"),
+    ("fluvius-zenne-dijle", "Fluvius Zenne-Dijle"),
+    ("wallonia", "Wallonia (no measured-peak tariff)"),
+    ("brussels", "Brussels (no measured-peak tariff)"),
+]
+EAN_VALIDATOR = RegexValidator(r"^\d{18}$", "An EAN is 18 digits.")
+
+
 def default_timezone() -> str:
     return settings.DEFAULT_DEVICE_TIMEZONE
 
@@ -54,6 +72,23 @@ class Device(models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(0)],
+    )
+    # The capacity tariff's inputs (capacity.tariffs holds the prices per area and year).
+    network_area = models.CharField(
+        max_length=40,
+        blank=True,
+        choices=NETWORK_AREAS,
+        help_text="The grid operator's area; prices each month from that year's tariff.",
+    )
+    social_tariff = models.BooleanField(
+        default=False, help_text="The household has the social tariff: no capacity cost."
+    )
+    ean = models.CharField(
+        "EAN",
+        max_length=18,
+        blank=True,
+        validators=[EAN_VALIDATOR],
+        help_text="The access point's EAN (18 digits): an operator export must name it.",
     )
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
     # Not a field: the zone as loaded, set by from_db (a new instance has none).

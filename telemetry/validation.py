@@ -83,6 +83,12 @@ def _timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def wire_timestamp(value: Any) -> datetime:
+    """A wire-format timestamp (p1wire.TIMESTAMP) as a UTC instant, for other bodies than
+    the batch (capacity.meter_history); InvalidValue says what is wrong."""
+    return _timestamp(value)
+
+
 _CHECKERS = {
     wire.TIMESTAMP: _timestamp,
     wire.POWER: _power,

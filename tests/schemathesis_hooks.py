@@ -6,8 +6,8 @@ the positive_data_acceptance check judges only what the schema can say.
   5 minutes (the Sample schema's description), and two samples of one batch with the
   same ts must be the same reading. A generated moment outside that span is folded
   into it, keeping its offset; a repeated instant is moved on by a second.
-- Reads: start is before end, and a series holds at most 10,000 buckets (the
-  parameters' descriptions).
+- Reads: start is before end, a series holds at most 10,000 buckets, and an export
+  spans at most its kind's longest span (the parameters' descriptions).
 
 schemathesis validates a changed request again and reclassifies it, so a request
 that was meant to break the schema and still does stays a negative case. Nothing here
@@ -85,6 +85,10 @@ PROSE_RULES = (
     "is before 2000",
     "repeats the ts of sample ",
     "the range holds more than ",
+    # /v1/export: each kind's longest span (the kind parameter's description).
+    "A samples export spans at most ",
+    "A quarters export spans at most ",
+    "A months export spans at most ",
 )
 
 

@@ -182,7 +182,7 @@ def test_api_conforms_to_its_schema(household, caller, tmp_path):
     (tmp_path / "out.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     cases = cases_per_operation(report)
-    assert len(cases) == 8, cases  # every operation of the schema
+    assert len(cases) == 11, cases  # every operation of the schema
     if "stateful" in CALLERS[caller](household).phases:
         assert stateful_cases(report) > 0, "the stateful phase ran no step"
     _total_cases.append(sum(cases.values()) + stateful_cases(report))

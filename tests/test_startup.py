@@ -145,3 +145,47 @@ def test_make_run_serves_with_the_deployment_config_and_no_control_socket(tmp_pa
     # deploy/gunicorn.conf.py turns gunicorn's control socket off: nothing under $HOME.
     assert "Listening at: http://127.0.0.1:" in stderr, stderr
     assert not (tmp_path / "home" / ".gunicorn").exists(), stderr
+
+
+def test_the_start_up_check_connects_with_every_option_of_the_url(tmp_path):
+    """sslmode=verify-full with a CA file that is not there: PostgreSQL on loopback here
+    speaks no TLS, so the app cannot connect; the check must not connect anyway without
+    the options (and send the password unverified)."""
+    url = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=verify-full&sslrootcert=/nonexistent"
+    result = subprocess.run(
+        [sys.executable, "-m", "p1platform.startup", "database"],
+        cwd=ROOT,
+        env=_env(tmp_path, DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode == 2, result.stderr
+    assert _one_line(result.stderr).startswith("DATABASE_URL=")
+
+
+def test_manage_py_keeps_the_traceback_of_a_statement_that_failed_on_an_open_connection(
+    tmp_path,
+):
+    """Only a connection that could not be opened is the operator's one line; a statement
+    timeout on a working database is a program's error and keeps its traceback."""
+    code = (
+        "from django.db import connection; c = connection.cursor(); "
+        "c.execute(\"SET statement_timeout = '50ms'\"); c.execute('SELECT pg_sleep(1)')"
+    )
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        url = "postgres://postgres@127.0.0.1:5432/postgres"
+    base = url.rsplit("/", 1)[0] + "/postgres"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=_env(tmp_path, DATABASE_URL=base),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+    assert "statement timeout" in result.stderr
+    assert "database error: DATABASE_URL=" not in result.stderr

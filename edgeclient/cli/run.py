@@ -29,6 +29,7 @@ from typing import Any
 from edgeclient.backoff import retry_delay
 from edgeclient.cli import CommandError, Lines
 from edgeclient.config import ConfigError, EdgeConfig
+from edgeclient.history import HistoryReader
 from edgeclient.homewizard import (
     DeviceInfo,
     HomeWizardClient,
@@ -41,7 +42,7 @@ from edgeclient.homewizard import (
 )
 from edgeclient.poller import METER_DOWN, Poller
 from edgeclient.spool import Spool, SpoolError
-from edgeclient.uploader import IngestClient, Uploader
+from edgeclient.uploader import IngestClient, Uploader, upload_meter_history
 
 logger = logging.getLogger("edgeclient.run_edge")
 
@@ -205,11 +206,15 @@ def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity
         try:
             with Spool(config.spool_path) as spool, HomeWizardClient(config.meter) as meter:
                 poller = Poller(meter, spool)
+                history = HistoryReader(meter, spool)
                 next_at = time.monotonic()
                 while not stop.is_set():
                     try:
-                        if identity.confirm(meter, spool) and poller.step().state == METER_DOWN:
-                            identity.forget()  # ask what it is at its first answer
+                        if identity.confirm(meter, spool):
+                            if poller.step().state == METER_DOWN:
+                                identity.forget()  # ask what it is at its first answer
+                            else:
+                                history.step()  # at start and after each month change
                         guard.ok()
                     except MeterWrongProduct:
                         logger.error("%s; run_edge stops", identity.refused)
@@ -274,6 +279,7 @@ def upload_loop(
                         result, delay = uploader.step()
                         if uploaded is not None:
                             uploaded.add(result.delivered)
+                        upload_meter_history(spool, client)
                         guard.ok()
                     except Exception as exc:  # the loop must outlive any error
                         guard.failed(exc)

@@ -146,6 +146,8 @@ def test_month_table_lists_13_months_with_the_meters_peak(page):
     assert len(rows) == 13
     this_month = rows[0]
     assert this_month[1].endswith("kW") and this_month[4].endswith("kW")
+    # The month's provenance: the figure the 12-month average counts and its source.
+    assert this_month[6].endswith("(measured)") or this_month[6].endswith("(meter-reported)")
 
 
 WARNING = "return document.getElementById('gauge').classList.contains('warning')"
@@ -256,3 +258,9 @@ def test_the_quarter_card_names_its_threshold_and_when_the_average_began(page):
     text = page.js("return document.querySelector('section.quarter').innerText")
     assert "Threshold (billed peak, at least 2.5 kW)" in text
     assert "Month's peak so far" not in text
+
+
+def test_reconciliation_section_loads_and_lists_no_month_without_an_import(page):
+    logged_in(page)
+    assert loaded(page, "reconciliation") == "0"
+    assert page.js("return document.getElementById('status').hidden") is True

@@ -66,17 +66,18 @@ def test_crossing_sends_one_post_per_quarter_despite_more_and_retried_batches(
         ingest(
             client, ingest_token, meter.run(NOW - 5 * MINUTE + 10 * timedelta(seconds=1), NOW, 7000)
         )
-        (first,) = receiver.wait_for(1)
-        # The next quarter crosses too: it gets its own, single POST.
+        # 10 minutes in, 0.92 kWh is already beyond 3 kW x 15 min: projected and broken.
+        first, broken = sorted(receiver.wait_for(2), key=lambda r: r.json["kind"] != "projected")
+        # The next quarter crosses too (and breaks, 1 kWh in 10 minutes): its own POSTs.
         clock(NOW + 15 * MINUTE)
         next_quarter = meter.run(
             NOW + 5 * MINUTE + 10 * timedelta(seconds=1), NOW + 15 * MINUTE, 6000
         )
         ingest(client, ingest_token, next_quarter[:30])
         ingest(client, ingest_token, next_quarter[30:])
-        delivered(device, 2)
-        requests = receiver.wait_for(2)
-    assert len(requests) == 2
+        delivered(device, 4)
+        requests = receiver.wait_for(4)
+    assert len(requests) == 4
     body = first.json
     assert body["device"] == "home-p1"
     assert body["device_name"] == "Home"
@@ -87,11 +88,16 @@ def test_crossing_sends_one_post_per_quarter_despite_more_and_retried_batches(
     assert 0 < body["average_so_far_kw"] < body["projected_kw"]
     assert set(body) == {
         "device", "device_name", "quarter_start", "quarter_end", "average_so_far_kw",
-        "projected_kw", "threshold_kw", "month_peak_kw", "sent_at",
+        "projected_kw", "threshold_kw", "month_peak_kw", "sent_at", "kind", "target_kw",
     }  # fmt: skip
+    assert (body["kind"], broken.json["kind"]) == ("projected", "broken")
+    assert broken.json["quarter_start"] == body["quarter_start"]
     assert "P1 Platform" in first.headers["User-Agent"]
-    assert requests[1].json["quarter_start"] == "2026-03-10T15:45:00+01:00"
-    assert [a.attempts for a in alert_state(device)] == [1, 1]
+    assert {(r.json["quarter_start"], r.json["kind"]) for r in requests[2:]} == {
+        ("2026-03-10T15:45:00+01:00", "projected"),
+        ("2026-03-10T15:45:00+01:00", "broken"),
+    }
+    assert [a.attempts for a in alert_state(device)] == [1, 1, 1, 1]
 
 
 def test_projection_below_threshold_sends_nothing(client, device, ingest_token, meter):

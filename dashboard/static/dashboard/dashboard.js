@@ -119,6 +119,11 @@
     $("quarter-average").textContent = kw(average);
     $("quarter-threshold").textContent = kw(threshold);
     $("quarter-headroom").textContent = watts(quarter.headroom_w);
+    $("quarter-broken").hidden = !quarter.certainly_exceeds_threshold;
+    const target = config.target_kw;
+    for (const id of ["quarter-target-label", "quarter-target-value"]) $(id).hidden = target === null;
+    if (target !== null) $("quarter-target").textContent = kw(target);
+    $("quarter-target-warning").hidden = target === null || projected <= target || warn;
     $("quarter-span").textContent = P.moment(quarter.start).slice(-5) + "–" + quarter.end.slice(11, 16);
     $("quarter-began").textContent = P.moment(quarter.start).slice(-5);
   }
@@ -177,16 +182,30 @@
       $("rolling-average").textContent = kw(month.rolling_average.kw);
       const cost = month.estimated_cost;
       const yearly = $("yearly-cost");
-      yearly.textContent = cost
-        ? "€ " + cost.yearly_eur.toFixed(2) + " a year · € " + cost.monthly_eur.toFixed(2) + " a month"
-        : "set a capacity price for this device in the admin";
-      yearly.title = cost ? "at € " + cost.price_eur_per_kw_year + " per kW per year" : "";
+      yearly.textContent = cost ? costText(cost) : noCostText(month.tariff);
+      yearly.title = cost
+        ? "at € " + cost.price_eur_per_kw_year + " per kW per year excl. VAT (" + cost.price_source + ")"
+        : "";
       drawBreaks(month.register_breaks || []);
       report("month", null);
       $("month-title").closest("section").dataset.loaded = month.month;
     } catch (error) {
       report("month", error);
     }
+  }
+
+  function costText(cost) {
+    const vat = cost.yearly_eur_incl_vat === null ? "" :
+      " (€ " + cost.yearly_eur_incl_vat.toFixed(2) + " incl. VAT)";
+    return "€ " + cost.yearly_eur.toFixed(2) + " a year excl. VAT" + vat + " · € " +
+      cost.monthly_eur.toFixed(2) + " a month";
+  }
+
+  function noCostText(tariff) {
+    if (!tariff) return "choose the device's network area (or set a price) in the admin";
+    if (tariff.status === "no-capacity-tariff") return "no capacity tariff in this region";
+    if (tariff.status === "unpriced") return "no published " + tariff.year + " price for this area";
+    return "–";
   }
 
   // A meter swap (or an edge pointed at another meter) shows where it is: its register
@@ -394,6 +413,10 @@
         const meter = m.meter_reported_peak;
         cell(row, meter ? kw(meter.kw) + " kW" : "–", "num");
         cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
+        const source = m.provenance;
+        cell(row, source.kw === null ? source.source : kw(source.kw) + " kW (" + source.source + ")", "num");
+        const cost = m.estimated_cost;
+        cell(row, cost && cost.monthly_eur_incl_vat !== null ? "€ " + cost.monthly_eur_incl_vat.toFixed(2) : "–", "num");
         body.append(row);
       }
       monthPeaks.clear();
@@ -403,6 +426,33 @@
       report("months", null);
     } catch (error) {
       report("months", error);
+    }
+  }
+
+  async function loadReconciliation() {
+    try {
+      const answer = await getJSON(config.api.reconciliation, { count: config.month_table_months, end: config.month });
+      const body = $("reconciliation-table").tBodies[0];
+      body.replaceChildren();
+      for (const m of answer.months) {
+        if (m.operator_peak_kw === null && m.only_operator === 0) continue;
+        const row = document.createElement("tr");
+        const th = document.createElement("th");
+        th.scope = "row";
+        th.textContent = P.label(P.period("month", m.month + "-01"));
+        row.append(th);
+        cell(row, m.our_peak_kw === null ? "no data" : kw(m.our_peak_kw) + " kW", "num");
+        cell(row, m.operator_peak_kw === null ? "no data" : kw(m.operator_peak_kw) + " kW", "num");
+        const d = m.largest_difference;
+        cell(row, d ? kw(d.difference_kw) + " kW at " + P.moment(d.start) : "–", "num");
+        cell(row, String(m.only_ours), "num");
+        cell(row, String(m.only_operator), "num");
+        body.append(row);
+      }
+      $("reconciliation").dataset.loaded = String(body.rows.length);
+      report("reconciliation", null);
+    } catch (error) {
+      report("reconciliation", error);
     }
   }
 
@@ -416,5 +466,6 @@
   loadDay(config.day);
   loadHistory(history);
   loadMonthTable();
+  loadReconciliation();
   window.setInterval(loadMonth, 60000);
 })();
