@@ -68,8 +68,8 @@ class ExportViewSet(ReadViewSet):
             raise exceptions.ValidationError(
                 {
                     "start": [
-                        f"This range holds more than {limit} samples; a samples export "
-                        f"holds at most {limit}. Ask for a shorter range (a day at a time)."
+                        f"the range holds more than {limit} samples, the most one samples "
+                        "export holds; ask for a shorter range (a day at a time)"
                     ]
                 }
             )

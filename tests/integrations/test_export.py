@@ -187,8 +187,8 @@ def test_a_range_holding_more_samples_than_the_limit_is_a_400_naming_it(
     assert refused["Content-Type"] == "application/problem+json"
     assert refused.json()["errors"] == {
         "start": [
-            "This range holds more than 29 samples; a samples export holds at most 29. "
-            "Ask for a shorter range (a day at a time)."
+            "the range holds more than 29 samples, the most one samples export holds; ask "
+            "for a shorter range (a day at a time)"
         ]
     }
     # Quarters and months of the same range are small whatever the samples: not refused.
