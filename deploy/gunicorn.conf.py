@@ -11,6 +11,9 @@ bench/worker_class.py.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -94,28 +97,53 @@ if os.path.isdir(_SHM):
 control_socket_disable = True
 
 
+# prometheus_client's multiprocess files: <type>_<pid>.db, a gauge's type with its mode.
+_METRICS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_[0-9]+\.db")
+# The metrics directory this arbiter made (removed again at exit), or None.
+_made_metrics_dir: str | None = None
+
+
+def prepare_metrics_dir(base: str | None = None) -> str:
+    """The directory of /metrics' per-worker files, ready and empty of old counters (a
+    dead server's files would count again): PROMETHEUS_MULTIPROC_DIR when set, made if
+    missing, and then only prometheus_client's own files are removed from it, since the
+    operator chose it and may keep anything else there; else a directory of our own in
+    RAM (``base``: /dev/shm where there is one), removed again at exit."""
+    global _made_metrics_dir
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if chosen:
+        os.makedirs(chosen, mode=0o700, exist_ok=True)
+        for name in os.listdir(chosen):
+            path = os.path.join(chosen, name)
+            if _METRICS_FILE.fullmatch(name) and os.path.isfile(path):
+                os.remove(path)
+        return chosen
+    base = base or (_SHM if os.path.isdir(_SHM) else tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix="p1-metrics-", dir=base)  # 0700, new
+    _made_metrics_dir = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return directory
+
+
 # At start, in the arbiter, before any worker boots: a database that cannot be reached
 # stops gunicorn with one line naming DATABASE_URL (each worker would print a
 # traceback). Then /metrics (integrations.metrics), which sums the counters of every
 # worker from files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess
-# mode): in RAM, one directory per server, emptied at start (a dead server's files
-# would count again), and a worker's live gauges dropped when it exits. Set here, not
-# when this file is read: reading it must change nothing.
+# mode): in RAM, one directory per server (prepare_metrics_dir), and a worker's live
+# gauges dropped when it exits. Set here, not when this file is read: reading it must
+# change nothing.
 def on_starting(server: object) -> None:
-    import shutil
-
     from p1platform.startup import check_database
 
     problem = check_database()
     if problem is not None:
         raise SystemExit(f"database error: {problem}")
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
-        _SHM if os.path.isdir(_SHM) else "/tmp",  # noqa: S108 - a private directory of ours
-        f"p1-metrics-{os.getpid()}",
-    )
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    prepare_metrics_dir()
+
+
+def on_exit(server: object) -> None:
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server: object, worker: object) -> None:

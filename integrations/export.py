@@ -30,6 +30,14 @@ from telemetry.timegrid import QUARTER, bucket_start
 
 KINDS = ("samples", "quarters", "months")
 PAGE_ROWS = 5000
+# The most samples one export may stream. gunicorn's sync worker is killed after
+# GUNICORN_TIMEOUT (30 s by default) even mid-body, which leaves a CSV cut short after a
+# 200 that no parser can tell from a whole one, and an export holds a worker that ingest
+# needs. This is a local day of 1 s readings (90,000 on the 25-hour day), and at the
+# export rate measured over real gunicorn (tests/integrations/test_metrics.py asserts
+# it fits in half the timeout; docs/INTEGRATIONS.md) a few seconds. A range holding
+# more is refused (400) before anything is streamed.
+MAX_SAMPLE_ROWS = 100_000
 # Per kind: the widest range one request may ask for, and the range when none is given.
 MAX_SPAN = {
     "samples": timedelta(days=367),
@@ -94,6 +102,21 @@ def csv_lines(kind: str, device: Device, start: datetime, end: datetime) -> Iter
         rows = month_rows(device, start, end)
     for row in rows:
         yield writer.writerow([_cell(value, tz) for value in row])
+
+
+def holds_too_many_samples(
+    device: Device, start: datetime, end: datetime, limit: int | None = None
+) -> bool:
+    """Whether [start, end) holds more than ``limit`` (MAX_SAMPLE_ROWS) samples: one
+    query that reads at most ``limit + 1`` index entries, however wide the range."""
+    limit = MAX_SAMPLE_ROWS if limit is None else limit
+    with replica_reads():
+        return (
+            Sample.objects.filter(device=device, ts__gte=start, ts__lt=end)
+            .order_by("ts")
+            .values_list("ts", flat=True)[limit : limit + 1]
+            .exists()
+        )
 
 
 def sample_rows(

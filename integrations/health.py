@@ -3,8 +3,9 @@ whose spool is backing up (issue 15; docs/INTEGRATIONS.md).
 
 Design:
 - ``evaluate(now)`` is the unit of work: it reads what ingest already stored (the newest
-  sample, the ingest token's last use, register breaks, quarter rollups) and opens or
-  clears one HealthEpisode per device and kind. It never runs in the ingest request:
+  sample, register breaks, quarter rollups) and its own record of each device's newest
+  sample when it last looked (SampleArrival), and opens or clears one HealthEpisode per
+  device and kind. It never runs in the ingest request:
   ``manage.py run_health_alerts`` calls it every HEALTH_CHECK_INTERVAL_S, then sends
   what is due. A process of its own, not the MQTT publisher's cycle, because webhooks
   must work without a broker; not the ingest-steps worker's, because that worker only
@@ -19,11 +20,18 @@ Design:
 
 The rules:
 - stale: no sample for HEALTH_STALE_AFTER_MIN minutes (and the edge is not uploading
-  old readings: that is a backlog). Starts when the newest sample got that old.
-- edge backlog, inferred from the age of what arrives: the device's ingest token was
-  used within TALKING_WINDOW (it is written at most once per LAST_USED_RESOLUTION_S)
-  while the newest stored sample was more than HEALTH_BACKLOG_AFTER_MIN older than that
-  use. The edge uploads its spool oldest first, so a catching-up edge looks like this.
+  old readings: that is a backlog). Starts when the newest sample got that old. Not
+  raised within HEALTH_STALE_AFTER_MIN of ``grace_from`` (the evaluator's start: after
+  a server outage every meter looks silent until its edge has uploaded), nor while no
+  device at all has a recent sample when there are several (the server's or its
+  network's problem, not the meters'; with a single device the two cannot be told
+  apart and the alert is raised).
+- edge backlog, inferred from the age of what arrives: a newer sample was stored
+  since the evaluation before (within ARRIVING_WINDOW), and it was more than
+  HEALTH_BACKLOG_AFTER_MIN old already at that earlier evaluation. The edge uploads its
+  spool oldest first, so a catching-up edge looks like this; a silent edge whose token
+  is still used (a REST sensor reading with it, batches all refused) does not: nothing
+  was stored. Not the token's last use: that is written on any authenticated request.
 - consent lapsed: a Belgian peak field (average_power_15m_w, monthly_power_peak_w) had
   values in a quarter of the last CONSENT_LOOKBACK and is null in every sample of the
   last CONSENT_GRACE (one odd reading, dropped by the edge, is no lapse). Meters that
@@ -47,17 +55,18 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 
-from integrations.models import HealthEpisode, HealthNotice
+from integrations.models import HealthEpisode, HealthNotice, SampleArrival
 from peakguard import delivery
 from peakguard.models import PeakGuard
-from telemetry.models import Device, DeviceToken, QuarterRollup, RegisterBreak, Sample
-from telemetry.tokens import LAST_USED_RESOLUTION_S
+from telemetry.models import Device, QuarterRollup, RegisterBreak, Sample
 
 logger = logging.getLogger("integrations.health")
 
-TALKING_WINDOW = timedelta(seconds=3 * LAST_USED_RESOLUTION_S)
+# An edge counts as uploading while a newer sample arrived within this; at least a few
+# evaluation cycles, so one quiet cycle between two batches is no end of a backlog.
+ARRIVING_WINDOW_MIN = timedelta(minutes=5)
 CONSENT_LOOKBACK = timedelta(days=3)
 CONSENT_GRACE = timedelta(minutes=5)
 METER_CHANGE_HOLD = timedelta(hours=24)
@@ -78,12 +87,16 @@ RENEW_CONSENT = (
 class Thresholds:
     stale_after: timedelta
     backlog_after: timedelta
+    arriving_window: timedelta
 
     @classmethod
     def from_settings(cls) -> Thresholds:
         return cls(
             stale_after=timedelta(minutes=settings.HEALTH_STALE_AFTER_MIN),
             backlog_after=timedelta(minutes=settings.HEALTH_BACKLOG_AFTER_MIN),
+            arriving_window=max(
+                ARRIVING_WINDOW_MIN, timedelta(seconds=3 * settings.HEALTH_CHECK_INTERVAL_S)
+            ),
         )
 
 
@@ -91,6 +104,8 @@ class Thresholds:
 class Outcome:
     raised: list[HealthEpisode] = field(default_factory=list)
     cleared: list[HealthEpisode] = field(default_factory=list)
+    # Several devices and none with a recent sample: stale alerts were held back.
+    fleet_silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,16 +126,26 @@ def _local(moment: datetime, device: Device) -> str:
     return moment.astimezone(ZoneInfo(device.timezone)).isoformat()
 
 
+def _arrival(
+    mark: SampleArrival | None, device: Device, newest: datetime | None, now: datetime
+) -> SampleArrival:
+    """The device's arrival record updated with what this evaluation sees."""
+    if mark is None:
+        # First look: what is stored says nothing of when it arrived.
+        return SampleArrival(device=device, newest=newest, checked_at=now)
+    if newest is not None and (mark.newest is None or newest > mark.newest):
+        mark.arrived_at = now
+        mark.arrival_lag_s = (mark.checked_at - newest).total_seconds()
+    mark.newest, mark.checked_at = newest, now
+    return mark
+
+
 def _stale_or_backlog(
-    device: Device,
-    newest: datetime,
-    last_use: datetime | None,
-    now: datetime,
-    limits: Thresholds,
+    device: Device, newest: datetime, mark: SampleArrival, now: datetime, limits: Thresholds
 ) -> Finding | None:
-    talking = last_use is not None and now - last_use <= TALKING_WINDOW
-    if talking and last_use is not None and last_use - newest > limits.backlog_after:
-        lag = last_use - newest
+    arriving = mark.arrived_at is not None and now - mark.arrived_at <= limits.arriving_window
+    lag = timedelta(seconds=mark.arrival_lag_s or 0.0)
+    if arriving and lag > limits.backlog_after:
         return Finding(
             HealthEpisode.EDGE_BACKLOG,
             now,
@@ -253,22 +278,18 @@ def _clear(episode: HealthEpisode, now: datetime, webhook: bool) -> bool:
     return True
 
 
-def evaluate(now: datetime, device_ids: list[int] | None = None) -> Outcome:
+def evaluate(
+    now: datetime, device_ids: list[int] | None = None, grace_from: datetime | None = None
+) -> Outcome:
     """Open and clear the health episodes of every device (or of ``device_ids``) as of
-    ``now``; what was raised and cleared by this call."""
+    ``now``; what was raised and cleared by this call. No stale alert is raised within
+    HEALTH_STALE_AFTER_MIN of ``grace_from`` (the evaluator's start; None: no grace)."""
     limits = Thresholds.from_settings()
-    devices = (
+    devices = list(
         Device.objects.all() if device_ids is None else Device.objects.filter(pk__in=device_ids)
     )
     scope = Q() if device_ids is None else Q(device_id__in=device_ids)
-    last_use = dict(
-        DeviceToken.objects.filter(
-            scope, revoked_at__isnull=True, scopes__contains=DeviceToken.SCOPE_INGEST
-        )
-        .values("device_id")
-        .annotate(last=Max("last_used_at"))
-        .values_list("device_id", "last")
-    )
+    marks = {m.device_id: m for m in SampleArrival.objects.filter(scope)}
     open_episodes: dict[tuple[int, str], HealthEpisode] = {
         (e.device_id, e.kind): e
         for e in HealthEpisode.objects.filter(scope, cleared_at__isnull=True)
@@ -277,24 +298,39 @@ def evaluate(now: datetime, device_ids: list[int] | None = None) -> Outcome:
     for item in RegisterBreak.objects.filter(scope, ts__gte=now - METER_CHANGE_HOLD).order_by("ts"):
         breaks.setdefault(item.device_id, []).append(item)
     guarded = set(PeakGuard.objects.filter(scope, enabled=True).values_list("device_id", flat=True))
-    outcome = Outcome()
+    latest_of = {
+        device.pk: Sample.objects.filter(device_id=device.pk, ts__lte=now)
+        .order_by("-ts")
+        .values("ts", *(name for name, _c, _l in PEAK_FIELDS))
+        .first()
+        for device in devices
+    }
+    reporting = [latest["ts"] for latest in latest_of.values() if latest is not None]
+    outcome = Outcome(
+        fleet_silent=len(reporting) > 1 and all(now - ts > limits.stale_after for ts in reporting)
+    )
+    hold_stale = outcome.fleet_silent or (
+        grace_from is not None and now - grace_from < limits.stale_after
+    )
+    arrivals = []
     for device in devices:
-        latest = (
-            Sample.objects.filter(device_id=device.pk, ts__lte=now)
-            .order_by("-ts")
-            .values("ts", *(name for name, _c, _l in PEAK_FIELDS))
-            .first()
-        )
+        latest = latest_of[device.pk]
+        mark = _arrival(marks.get(device.pk), device, None if latest is None else latest["ts"], now)
+        arrivals.append(mark)
         if latest is None:
             continue  # never reported: nothing has gone wrong yet
-        activity = _stale_or_backlog(device, latest["ts"], last_use.get(device.pk), now, limits)
+        activity = _stale_or_backlog(device, latest["ts"], mark, now, limits)
+        stale: Finding | HealthEpisode | None = (
+            activity if activity and activity.kind == HealthEpisode.STALE else None
+        )
+        if stale is not None and hold_stale:
+            # Not yet known to be the meter's problem: open nothing, clear nothing.
+            stale = open_episodes.get((device.pk, HealthEpisode.STALE))
         consent = _consent(
             device, latest, open_episodes.get((device.pk, HealthEpisode.CONSENT_LAPSED)), now
         )
         findings: dict[str, Finding | HealthEpisode | None] = {
-            HealthEpisode.STALE: activity
-            if activity and activity.kind == HealthEpisode.STALE
-            else None,
+            HealthEpisode.STALE: stale,
             HealthEpisode.EDGE_BACKLOG: activity
             if activity and activity.kind == HealthEpisode.EDGE_BACKLOG
             else None,
@@ -305,7 +341,7 @@ def evaluate(now: datetime, device_ids: list[int] | None = None) -> Outcome:
         for kind, finding in findings.items():
             episode = open_episodes.get((device.pk, kind))
             if isinstance(finding, HealthEpisode):
-                continue  # still open, still true
+                continue  # still open, still true (or not known to be over)
             if episode is not None and (
                 finding is None
                 or (
@@ -319,6 +355,12 @@ def evaluate(now: datetime, device_ids: list[int] | None = None) -> Outcome:
                 opened = _open(device, finding, webhook)
                 if opened is not None:
                     outcome.raised.append(opened)
+    SampleArrival.objects.bulk_create(
+        arrivals,
+        update_conflicts=True,
+        unique_fields=["device"],
+        update_fields=["newest", "checked_at", "arrived_at", "arrival_lag_s"],
+    )
     return outcome
 
 

@@ -9,8 +9,11 @@ What is counted where:
   and how long the oldest has waited).
 
 gunicorn runs several processes: with PROMETHEUS_MULTIPROC_DIR set (deploy/gunicorn.conf.py
-sets it), prometheus_client keeps each process's counters in files there and a scrape
-sums them, whichever worker answers it.
+sets it and makes the directory), prometheus_client keeps each process's counters in
+files there and a scrape sums them, whichever worker answers it. The counters are made
+when the middleware starts (``request_metrics``), not when this module is imported: a
+command run beside the server (it loads the URLs, hence this module) writes no file of
+its own there.
 
 /metrics names every device, so it is closed unless METRICS_TOKEN (a Bearer token) or
 METRICS_ALLOW_IPS (addresses or networks of scrapers) is set; then a caller needs
@@ -19,14 +22,17 @@ either. A refused caller gets 404, as if there were nothing here.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -42,14 +48,12 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from p1common.env import env_str
 from p1common.problems import problem_response
 from telemetry.auth import client_address
 from telemetry.models import Device, PendingBatch, Sample
 
-# A process started with the variable set but without its directory (a command run
-# beside the server) would fail on its first counter: give it the directory.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o700, exist_ok=True)
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 INGEST_ROUTE = "ingest-list"
 # Why a batch was refused, by the status of its problem answer (p1common.openapi._ERRORS).
@@ -64,36 +68,79 @@ REFUSAL_REASONS = {
     503: "database_unavailable",
 }
 
-INGEST_BATCHES = Counter(
-    "p1_ingest_batches", "Ingest batches stored (a batch of duplicates too).", []
-)
-INGEST_SAMPLES = Counter("p1_ingest_samples", "Samples in stored batches, by result.", ["result"])
-INGEST_REFUSED = Counter(
-    "p1_ingest_refused_batches", "Ingest batches refused, by reason.", ["reason"]
-)
-REQUEST_SECONDS = Histogram(
-    "p1_http_request_duration_seconds",
-    "Time to answer a request, by route and method.",
-    ["route", "method"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
+
+def multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode), or None; set,
+    it must be an existing directory (gunicorn's on_starting makes it)."""
+    directory = env_str(MULTIPROC_DIR_VARIABLE) or None
+    if directory is not None and not os.path.isdir(directory):
+        raise ImproperlyConfigured(
+            f"{MULTIPROC_DIR_VARIABLE}: {directory} is not a directory (deploy/gunicorn.conf.py "
+            "makes one; unset it to keep the metrics in this process)"
+        )
+    return directory
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    batches: Counter
+    samples: Counter
+    refused: Counter
+    seconds: Histogram
+
+
+@functools.cache
+def request_metrics() -> RequestMetrics:
+    """The request counters of this process, made on first use (in multiprocess mode
+    each is a file in PROMETHEUS_MULTIPROC_DIR)."""
+    multiprocess_dir()
+    return RequestMetrics(
+        batches=Counter(
+            "p1_ingest_batches", "Ingest batches stored (a batch of duplicates too).", []
+        ),
+        samples=Counter("p1_ingest_samples", "Samples in stored batches, by result.", ["result"]),
+        refused=Counter(
+            "p1_ingest_refused_batches", "Ingest batches refused, by reason.", ["reason"]
+        ),
+        seconds=Histogram(
+            "p1_http_request_duration_seconds",
+            "Time to answer a request, by route and method.",
+            ["route", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        ),
+    )
+
+
+# The method label's values: any other token a client sends (gunicorn accepts any 3 to
+# 20 upper-case letters) counts as "other", so no caller can add series; each series is
+# a file per worker in multiprocess mode, in RAM.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 def _route(request: HttpRequest) -> str:
+    """The matched URL pattern's name: a value of the URL configuration, never of the
+    path a client sent (an unmatched path is "unmatched")."""
     match = getattr(request, "resolver_match", None)
     return (match.url_name or match.view_name or "unnamed") if match else "unmatched"
 
 
+def _method(request: HttpRequest) -> str:
+    method = request.method or ""
+    return method if method in METHODS else OTHER_METHOD
+
+
 def count_ingest(response: HttpResponse) -> None:
+    metrics = request_metrics()
     if response.status_code == 200:
         data = getattr(response, "data", None)
         if isinstance(data, dict):
-            INGEST_BATCHES.inc()
-            INGEST_SAMPLES.labels("inserted").inc(data.get("inserted", 0))
-            INGEST_SAMPLES.labels("duplicate").inc(data.get("duplicates", 0))
+            metrics.batches.inc()
+            metrics.samples.labels("inserted").inc(data.get("inserted", 0))
+            metrics.samples.labels("duplicate").inc(data.get("duplicates", 0))
         return
     reason = REFUSAL_REASONS.get(response.status_code, f"status_{response.status_code}")
-    INGEST_REFUSED.labels(reason).inc()
+    metrics.refused.labels(reason).inc()
 
 
 class MetricsMiddleware:
@@ -101,12 +148,13 @@ class MetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.seconds = request_metrics().seconds
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
         route = _route(request)
-        REQUEST_SECONDS.labels(route, request.method or "").observe(time.perf_counter() - started)
+        self.seconds.labels(route, _method(request)).observe(time.perf_counter() - started)
         if route == INGEST_ROUTE and request.method == "POST":
             count_ingest(response)
         return response
@@ -149,7 +197,7 @@ class DatabaseCollector(Collector):
 
 def scrape() -> bytes:
     """The exposition text: every process's counters, then the database's figures."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:

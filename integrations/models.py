@@ -14,8 +14,11 @@ class HealthEpisode(models.Model):
     At most one episode of a kind is open per device (a partial unique constraint), so
     however many evaluations, processes and cycles see the problem, it is raised once;
     it is cleared once, when the problem is gone, and a new episode opens if it comes
-    back. A meter change is dated by its register break, and (device, kind, started_at)
-    is unique, so one break never raises twice.
+    back. A meter change is dated by its register break, and (device, started_at) is
+    unique among meter changes, so one break never raises twice. Only there: a stale
+    meter's episode is dated by its newest sample, and a meter still dead after an
+    episode that was cleared (it turned into a backlog, say) must open again with the
+    same date.
     """
 
     STALE = "stale"
@@ -47,7 +50,9 @@ class HealthEpisode(models.Model):
                 name="healthepisode_one_open_per_kind",
             ),
             models.UniqueConstraint(
-                fields=["device", "kind", "started_at"], name="healthepisode_once_per_start"
+                fields=["device", "kind", "started_at"],
+                condition=models.Q(kind="meter_changed"),
+                name="healthepisode_once_per_break",
             ),
         ]
 
@@ -57,6 +62,32 @@ class HealthEpisode(models.Model):
     @property
     def is_open(self) -> bool:
         return self.cleared_at is None
+
+
+class SampleArrival(models.Model):
+    """What the health evaluator saw of a device's newest sample when it last looked:
+    the record from which it tells an edge uploading old readings (the newest sample
+    moved, but is old) from a silent one (it did not move). Samples carry no receipt
+    time, and a token's last use is no evidence that anything was stored."""
+
+    device = models.OneToOneField(
+        "telemetry.Device", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    newest = models.DateTimeField(null=True, help_text="The newest sample seen.")
+    checked_at = models.DateTimeField(help_text="The evaluation that last looked.")
+    arrived_at = models.DateTimeField(
+        null=True, help_text="The evaluation that first saw a newer sample than the one before."
+    )
+    arrival_lag_s = models.FloatField(
+        null=True,
+        help_text=(
+            "How old that newer sample was at least when it arrived: the evaluation before "
+            "it minus its ts."
+        ),
+    )
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.newest}"
 
 
 class HealthNotice(WebhookOutbox):

@@ -30,6 +30,7 @@ state_class ``measurement`` and W or kW.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import ssl
@@ -148,6 +149,18 @@ SENSORS = (
 )
 
 
+def is_loopback(hostname: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine (the edge's
+    rule for plain HTTP, edgeclient.config.is_loopback, which the server may not import)."""
+    name = hostname.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
     host: str
@@ -178,6 +191,12 @@ class BrokerSettings:
             raise ImproperlyConfigured(
                 "MQTT_URL: the port is not a number from 1 to 65535"
             ) from None
+        if parts.username is not None and not tls and not is_loopback(parts.hostname):
+            # The project's rule for plain HTTP: credentials in clear only on this machine.
+            raise ImproperlyConfigured(
+                f"MQTT_URL: a user name or password over plain mqtt:// to {parts.hostname} "
+                "would cross the network unencrypted; use mqtts:// (TLS) or a loopback broker"
+            )
         return cls(
             host=parts.hostname,
             port=port,

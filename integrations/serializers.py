@@ -7,7 +7,7 @@ from datetime import UTC
 from django.utils import timezone
 from rest_framework import serializers
 
-from integrations.export import DEFAULT_SPAN, KINDS, MAX_SPAN
+from integrations.export import DEFAULT_SPAN, KINDS, MAX_SAMPLE_ROWS, MAX_SPAN
 from telemetry.serializers import MomentField, QuerySerializer, choice_field
 
 
@@ -22,7 +22,9 @@ class ExportQuery(QuerySerializer):
             "samples: every stored reading; quarters: every clock quarter (as "
             "/v1/capacity/quarters); months: peaks, 12-month average and energy per "
             f"local month. A range spans at most {_days('samples')} days of samples or "
-            f"quarters, {_days('months')} days of months."
+            f"quarters, {_days('months')} days of months; a samples export holds at most "
+            f"{MAX_SAMPLE_ROWS:,} samples (a day of 1 s readings), a range holding more "
+            "is refused with 400."
         ),
         error_messages={"invalid_choice": f"Use one of {', '.join(KINDS)}."},
     )

@@ -8,6 +8,7 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 
@@ -62,6 +63,16 @@ class ExportViewSet(ReadViewSet):
     def list(self, request: Request) -> StreamingHttpResponse:
         device, query = self.read(request, ExportQuery)
         kind, start, end = query["kind"], query["start"], query["end"]
+        if kind == "samples" and export.holds_too_many_samples(device, start, end):
+            limit = f"{export.MAX_SAMPLE_ROWS:,}"
+            raise exceptions.ValidationError(
+                {
+                    "start": [
+                        f"the range holds more than {limit} samples, the most one samples "
+                        "export holds; ask for a shorter range (a day at a time)"
+                    ]
+                }
+            )
         response = StreamingHttpResponse(
             export.csv_lines(kind, device, start, end), content_type=CSV_CONTENT_TYPE
         )

@@ -8,6 +8,7 @@ down, which is exactly when it is asked. Exit 0 healthy, 1 unhealthy, 2 bad conf
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from argparse import ArgumentParser
@@ -127,8 +128,21 @@ def textfile_metrics(report: dict[str, Any]) -> str:
             value = 0
         if value is None:
             continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {float(value):g}"]
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {_number(value)}"]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | int | bool) -> str:
+    """A sample value in the text format: a count exact however large (``:g`` keeps six
+    digits: a spool of 1,234,567 would read 1.23457e+06), a float as its shortest exact
+    repr, and the format's spelling of infinities and NaN."""
+    if isinstance(value, bool | int):
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 def write_textfile(path: Path, text: str) -> None:

@@ -97,6 +97,43 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
+        migrations.CreateModel(
+            name="SampleArrival",
+            fields=[
+                (
+                    "device",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="+",
+                        serialize=False,
+                        to="telemetry.device",
+                    ),
+                ),
+                ("newest", models.DateTimeField(help_text="The newest sample seen.", null=True)),
+                (
+                    "checked_at",
+                    models.DateTimeField(help_text="The evaluation that last looked."),
+                ),
+                (
+                    "arrived_at",
+                    models.DateTimeField(
+                        help_text="The evaluation that first saw a newer sample than the one before.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "arrival_lag_s",
+                    models.FloatField(
+                        help_text=(
+                            "How old that newer sample was at least when it arrived: the "
+                            "evaluation before it minus its ts."
+                        ),
+                        null=True,
+                    ),
+                ),
+            ],
+        ),
         migrations.AddConstraint(
             model_name="healthepisode",
             constraint=models.UniqueConstraint(
@@ -108,7 +145,9 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name="healthepisode",
             constraint=models.UniqueConstraint(
-                fields=("device", "kind", "started_at"), name="healthepisode_once_per_start"
+                condition=models.Q(("kind", "meter_changed")),
+                fields=("device", "kind", "started_at"),
+                name="healthepisode_once_per_break",
             ),
         ),
         migrations.AddIndex(

@@ -34,9 +34,10 @@ DEVICE_READS = {
     "capacity-quarters": "/v1/capacity/quarters?date=2026-03-01",
     "capacity-register-breaks": "/v1/capacity/register-breaks?start=2026-03-01&end=2026-03-02",
     "export-list": "/v1/export?kind=quarters&start=2026-03-01&end=2026-03-02",
+    "capacity-reconciliation": "/v1/capacity/reconciliation?end=2026-03&count=2",
 }
 LIST_READS = {"devices-list": "/v1/devices"}
-WRITES = {"ingest-list": "/v1/ingest"}
+WRITES = {"ingest-list": "/v1/ingest", "meter-history-list": "/v1/meter-history"}
 # Public by design (docs/adr/0004): they name no device and hold no data.
 PUBLIC = {"schema": "/v1/schema", "docs": "/v1/docs"}
 # Pages for people, outside /v1/: the dashboard is checked below; the rest hold no data.
@@ -128,6 +129,28 @@ def test_token_of_a_writes_b_exactly_like_a_missing_device(
     assert_same_answer(post(b_has_data.device_id), post(MISSING), 403)
     assert Sample.objects.filter(device=b_has_data).count() == before
     assert not Sample.objects.filter(device=device).exists()
+
+
+def test_token_of_a_writes_b_meter_history_exactly_like_a_missing_device(
+    http, server, device, b_has_data, ingest_token
+):
+    from capacity.models import MeterMonthPeak
+
+    url = f"{server.url}/v1/meter-history"
+
+    def post(device_id: str) -> httpx.Response:
+        body = {
+            "device_id": device_id,
+            "read_at": "2026-03-02T10:00:00+01:00",
+            "months": [{"month": "2026-02", "peak_kw": 4.2, "peak_ts": None}],
+            "current": None,
+        }
+        return http.post(url, json=body, headers=bearer(ingest_token))
+
+    assert_same_answer(post(b_has_data.device_id), post(MISSING), 403)
+    assert not MeterMonthPeak.objects.exists()
+    assert post(device.device_id).status_code == 200
+    assert list(MeterMonthPeak.objects.values_list("device_id", flat=True)) == [device.pk]
 
 
 def test_device_list_of_a_token_names_its_own_device_only(

@@ -167,6 +167,38 @@ def test_samples_are_read_in_pages_never_whole(owner, device):
     assert len(pages) == 3  # 1000 + 1000 + 500 rows, each page a query of its own
 
 
+def test_a_range_holding_more_samples_than_the_limit_is_a_400_naming_it(
+    client, owner, device, monkeypatch
+):
+    from tests.samples import series
+
+    load(device, series(30, step_s=2))
+    start = Sample.objects.order_by("ts").first().ts
+    span = {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()}
+    client.force_login(owner)
+    monkeypatch.setattr(export, "MAX_SAMPLE_ROWS", 30)
+    exactly = get_export(client, device, kind="samples", **span)
+    assert exactly.status_code == 200
+    assert len(b"".join(exactly.streaming_content).decode().splitlines()) == 1 + 30
+
+    monkeypatch.setattr(export, "MAX_SAMPLE_ROWS", 29)
+    refused = get_export(client, device, kind="samples", **span)
+    assert refused.status_code == 400
+    assert refused["Content-Type"] == "application/problem+json"
+    assert refused.json()["errors"] == {
+        "start": [
+            "the range holds more than 29 samples, the most one samples export holds; ask "
+            "for a shorter range (a day at a time)"
+        ]
+    }
+    # Quarters and months of the same range are small whatever the samples: not refused.
+    assert get_export(client, device, kind="quarters", **span).status_code == 200
+
+
+def test_the_sample_limit_is_a_day_of_one_second_readings_on_the_longest_day():
+    assert export.MAX_SAMPLE_ROWS >= 25 * 3600
+
+
 def test_the_response_streams(client, owner, household):
     client.force_login(owner)
     response = get_export(client, household, kind="samples", start="2026-03-10", end="2026-03-11")

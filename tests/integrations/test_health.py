@@ -29,6 +29,8 @@ from peakguard import delivery
 from peakguard.models import PeakGuard
 from telemetry.models import DeviceToken, RegisterBreak
 from telemetry.pipeline import accept_batch
+from telemetry.tokens import issue_token
+from tests.conftest import bearer
 from tests.peakguard.receivers import Receiver
 from tests.samples import sample
 
@@ -187,16 +189,100 @@ def test_an_edge_uploading_old_readings_raises_backlog_not_stale_and_clears_when
 ):
     token = DeviceToken.objects.get(device=device)
     now = now_s()
-    # The edge was offline and now uploads its spool, oldest first: 40 minutes behind.
+    # The meter reported until 50 minutes ago; then the edge's uplink went down.
+    store(device, readings(now - timedelta(minutes=60), 10), token.pk)
+    assert kinds(evaluate(now - timedelta(minutes=1)).raised) == ["stale"]
+    # The uplink is back: the edge uploads its spool, oldest first, 40 minutes behind.
     store(device, readings(now - timedelta(minutes=50), 10), token.pk)
-    outcome = evaluate(now + timedelta(seconds=5))
-    assert kinds(outcome.raised) == ["edge_backlog"]
-    assert outcome.raised[0].details["lag_s"] >= 40 * 60 - 60
+    outcome = evaluate(now)
+    assert kinds(outcome.raised) == ["edge_backlog"] and kinds(outcome.cleared) == ["stale"]
+    assert outcome.raised[0].details["lag_s"] >= 39 * 60
     assert "spool is backing up" in outcome.raised[0].message
 
-    store(device, readings(now - timedelta(minutes=40), 40), token.pk)  # caught up
-    outcome = evaluate(now + timedelta(seconds=10))
+    store(device, readings(now - timedelta(minutes=40), 20), token.pk)  # 20 minutes behind
+    outcome = evaluate(now + timedelta(minutes=1))
+    assert (outcome.raised, outcome.cleared) == ([], []), "still the same backlog"
+
+    store(device, readings(now - timedelta(minutes=20), 21), token.pk)  # caught up
+    outcome = evaluate(now + timedelta(minutes=2))
     assert kinds(outcome.cleared) == ["edge_backlog"] and outcome.raised == []
+
+
+def test_a_dead_meter_stays_stale_while_its_token_is_used_without_storing_anything(client, device):
+    # The token serve.sh issues (ingest,read), also read by a Home Assistant REST sensor.
+    _token, raw = issue_token(device, "ingest,read")
+    start = now_s() - timedelta(hours=2)
+    store(device, readings(start, 2))
+    newest = start + timedelta(minutes=2) - timedelta(seconds=10)
+    assert kinds(evaluate(newest + timedelta(minutes=20)).raised) == ["stale"]
+
+    # The token is used: a read, and a batch the server refuses (nothing stored).
+    assert client.get("/v1/realtime", headers=bearer(raw)).status_code == 200
+    refused = client.post(
+        "/v1/ingest",
+        data=json.dumps({"samples": [{**sample(now_s()), "power_w": "lots"}]}),
+        content_type="application/json",
+        headers=bearer(raw),
+    )
+    assert refused.status_code == 422
+    assert DeviceToken.objects.get(pk=_token.pk).last_used_at is not None
+    for later in (timedelta(seconds=30), timedelta(minutes=10), timedelta(minutes=40)):
+        outcome = evaluate(timezone.now() + later)
+        assert (outcome.raised, outcome.cleared) == ([], [])
+    assert list(HealthEpisode.objects.filter(device=device).values_list("kind", "cleared_at")) == [
+        ("stale", None)
+    ]
+
+
+def test_a_stale_episode_may_open_again_with_the_same_start_but_a_register_break_may_not(
+    device,
+):
+    started = now_s()
+    cleared = started + timedelta(minutes=5)
+    for kind in ("stale", "meter_changed"):
+        HealthEpisode.objects.create(
+            device=device, kind=kind, started_at=started, cleared_at=cleared, message="m"
+        )
+    HealthEpisode.objects.create(device=device, kind="stale", started_at=started, message="m")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        HealthEpisode.objects.create(
+            device=device, kind="meter_changed", started_at=started, message="m"
+        )
+
+
+def test_no_stale_alert_within_the_grace_after_the_evaluator_starts(device):
+    # The server (and this evaluator) were down; the meter looks silent until its edge
+    # has uploaded.
+    started = now_s()
+    store(device, readings(started - timedelta(minutes=40), 1))
+    assert evaluate(started, grace_from=started).raised == []
+    assert evaluate(started + timedelta(minutes=14), grace_from=started).raised == []
+    late = evaluate(started + timedelta(minutes=15), grace_from=started)
+    assert kinds(late.raised) == ["stale"], "the grace is HEALTH_STALE_AFTER_MIN"
+
+
+def test_an_open_stale_alert_is_neither_raised_again_nor_cleared_by_the_grace(device):
+    now = now_s()
+    store(device, readings(now - timedelta(minutes=40), 1))
+    assert kinds(evaluate(now).raised) == ["stale"]
+    outcome = evaluate(now + timedelta(minutes=1), grace_from=now + timedelta(minutes=1))
+    assert (outcome.raised, outcome.cleared) == ([], [])
+    assert HealthEpisode.objects.get().is_open
+
+
+def test_when_no_device_has_reported_recently_stale_alerts_wait_for_the_devices(
+    device, other_device
+):
+    now = now_s()
+    for each in (device, other_device):
+        store(each, readings(now - timedelta(minutes=40), 1))
+    silent = evaluate(now)
+    assert silent.fleet_silent and silent.raised == [], "the server's problem, not the meters'"
+    # One edge is back; the other meter really is silent.
+    store(device, readings(now - timedelta(minutes=39), 40))
+    back = evaluate(now + timedelta(minutes=1))
+    assert not back.fleet_silent
+    assert [(e.device_id, e.kind) for e in back.raised] == [(other_device.pk, "stale")]
 
 
 def test_without_an_enabled_peak_guard_alerts_are_kept_but_no_webhook_message_is_written(device):

@@ -7,7 +7,12 @@ the edge's textfile for node_exporter's textfile collector, parsed the same way.
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import secrets
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 from pathlib import Path
@@ -19,9 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgeclient.cli import status as edge_status
 from edgeclient.spool import Spool
+from integrations import export
 from integrations.metrics import DatabaseCollector
-from p1common.processes import run_server
-from telemetry.models import Device
+from p1common.processes import child_env, run_server
+from telemetry.models import Device, Sample
 from telemetry.pipeline import accept_batch
 from telemetry.tokens import issue_token
 from tests.conftest import bearer
@@ -29,6 +35,9 @@ from tests.samples import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = secrets.token_urlsafe(32)
+# deploy/gunicorn.conf.py's default timeout, which the test server runs with.
+GUNICORN_TIMEOUT_S = 30
+LATENCY_COUNT = "p1_http_request_duration_seconds_count"
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +143,72 @@ def test_the_export_streams_over_http_in_chunks(metrics_server, device, read_tok
     assert len(lines) == 51
 
 
+@pytest.mark.django_db(transaction=True)
+def test_methods_and_paths_a_client_invents_add_no_latency_series(metrics_server):
+    def series(figures: dict) -> set[tuple]:
+        return {labels for name, labels in figures if name == LATENCY_COUNT}
+
+    before = series(scrape(metrics_server))
+    # Anonymous junk: gunicorn passes any method of 3 to 20 upper-case letters on.
+    junk = ["".join(chr(ord("A") + int(d)) for d in f"{i:04d}") for i in range(40)]
+    with httpx.Client(timeout=10) as http:
+        for i, method in enumerate(junk):
+            for path in ("/v1/ingest", f"/no-such-path-{i}", "/metrics"):
+                assert http.request(method, f"{metrics_server.url}{path}").status_code < 500
+    after = series(scrape(metrics_server))
+    methods = {dict(labels)["method"] for labels in after}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert len(after - before) <= 3, sorted(after - before)
+    assert (("method", "other"), ("route", "unmatched")) in after
+
+
+def stored(body: dict) -> dict:
+    """A wire sample as the model's fields (its moments parsed)."""
+    moments = ("ts", "monthly_power_peak_ts", "gas_ts")
+    return {k: datetime.fromisoformat(v) if k in moments else v for k, v in body.items()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_largest_sample_export_allowed_streams_well_inside_the_worker_timeout(
+    metrics_server, device, read_token
+):
+    """The export rate over real gunicorn, measured on a smaller export, times the limit:
+    the largest export allowed must take at most half of GUNICORN_TIMEOUT (the shipped
+    default, which the server runs with), or the worker is killed mid-body."""
+    rows = 20_000
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    Sample.objects.bulk_create(
+        [
+            Sample(device=device, **stored(sample(start + timedelta(seconds=i))))
+            for i in range(rows)
+        ],
+        batch_size=5000,
+    )
+    query = {
+        "kind": "samples",
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=1)).isoformat(),
+    }
+    began = time.perf_counter()
+    with httpx.stream(
+        "GET",
+        f"{metrics_server.url}/v1/export",
+        params=query,
+        headers=bearer(read_token),
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        lines = sum(chunk.count(b"\n") for chunk in response.iter_bytes())
+    took = time.perf_counter() - began
+    assert lines == 1 + rows
+    rate = rows / took
+    worst = export.MAX_SAMPLE_ROWS / rate
+    print(
+        f"\nexport: {rate:,.0f} rows/s over HTTP; {export.MAX_SAMPLE_ROWS:,} rows in {worst:.1f} s"
+    )
+    assert worst < GUNICORN_TIMEOUT_S / 2, f"{rate:,.0f} rows/s: the limit takes {worst:.1f} s"
+
+
 @pytest.mark.django_db
 def test_the_backlog_of_owed_ingest_steps_is_reported(device):
     now = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -197,6 +272,86 @@ def test_edge_status_writes_a_textfile_for_node_exporter(tmp_path, monkeypatch):
     assert figures["p1_edge_healthy"] == 0
     assert figures["p1_edge_spool_oldest_pending_age_seconds"] >= 3600
     assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_edge_textfile_figures_over_a_million_are_exact():
+    report = {
+        "healthy": True,
+        "pending": 1_234_567,
+        "oldest_pending_age_s": 31_536_000.25,
+        "quarantined": 10_000_001,
+    }
+    figures = {
+        s.name: s.value
+        for family in text_string_to_metric_families(edge_status.textfile_metrics(report))
+        for s in family.samples
+    }
+    assert figures["p1_edge_spool_pending_samples"] == 1_234_567
+    assert figures["p1_edge_spool_oldest_pending_age_seconds"] == 31_536_000.25
+    assert figures["p1_edge_quarantined_samples"] == 10_000_001
+    assert figures["p1_edge_healthy"] == 1
+    assert "p1_edge_spool_pending_samples 1234567\n" in edge_status.textfile_metrics(report)
+
+
+def gunicorn_conf() -> dict:
+    return runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+def test_start_up_clears_only_prometheus_files_from_an_operator_chosen_directory(
+    tmp_path, monkeypatch
+):
+    chosen = tmp_path / "metrics"
+    (chosen / "keep").mkdir(parents=True)
+    ours = ["counter_123.db", "histogram_9.db", "gauge_livesum_77.db", "summary_4.db"]
+    theirs = ["notes.txt", "backup.db", "counter_x.db", "keep/counter_1.db"]
+    for name in ours + theirs:
+        (chosen / name).write_text("x")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(chosen))
+    conf = gunicorn_conf()
+    assert conf["prepare_metrics_dir"]() == str(chosen)
+    conf["on_exit"](None)
+    left = sorted(str(p.relative_to(chosen)) for p in chosen.rglob("*") if p.is_file())
+    assert left == sorted(theirs)
+
+
+def test_without_a_chosen_directory_the_server_makes_its_own_and_removes_it_at_exit(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    conf = gunicorn_conf()
+    made = Path(conf["prepare_metrics_dir"](base=str(tmp_path)))
+    assert made.parent == tmp_path and made.is_dir()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(made)
+    assert oct(made.stat().st_mode & 0o777) == "0o700"
+    conf["on_exit"](None)
+    assert not made.exists()
+
+
+def test_importing_the_metrics_makes_no_directory_and_the_middleware_names_a_missing_one(
+    tmp_path,
+):
+    missing = tmp_path / "no-such-dir"
+    script = (
+        "import django; django.setup()\n"
+        "import integrations.metrics as m\n"
+        "import os; print('exists' if os.path.exists(os.environ['PROMETHEUS_MULTIPROC_DIR']) "
+        "else 'absent')\n"
+        "m.MetricsMiddleware(lambda request: None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=child_env(PROMETHEUS_MULTIPROC_DIR=str(missing)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "absent", done.stderr
+    assert (
+        f"ImproperlyConfigured: PROMETHEUS_MULTIPROC_DIR: {missing} is not a directory"
+        in done.stderr
+    )
+    assert not missing.exists()
 
 
 def test_a_bad_allow_list_stops_start_up_naming_the_variable(monkeypatch):

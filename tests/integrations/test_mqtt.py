@@ -244,6 +244,28 @@ def test_a_bad_broker_url_is_one_line_naming_the_variable():
             call_command("run_mqtt_publisher")
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mqtt://ha:secret@broker.lan",
+        "mqtt://ha@192.0.2.7:1883",
+        "mqtt://ha:secret@mosquitto",
+        "mqtt://ha:secret@[2001:db8::1]",
+    ],
+)
+def test_credentials_over_plain_mqtt_to_another_host_are_refused_naming_the_variable(url):
+    with pytest.raises(ImproperlyConfigured, match=r"^MQTT_URL: a user name or password over "):
+        BrokerSettings.from_url(url, **_rest())
+
+
+@pytest.mark.parametrize(
+    "url", ["mqtt://ha:secret@127.0.0.1", "mqtt://ha:secret@localhost:1884", "mqtt://[::1]"]
+)
+def test_plain_mqtt_may_carry_credentials_to_loopback_and_none_anywhere(url):
+    assert BrokerSettings.from_url(url, **_rest()).tls is False
+    assert BrokerSettings.from_url("mqtt://broker.lan", **_rest()).username is None
+
+
 def test_broker_url_gives_credentials_and_tls():
     broker = BrokerSettings.from_url("mqtts://ha%40home:p%3Ass@broker.lan", **_rest())
     assert (broker.host, broker.port, broker.tls) == ("broker.lan", 8883, True)
