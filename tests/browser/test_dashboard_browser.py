@@ -337,7 +337,14 @@ def test_the_13_month_table_does_not_scroll_sideways_on_a_phone(page):
         page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-TIE_DEVICE_PK = 916_000  # a key of its own (see tests/capacity/test_answers_unchanged.py)
+TIE_DEVICE_PK = 916_000
+MONTH_NAMES = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()  # periods.js
+# The cells of the month table's row for a month ("Oct 2026"): text and title each.
+ROW_OF_MONTH = """
+const row = Array.from(document.querySelectorAll("#month-table tbody tr"))
+  .find((r) => r.cells[0].textContent === arguments[0]);
+return row && Array.from(row.cells).map((c) => [c.innerText, c.title]);
+"""  # a key of its own (see tests/capacity/test_answers_unchanged.py)
 
 
 def equal_quarters_with_the_meter_on_the_later(device, day: date) -> None:
@@ -372,7 +379,7 @@ def equal_quarters_with_the_meter_on_the_later(device, day: date) -> None:
 
 
 @pytest.fixture(scope="module")
-def tie_device(household, django_db_blocker) -> str:
+def tie_device(household, django_db_blocker) -> tuple[str, date]:
     """A third meter of the household whose month two months back (a whole month in the
     past, whatever today is) has two equal peak quarters, the meter naming the later.
     Committed like the household (the server is another process) and flushed with it."""
@@ -391,16 +398,19 @@ def tie_device(household, django_db_blocker) -> str:
             timezone="Europe/Brussels",
         )
         equal_quarters_with_the_meter_on_the_later(device, day)
-    return device.device_id
+    return device.device_id, day
 
 
 def test_the_month_table_shows_a_tie_between_two_equal_quarters_as_a_tie(page, tie_device):
+    device_id, tie_month = tie_device
     logged_in(page)
-    page.get(f"/?device={tie_device}")
+    page.get(f"/?device={device_id}")
     assert loaded(page, "months") == "13"
-    row = page.js(
-        "return Array.from(document.querySelectorAll('#month-table tbody tr')[2].cells)"
-        ".map((c) => [c.innerText, c.title])"
+    # The table ends with this month, or with the month of the meter's latest reading
+    # once the live answer has come (the page then reloads it): find the row by its month.
+    label = f"{MONTH_NAMES[tie_month.month - 1]} {tie_month.year}"
+    row = page.wait(
+        lambda: page.js(ROW_OF_MONTH, label), message=f"no row for {label} in the month table"
     )
     (_, _), (ours, _), (quarter, _), _, (meter, _), (meters_time, title), *_ = row
     assert ours == meter == "5.00 kW"
