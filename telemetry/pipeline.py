@@ -80,6 +80,10 @@ def _import_steps(setting: str) -> tuple[Step, ...]:
     for path in getattr(settings, setting):
         try:
             found.append(import_string(path))
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not path.startswith(exc.name):
+                raise  # a package the step needs is missing, not the step: the install's
+            raise ImproperlyConfigured(f"{setting}: cannot import {path!r} ({exc})") from exc
         except ImportError as exc:
             raise ImproperlyConfigured(f"{setting}: cannot import {path!r} ({exc})") from exc
     return tuple(found)
