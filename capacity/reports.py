@@ -8,12 +8,14 @@ parse parameters and check access.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, overload
 from zoneinfo import ZoneInfo
 
 from capacity import provenance, queries, rules, tariffs
+from capacity.models import CapacityQuarter
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
@@ -22,6 +24,12 @@ from telemetry.timegrid import QUARTER, bucket_start, day_bounds, interpolate
 TOP_QUARTERS = 5
 REGISTER_BREAKS_MAX = 1000
 MONTH_TABLE_MAX = 36
+
+# How the quarter the meter names as the month's peak stands to ours (meter_peak_match).
+SAME_QUARTER = "same-quarter"
+TIE = "tie"
+DIFFERENT = "different"
+METER_PEAK_MATCHES = (SAME_QUARTER, TIE, DIFFERENT)
 
 
 # A figure stays a float and an absent one stays None: the answer's nullable fields are
@@ -212,6 +220,7 @@ class MonthReport:
     estimated_cost: Cost | None
     register_breaks: list[Break]
     tariff: Tariff | None = None
+    meter_peak_match: str | None = None  # METER_PEAK_MATCHES
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,7 @@ class MonthTableRow:
     provenance: Provenance | None = None
     rolling_average_kw: float | None = None
     estimated_cost: Cost | None = None
+    meter_peak_match: str | None = None  # METER_PEAK_MATCHES
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,8 @@ def month_report(device: Device, month: Month) -> MonthReport:
     price = _price(device, month)
     expected = len(rules.quarter_starts(start, end))
     with_data, complete = quarters.with_data, quarters.complete
-    meter_peaks = queries.meter_peaks(device.pk, [(start, end)])
+    meter_peak = _meter_peak(queries.meter_peaks(device.pk, [(start, end)]).get(start))
+    ours = None if peak is None else (_round(peak.kw), peak.start)
     return MonthReport(
         device_id=device.device_id,
         month=month,
@@ -282,7 +293,7 @@ def month_report(device: Device, month: Month) -> MonthReport:
         peak=None if peak is None else Peak(_round(peak.kw), peak.start, peak.incomplete),
         billed_peak_kw=_round(rules.billed_kw(None if peak is None else peak.kw)),
         rolling_average=rolling_average(window, policy),
-        meter_reported_peak=_meter_peak(meter_peaks.get(start)),
+        meter_reported_peak=meter_peak,
         completeness=Completeness(
             expected, with_data, complete, _round(complete / expected if expected else 0.0)
         ),
@@ -290,6 +301,9 @@ def month_report(device: Device, month: Month) -> MonthReport:
         estimated_cost=estimated_cost(price, average),
         register_breaks=[Break.of(b) for b in register_breaks_between(device, start, end)],
         tariff=None if price is None else Tariff.of(price),
+        meter_peak_match=meter_peak_match(
+            ours, meter_peak, _quarter_kw(device, [meter_peak]), (start, end)
+        ),
     )
 
 
@@ -326,32 +340,39 @@ def register_breaks(device: Device, start: datetime | None, end: datetime | None
 def month_table(device: Device, last: Month, count: int) -> MonthTable:
     """Peak, billed peak, the meter's own peak, the month's provenance and its cost of
     ``count`` months ending with ``last`` (newest first). A fixed number of queries
-    whatever ``count``: the computed peaks, the meter's peaks, and the figures of the
-    months and the 11 before the oldest (for each row's 12-month average)."""
+    whatever ``count``: the computed peaks, the meter's peaks, our power of the quarters
+    the meter names, and the figures of the months and the 11 before the oldest (for
+    each row's 12-month average)."""
     tz = ZoneInfo(device.timezone)
     months = [last.shift(-i) for i in range(count)]
     bounds = [m.bounds(tz) for m in months]
     found = queries.month_rows(device.pk, [start for start, _ in bounds])
-    meter_peaks = queries.meter_peaks(device.pk, bounds)
+    found_meter = queries.meter_peaks(device.pk, bounds)
+    meter_peaks = {start: _meter_peak(found_meter.get(start)) for start, _ in bounds}
+    meter_quarters = _quarter_kw(device, meter_peaks.values())
     policy = provenance.missing_month_policy()
     span = [last.shift(-i) for i in range(count + rules.ROLLING_MONTHS - 2, -1, -1)]
     figures = provenance.month_figures(device, span)  # oldest first
     rows = []
-    for index, (month, (start, _)) in enumerate(zip(months, bounds, strict=True)):
+    for index, (month, (start, end)) in enumerate(zip(months, bounds, strict=True)):
         row = found.get(start)
         newest = len(span) - 1 - index
         window = figures[newest - rules.ROLLING_MONTHS + 1 : newest + 1]
         average = provenance.rolling_average_kw(window, policy)
+        ours = None if row is None else (_round(row.peak_kw), row.peak_bucket)
         rows.append(
             MonthTableRow(
                 month=month,
                 peak_kw=None if row is None else _round(row.peak_kw),
                 peak_quarter_start=None if row is None else row.peak_bucket,
                 billed_peak_kw=_round(rules.billed_kw(None if row is None else row.peak_kw)),
-                meter_reported_peak=_meter_peak(meter_peaks.get(start)),
+                meter_reported_peak=meter_peaks[start],
                 provenance=Provenance.of(figures[newest]),
                 rolling_average_kw=_round(average),
                 estimated_cost=estimated_cost(_price(device, month), average),
+                meter_peak_match=meter_peak_match(
+                    ours, meter_peaks[start], meter_quarters, (start, end)
+                ),
             )
         )
     return MonthTable(device.device_id, device.timezone, rows)
@@ -380,6 +401,48 @@ def estimated_cost(price: tariffs.Price | None, average_kw: float) -> Cost | Non
 
 def _meter_peak(found: queries.MeterPeakRow | None) -> MeterPeak | None:
     return None if found is None else MeterPeak(_round(found.peak_w / 1000), found.ts)
+
+
+def meter_quarter_start(ts: datetime) -> datetime:
+    """The start of the quarter a meter's peak timestamp names.
+
+    The meter stamps its peak with the end of the quarter (a quarter ending at 18:15 is
+    stamped 18:15:00), so a stamp on the quarter grid names the quarter before it. A
+    stamp off the grid is read as naming the quarter that holds it.
+    """
+    return bucket_start(ts - timedelta(microseconds=1), QUARTER)
+
+
+def _quarter_kw(device: Device, meter_peaks: Iterable[MeterPeak | None]) -> dict[datetime, float]:
+    """Our power (kW) of the quarters the meter peaks name, by quarter start; absent: we
+    have no samples in it. One query for any number of months."""
+    starts = {meter_quarter_start(p.ts) for p in meter_peaks if p is not None and p.ts}
+    if not starts:
+        return {}
+    found = CapacityQuarter.objects.filter(device_id=device.pk, bucket__in=sorted(starts))
+    return dict(found.values_list("bucket", "kw"))
+
+
+def meter_peak_match(
+    ours: tuple[float, datetime] | None,
+    meter: MeterPeak | None,
+    quarter_kw: dict[datetime, float],
+    month_bounds: tuple[datetime, datetime],
+) -> str | None:
+    """Whether the meter names our peak quarter (``ours``: its kW as the answer shows it
+    and its start): same-quarter; another quarter of the month whose power, as the
+    answer rounds it, equals our peak (we name the earliest of equal quarters, the meter
+    may name another): tie; else different. None: no peak of ours, or the meter named
+    no quarter."""
+    if ours is None or meter is None or meter.ts is None:
+        return None
+    peak_kw, peak_start = ours
+    start = meter_quarter_start(meter.ts)
+    if start == peak_start:
+        return SAME_QUARTER
+    theirs = quarter_kw.get(start)
+    in_month = month_bounds[0] <= start < month_bounds[1]
+    return TIE if in_month and theirs is not None and _round(theirs) == peak_kw else DIFFERENT
 
 
 def day_quarters(device: Device, day: date) -> DayQuarters:

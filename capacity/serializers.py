@@ -114,6 +114,22 @@ SOURCE_HELP = (
 )
 
 
+METER_PEAK_MATCH_HELP = (
+    "Which quarter the meter names as the month's peak (meter_reported_peak.ts, the end "
+    "of its quarter), against ours: same-quarter, our peak quarter; tie, another quarter "
+    "whose power, to the watt, equals our peak (of equal quarters we name the earliest, "
+    "the meter may name another); different, any other quarter (one below our peak, one "
+    "we have no samples for, or one outside the month). Null: no peak of ours, no "
+    "meter-reported peak, or none with a time."
+)
+
+
+def meter_peak_match_field() -> serializers.Field:
+    return choice_field(
+        list(reports.METER_PEAK_MATCHES), allow_null=True, help_text=METER_PEAK_MATCH_HELP
+    )
+
+
 def source_field() -> serializers.Field:
     return choice_field(list(provenance.SOURCES), help_text=SOURCE_HELP)
 
@@ -214,6 +230,7 @@ class MonthReportSerializer(AnswerSerializer):
     billed_peak_kw = kw(help_text="max(peak, 2.5 kW).")
     rolling_average = RollingAverageSerializer()
     meter_reported_peak = MeterPeakSerializer(allow_null=True)
+    meter_peak_match = meter_peak_match_field()
     completeness = CompletenessSerializer()
     top_quarters = QuarterSerializer(many=True)
     estimated_cost = CostSerializer(allow_null=True)
@@ -229,6 +246,7 @@ class MonthTableRowSerializer(AnswerSerializer):
     peak_quarter_start = LocalDateTimeField(allow_null=True)
     billed_peak_kw = kw()
     meter_reported_peak = MeterPeakSerializer(allow_null=True)
+    meter_peak_match = meter_peak_match_field()
     provenance = ProvenanceSerializer()
     rolling_average_kw = kw(help_text="The 12-month average ending with this month.")
     estimated_cost = CostSerializer(allow_null=True)

@@ -335,3 +335,89 @@ def test_the_13_month_table_does_not_scroll_sideways_on_a_phone(page):
         assert all(shown for _label, _text, shown in first)
     finally:
         page.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+TIE_DEVICE_PK = 916_000
+MONTH_NAMES = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()  # periods.js
+# The cells of the month table's row for a month ("Oct 2026"): text and title each.
+ROW_OF_MONTH = """
+const row = Array.from(document.querySelectorAll("#month-table tbody tr"))
+  .find((r) => r.cells[0].textContent === arguments[0]);
+return row && Array.from(row.cells).map((c) => [c.innerText, c.title]);
+"""  # a key of its own (see tests/capacity/test_answers_unchanged.py)
+
+
+def equal_quarters_with_the_meter_on_the_later(device, day: date) -> None:
+    """Samples every 60 s from 18:00 to 20:00 on ``day`` (local): 5 kW in 18:30-18:45
+    and 19:15-19:30, 2 kW otherwise; the meter reports 5 kW for the later quarter,
+    stamped with its end (as tests/capacity/test_meter_peak_match.py cites)."""
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from telemetry.pipeline import ingest_batch
+    from telemetry.validation import validate_samples
+    from tests.samples import sample
+
+    def at(hour: int, minute: int) -> datetime:
+        tz = ZoneInfo(device.timezone)
+        return datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz).astimezone(UTC)
+
+    peaks, meter_end = (at(18, 30), at(19, 15)), at(19, 30)
+    samples, ts, register = [], at(18, 0), 1000.0
+    while ts < at(20, 0):
+        kw = 5.0 if any(q <= ts < q + QUARTER for q in peaks) else 2.0
+        one = sample(ts, power_w=kw * 1000, energy_import_kwh=register)
+        one["monthly_power_peak_w"] = 5000.0 if ts >= meter_end else None
+        one["monthly_power_peak_ts"] = meter_end.isoformat() if ts >= meter_end else None
+        samples.append(one)
+        register += kw * 60 / 3600
+        ts += timedelta(seconds=60)
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors, errors[:2]
+    ingest_batch(device, columns)
+
+
+@pytest.fixture(scope="module")
+def tie_device(household, django_db_blocker) -> tuple[str, date]:
+    """A third meter of the household whose month two months back (a whole month in the
+    past, whatever today is) has two equal peak quarters, the meter naming the later.
+    Committed like the household (the server is another process) and flushed with it."""
+    from django.contrib.auth import get_user_model
+
+    from telemetry.models import Device
+
+    today = datetime.now(UTC).date()
+    day = date(today.year + (today.month - 3) // 12, (today.month - 3) % 12 + 1, 12)
+    with django_db_blocker.unblock():
+        device = Device.objects.create(
+            pk=TIE_DEVICE_PK,
+            device_id="tie-p1",
+            name="Tie",
+            owner=get_user_model().objects.get(username=USERNAME),
+            timezone="Europe/Brussels",
+        )
+        equal_quarters_with_the_meter_on_the_later(device, day)
+    return device.device_id, day
+
+
+def test_the_month_table_shows_a_tie_between_two_equal_quarters_as_a_tie(page, tie_device):
+    device_id, tie_month = tie_device
+    logged_in(page)
+    page.get(f"/?device={device_id}")
+    assert loaded(page, "months") == "13"
+    # The table ends with this month, or with the month of the meter's latest reading
+    # once the live answer has come (the page then reloads it): find the row by its month.
+    label = f"{MONTH_NAMES[tie_month.month - 1]} {tie_month.year}"
+    row = page.wait(
+        lambda: page.js(ROW_OF_MONTH, label), message=f"no row for {label} in the month table"
+    )
+    (_, _), (ours, _), (quarter, _), _, (meter, _), (meters_time, title), *_ = row
+    assert ours == meter == "5.00 kW"
+    # Our quarter by its start, the meter's by its end (the same day), and the tie.
+    assert quarter.endswith(" 18:30"), quarter
+    assert meters_time == quarter.removesuffix("18:30") + "19:30\ntie: equal power", meters_time
+    assert "a tie" in title
+    # The note is a line of its own: the 13-month table still fits a 1280 px window.
+    assert page.js("const b = document.querySelector('#months .table-scroll');"
+                   "return b.scrollWidth <= b.clientWidth")  # fmt: skip

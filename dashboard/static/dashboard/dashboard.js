@@ -404,6 +404,30 @@
     row.append(td);
   }
 
+  // The meter stamps the end of its quarter, our "Quarter" column shows its start; the
+  // answer's meter_peak_match says whether the two name the same quarter, two quarters
+  // of equal power (of those we name the earliest), or really different ones. The note
+  // goes on a line of its own, so the column grows no wider.
+  const MATCH_NOTE = { tie: "tie: equal power", different: "another quarter" };
+  const MATCH_TITLE = {
+    "same-quarter": "The end of the quarter we computed as the peak.",
+    tie: "Another quarter of the same power as our peak: a tie. Of equal quarters we name the earliest; the meter named this one.",
+    different: "The meter names a quarter other than our peak: one of lower power in our samples, or one we have no samples for.",
+  };
+
+  function noteMatch(td, match) {
+    if (!match) return;
+    td.title = MATCH_TITLE[match];
+    if (!MATCH_NOTE[match]) return;
+    const value = document.createElement("span");
+    const note = document.createElement("span");
+    note.className = "match muted";
+    note.textContent = MATCH_NOTE[match];
+    value.append(td.textContent, note);
+    td.replaceChildren(value);
+    td.classList.add("match-" + match);
+  }
+
   async function loadMonthTable() {
     try {
       const answer = await getJSON(config.api.months, { count: config.month_table_months, end: config.month });
@@ -422,6 +446,7 @@
         const meter = m.meter_reported_peak;
         cell(row, meter ? kw(meter.kw) + " kW" : "–", "num");
         cell(row, meter && meter.ts ? P.moment(meter.ts) : "–");
+        noteMatch(row.lastChild, m.meter_peak_match);
         const source = m.provenance;
         cell(row, source.kw === null ? source.source : kw(source.kw) + " kW (" + source.source + ")", "num");
         const cost = m.estimated_cost;
