@@ -95,6 +95,8 @@ def parse_export(text: str) -> Export:
     quarters: dict[datetime, list[float]] = {}
     statuses: dict[datetime, str] = {}
     seen: set[tuple[str, str, str]] = set()
+    # (quarter, register) -> its line: two downloads pasted together must not add up.
+    line_of: dict[tuple[datetime, str], int] = {}
     eans: set[str] = set()
     without_value = 0
     for number, row in enumerate(reader, start=2):
@@ -122,6 +124,13 @@ def parse_export(text: str) -> Export:
         seen.add(key)
         if moment.minute % 15 or moment.second:
             raise FluviusFormatError(f"line {number}: {start} is not a quarter start")
+        # The autumn hour comes twice (summer time first), so a second line of a wall-clock
+        # quarter is the later instant; any other repeat names a quarter already read.
+        first = line_of.setdefault((moment, register), number)
+        if first != number:
+            raise FluviusFormatError(
+                f"line {number}: repeats the {register} quarter of line {first} ({day} {start})"
+            )
         if not volume:
             without_value += 1
             continue

@@ -16,7 +16,7 @@ from django.db import connection
 
 from capacity.queries import param, quarters_sql
 from capacity.rules import QUARTER, Month
-from telemetry import segments
+from telemetry import segments, series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
 from telemetry.storage import plan_for
@@ -94,6 +94,9 @@ def rebuild(device_pk: int) -> None:
         first, last = cursor.fetchone()
     if first is not None:
         _recompute(device_pk, _as_datetime(first), _as_datetime(last))
+        # The register breaks were rewritten: every cached series answer over the data
+        # may have changed (ingest drops only the answers a batch touches).
+        series_cache.forget_touched(device_pk, _as_datetime(first), _as_datetime(last) + QUARTER)
 
 
 def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | None = None) -> None:

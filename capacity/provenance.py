@@ -119,6 +119,10 @@ def _choose(
         kw, source = measured_kw, MEASURED
     elif meter_kw is not None:
         kw, source = meter_kw, METER
+    elif imported_kw is not None:
+        # A partial import (a download that ends mid-month) is still the operator's own
+        # figure, and better than a month counted as missing.
+        kw, source = imported_kw, IMPORTED
     else:
         kw, source = None, MISSING
     return MonthFigure(

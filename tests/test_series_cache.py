@@ -253,3 +253,14 @@ def test_the_series_json_is_what_drfs_renderer_writes_and_the_browsable_api_stil
         headers={**bearer(token), "Accept": "text/html"},
     )
     assert page.status_code == 200 and b"sample_count" in page.content
+
+
+def test_a_capacity_rebuild_drops_the_devices_cached_answers(redis_cache, device, history, ask):
+    """A rebuild rewrites the register breaks, which every answer's registers go through."""
+    from capacity.materialize import rebuild
+
+    march = ask("1d", "2026-03-01", "2026-03-05")
+    today = ask("15m", (history - timedelta(hours=3)).isoformat())
+    assert cached(device, march) and cached(device, today)
+    rebuild(device.pk)
+    assert not cached(device, march) and not cached(device, today)

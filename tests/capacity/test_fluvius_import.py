@@ -119,6 +119,14 @@ def test_a_file_for_another_ean_is_refused_with_one_line(device):
         (f'{HEADER}\n10-03-2026;18:00:00;10-03-2026;18:15:00;="123";M;D;Afname Dag;1,0;kWh;X\n',
          "line 2: '123' is not an 18-digit EAN"),
         (f"{HEADER}\n10-03-2026;18:00:00;short\n", "line 2: 3 columns, expected 11"),
+        # Two downloads pasted together: the quarter is not counted twice.
+        (f'{HEADER}\n10-03-2026;10:00:00;10-03-2026;10:15:00;="{EAN}";M;D;Afname Dag;0,5;kWh;X\n'
+         f'10-03-2026;10:00:00;10-03-2026;10:15:00;="{EAN}";M;D;Afname Dag;0,5;kWh;X\n',
+         "line 3: repeats the Afname Dag quarter of line 2 (10-03-2026 10:00:00)"),
+        # The autumn hour twice is right; a third time is a repeat.
+        (f"{HEADER}\n"
+         + 3 * f'25-10-2026;02:00:00;25-10-2026;02:15:00;="{EAN}";M;D;Afname Nacht;0,1;kWh;X\n',
+         "line 4: repeats the Afname Nacht quarter of line 3 (25-10-2026 02:00:00)"),
     ],
 )  # fmt: skip
 def test_a_malformed_file_is_refused_with_one_line_naming_the_problem(

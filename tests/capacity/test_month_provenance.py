@@ -203,3 +203,29 @@ def test_errors_of_a_nested_field_are_named_by_their_path(device, post):
     errors = post(body).json()["errors"]
     assert set(errors) >= {"current.month", "current.peak_kw", "months.1.peak_kw"}
     assert all(isinstance(m, str) for messages in errors.values() for m in messages)
+
+
+def test_a_partial_import_is_the_figure_of_a_month_nothing_else_has(device, read):
+    """Ten days of the operator's quarters in February (a download that ends there): the
+    month is imported at its highest quarter rather than missing; March, measured by
+    nobody, stays missing."""
+    from capacity.models import OperatorQuarter
+
+    start = local(2026, 2, 1).astimezone(UTC)
+    OperatorQuarter.objects.bulk_create(
+        OperatorQuarter(
+            device=device,
+            bucket=start + timedelta(minutes=15 * n),
+            import_kwh=1.5 if n == 100 else 0.5,
+            kw=6.0 if n == 100 else 2.0,
+            status="Gevalideerd",
+            ean="541448820052377134",
+            imported_at=start,
+        )
+        for n in range(10 * 96)
+    )
+    months = read("/v1/capacity/month/2026-04")["rolling_average"]["months"]
+    by_month = {m["month"]: m for m in months}
+    assert by_month["2026-02"]["source"] == "imported"
+    assert by_month["2026-02"]["peak_kw"] == pytest.approx(6.0)
+    assert by_month["2026-03"]["source"] == "missing"
