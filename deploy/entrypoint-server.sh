@@ -20,7 +20,8 @@ until python manage.py migrate --no-input; do
 done
 
 # DEVICE_TOKENS (device_id:token,...): its devices and tokens exist, and the tokens it
-# made that left it are revoked. A bad entry stops the start with one line.
+# made that left it are revoked (restored when listed again). A bad entry stops the start
+# with one line.
 python manage.py provision_device_tokens
 
 python manage.py collectstatic --no-input --verbosity 0

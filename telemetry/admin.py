@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -250,11 +250,12 @@ class DeviceTokenAdmin(TokenTimes, admin.ModelAdmin):
     # Newest first; when each was created is on its page and in the device's inline
     # (the list has no room for a third time beside the filters at 1280 px).
     list_display = ("prefix_code", "device", "label", "scope_list", "last_used", "revoked")
-    list_filter = ("scopes", ("revoked_at", admin.EmptyFieldListFilter))
+    list_filter = ("scopes", "provisioned", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "device__device_id", "label")
     list_select_related = ("device",)
     actions = ["revoke"]
-    readonly_fields = ("prefix", "scopes", "created", "last_used", "revoked")
+    # provisioned: shown, never editable (editable=False): only DEVICE_TOKENS sets it.
+    readonly_fields = ("prefix", "scopes", "provisioned", "created", "last_used", "revoked")
 
     # Django passes ``change`` by keyword: it arrives in kwargs and goes on to super().
     def get_form(  # type: ignore[override]
@@ -311,7 +312,9 @@ class DeviceTokenAdmin(TokenTimes, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[DeviceToken]) -> None:
-        active = list(queryset.filter(revoked_at__isnull=True))
+        # A token DEVICE_TOKENS revoked is included: the admin's revocation then wins
+        # when the list names it again.
+        active = list(queryset.filter(Q(revoked_at__isnull=True) | Q(revoked_by_list=True)))
         for token in active:
             token.revoke()  # one by one: each save drops the token's cached lookup
         count = len(active)

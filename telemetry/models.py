@@ -122,6 +122,12 @@ class DeviceToken(models.Model):
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Made by DEVICE_TOKENS (telemetry.provisioning), which alone revokes and restores it;
+    # not the label, which an admin may type or change.
+    provisioned = models.BooleanField(default=False, editable=False)
+    # Revoked because it left DEVICE_TOKENS: back in the list, it is active again. A
+    # revocation in the admin clears this, and then the list cannot undo it.
+    revoked_by_list = models.BooleanField(default=False, editable=False)
     # Not a field: the raw token just minted, held on the instance by the admin's
     # save_model for its response_add only (telemetry.admin); never stored.
     _raw_token: str
@@ -143,10 +149,24 @@ class DeviceToken(models.Model):
     def has_scope(self, scope: str) -> bool:
         return self.is_active and scope in self.scope_set
 
-    def revoke(self) -> None:
+    def revoke(self, *, by_list: bool = False) -> None:
+        """Revoke; ``by_list`` only from provisioning. An admin's revocation of a token the
+        list revoked makes it the admin's, so the list's return no longer restores it."""
         if self.revoked_at is None:
             self.revoked_at = django_timezone.now()
-            self.save(update_fields=["revoked_at"])  # post_save drops the cached lookup
+            self.revoked_by_list = by_list
+        elif self.revoked_by_list and not by_list:
+            self.revoked_by_list = False
+        else:
+            return
+        # post_save drops the cached lookup
+        self.save(update_fields=["revoked_at", "revoked_by_list"])
+
+    def restore(self) -> None:
+        """Active again: only for a token the list revoked and lists again."""
+        self.revoked_at = None
+        self.revoked_by_list = False
+        self.save(update_fields=["revoked_at", "revoked_by_list"])
 
 
 class Sample(models.Model):

@@ -3,9 +3,12 @@
 The list is the whole truth about the tokens it made: each pair's device is created if
 missing, each token stored as its hash with the ingest and read scopes, and a token it
 made earlier that has left the list is revoked. Tokens are recognised as provisioned by
-their label; tokens issued in the admin or by `manage.py issue_token` carry another and
-are never touched. A provisioned token revoked in the admin stays revoked (the admin's
-decision wins; the list cannot bring it back, since its hash is taken).
+DeviceToken.provisioned, which neither the admin nor `manage.py issue_token` can set
+(the label can be typed anywhere): their tokens are never touched, whatever the label.
+A token the list revoked is active again once it is back in the list (one start with the
+list empty or missing must not cut off every edge for good); one revoked in the admin
+stays revoked (the admin's decision wins; the list cannot bring it back, since its hash
+is taken).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from django.db import transaction
 from telemetry.models import Device, DeviceToken
 from telemetry.tokens import PREFIX_LENGTH, hash_token
 
-# The label of every provisioned token: what marks it as the list's to revoke.
+# The label given to provisioned tokens, for people: DeviceToken.provisioned is the mark.
 PROVISIONED_LABEL = "DEVICE_TOKENS"
 PROVISIONED_SCOPES = f"{DeviceToken.SCOPE_INGEST},{DeviceToken.SCOPE_READ}"
 
@@ -36,6 +39,7 @@ class Provisioned:
     tokens_kept: int
     tokens_revoked: int
     revoked_in_admin: int
+    tokens_restored: int = 0
 
 
 def provision_device_tokens(
@@ -53,7 +57,7 @@ def provision_device_tokens(
             d.device_id: d for d in Device.objects.filter(device_id__in=[p[0] for p in pairs])
         }
         created_devices: list[str] = []
-        created = kept = revoked_in_admin = 0
+        created = kept = restored = revoked_in_admin = 0
         for place, ((device_id, token), token_hash) in enumerate(
             zip(pairs, hashes, strict=True), 1
         ):
@@ -64,10 +68,13 @@ def provision_device_tokens(
                         f"{variable}: entry {place} of {len(pairs)} (device {device_id}): its "
                         f"token already belongs to device {found.device.device_id}"
                     )
-                if found.revoked_at is not None:
-                    revoked_in_admin += 1
-                else:
+                if found.revoked_at is None:
                     kept += 1
+                elif found.provisioned and found.revoked_by_list:
+                    found.restore()
+                    restored += 1
+                else:
+                    revoked_in_admin += 1
                 continue
             device = devices.get(device_id)
             if device is None:
@@ -79,13 +86,14 @@ def provision_device_tokens(
                 prefix=token[:PREFIX_LENGTH],
                 token_hash=token_hash,
                 scopes=PROVISIONED_SCOPES,
+                provisioned=True,
             )
             created += 1
-        gone = DeviceToken.objects.filter(label=PROVISIONED_LABEL, revoked_at__isnull=True).exclude(
+        gone = DeviceToken.objects.filter(provisioned=True, revoked_at__isnull=True).exclude(
             token_hash__in=hashes
         )
         revoked = 0
         for stale in gone:
-            stale.revoke()  # one by one: each save tells every process's token cache
+            stale.revoke(by_list=True)  # one by one: each save tells every process's cache
             revoked += 1
-    return Provisioned(created_devices, created, kept, revoked, revoked_in_admin)
+    return Provisioned(created_devices, created, kept, revoked, revoked_in_admin, restored)

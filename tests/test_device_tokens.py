@@ -3,8 +3,9 @@
 The form is ``device_id:token,device_id:token``. Read at every start (the container's
 entrypoint and the systemd unit run ``manage.py provision_device_tokens``): devices are
 created, tokens stored only as hashes with the ingest and read scopes, tokens that left
-the list revoked, tokens issued in the admin left alone. A bad entry stops start-up with
-one line naming the variable and the entry, never the token.
+the list revoked (and active again when they come back), tokens issued in the admin left
+alone whatever their label. A bad entry stops start-up with one line naming the variable
+and the entry, never the token.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def test_devices_are_created_and_tokens_stored_as_hashes_with_ingest_and_read():
         found = find_active_token(raw)
         assert found is not None and found.device.device_id == device_id
         assert found.scope_set == {"ingest", "read"}
-        assert found.label == PROVISIONED_LABEL
+        assert found.label == PROVISIONED_LABEL and found.provisioned
     stored = list(DeviceToken.objects.values_list("prefix", "token_hash", "label", "scopes"))
     assert not any(home in str(row) or attic in str(row) for row in stored)
 
@@ -135,6 +136,79 @@ def test_a_token_revoked_in_the_admin_stays_revoked():
 
 
 @pytest.mark.django_db
+def test_an_admin_token_labelled_like_the_list_survives_a_start():
+    device = Device.objects.create(device_id="home-p1")
+    # The label is free text: the admin's form and `issue_token --label` can type it.
+    admin_token, admin_raw = issue_token(device, "read", label=PROVISIONED_LABEL)
+    done = provision_device_tokens([("home-p1", token())])
+    assert done.tokens_revoked == 0
+    assert find_active_token(admin_raw) == admin_token
+
+
+@pytest.mark.django_db
+def test_a_renamed_provisioned_token_still_leaves_with_the_list():
+    raw = token()
+    provision_device_tokens([("home-p1", raw)])
+    DeviceToken.objects.filter(provisioned=True).update(label="kitchen pi")
+    done = provision_device_tokens([])
+    assert done.tokens_revoked == 1 and find_active_token(raw) is None
+
+
+@pytest.mark.django_db
+def test_a_token_back_in_the_list_after_an_empty_start_is_active_again():
+    home, attic = token(), token()
+    provision_device_tokens([("home-p1", home), ("attic", attic)])
+    # A start without the env file: every provisioned token is revoked...
+    assert provision_device_tokens([]).tokens_revoked == 2
+    assert find_active_token(home) is None
+    # ...and the next start with the file gives the edges their tokens back.
+    done = provision_device_tokens([("home-p1", home), ("attic", attic)])
+    assert (done.tokens_created, done.tokens_restored, done.revoked_in_admin) == (0, 2, 0)
+    assert find_active_token(home) is not None and find_active_token(attic) is not None
+    assert DeviceToken.objects.filter(revoked_by_list=True).count() == 0
+
+
+@pytest.mark.django_db
+def test_an_admin_revocation_wins_even_over_a_token_the_list_had_revoked(admin_client):
+    raw = token()
+    provision_device_tokens([("home-p1", raw)])
+    provision_device_tokens([])
+    revoked = DeviceToken.objects.get(provisioned=True)
+    revoked_at = revoked.revoked_at
+    response = admin_client.post(
+        "/admin/telemetry/devicetoken/", {"action": "revoke", "_selected_action": [revoked.pk]}
+    )
+    assert response.status_code == 302
+    done = provision_device_tokens([("home-p1", raw)])
+    assert (done.tokens_restored, done.revoked_in_admin) == (0, 1)
+    assert find_active_token(raw) is None
+    assert DeviceToken.objects.get(pk=revoked.pk).revoked_at == revoked_at
+
+
+@pytest.mark.django_db
+def test_the_admin_cannot_mark_or_unmark_a_token_as_provisioned(admin_client):
+    raw = token()
+    provision_device_tokens([("home-p1", raw)])
+    listed = DeviceToken.objects.get(provisioned=True)
+    admin_token, admin_raw = issue_token(listed.device, "read", label="dashboard")
+    for target, wanted in ((listed, ""), (admin_token, "on")):
+        page = admin_client.get(f"/admin/telemetry/devicetoken/{target.pk}/change/")
+        assert 'name="provisioned"' not in page.content.decode()
+        response = admin_client.post(
+            f"/admin/telemetry/devicetoken/{target.pk}/change/",
+            {"label": "renamed", "provisioned": wanted, "revoked_by_list": "on"},
+        )
+        assert response.status_code == 302, response.content.decode()
+    listed.refresh_from_db()
+    admin_token.refresh_from_db()
+    assert (listed.label, listed.provisioned) == ("renamed", True)
+    assert (admin_token.label, admin_token.provisioned) == ("renamed", False)
+    provision_device_tokens([])
+    assert find_active_token(raw) is None
+    assert find_active_token(admin_raw) == admin_token
+
+
+@pytest.mark.django_db
 def test_a_token_of_another_device_is_refused_and_nothing_changes():
     raw, other = token(), token()
     provision_device_tokens([("home-p1", raw)])
@@ -156,7 +230,8 @@ def test_the_start_command_provisions_a_token_that_ingests_and_reads(server, htt
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "DEVICE_TOKENS: 1 token(s) created, 0 kept, 0 revoked; devices created: garage-p1"
+        "DEVICE_TOKENS: 1 token(s) created, 0 kept, 0 revoked, 0 restored; "
+        "devices created: garage-p1"
     )
     assert raw not in result.stdout + result.stderr
     posted = http.post(f"{server.url}/v1/ingest", json={"samples": series(3)}, headers=bearer(raw))

@@ -205,6 +205,46 @@ def test_upgrade_keeps_samples_and_allows_meters_without_export(tmp_path):
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.django_db
+def test_upgrade_marks_tokens_labelled_device_tokens_as_provisioned(tmp_path):
+    """Before 0010 the label was the only mark of a DEVICE_TOKENS token."""
+    token_sql = (
+        "INSERT INTO telemetry_devicetoken (device_id, label, prefix, token_hash, scopes, "
+        "created_at, revoked_at) VALUES (1, '{label}', 'abcdefgh', '{hash}', 'ingest,read', "
+        "'2026-03-01 00:00:00', {revoked})"
+    )
+    with _scratch(tmp_path) as (env, connect):
+        result = _manage_migrate(env, "telemetry", "0009_device_tariff_fields")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        db.execute(
+            "INSERT INTO telemetry_device (id, device_id, name, timezone, created_at, "
+            "network_area, social_tariff, ean) VALUES (1, 'home-p1', '', 'Europe/Brussels', "
+            "'2026-03-01 00:00:00', '', false, '')"
+        )
+        db.execute(token_sql.format(label="DEVICE_TOKENS", hash="a" * 64, revoked="NULL"))
+        db.execute(
+            token_sql.format(label="DEVICE_TOKENS", hash="b" * 64, revoked="'2026-03-02 00:00:00'")
+        )
+        db.execute(token_sql.format(label="dashboard", hash="c" * 64, revoked="NULL"))
+        db.close()
+
+        result = _manage_migrate(env, "telemetry", "0010_device_token_provisioned")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        rows = db.execute(
+            "SELECT token_hash, provisioned, revoked_by_list FROM telemetry_devicetoken "
+            "ORDER BY token_hash"
+        ).fetchall()
+        db.close()
+    # Who revoked the old revoked one is unknown: it stays the admin's (not restored).
+    assert [(h[0], bool(p), bool(r)) for h, p, r in rows] == [
+        ("a", True, False),
+        ("b", True, False),
+        ("c", False, False),
+    ]
+
+
 @needs_timescaledb
 def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates():
     with scratch_database(TIMESCALE_URL) as url:

@@ -9,7 +9,8 @@ from telemetry.provisioning import ProvisioningError, provision_device_tokens
 class Command(BaseCommand):
     help = (
         "Create the devices and tokens of DEVICE_TOKENS (device_id:token,...) and revoke "
-        "the provisioned tokens that left it; run at every start."
+        "the provisioned tokens that left it (restoring those it revoked that are back); run "
+        "at every start."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -20,7 +21,8 @@ class Command(BaseCommand):
         created = ", ".join(done.devices_created) or "none"
         self.stdout.write(
             f"DEVICE_TOKENS: {done.tokens_created} token(s) created, {done.tokens_kept} kept, "
-            f"{done.tokens_revoked} revoked; devices created: {created}"
+            f"{done.tokens_revoked} revoked, {done.tokens_restored} restored; "
+            f"devices created: {created}"
         )
         if done.revoked_in_admin:
             self.stderr.write(
