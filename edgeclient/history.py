@@ -36,7 +36,11 @@ def utc_now() -> datetime:
 
 
 class HistoryReader:
-    """When to read the telegram, and the read itself (``step``)."""
+    """When to read the telegram, and the read itself (``step``).
+
+    run_edge runs it in a thread of its own with its own meter connection
+    (edgeclient.cli.run.history_loop): a dongle slow to answer the telegram must not
+    delay a poll."""
 
     def __init__(
         self,
@@ -73,9 +77,9 @@ class HistoryReader:
                 self._failing = str(exc)
             return False
         self._retry_at, self._failing = None, None
-        self._read_month = month
         demand = parse_demand(text)
         if not demand.history and demand.month_maximum is None:
+            self._read_month = month  # read, and nothing to send until the month changes
             logger.info("the meter's telegram has no monthly maxima (not a Belgian meter?)")
             return False
         current = demand.month_maximum
@@ -90,7 +94,14 @@ class HistoryReader:
                 "peak_ts": None if current.at is None else current.at.isoformat(),
             },
         )
-        self.spool.put_meter_history(body)
+        try:
+            self.spool.put_meter_history(body)
+        except Exception:
+            # Not read as far as the month goes: a spool that failed (locked, disk full)
+            # must not skip this month until a restart; the caller logs the error.
+            self._retry_at = self._monotonic() + RETRY_AFTER_S
+            raise
+        self._read_month = month
         logger.info(
             "the meter's history read: %d closed months%s",
             len(demand.history),

@@ -346,6 +346,53 @@ def upload_meter_history(spool: Spool, client: IngestClient) -> bool | None:
     return False
 
 
+class MeterHistorySender:
+    """The upload loop's sending of the spooled telegram read (``upload_meter_history``),
+    with a backoff of its own: a failed attempt (an answer to retry, or any exception:
+    a locked spool, a bug) is logged when it first appears and tried again after a
+    growing, jittered delay. Nothing here raises: the samples' policy never sees it."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        client: IngestClient,
+        config: EdgeConfig,
+        *,
+        random: Callable[[], float] = random_module.random,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spool = spool
+        self.client = client
+        self.config = config
+        self._random = random
+        self._monotonic = monotonic
+        self.failures = 0
+        self._retry_at: float | None = None
+        self._failing: str | None = None
+
+    def step(self) -> bool | None:
+        """True sent, False failed (tried again later), None nothing to send or not yet."""
+        if self._retry_at is not None and self._monotonic() < self._retry_at:
+            return None
+        try:
+            sent = upload_meter_history(self.spool, self.client)
+            failure = None if sent is not False else "no answer or one to retry (see debug log)"
+        except Exception as exc:  # its own failures never reach the samples' loop
+            sent, failure = False, f"{type(exc).__name__}: {exc}"
+        if sent is not False:
+            if self._failing is not None:
+                logger.info("meter history sent again after %d failures", self.failures)
+            self.failures, self._retry_at, self._failing = 0, None, None
+            return sent
+        self.failures += 1
+        delay = retry_delay(self.failures, self._random, cap_s=self.config.backoff_max_s)
+        self._retry_at = self._monotonic() + delay
+        if failure != self._failing:
+            logger.warning("meter history not sent (tried again later): %s", failure)
+            self._failing = failure
+        return False
+
+
 class Uploader:
     """The upload loop's state between attempts; ``step()`` runs one and says how long
     to wait before the next."""
@@ -370,6 +417,8 @@ class Uploader:
         self._failed_state: str | None = None
         self._draining_since: float | None = None
         self._drained = 0
+        # The last step succeeded and left no backlog: the loop is at its normal pace.
+        self.caught_up = False
 
     def step(self) -> tuple[UploadResult, float]:
         result = upload_once(
@@ -383,6 +432,7 @@ class Uploader:
         return result, self._next_delay(result)
 
     def _next_delay(self, result: UploadResult) -> float:
+        self.caught_up = False
         if result.state == TOO_LARGE and result.sent > 1:
             self.max_batch = max(1, result.sent // 2)
             logger.warning(
@@ -412,6 +462,7 @@ class Uploader:
         if result.remaining > self.config.batch_size:
             return 0.0  # a backlog: drain it back to back
         self._note_drained()
+        self.caught_up = True
         return self.config.upload_interval_s
 
     def _note_failure(self, result: UploadResult) -> None:

@@ -1,10 +1,12 @@
 """``run`` (``manage.py run_edge``, ``python -m edgeclient run``): poll the meter and upload
 the spool, until SIGTERM or Ctrl-C.
 
-Two threads that share nothing but the spool file, each with its own connection: the
-poll loop (meter -> normalise -> spool) and the upload loop (spool -> server). A slow or
-dead server therefore never delays a poll. No error ends either loop, but one: the
-first device to answer at HW_P1_HOST saying it is not a P1 meter.
+Three threads that share nothing but the spool file, each with its own connection: the
+poll loop (meter -> normalise -> spool), the history loop (the meter's telegram -> its
+monthly maxima -> spool, edgeclient.history) and the upload loop (spool -> server). A
+slow or dead server, or a dongle slow to answer the telegram, therefore never delays a
+poll. No error ends any of them, but one: the first device to answer at HW_P1_HOST
+saying it is not a P1 meter.
 
 What the device is (GET /api) is asked at start, and again at the first answer after
 every outage (an address may be handed to another device while the meter is away). A
@@ -42,12 +44,13 @@ from edgeclient.homewizard import (
 )
 from edgeclient.poller import METER_DOWN, Poller
 from edgeclient.spool import Spool, SpoolError
-from edgeclient.uploader import IngestClient, Uploader, upload_meter_history
+from edgeclient.uploader import IngestClient, MeterHistorySender, Uploader
 
 logger = logging.getLogger("edgeclient.run_edge")
 
 # How long SIGTERM waits for a poll (meter timeouts are 3 + 5 s) and an upload in flight.
-# Container runtimes send SIGKILL after 10 s; an abandoned upload is simply sent again.
+# Container runtimes send SIGKILL after 10 s; an abandoned upload is simply sent again,
+# an abandoned telegram read simply read again at the next start.
 SHUTDOWN_GRACE_S = 8.0
 # After an unexpected error (disk full, a bug) a loop waits this long, then goes on.
 LOOP_ERROR_PAUSE_S = 5.0
@@ -81,14 +84,7 @@ def handle(options: dict[str, Any], out: Lines) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     uploaded = Uploaded()
-    threads = [
-        threading.Thread(target=poll_loop, args=(config, stop, identity), name="poll", daemon=True),
-        threading.Thread(
-            target=upload_loop, args=(config, stop, uploaded), name="upload", daemon=True
-        ),
-    ]
-    for thread in threads:
-        thread.start()
+    threads = start_loops(config, stop, identity, uploaded)
     logger.info(
         "run_edge started: polling %s every %g s, uploading to %s every %g s; "
         "spool %s holds %d samples",
@@ -200,21 +196,17 @@ def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity
     Ends (and sets ``stop``) only when the first device to answer is not a P1 meter.
     """
     assert config.meter is not None
-    guard = _LoopGuard("poll")
+    guard = LoopGuard("poll")
     while not stop.is_set():
         # Opening the spool can fail too (a full or read-only disk): retry, never exit.
         try:
             with Spool(config.spool_path) as spool, HomeWizardClient(config.meter) as meter:
                 poller = Poller(meter, spool)
-                history = HistoryReader(meter, spool)
                 next_at = time.monotonic()
                 while not stop.is_set():
                     try:
-                        if identity.confirm(meter, spool):
-                            if poller.step().state == METER_DOWN:
-                                identity.forget()  # ask what it is at its first answer
-                            else:
-                                history.step()  # at start and after each month change
+                        if identity.confirm(meter, spool) and poller.step().state == METER_DOWN:
+                            identity.forget()  # ask what it is at its first answer
                         guard.ok()
                     except MeterWrongProduct:
                         logger.error("%s; run_edge stops", identity.refused)
@@ -224,6 +216,52 @@ def poll_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity
                         guard.failed(exc)
                     next_at = max(next_at + config.poll_interval_s, time.monotonic())
                     stop.wait(next_at - time.monotonic())
+        except Exception as exc:  # the loop must outlive any error
+            guard.failed(exc)
+            stop.wait(LOOP_ERROR_PAUSE_S)
+
+
+def start_loops(
+    config: EdgeConfig, stop: threading.Event, identity: MeterIdentity, uploaded: Uploaded
+) -> list[threading.Thread]:
+    """The poll, upload and history threads, started; all end when ``stop`` is set."""
+    threads = [
+        threading.Thread(target=poll_loop, args=(config, stop, identity), name="poll", daemon=True),
+        threading.Thread(
+            target=upload_loop, args=(config, stop, uploaded), name="upload", daemon=True
+        ),
+        threading.Thread(
+            target=history_loop, args=(config, stop, identity), name="history", daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def history_loop(config: EdgeConfig, stop: threading.Event, identity: MeterIdentity) -> None:
+    """Read the meter's monthly maxima when due (at start, after each month change).
+
+    Its own thread and its own meter connection (the same verified TLS): the telegram is
+    a second request to the dongle, and one that answers it slowly (up to the meter
+    timeouts) or not at all must not take a poll's turn. It reads only while the poll
+    loop knows the device to be a P1 meter; whether a read is due is a clock check, so
+    asking every poll interval costs nothing.
+    """
+    assert config.meter is not None
+    guard = LoopGuard("history")
+    while not stop.is_set():
+        try:
+            with Spool(config.spool_path) as spool, HomeWizardClient(config.meter) as meter:
+                history = HistoryReader(meter, spool)
+                while not stop.is_set():
+                    try:
+                        if identity.info is not None:
+                            history.step()
+                        guard.ok()
+                    except Exception as exc:  # the loop must outlive any error
+                        guard.failed(exc)
+                    stop.wait(config.poll_interval_s)
         except Exception as exc:  # the loop must outlive any error
             guard.failed(exc)
             stop.wait(LOOP_ERROR_PAUSE_S)
@@ -269,28 +307,47 @@ def log_progress(config: EdgeConfig, uploaded: int) -> None:
 def upload_loop(
     config: EdgeConfig, stop: threading.Event, uploaded: Uploaded | None = None
 ) -> None:
-    guard = _LoopGuard("upload")
+    guard = LoopGuard("upload")
     while not stop.is_set():
         try:
             with Spool(config.spool_path) as spool, IngestClient.from_config(config) as client:
                 uploader = Uploader(spool, client, config)
+                history = MeterHistorySender(spool, client, config)
                 while not stop.is_set():
-                    try:
-                        result, delay = uploader.step()
-                        if uploaded is not None:
-                            uploaded.add(result.delivered)
-                        upload_meter_history(spool, client)
-                        guard.ok()
-                    except Exception as exc:  # the loop must outlive any error
-                        guard.failed(exc)
-                        delay = max(LOOP_ERROR_PAUSE_S, retry_delay(guard.failures, random.random))
-                    stop.wait(delay)
+                    stop.wait(upload_round(uploader, history, guard, uploaded))
         except Exception as exc:  # the loop must outlive any error
             guard.failed(exc)
             stop.wait(LOOP_ERROR_PAUSE_S)
 
 
-class _LoopGuard:
+def upload_round(
+    uploader: Uploader,
+    history: MeterHistorySender,
+    guard: LoopGuard,
+    uploaded: Uploaded | None = None,
+) -> float:
+    """One sample step, then the meter's history when the samples are caught up; the
+    seconds to wait before the next round.
+
+    The history goes only after a sample step that succeeded with no backlog left: never
+    a second timeout beside a failing sample upload, never a request between the batches
+    of a drain. Its failures (any exception included) stay in MeterHistorySender, with
+    its own backoff: they never change the samples' delay.
+    """
+    try:
+        result, delay = uploader.step()
+        if uploaded is not None:
+            uploaded.add(result.delivered)
+        guard.ok()
+    except Exception as exc:  # the loop must outlive any error
+        guard.failed(exc)
+        return max(LOOP_ERROR_PAUSE_S, retry_delay(guard.failures, random.random))
+    if uploader.caught_up:
+        history.step()
+    return delay
+
+
+class LoopGuard:
     """Logs an unexpected error when it first appears (with traceback), not every time."""
 
     def __init__(self, name: str) -> None:

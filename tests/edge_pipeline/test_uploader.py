@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+import p1wire as wire
 from edgeclient.backoff import RETRY_AFTER_MAX_S, parse_retry_after, retry_delay
+from edgeclient.cli.run import LoopGuard, upload_round
 from edgeclient.config import ConfigError, EdgeConfig
 from edgeclient.spool import Spool
 from edgeclient.uploader import (
@@ -25,10 +30,12 @@ from edgeclient.uploader import (
     UNAVAILABLE,
     UNREACHABLE,
     IngestClient,
+    MeterHistorySender,
     Uploader,
     upload_once,
 )
 from p1common.processes import ROOT, run_server
+from tests.edge.stand_in import JSONHandler, serve
 from tests.edge_pipeline.conftest import bound_socket, delivered
 from tests.samples import BASE_TS, sample, series
 
@@ -342,3 +349,107 @@ def test_the_body_is_the_wire_batch_payload(spool):
     with IngestClient("https://vps.example/v1/ingest", "secret-token", transport=stub) as client:
         assert upload_once(spool, client, batch_size=5).delivered == 2
     assert bodies == [{"samples": samples}]
+
+
+# -- the meter's history beside the samples -----------------------------------------
+
+# A telegram read as edgeclient.history spools it (p1wire.meter_history_payload).
+METER_HISTORY = wire.meter_history_payload(
+    read_at="2026-04-02T12:00:00+02:00",
+    months=[{"month": "2026-03", "peak_kw": 3.1, "peak_ts": "2026-03-10T18:15:00+01:00"}],
+    current=None,
+)
+
+
+def history_pending(path: Path) -> bool:
+    """Read apart from the spool's code: the body may be one it cannot read."""
+    with closing(sqlite3.connect(path)) as db:
+        query = "SELECT count(*) FROM meter_history WHERE sent_at IS NULL"
+        return db.execute(query).fetchone()[0] == 1
+
+
+def upload_rounds(uploader, history, count=None):
+    """(delay, samples pending, history pending) after each round, until the spool is empty
+    and the history sent, or ``count`` rounds."""
+    guard, rounds = LoopGuard("upload"), []
+    while count is None or len(rounds) < count:
+        delay = upload_round(uploader, history, guard)
+        rounds.append((delay, uploader.spool.depth(), history_pending(uploader.spool.path)))
+        if count is None and rounds[-1][1:] == (0, False):
+            break
+        assert len(rounds) < 50, rounds
+    return rounds
+
+
+@db
+def test_the_meter_history_waits_until_a_backlog_has_drained(spool, server, device, ingest_token):
+    spool.add_many(series(18))
+    spool.put_meter_history(METER_HISTORY)
+    config = edge_config(f"{server.url}/v1/ingest", ingest_token, spool.path, drain_batch_size=5)
+    with IngestClient.from_config(config) as client:
+        history = MeterHistorySender(spool, client, config)
+        rounds = upload_rounds(Uploader(spool, client, config), history)
+    # Batch after batch with nothing in between; the history once the samples caught up.
+    assert rounds == [(0.0, 13, True), (0.0, 8, True), (10.0, 3, False), (10.0, 0, False)]
+    assert history.failures == 0
+
+
+@db
+def test_a_failing_meter_history_never_slows_the_samples(spool, server, device, ingest_token):
+    spool.add_many(series(3))
+    spool.put_meter_history(METER_HISTORY)
+    # A spool row that cannot be read back: an error other than UploadError, as a
+    # "database is locked" would be, raised on every attempt to send the history.
+    with closing(sqlite3.connect(spool.path)) as db, db:
+        db.execute("UPDATE meter_history SET body = 'not json'")
+    config = edge_config(
+        f"{server.url}/v1/ingest", ingest_token, spool.path, batch_size=1, drain_batch_size=1
+    )
+    ticks = [0.0]
+    with IngestClient.from_config(config) as client:
+        uploader = Uploader(spool, client, config)
+        history = MeterHistorySender(
+            spool, client, config, random=lambda: 1.0, monotonic=lambda: ticks[0]
+        )
+        rounds = upload_rounds(uploader, history, count=4)
+        assert [delay for delay, *_ in rounds] == [0.0, 10.0, 10.0, 10.0]  # no pause
+        assert [depth for _, depth, _ in rounds] == [2, 1, 0, 0]
+        assert (uploader.failures, history.failures) == (0, 1)  # the retry waits its backoff
+        ticks[0] += 2.0
+        upload_rounds(uploader, history, count=1)
+        assert (uploader.failures, history.failures) == (0, 2)
+    assert len(delivered(device)) == 3
+
+
+class _Down(JSONHandler):
+    """A server in maintenance: 503 to every request, each path noted."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(503)
+        body = b'{"title": "Service Unavailable", "status": 503}'
+        self.send_header("Content-Type", PROBLEM_CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_while_the_server_is_down_only_the_samples_are_retried(spool):
+    spool.add_many(series(3))
+    spool.put_meter_history(METER_HISTORY)
+    down = ThreadingHTTPServer(("127.0.0.1", 0), _Down)
+    down.paths = []  # type: ignore[attr-defined]
+    serve(down)
+    config = edge_config(f"http://127.0.0.1:{down.server_address[1]}/v1/ingest", "t", spool.path)
+    try:
+        with IngestClient.from_config(config) as client:
+            uploader = Uploader(spool, client, config, random=lambda: 1.0)
+            history = MeterHistorySender(spool, client, config)
+            rounds = upload_rounds(uploader, history, count=3)
+    finally:
+        down.shutdown()
+        down.server_close()
+    assert [delay for delay, *_ in rounds] == [2.0, 4.0, 8.0]  # the samples' own backoff
+    assert down.paths == ["/v1/ingest"] * 3  # no second request (and timeout) beside each
+    assert history_pending(spool.path)
