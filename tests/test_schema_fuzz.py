@@ -192,4 +192,5 @@ def test_bounded_run_covers_at_least_1500_cases():
     # After the four runs above (pytest runs a module's tests in order).
     if len(_total_cases) < len(CALLERS):
         pytest.skip("the fuzz runs did not all complete")
+    print(f"schema fuzz: {sum(_total_cases)} cases ({_total_cases} per caller)")
     assert sum(_total_cases) >= 1500, _total_cases
