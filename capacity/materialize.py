@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo
 from django.db import connection
 
 from capacity.queries import param, quarters_sql
-from capacity.rules import QUARTER, Month
+from capacity.rules import COMPLETE_COVERAGE, QUARTER, Month
 from telemetry import segments, series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
 from telemetry.storage import plan_for
-from telemetry.timegrid import bucket_start
+from telemetry.timegrid import HOUR, bucket_start
 
 _UPSERT = """
 INSERT INTO capacity_quarter
@@ -64,6 +64,44 @@ WHERE excluded.peak_kw > capacity_month.peak_kw
         AND excluded.peak_bucket < capacity_month.peak_bucket)
 """
 
+# The month's complete quarters, kept by difference: the recomputed range's count after
+# the upsert less its count before (%(before)s), so a batch counts a few quarters, not
+# the month.
+_COMPLETE_IN_RANGE = f"""
+SELECT count(*) FROM capacity_quarter
+WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
+    AND coverage >= {COMPLETE_COVERAGE}
+"""
+
+_MONTH_COMPLETE = f"""
+UPDATE capacity_month SET complete_quarters = complete_quarters - %(before)s + (
+    SELECT count(*) FROM capacity_quarter
+    WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
+        AND coverage >= {COMPLETE_COVERAGE})
+WHERE device_id = %(device)s AND month_start = %(start)s
+"""
+
+# The meter's running monthly peak as it last reported it: its highest hour in the
+# month, the latest such hour on a tie (as capacity.queries.meter_peaks always chose).
+# An hour's meter_peak_w only rises as samples arrive, so the best hour of the range
+# just recomputed replaces the kept one when it is at least as high and not earlier.
+_MONTH_METER_PEAK = """
+UPDATE capacity_month SET (meter_peak_w, meter_peak_bucket, meter_peak_ts) = (
+    SELECT meter_peak_w, bucket, meter_peak_ts FROM telemetry_hour
+    WHERE device_id = %(device)s AND bucket >= %(hour_lo)s AND bucket < %(hi)s
+        AND meter_peak_w IS NOT NULL
+    ORDER BY meter_peak_w DESC, bucket DESC LIMIT 1)
+WHERE device_id = %(device)s AND month_start = %(start)s
+    AND EXISTS (
+        SELECT 1 FROM telemetry_hour
+        WHERE device_id = %(device)s AND bucket >= %(hour_lo)s AND bucket < %(hi)s
+            AND meter_peak_w IS NOT NULL
+            AND (capacity_month.meter_peak_w IS NULL
+                OR meter_peak_w > capacity_month.meter_peak_w
+                OR (meter_peak_w = capacity_month.meter_peak_w
+                    AND bucket >= capacity_month.meter_peak_bucket)))
+"""
+
 
 def refresh_quarters(
     device_pk: int, oldest: datetime, newest: datetime, tz: ZoneInfo | None = None
@@ -103,26 +141,38 @@ def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | N
     """Quarters from first to last (bucket starts) and every local month they touch."""
     if tz is None:
         tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
+    months = []
+    month, last_month = Month.of(first, tz), Month.of(last, tz)
+    while True:
+        start, end = month.bounds(tz)
+        lo, hi = max(start, first), min(end, last + QUARTER)
+        months.append(
+            {
+                "device": device_pk,
+                "start": param(start),
+                "end": param(end),
+                "lo": param(lo),
+                "hi": param(hi),
+                # Hours are the meter peak's grain; those starting in the month only.
+                "hour_lo": param(max(start, bucket_start(lo, HOUR))),
+            }
+        )
+        if month == last_month:
+            break
+        month = month.shift(1)
     with plan_for().prepared_cursor() as cursor:
+        for params in months:
+            cursor.execute(_COMPLETE_IN_RANGE, params)
+            params["before"] = cursor.fetchone()[0]
         cursor.execute(
             quarters_sql() + _UPSERT,
             {"device": device_pk, "start": param(first), "end": param(last + QUARTER)},
         )
-        month, last_month = Month.of(first, tz), Month.of(last, tz)
-        while True:
-            start, end = month.bounds(tz)
-            params = {
-                "device": device_pk,
-                "start": param(start),
-                "end": param(end),
-                "lo": param(max(start, first)),
-                "hi": param(min(end, last + QUARTER)),
-            }
+        for params in months:
             cursor.execute(_MONTH_RESEARCH, params)
             cursor.execute(_MONTH_CANDIDATE, params)
-            if month == last_month:
-                break
-            month = month.shift(1)
+            cursor.execute(_MONTH_COMPLETE, params)
+            cursor.execute(_MONTH_METER_PEAK, params)
 
 
 def _as_datetime(value: Any) -> datetime:

@@ -65,13 +65,12 @@ class MonthFigure:
 
 
 def month_figures(device: Device, months: list[Month]) -> list[MonthFigure]:
-    """The figure of each month, in the order given: four queries for any number."""
+    """The figure of each month, in the order given: three queries for any number."""
     tz = ZoneInfo(device.timezone)
     bounds = [m.bounds(tz) for m in months]
-    # The peak as capacity_month keeps it (what the answers always showed); the counts
-    # for its coverage.
+    # The peak and its coverage as capacity_month keeps them (what the answers always
+    # showed).
     peaks = queries.month_rows(device.pk, [start for start, _ in bounds])
-    ours = queries.month_counts(device.pk, bounds)
     operator = queries.month_counts(device.pk, bounds, table="capacity_operator_quarter")
     meter = {
         row.month: row
@@ -83,8 +82,7 @@ def month_figures(device: Device, months: list[Month]) -> list[MonthFigure]:
     for month, (start, end) in zip(months, bounds, strict=True):
         expected = len(rules.quarter_starts(start, end))
         row = peaks.get(start)
-        counts = ours.get(start)
-        measured = None if row is None else (row.peak_kw, 0 if counts is None else counts.complete)
+        measured = None if row is None else (row.peak_kw, row.complete_quarters)
         imported = operator.get(start)
         reported = meter.get(date(month.year, month.month, 1))
         figures.append(

@@ -162,20 +162,31 @@ def month_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -
 class MonthRow:
     peak_kw: float
     peak_bucket: datetime
+    complete_quarters: int
+    meter_peak_w: float | None
+    meter_peak_ts: datetime | None
 
 
 def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRow]:
     """capacity_month rows by local month start (as UTC instants); absent: no data."""
+    if not starts:
+        return {}
     placeholders = ", ".join(["%s"] * len(starts))
     with _db().cursor() as cursor:
         cursor.execute(
-            "SELECT month_start, peak_kw, peak_bucket "
-            f"FROM capacity_month WHERE device_id = %s AND month_start IN ({placeholders})",
+            "SELECT month_start, peak_kw, peak_bucket, complete_quarters, meter_peak_w,"
+            " meter_peak_ts FROM capacity_month"
+            f" WHERE device_id = %s AND month_start IN ({placeholders})",
             [device_pk, *map(param, starts)],
         )
         rows = cursor.fetchall()
     convert = _datetime_converter()
-    return {convert(start): MonthRow(kw, convert(bucket)) for start, kw, bucket in rows}
+    return {
+        convert(start): MonthRow(
+            kw, convert(bucket), complete, meter_w, None if meter_ts is None else convert(meter_ts)
+        )
+        for start, kw, bucket, complete, meter_w, meter_ts in rows
+    }
 
 
 def month_peaks(device_pk: int, months: list[tuple[Month, datetime, datetime]]) -> list[MonthPeak]:
@@ -197,30 +208,16 @@ def meter_peaks(
     device_pk: int, bounds: list[tuple[datetime, datetime]]
 ) -> dict[datetime, MeterPeakRow]:
     """The meter's own monthly peak as it last reported it in each [start, end), keyed
-    by start; absent: no report. One query for any number of months.
+    by start; absent: no report. Kept in capacity_month by capacity.materialize."""
+    return meter_peaks_of(month_rows(device_pk, [start for start, _ in bounds]))
 
-    Hours suffice (a quarter of the rows): the meter's monthly peak only rises within a
-    month, so an hour's highest report is also its last.
-    """
-    if not bounds:
-        return {}
-    months = " UNION ALL ".join(["SELECT %s AS lo, %s AS hi"] * len(bounds))
-    with _db().cursor() as cursor:
-        cursor.execute(
-            "SELECT lo, meter_peak_w, meter_peak_ts FROM ("
-            "  SELECT months.lo, h.meter_peak_w, h.meter_peak_ts, ROW_NUMBER() OVER ("
-            "    PARTITION BY months.lo ORDER BY h.meter_peak_w DESC, h.bucket DESC) AS place"
-            f"  FROM ({months}) months JOIN telemetry_hour h"
-            "    ON h.device_id = %s AND h.bucket >= months.lo AND h.bucket < months.hi"
-            "    AND h.meter_peak_w IS NOT NULL"
-            ") ranked WHERE place = 1",
-            [*(param(moment) for pair in bounds for moment in pair), device_pk],
-        )
-        rows = cursor.fetchall()
-    convert = _datetime_converter()
+
+def meter_peaks_of(rows: dict[datetime, MonthRow]) -> dict[datetime, MeterPeakRow]:
+    """The meter peaks of month rows already read."""
     return {
-        convert(lo): MeterPeakRow(peak_w, None if ts is None else convert(ts))
-        for lo, peak_w, ts in rows
+        start: MeterPeakRow(row.meter_peak_w, row.meter_peak_ts)
+        for start, row in rows.items()
+        if row.meter_peak_w is not None
     }
 
 

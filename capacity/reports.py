@@ -347,7 +347,7 @@ def month_table(device: Device, last: Month, count: int) -> MonthTable:
     months = [last.shift(-i) for i in range(count)]
     bounds = [m.bounds(tz) for m in months]
     found = queries.month_rows(device.pk, [start for start, _ in bounds])
-    found_meter = queries.meter_peaks(device.pk, bounds)
+    found_meter = queries.meter_peaks_of(found)
     meter_peaks = {start: _meter_peak(found_meter.get(start)) for start, _ in bounds}
     meter_quarters = _quarter_kw(device, meter_peaks.values())
     policy = provenance.missing_month_policy()

@@ -245,6 +245,57 @@ def test_upgrade_marks_tokens_labelled_device_tokens_as_provisioned(tmp_path):
     ]
 
 
+@pytest.mark.django_db
+def test_upgrade_fills_each_months_complete_quarters_and_meter_peak(tmp_path):
+    """0005 summarises what the quarters and hours already hold."""
+    quarter_sql = (
+        "INSERT INTO capacity_quarter (device_id, bucket, kw, coverage, sample_count, "
+        "first_ts, last_ts) VALUES (1, '{ts}', {kw}, {coverage}, 90, '{ts}', '{ts}')"
+    )
+    hour_sql = (
+        "INSERT INTO telemetry_hour (device_id, bucket, first_ts, last_ts, first_import_kwh, "
+        "last_import_kwh, first_export_kwh, last_export_kwh, sample_count, power_sum_w, "
+        "min_power_w, max_power_w, meter_peak_w, meter_peak_ts) VALUES (1, '{ts}', '{ts}', "
+        "'{ts}', 10.0, 10.0, 5.0, 5.0, 1, 100.0, 100.0, 100.0, {peak}, '{peak_ts}')"
+    )
+    with _scratch(tmp_path) as (env, connect):
+        result = _manage_migrate(env, "capacity", "0004_operator_quarter")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        db.execute(
+            "INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, "
+            "peak_bucket) VALUES (1, '2026-02-28 23:00:00', '2026-03-31 22:00:00', 3.0, "
+            "'2026-03-02 10:00:00')"
+        )
+        for ts, kw, coverage in [
+            ("2026-03-02 10:00:00", 3.0, 1.0),
+            ("2026-03-02 10:15:00", 1.0, 0.95),
+            ("2026-03-02 10:30:00", 2.0, 0.5),
+            ("2026-04-02 10:00:00", 9.0, 1.0),  # the next month's
+        ]:
+            db.execute(quarter_sql.format(ts=ts, kw=kw, coverage=coverage))
+        for ts, peak, peak_ts in [
+            ("2026-03-02 09:00:00", 4000.0, "2026-03-01 08:00:00"),
+            ("2026-03-02 10:00:00", 4500.0, "2026-03-02 10:15:00"),
+            ("2026-03-02 11:00:00", 4500.0, "2026-03-02 10:15:00"),
+            ("2026-04-02 10:00:00", 9000.0, "2026-04-02 10:00:00"),
+        ]:
+            db.execute(hour_sql.format(ts=ts, peak=peak, peak_ts=peak_ts))
+        db.close()
+
+        result = _manage_migrate(env, "capacity", "0005_month_counts_and_meter_peak")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        row = db.execute(
+            "SELECT complete_quarters, meter_peak_w, meter_peak_bucket FROM capacity_month"
+        ).fetchone()
+        db.close()
+    complete, meter_w, meter_bucket = row
+    assert (complete, meter_w) == (2, 4500.0)
+    # The latest of two equal hours, as the meter peak query always chose.
+    assert str(meter_bucket).startswith("2026-03-02 11:00:00")
+
+
 @needs_timescaledb
 def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates():
     with scratch_database(TIMESCALE_URL) as url:
