@@ -80,7 +80,7 @@ def month_figures(device: Device, months: list[Month]) -> list[MonthFigure]:
     }
     figures = []
     for month, (start, end) in zip(months, bounds, strict=True):
-        expected = len(rules.quarter_starts(start, end))
+        expected = rules.quarter_count(start, end)
         row = peaks.get(start)
         measured = None if row is None else (row.peak_kw, row.complete_quarters)
         imported = operator.get(start)

@@ -282,7 +282,7 @@ def month_report(device: Device, month: Month) -> MonthReport:
     window = rolling_window(device, month)
     average = provenance.rolling_average_kw(window, policy)
     price = _price(device, month)
-    expected = len(rules.quarter_starts(start, end))
+    expected = rules.quarter_count(start, end)
     with_data, complete = quarters.with_data, quarters.complete
     meter_peak = _meter_peak(queries.meter_peaks(device.pk, [(start, end)]).get(start))
     ours = None if peak is None else (_round(peak.kw), peak.start)

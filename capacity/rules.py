@@ -71,10 +71,14 @@ class Month:
         return cls(local.year, local.month)
 
 
+def quarter_count(start: datetime, end: datetime) -> int:
+    """How many quarters [start, end) holds; start must be quarter-aligned."""
+    return int((end - start) / QUARTER)
+
+
 def quarter_starts(start: datetime, end: datetime) -> list[datetime]:
     """Every quarter start in [start, end); start must be quarter-aligned."""
-    count = int((end - start) / QUARTER)
-    return [start + i * QUARTER for i in range(count)]
+    return [start + i * QUARTER for i in range(quarter_count(start, end))]
 
 
 def coverage(first_ts: datetime, last_ts: datetime, sample_count: int) -> float:
