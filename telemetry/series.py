@@ -65,11 +65,13 @@ def period_starts(interval: str, start: datetime, end: datetime, tz: ZoneInfo) -
         count = -(-(end - first) // width)
         _check_points(count)
         return [first + i * width for i in range(count + 1)]
-    days = [_first_day(interval, start, tz)]
-    while local_midnight(days[-1], tz) < end:
-        days.append(_next_period(days[-1], interval))
-        _check_points(len(days) - 1)
-    return [local_midnight(d, tz) for d in days]
+    day = _first_day(interval, start, tz)
+    starts = [local_midnight(day, tz)]
+    while starts[-1] < end:
+        day = _next_period(day, interval)
+        starts.append(local_midnight(day, tz))
+        _check_points(len(starts) - 1)
+    return starts
 
 
 def outer_bounds(
@@ -151,18 +153,37 @@ def local_texts(moments: list[datetime], tz: ZoneInfo) -> list[str]:
                 offsets[i] = offsets[lo]
 
     fill(0, len(moments) - 1)
-    suffixes: dict[timedelta, str] = {}
+    # Per offset: its text and seconds; per local day its date text, per second of the
+    # day its time text (whole seconds: boundaries are).
+    suffixes: dict[timedelta, tuple[str, int]] = {}
+    days: dict[int, str] = {}
+    times: dict[int, str] = {}
     out = []
     for moment, shift in zip(moments, offsets, strict=True):
         assert shift is not None
-        suffix = suffixes.get(shift)
-        if suffix is None:
+        found = suffixes.get(shift)
+        if found is None:
             aware = moment.astimezone(tz)
             whole = aware.isoformat()
-            suffix = suffixes[shift] = whole[len(aware.replace(tzinfo=None).isoformat()) :]
-        local = moment.replace(tzinfo=None) + shift
-        out.append(local.isoformat() + suffix)
+            suffix = whole[len(aware.replace(tzinfo=None).isoformat()) :]
+            found = suffixes[shift] = (suffix, int(shift.total_seconds()))
+        suffix, shift_s = found
+        if moment.microsecond:
+            out.append((moment.replace(tzinfo=None) + shift).isoformat() + suffix)
+            continue
+        day, second = divmod(int(moment.timestamp()) + shift_s, 86_400)
+        day_text = days.get(day)
+        if day_text is None:
+            day_text = days[day] = (_EPOCH_DAY + timedelta(days=day)).isoformat() + "T"
+        time_text = times.get(second)
+        if time_text is None:
+            hours, rest = divmod(second, 3600)
+            time_text = times[second] = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        out.append(day_text + time_text + suffix)
     return out
+
+
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _next_period(day: date, interval: str) -> date:
