@@ -7,7 +7,13 @@
    every household gets a device, an ingest token and a read token.
 2. gunicorn serves the project under deploy/gunicorn.conf.py as deployed (its worker
    class and count, Redis, the production ingest throttle), with the bare DRF view of
-   bench/urls.py beside it. Access logging is off for both alike.
+   bench/urls.py beside it, behind Caddy with the repository's Caddyfile as deployed
+   (``--proxy caddy``, the default; plain HTTP on loopback instead of TLS, its request
+   log to a file) or reached directly (``--proxy none``). Every wrk below, the floor's
+   too, goes the same way. Access logging is off in gunicorn. Behind no proxy, a paced
+   wrk's idle connections each hold one of gunicorn's sync workers until it writes its
+   next request (up to the pacing interval): in service Caddy sends gunicorn whole
+   requests only, so that measures an idle client, not the server.
 3. Each round measures, one after the other:
    - the floor: wrk, closed loop, GET of the bare view (DRF, one Redis key);
    - the fleet: wrk (bench/fleet.lua) posting each household's live batch in the edge's
@@ -32,6 +38,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -41,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +71,7 @@ RESULT_PREFIX = "fleet-result: "
 GOALS = {"postgres-tables": 0.25, "timescale": 0.20}
 CHECKED_HOUSEHOLDS = 25
 DRAIN_TIMEOUT_S = 600
+PROXY_READY_S = 20
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +85,7 @@ def parse_args() -> argparse.Namespace:
         "--rate", type=float, default=0, help="open loop: batches/s (0: closed loop)"
     )
     parser.add_argument("--steps", choices=("worker", "inline"), default="worker")
+    parser.add_argument("--proxy", choices=("caddy", "none"), default="caddy")
     parser.add_argument(
         "--warm-seconds", type=int, default=10, help="token checks before the rounds"
     )
@@ -115,8 +126,9 @@ class Round:
     floor: float
     fleet: WrkResult
     reads: WrkResult | None
-    # CPU seconds of gunicorn (all its processes) and of the worker during the fleet.
-    cpu: tuple[float, float]
+    # CPU seconds of gunicorn (all its processes), of the worker and of the proxy during
+    # the fleet.
+    cpu: tuple[float, float, float]
     # gunicorn's CPU ms per request of the bare view.
     floor_cpu_ms: float
 
@@ -147,17 +159,73 @@ def _tree(pid: int) -> list[int]:
 class ProcessTimes:
     server_pid: int
     worker_pid: int | None
+    proxy_pid: int | None
     server: float
     worker: float
+    proxy: float
 
     @classmethod
-    def of(cls, server_pid: int, worker_pid: int | None) -> ProcessTimes:
+    def of(cls, server_pid: int, worker_pid: int | None, proxy_pid: int | None) -> ProcessTimes:
         server = sum(_cpu_s(p) for p in _tree(server_pid))
-        return cls(server_pid, worker_pid, server, _cpu_s(worker_pid) if worker_pid else 0.0)
+        return cls(
+            server_pid,
+            worker_pid,
+            proxy_pid,
+            server,
+            _cpu_s(worker_pid) if worker_pid else 0.0,
+            _cpu_s(proxy_pid) if proxy_pid else 0.0,
+        )
 
-    def since(self) -> tuple[float, float]:
-        now = ProcessTimes.of(self.server_pid, self.worker_pid)
-        return now.server - self.server, now.worker - self.worker
+    def since(self) -> tuple[float, float, float]:
+        """CPU seconds since: gunicorn, the worker, the proxy."""
+        now = ProcessTimes.of(self.server_pid, self.worker_pid, self.proxy_pid)
+        return now.server - self.server, now.worker - self.worker, now.proxy - self.proxy
+
+
+@contextlib.contextmanager
+def proxy_in_front(proxy: str, upstream: str, work: Path) -> Iterator[tuple[str, int | None]]:
+    """The URL the clients use and the proxy's pid: Caddy under the repository's
+    Caddyfile (plain HTTP on a loopback port), or gunicorn itself."""
+    if proxy == "none":
+        yield upstream, None
+        return
+    if shutil.which("caddy") is None:
+        sys.exit("error: caddy is not installed (apt-get install caddy), or use --proxy none")
+    from p1common.processes import child_env, listening_socket, start_child, wait_until_serving
+
+    probe = listening_socket(listen=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    config = work / "Caddyfile"
+    config.write_text(
+        "{\n\tadmin off\n"
+        f"\tstorage file_system {work / 'caddy-data'}\n}}\n"
+        f"import {ROOT / 'Caddyfile'}\n"
+    )
+    env = child_env(
+        VPS_DOMAIN=f"http://127.0.0.1:{port}",
+        APP_UPSTREAM=upstream.removeprefix("http://"),
+        STATIC_ROOT=str(work / "static"),
+        HOME=str(work),
+        XDG_DATA_HOME=str(work / "xdg-data"),
+        XDG_CONFIG_HOME=str(work / "xdg-config"),
+    )
+    command = ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"]
+    caddy = start_child("caddy", command, env, log_path=work / "caddy.log", read="none")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + PROXY_READY_S
+        while True:
+            try:
+                wait_until_serving(url, timeout_s=PROXY_READY_S)
+                break
+            except Exception:
+                if time.monotonic() > deadline or not caddy.running():
+                    raise
+                time.sleep(0.1)  # Caddy binds its port shortly after it starts
+        yield url, caddy.pid
+    finally:
+        caddy.stop()
 
 
 def make_households(count: int, path: Path) -> None:
@@ -364,8 +432,10 @@ def main() -> None:
     if args.steps == "worker":
         worker = start_steps_worker(args.interval, log_path=work / "worker.log", LOG_LEVEL="info")
     try:
-        with run_server(workers=None, threads=None, config=CONFIG) as server:
-            base = server.url
+        with (
+            run_server(workers=None, threads=None, config=CONFIG) as server,
+            proxy_in_front(args.proxy, server.url, work) as (base, proxy_pid),
+        ):
             # Warm up: every worker imports its code paths, and the token caches hold
             # every household's token as after a while in service.
             floor_rate(f"{base}/bench/redis-key", 2)
@@ -373,10 +443,12 @@ def main() -> None:
             print(f"warm-up: {warm.answered / args.households:.1f} token checks per household")
             wrk(base, ["ingest", str(households), str(template), "0"], args.connections, 5)
             for _ in range(args.rounds):
-                idle = ProcessTimes.of(server.process.pid, None)
+                idle = ProcessTimes.of(server.process.pid, None, None)
                 floor, answered = floor_run(f"{base}/bench/redis-key", args.seconds)
                 floor_cpu = 1000 * idle.since()[0] / answered
-                busy = ProcessTimes.of(server.process.pid, worker.pid if worker else None)
+                busy = ProcessTimes.of(
+                    server.process.pid, worker.pid if worker else None, proxy_pid
+                )
                 fleet, reads = run_fleet(base, households, template, args, readers)
                 rounds.append(Round(floor, fleet, reads, busy.since(), floor_cpu))
                 print(_round_line(rounds[-1]), flush=True)
@@ -429,7 +501,8 @@ def _round_line(r: Round) -> str:
     batches = fleet.answered or 1
     line += (
         f" | CPU ms per batch: server {1000 * r.cpu[0] / batches:.2f}, "
-        f"worker {1000 * r.cpu[1] / batches:.2f} (bare view {r.floor_cpu_ms:.2f} per request)"
+        f"worker {1000 * r.cpu[1] / batches:.2f}, proxy {1000 * r.cpu[2] / batches:.2f} "
+        f"(bare view {r.floor_cpu_ms:.2f} per request)"
     )
     return line
 
