@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection
+from django.db import connection, transaction
 
 from capacity.queries import param, quarters_sql
+from capacity.realtime import forget_realtime
 from capacity.rules import COMPLETE_COVERAGE, QUARTER, Month
 from telemetry import segments, series_cache
 from telemetry.models import Device
@@ -135,6 +136,10 @@ def rebuild(device_pk: int) -> None:
         # The register breaks were rewritten: every cached series answer over the data
         # may have changed (ingest drops only the answers a batch touches).
         series_cache.forget_touched(device_pk, _as_datetime(first), _as_datetime(last) + QUARTER)
+    # The realtime answer too (its quarter and the month's peak so far): it is cached
+    # until a batch or the worker's steps drop it, or for CACHE_TTL_S.
+    device_id = Device.objects.values_list("device_id", flat=True).get(pk=device_pk)
+    transaction.on_commit(lambda: forget_realtime(device_id))
 
 
 def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | None = None) -> None:

@@ -190,7 +190,11 @@ LOGOUT_REDIRECT_URL = "login"
 # (django-redis IGNORE_EXCEPTIONS): a cache outage must never fail a request.
 # The edge keeps its state in its spool, never in a cache: it ignores REDIS_URL.
 REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
-CACHE_TTL_S = env_int("CACHE_TTL_S", 5, minimum=0)
+# The realtime answer's lifetime at most. It depends on the data alone (its age is added
+# when served), and every change of that data drops it at once: a stored batch, the
+# worker's steps, a capacity rebuild (capacity.realtime). So it can live long; each
+# expiry costs an open dashboard a recomputation.
+CACHE_TTL_S = env_int("CACHE_TTL_S", 60, minimum=0)
 # Seconds a series answer is kept at most (0: not cached). A stored batch drops the
 # answers it changes at once (telemetry.series_cache); this bounds everything else.
 SERIES_CACHE_TTL_S = env_int("SERIES_CACHE_TTL_S", 300, minimum=0)

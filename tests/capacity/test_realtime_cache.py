@@ -66,3 +66,22 @@ def test_cached_answer_is_used_without_recomputing(client, device, read_token):
     cache.set(realtime_cache_key(device.device_id), canned, 60)
     body = client.get("/v1/realtime", headers=bearer(read_token)).json()
     assert body["marker"] == "from-cache"
+
+
+def test_a_capacity_rebuild_drops_the_cached_answer(client, device, read_token, settings):
+    """The answer lives until its data changes; a new time zone (which rebuilds the
+    device's capacity) changes it without any batch."""
+    from telemetry import pipeline
+    from telemetry.validation import validate_samples
+
+    settings.CACHE_TTL_S = 3600
+    columns, errors = validate_samples([recent(30, 900.0)], now=timezone.now())
+    assert not errors
+    pipeline.ingest_batch(device, columns)
+    before = client.get("/v1/realtime", headers=bearer(read_token)).json()
+    assert before["timezone"] == device.timezone
+
+    device.timezone = "Asia/Tokyo" if device.timezone != "Asia/Tokyo" else "Europe/Brussels"
+    device.save()
+    after = client.get("/v1/realtime", headers=bearer(read_token)).json()
+    assert after["timezone"] == device.timezone
