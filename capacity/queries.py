@@ -266,6 +266,43 @@ def month_counts(
     }
 
 
+@dataclass(frozen=True)
+class QuarterOpening:
+    """What the running quarter's outlook needs beyond the latest sample: the samples
+    either side of its start (ts, raw import register) and the month's peak before it."""
+
+    after: tuple[datetime, float] | None
+    before: tuple[datetime, float] | None
+    peak_before_kw: float | None
+
+
+def quarter_opening(
+    device_pk: int, quarter_start: datetime, month_start: datetime
+) -> QuarterOpening:
+    """One round trip: the first sample at or after the quarter's start, the last one
+    before it, and the highest quarter of the month before it."""
+    with _db().cursor() as cursor:
+        cursor.execute(
+            "SELECT 0, ts, energy_import_kwh FROM (SELECT ts, energy_import_kwh"
+            "  FROM telemetry_sample WHERE device_id = %(device)s AND ts >= %(start)s"
+            "  ORDER BY ts LIMIT 1) a"
+            " UNION ALL SELECT 1, ts, energy_import_kwh FROM (SELECT ts, energy_import_kwh"
+            "  FROM telemetry_sample WHERE device_id = %(device)s AND ts < %(start)s"
+            "  ORDER BY ts DESC LIMIT 1) b"
+            " UNION ALL SELECT 2, NULL, max(kw) FROM capacity_quarter"
+            "  WHERE device_id = %(device)s AND bucket >= %(month)s AND bucket < %(start)s",
+            {"device": device_pk, "start": param(quarter_start), "month": param(month_start)},
+        )
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    convert = _datetime_converter()
+
+    def sample(place: int) -> tuple[datetime, float] | None:
+        found = rows.get(place)
+        return None if found is None else (convert(found[0]), found[1])
+
+    return QuarterOpening(sample(0), sample(1), rows[2][1])
+
+
 def peak_between(device_pk: int, start: datetime, end: datetime) -> float | None:
     """The highest quarter starting in [start, end), e.g. this month before now."""
     with _db().cursor() as cursor:

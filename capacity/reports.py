@@ -519,14 +519,13 @@ def realtime(device: Device, now: datetime) -> Realtime:
     quarter_start = bucket_start(ts, QUARTER)
     month = Month.of(quarter_start, tz)
     month_start, _ = month.bounds(tz)
+    opening = queries.quarter_opening(device.pk, quarter_start, month_start)
     # The running quarter is excluded from "the peak so far": it is what we project.
-    peak_so_far = rules.MonthPeak(
-        month, queries.peak_between(device.pk, month_start, quarter_start)
-    )
+    peak_so_far = rules.MonthPeak(month, opening.peak_before_kw)
     # Registers read across register segments: a meter swapped within the running
     # quarter adds no energy (telemetry.segments).
     offsets = Offsets.of_device(device.pk)
-    start_register = _register_at(device, quarter_start, offsets)
+    start_register = _register_at(quarter_start, opening, offsets)
     latest_register = offsets.import_at(ts, latest["energy_import_kwh"])
     outlook = rules.quarter_outlook(
         energy_so_far_kwh=max(latest_register - start_register, 0.0),
@@ -553,20 +552,16 @@ def realtime(device: Device, now: datetime) -> Realtime:
     )
 
 
-def _register_at(device: Device, boundary: datetime, offsets: Offsets) -> float:
-    """Continuous import register at a boundary from the two samples around it (two
-    index lookups)."""
-    samples = Sample.objects.filter(device=device)
-    after = samples.filter(ts__gte=boundary).order_by("ts").values_list("ts", "energy_import_kwh")
-    before = samples.filter(ts__lt=boundary).order_by("-ts").values_list("ts", "energy_import_kwh")
-    first_after = after.first()
-    if first_after is None:  # cannot happen: the latest sample is at or after it
+def _register_at(boundary: datetime, opening: queries.QuarterOpening, offsets: Offsets) -> float:
+    """Continuous import register at a boundary from the two samples around it."""
+    if opening.after is None:  # cannot happen: the latest sample is at or after it
         raise ValueError("no sample at or after the quarter start")
-    last_before = before.first()
 
     def continuous(sample: tuple[datetime, float]) -> tuple[datetime, float]:
         return sample[0], offsets.import_at(sample[0], sample[1])
 
     return interpolate(
-        boundary, None if last_before is None else continuous(last_before), continuous(first_after)
+        boundary,
+        None if opening.before is None else continuous(opening.before),
+        continuous(opening.after),
     )
