@@ -71,7 +71,7 @@ def month_figures(device: Device, months: list[Month]) -> list[MonthFigure]:
     # The peak and its coverage as capacity_month keeps them (what the answers always
     # showed).
     peaks = queries.month_rows(device.pk, [start for start, _ in bounds])
-    operator = queries.month_counts(device.pk, bounds, table="capacity_operator_quarter")
+    operator = queries.operator_months(device.pk, bounds)
     meter = {
         row.month: row
         for row in MeterMonthPeak.objects.filter(
@@ -102,7 +102,7 @@ def _choose(
     month: Month,
     expected: int,
     measured: tuple[float, int] | None,  # (peak kW, complete quarters)
-    imported: queries.MonthCounts | None,
+    imported: queries.OperatorMonth | None,
     meter_kw: float | None,
     meter_closed: bool,
 ) -> MonthFigure:

@@ -222,13 +222,11 @@ def meter_peaks_of(rows: dict[datetime, MonthRow]) -> dict[datetime, MeterPeakRo
 
 
 @dataclass(frozen=True)
-class MonthCounts:
-    """A month's quarters as one table holds them: how many, complete, and its highest."""
+class OperatorMonth:
+    """A month of the grid operator's imported quarters: how many, and its highest."""
 
     quarters: int
-    complete: int
-    peak_kw: float | None
-    peak_bucket: datetime | None
+    peak_kw: float
 
 
 def _months_join(bounds: list[tuple[datetime, datetime]]) -> tuple[str, list[Any]]:
@@ -236,34 +234,26 @@ def _months_join(bounds: list[tuple[datetime, datetime]]) -> tuple[str, list[Any
     return f"({months}) months", [param(moment) for pair in bounds for moment in pair]
 
 
-def month_counts(
-    device_pk: int, bounds: list[tuple[datetime, datetime]], *, table: str = "capacity_quarter"
-) -> dict[datetime, MonthCounts]:
-    """Per [start, end): the quarters of ``table`` (capacity_quarter, ours, or
-    capacity_operator_quarter, the grid operator's), keyed by start; absent: none. One
-    query for any number of months; the earliest quarter wins a tie for the peak."""
+def operator_months(
+    device_pk: int, bounds: list[tuple[datetime, datetime]]
+) -> dict[datetime, OperatorMonth]:
+    """Per [start, end): the operator's quarters (capacity_operator_quarter), keyed by
+    start; absent: none imported. One query for any number of months. Our own months
+    are kept summarised in capacity_month."""
     if not bounds:
         return {}
     months, months_params = _months_join(bounds)
-    complete = f"coverage >= {COMPLETE_COVERAGE}" if table == "capacity_quarter" else "1 = 1"
     with _db().cursor() as cursor:
         cursor.execute(
-            "SELECT lo, quarters, complete, kw, bucket FROM ("
-            "  SELECT months.lo, q.kw, q.bucket,"
-            "    count(*) OVER (PARTITION BY months.lo) AS quarters,"
-            f"   count(CASE WHEN {complete} THEN 1 END) OVER (PARTITION BY months.lo) AS complete,"
-            "    ROW_NUMBER() OVER (PARTITION BY months.lo ORDER BY q.kw DESC, q.bucket) AS place"
-            f"  FROM {months} JOIN {table} q"
-            "    ON q.device_id = %s AND q.bucket >= months.lo AND q.bucket < months.hi"
-            ") ranked WHERE place = 1",
+            "SELECT months.lo, count(*), max(q.kw)"
+            f" FROM {months} JOIN capacity_operator_quarter q"
+            "  ON q.device_id = %s AND q.bucket >= months.lo AND q.bucket < months.hi"
+            " GROUP BY months.lo",
             [*months_params, device_pk],
         )
         rows = cursor.fetchall()
     convert = _datetime_converter()
-    return {
-        convert(lo): MonthCounts(quarters, complete, kw, convert(bucket))
-        for lo, quarters, complete, kw, bucket in rows
-    }
+    return {convert(lo): OperatorMonth(quarters, kw) for lo, quarters, kw in rows}
 
 
 @dataclass(frozen=True)
