@@ -7,7 +7,8 @@
    unnest, rollups kept current) in batches of 10,000, not through the API (on SQLite
    with the demo's bulk load and one capacity rebuild: the same rows, in minutes).
 2. Times, over HTTP against gunicorn, each read endpoint: its first request with nothing
-   cached (the cache cleared just before; each worker process warmed on other requests)
+   cached (the cache cleared just before; each worker process warmed on other requests;
+   the series blocks stored as ingest left them, telemetry.series_blocks)
    and its warm requests (median and slowest of --repeat). /v1/series at every interval
    over the widest range its 10,000-bucket limit and the API's years allow. Goal
    (issue 17): every first and warm answer under 100 ms. Baseline in the same run: the
@@ -184,6 +185,23 @@ def time_endpoints(client, server_url: str, headers: dict, repeat: int) -> list[
     return rows
 
 
+def time_series_without_blocks(client, server_url: str, headers: dict, device_pk: int) -> list:
+    """(path, ms) of each widest series with no stored block and nothing cached: the
+    first request after an upgrade, before any batch or read stored a block."""
+    from django.core.cache import cache
+
+    from telemetry import series_blocks
+
+    rows = []
+    for interval, start, end in SERIES:
+        path = f"/v1/series?interval={interval}&start={quote(start)}&end={end}"
+        series_blocks.forget_all(device_pk)
+        cache.clear()
+        client.get(f"{server_url}/v1/devices", headers=headers).raise_for_status()
+        rows.append((path, time_get(client, f"{server_url}{path}", headers) * 1000))
+    return rows
+
+
 def print_endpoints(rows: list[tuple]) -> None:
     print(f"{'endpoint':<72} {'first':>8} {'warm':>8} {'slowest':>8}  (ms; line {LINE_MS:.0f})")
     for path, first, warm, slowest in rows:
@@ -240,7 +258,8 @@ def main() -> None:
 
     from bench.urls import BENCH_KEY
     from p1common.processes import run_server
-    from telemetry.models import Device
+    from telemetry import series_blocks
+    from telemetry.models import Device, SeriesBlock
     from telemetry.tokens import issue_token
 
     if args.skip_load:
@@ -263,6 +282,9 @@ def main() -> None:
                     for warm in ("/v1/capacity/month/2025-12", "/v1/series?interval=1d"):
                         fresh.get(f"{server.url}{warm}", headers=headers)
             endpoints = time_endpoints(client, server.url, headers, args.repeat)
+            blocks = SeriesBlock.objects.filter(device=device).count()
+            without_blocks = time_series_without_blocks(client, server.url, headers, device.pk)
+            series_blocks.fill_device(device.pk)
             cache.clear()
             month_url = f"{server.url}/v1/capacity/month/{MONTH}"
             first_month = time_get(client, month_url, headers)
@@ -278,6 +300,10 @@ def main() -> None:
 
     ms = 1000
     print_endpoints(endpoints)
+    print(f"series blocks stored by ingest before the first requests: {blocks:,}")
+    print("the same series with no stored block (as after an upgrade; the first read stores them):")
+    for path, first in without_blocks:
+        print(f"{path:<72} {first:8.1f}")
     if baseline:
         base = statistics.median(baseline)
         print(f"naive GROUP BY month peaks (baseline): median {base * ms:.1f} ms")

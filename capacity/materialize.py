@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from capacity.queries import param, quarters_sql
 from capacity.realtime import forget_realtime
 from capacity.rules import COMPLETE_COVERAGE, QUARTER, Month
-from telemetry import segments, series_cache
+from telemetry import segments, series_blocks, series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
 from telemetry.storage import plan_for
@@ -134,8 +134,11 @@ def rebuild(device_pk: int) -> None:
     if first is not None:
         _recompute(device_pk, _as_datetime(first), _as_datetime(last))
         # The register breaks were rewritten: every cached series answer over the data
-        # may have changed (ingest drops only the answers a batch touches).
+        # may have changed (ingest drops only the answers a batch touches), and every
+        # stored block (its zone too); computed again once this commits.
         series_cache.forget_touched(device_pk, _as_datetime(first), _as_datetime(last) + QUARTER)
+        series_blocks.forget_all(device_pk)
+        transaction.on_commit(lambda: series_blocks.fill_device(device_pk), robust=True)
     # The realtime answer too (its quarter and the month's peak so far): it is cached
     # until a batch or the worker's steps drop it, or for CACHE_TTL_S.
     device_id = Device.objects.values_list("device_id", flat=True).get(pk=device_pk)

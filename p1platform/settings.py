@@ -247,6 +247,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 INGEST_STEPS = [
     "capacity.materialize.refresh_after_batch",
     "capacity.realtime.forget_after_batch",
+    "telemetry.series_blocks.forget_after_batch",
     "telemetry.series_cache.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]

@@ -91,6 +91,9 @@ class Device(models.Model):
         help_text="The access point's EAN (18 digits): an operator export must name it.",
     )
     created_at = models.DateTimeField(default=django_timezone.now, editable=False)
+    # Raised by every drop of stored series blocks (telemetry.series_blocks): a block
+    # computed before a drop is not stored after it.
+    series_generation = models.BigIntegerField(default=0, editable=False)
     # Not a field: the zone as loaded, set by from_db (a new instance has none).
     _timezone_at_load: str | None
 
@@ -350,3 +353,37 @@ class PendingBatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.oldest.isoformat()}..{self.newest.isoformat()}"
+
+
+class SeriesBlock(models.Model):
+    """A block of a series answer computed ahead (telemetry.series_blocks): the buckets of
+    one interval over a fixed stretch of time (a UTC day of quarters, a UTC week of
+    hours, a local month of days or of a month, four local weeks of weeks), as the JSON
+    the answer embeds, with the span of samples they were computed from."""
+
+    id = models.BigAutoField(primary_key=True)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="+", db_index=False)
+    interval = models.CharField(max_length=3)
+    # The zone its bucket starts are written in (and, for days and longer, cut by).
+    timezone = models.CharField(max_length=64)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    # The span of samples the buckets depend on; null where it reaches every earlier
+    # sample. Never null at the end: a block with no reading after it is not stored.
+    depends_from = models.DateTimeField(null=True)
+    depends_until = models.DateTimeField()
+    # The buckets' JSON objects, comma-separated (never empty: empty blocks are not kept).
+    buckets = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "interval", "timezone", "start"], name="series_block_unique"
+            )
+        ]
+        # A batch drops the blocks whose span reaches its samples: for live data the few
+        # with a span ending after the batch's oldest sample.
+        indexes = [models.Index(fields=["device", "depends_until"], name="series_block_until")]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.interval} {self.start.isoformat()}"

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 
 from p1common.openapi import READ_ERRORS, problems
 from p1common.replica import replica_configured, replica_reads
+from telemetry import series_blocks
 from telemetry.access import ReadViewSet, visible_devices
 from telemetry.openapi import DEVICE_ID_PARAM
 from telemetry.renderers import SeriesJSONRenderer
@@ -21,7 +22,6 @@ from telemetry.series import (
     Dependence,
     SeriesRangeError,
     outer_bounds,
-    series_with_dependence,
 )
 from telemetry.series_cache import answer_key, cached_series
 
@@ -68,16 +68,16 @@ class SeriesViewSet(ReadViewSet):
         except SeriesRangeError as exc:
             raise exceptions.ValidationError({"start": [str(exc)]}) from None
 
-        def compute() -> tuple[list[dict], Dependence]:
+        def compute() -> tuple[bytes, Dependence]:
             with replica_reads():
-                return series_with_dependence(device.pk, interval, start, end, zone)
+                return series_blocks.answer(device.pk, interval, start, end, zone)
 
         if replica_configured():
             # A batch drops the answers it touches when it commits on the primary; an
             # answer computed afterwards on a replica that has not replayed the batch yet
             # would be cached without it and outlive the replica's lag by the cache TTL.
             # The replica already carries these reads: they are not cached.
-            buckets = orjson.dumps(compute()[0])
+            buckets = compute()[0]
         else:
             buckets = cached_series(device.pk, answer_key(device, interval, first, last), compute)
         answer = {

@@ -357,6 +357,26 @@ def series_with_dependence(
     """The buckets, and the span of samples they were computed from (``boundaries``:
     period_starts' answer, when the caller has it)."""
     boundaries = boundaries or period_starts(interval, start, end, tz)
+    rows = bucket_rows(device_pk, interval, boundaries, tz)
+    return [row.bucket for row in rows], span_of(rows, boundaries[0], boundaries[-1])
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """One bucket of an answer: its number among the boundaries (1-based: it starts at
+    boundaries[k - 1]), its figures, and the readings either side of it that it was
+    interpolated with (seconds since the epoch; None where there is none)."""
+
+    k: int
+    bucket: dict
+    previous_e: float | None
+    next_e: float | None
+
+
+def bucket_rows(
+    device_pk: int, interval: str, boundaries: list[datetime], tz: ZoneInfo
+) -> list[BucketRow]:
+    """The buckets between ``boundaries`` (period_starts' answer) that hold samples."""
     alias = read_alias()
     plan = plan_for(alias)
     relation = "telemetry_quarter" if interval == "15m" else "telemetry_hour"
@@ -378,30 +398,40 @@ def series_with_dependence(
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     starts = local_texts([boundaries[row[0] - 1] for row in rows], tz)
-    out = [
-        {
-            "start": text,
-            "import_kwh": round(imported if imported > 0.0 else 0.0, 6),
-            "export_kwh": None
-            if exported is None
-            else round(exported if exported > 0.0 else 0.0, 6),
-            "avg_power_w": round(avg_w, 1),
-            "min_power_w": min_w,
-            "max_power_w": max_w,
-            "sample_count": count,
-        }
-        for text, (_, count, avg_w, min_w, max_w, imported, exported, *_) in zip(
+    return [
+        BucketRow(
+            k,
+            {
+                "start": text,
+                "import_kwh": round(imported if imported > 0.0 else 0.0, 6),
+                "export_kwh": None
+                if exported is None
+                else round(exported if exported > 0.0 else 0.0, 6),
+                "avg_power_w": round(avg_w, 1),
+                "min_power_w": min_w,
+                "max_power_w": max_w,
+                "sample_count": count,
+            },
+            previous_e,
+            next_e,
+        )
+        for text, (k, count, avg_w, min_w, max_w, imported, exported, previous_e, next_e) in zip(
             starts, rows, strict=True
         )
     ]
+
+
+def span_of(rows: list[BucketRow], first: datetime, last: datetime) -> Dependence:
+    """The span of samples the buckets ``rows`` (in order) between the boundaries
+    ``first`` and ``last`` were computed from."""
     if not rows:
         # No bucket: only a sample inside the range can change the answer.
-        return out, Dependence(boundaries[0], boundaries[-1])
+        return Dependence(first, last)
     # The first bucket's previous reading and the last one's next: the neighbour rows'
     # (every row between is inside). As seconds, widened by a millisecond so float
     # rounding can only make the span larger.
-    first_seen, last_seen = rows[0][-2], rows[-1][-1]
-    return out, Dependence(
+    first_seen, last_seen = rows[0].previous_e, rows[-1].next_e
+    return Dependence(
         None if first_seen is None else _moment(first_seen) - _SLACK,
         None if last_seen is None else _moment(last_seen) + _SLACK,
     )

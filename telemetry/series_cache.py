@@ -31,7 +31,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -49,7 +48,8 @@ _VERSION = "1"
 LOCAL_ENTRIES = 512
 _UNBOUNDED = "-"
 
-Compute = Callable[[], tuple[list[dict[str, Any]], Dependence]]
+# The buckets as the JSON array the answer embeds, and the span they depend on.
+Compute = Callable[[], tuple[bytes, Dependence]]
 
 
 def answer_key(device: Device, interval: str, first: datetime, last: datetime) -> str:
@@ -76,7 +76,7 @@ def cached_series(device_pk: int, key: str, compute: Compute) -> bytes:
     on) and stored for SERIES_CACHE_TTL_S unless a batch of the device was stored
     meanwhile. Bytes, so a hit is served without parsing (telemetry.renderers)."""
     if not settings.SERIES_CACHE_TTL_S:
-        return orjson.dumps(compute()[0])
+        return compute()[0]
     return _backend().fetch(device_pk, key, compute)
 
 
@@ -141,11 +141,10 @@ class _Redis:
             stored, seen = self.client.mget([name, generation])
         except RedisError:
             logger.warning("cache unreachable: series computed without it", exc_info=True)
-            return orjson.dumps(compute()[0])
+            return compute()[0]
         if stored is not None:
             return bytes(stored)
-        buckets, dependence = compute()
-        answer = orjson.dumps(buckets)
+        answer, dependence = compute()
         ttl = settings.SERIES_CACHE_TTL_S
         try:
             self.store(
@@ -187,8 +186,7 @@ class _Local:
             if found is not None and found[0] > now:
                 return found[3]
             seen = self.generations.get(device_pk, 0)
-        buckets, dependence = compute()
-        answer = orjson.dumps(buckets)
+        answer, dependence = compute()
         with self.lock:
             if self.generations.get(device_pk, 0) == seen:
                 self.entries[key] = (

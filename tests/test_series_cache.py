@@ -177,9 +177,9 @@ def test_an_answer_expires_within_the_ttl(redis_cache, device, history, ask):
 def test_an_answer_computed_while_a_batch_was_stored_is_not_kept(redis_cache, device):
     key = series_cache.answer_key(device, "1d", MARCH, MARCH + timedelta(days=1))
 
-    def compute_while_a_batch_lands() -> tuple[list, Dependence]:
+    def compute_while_a_batch_lands() -> tuple[bytes, Dependence]:
         series_cache.forget_touched(device.pk, MARCH, MARCH)  # a batch's drop, meanwhile
-        return [{"old": True}], Dependence(MARCH, MARCH + timedelta(days=1))
+        return orjson.dumps([{"old": True}]), Dependence(MARCH, MARCH + timedelta(days=1))
 
     assert series_cache.cached_series(device.pk, key, compute_while_a_batch_lands)
     client = cache.client.get_client(write=True)  # type: ignore[attr-defined]  # django-redis
@@ -204,7 +204,7 @@ def test_redis_down_answers_without_the_cache(device):
     key = series_cache.answer_key(device, "1d", MARCH, MARCH + timedelta(days=1))
     with override_settings(CACHES={"default": down}):
         answer = series_cache.cached_series(
-            device.pk, key, lambda: ([{"fresh": True}], Dependence(None, None))
+            device.pk, key, lambda: (orjson.dumps([{"fresh": True}]), Dependence(None, None))
         )
         assert orjson.loads(answer) == [{"fresh": True}]
         assert series_cache.forget_touched(device.pk, MARCH, MARCH) == 0
@@ -217,10 +217,10 @@ LOCAL = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 def test_without_redis_each_process_drops_exactly_the_touched_answers_it_holds(device):
     computed = []
 
-    def answer(name: str, first: datetime, last: datetime | None) -> list:
-        def compute() -> tuple[list, Dependence]:
+    def answer(name: str, first: datetime, last: datetime | None) -> bytes:
+        def compute() -> tuple[bytes, Dependence]:
             computed.append(name)
-            return [{"answer": name}], Dependence(first, last)
+            return orjson.dumps([{"answer": name}]), Dependence(first, last)
 
         return series_cache.cached_series(device.pk, f"k:{name}", compute)
 
