@@ -158,6 +158,9 @@ def _kept(
     }
 
 
+_EVERYWHERE = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
 def _extent(device_pk: int, interval: str) -> tuple[datetime | None, datetime | None]:
     model = QuarterRollup if interval == "15m" else HourRollup
     found = model.objects.filter(device_id=device_pk).aggregate(
@@ -168,8 +171,10 @@ def _extent(device_pk: int, interval: str) -> tuple[datetime | None, datetime | 
 
 def _compute(device_pk: int, interval: str, tz: ZoneInfo, pieces: list[_Piece]) -> None:
     """Fill each piece's buckets and span: runs of adjacent pieces in one statement;
-    pieces wholly outside the device's rollup rows are empty without one."""
-    first_row, last_row = _extent(device_pk, interval)
+    pieces wholly outside the device's rollup rows are empty without one (looked up
+    only where more than the two ends of a range are missing: on TimescaleDB the
+    extent of a continuous aggregate costs as much as computing a piece)."""
+    first_row, last_row = _extent(device_pk, interval) if len(pieces) > 2 else _EVERYWHERE
     run: list[_Piece] = []
     for piece in pieces:
         outside = (

@@ -12,7 +12,9 @@ uses by the same step, which no difference of readings sees.
 
 Who drops: ``forget_after_batch``, an ingest step, named in both INGEST_RECEIPT_STEPS
 (so live data shows at once) and INGEST_STEPS (after TimescaleDB's refresh of an old
-window, which a read right after the receipt may not have seen yet).
+window, which a read right after the receipt may not have seen yet, and after
+telemetry.series_blocks dropped the stored blocks the batch reaches, which an answer
+assembled in between may have used).
 
 Never older than SERIES_CACHE_TTL_S: every answer expires then whatever happens, and a
 fill that raced a drop is not stored (a per-device generation, compared in the same
