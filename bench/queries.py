@@ -300,7 +300,7 @@ def main() -> None:
 
     ms = 1000
     print_endpoints(endpoints)
-    print(f"series blocks stored by ingest before the first requests: {blocks:,}")
+    print(f"series blocks stored before the first requests: {blocks:,}")
     print("the same series with no stored block (as after an upgrade; the first read stores them):")
     for path, first in without_blocks:
         print(f"{path:<72} {first:8.1f}")

@@ -22,11 +22,12 @@ stored, whichever commits first (the drop's delete runs after its raise took the
 so it sees any block stored before).
 
 Only blocks with a reading after them are stored, so live batches, whose samples are
-newer than every stored reading, never drop one. ``fill_after_batch`` computes the
+newer than every stored reading, never drop one. ``fill_closed`` computes the
 blocks that closed within a batch's span (the quarters of a UTC day, after midnight),
 ``fill_device`` every block of a device (after a bulk load, a capacity rebuild). With
-INGEST_STEPS_WORKER, a backlog batch's blocks are dropped by the worker's steps: series
-over that span show it one worker cycle later, like the capacity answers.
+INGEST_STEPS_WORKER, the request drops the blocks its batch reaches
+(``forget_on_receipt``) and the worker's steps drop them again with the generation
+raised (a block a read computed from older data meanwhile), then compute the closed ones.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
-from django.db.models import F, Max, Min, Q
+from django.db.models import F, Max, Min, Q, QuerySet
 
 from p1common.replica import read_alias
 from telemetry.models import Device, HourRollup, QuarterRollup, SeriesBlock
@@ -272,12 +273,14 @@ def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
     transaction; how many."""
     with transaction.atomic():
         Device.objects.filter(pk=device_pk).update(series_generation=F("series_generation") + 1)
-        dropped, _ = (
-            SeriesBlock.objects.filter(device_id=device_pk, depends_until__gte=oldest)
-            .filter(Q(depends_from__isnull=True) | Q(depends_from__lte=newest))
-            .delete()
-        )
+        dropped, _ = _touched(device_pk, oldest, newest).delete()
     return dropped
+
+
+def _touched(device_pk: int, oldest: datetime, newest: datetime) -> QuerySet[SeriesBlock]:
+    return SeriesBlock.objects.filter(device_id=device_pk, depends_until__gte=oldest).filter(
+        Q(depends_from__isnull=True) | Q(depends_from__lte=newest)
+    )
 
 
 def forget_all(device_pk: int) -> int:
@@ -295,6 +298,15 @@ def forget_after_batch(batch: StoredBatch) -> None:
     # Robust: the batch and its steps are committed; a block not computed now is
     # computed by the first read that needs it.
     transaction.on_commit(lambda: fill_closed(batch), robust=True)
+
+
+def forget_on_receipt(batch: StoredBatch) -> None:
+    """Receipt step (with the worker): drop the stored blocks the committed batch reaches
+    in its own request, so an answer assembled before the worker's steps does not use
+    them. No generation raised: for a live batch this deletes nothing and writes
+    nothing; the worker's step raises it, and drops again what a read computed from
+    older data in the meantime."""
+    _touched(batch.device_pk, batch.oldest, batch.newest).delete()
 
 
 def fill_closed(batch: StoredBatch) -> int:

@@ -8,6 +8,7 @@ three days and a meter swap (a register break) after it.
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 from django.test import TestCase
 from django.utils import timezone
 
 from telemetry import series_blocks
-from telemetry.models import SeriesBlock
+from telemetry.models import PendingBatch, SeriesBlock
 from telemetry.pipeline import ingest_batch
 from telemetry.series import INTERVALS, series_with_dependence
 from telemetry.validation import validate_samples
@@ -251,3 +254,28 @@ def test_a_block_waits_for_a_drop_in_progress_and_is_then_not_stored(device, his
             storing.join(30)
     assert stored == [0]
     assert not SeriesBlock.objects.filter(device=device).exists()
+
+
+def test_with_the_worker_a_backlog_batch_drops_the_blocks_in_its_own_request(
+    device, history, settings
+):
+    series_blocks.fill_device(device.pk)
+    settings.INGEST_STEPS_WORKER = True
+    before = set(SeriesBlock.objects.filter(device=device).values_list("interval", "start"))
+    store(device, readings(GAP[0] + timedelta(days=1), GAP[0] + timedelta(days=1, hours=2), 1900.0))
+    after = set(SeriesBlock.objects.filter(device=device).values_list("interval", "start"))
+    assert ("15m", datetime(2026, 4, 2, tzinfo=UTC)) in before - after  # before any worker
+    assert PendingBatch.objects.filter(device=device).exists()
+    assert_same_answers(device)
+
+
+def test_the_fill_command_stores_the_missing_blocks_and_names_an_unknown_device(device, history):
+    SeriesBlock.objects.filter(device=device).delete()
+    out = io.StringIO()
+    call_command("fill_series_blocks", stdout=out)
+    stored = SeriesBlock.objects.filter(device=device).count()
+    assert out.getvalue() == f"stored {stored} series blocks of home-p1\n" and stored > 21
+    call_command("fill_series_blocks", device.device_id, stdout=out)  # nothing missing
+    assert out.getvalue().endswith("stored 0 series blocks of home-p1\n")
+    with pytest.raises(CommandError, match=r"^device_ids: no device nowhere$"):
+        call_command("fill_series_blocks", "nowhere")
