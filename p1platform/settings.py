@@ -253,11 +253,10 @@ INGEST_STEPS = [
 ]
 # With the worker: what a batch that added rows still does in its own request, after
 # its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
-# The series answers and the stored blocks they reach too; INGEST_STEPS drop them again
-# after TimescaleDB refreshed an old window (telemetry.series_cache, series_blocks).
+# The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
+# window (telemetry.series_cache).
 INGEST_RECEIPT_STEPS = [
     "capacity.realtime.forget_after_batch",
-    "telemetry.series_blocks.forget_on_receipt",
     "telemetry.series_cache.forget_after_batch",
 ]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the

@@ -25,9 +25,9 @@ Only blocks with a reading after them are stored, so live batches, whose samples
 newer than every stored reading, never drop one. ``fill_closed`` computes the
 blocks that closed within a batch's span (the quarters of a UTC day, after midnight),
 ``fill_device`` every block of a device (after a bulk load, a capacity rebuild). With
-INGEST_STEPS_WORKER, the request drops the blocks its batch reaches
-(``forget_on_receipt``) and the worker's steps drop them again with the generation
-raised (a block a read computed from older data meanwhile), then compute the closed ones.
+the worker or without, the statement that stores a batch drops the blocks its rows reach
+(telemetry.storage, in the batch's own commit), and the steps drop them again with the
+generation raised (a block a read was computing from older data meanwhile).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
-from django.db.models import F, Max, Min, Q, QuerySet
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
+from django.db.models import F, Max, Min
 
 from p1common.replica import read_alias
 from telemetry.models import Device, HourRollup, QuarterRollup, SeriesBlock
@@ -268,24 +268,30 @@ def _store(
 # --- dropping and filling ---------------------------------------------------------------
 
 
+# Raw statements: they run for every batch, where the ORM's delete costs more than the
+# statement (a collector per call).
+_RAISE = "UPDATE telemetry_device SET series_generation = series_generation + 1 WHERE id = %s"
+_DROP_TOUCHED = (
+    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
+    "AND (depends_from IS NULL OR depends_from <= %s)"
+)
+
+
 def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
     """Drop the device's blocks whose span reaches [oldest, newest], in the caller's
     transaction; how many."""
-    with transaction.atomic():
-        Device.objects.filter(pk=device_pk).update(series_generation=F("series_generation") + 1)
-        dropped, _ = _touched(device_pk, oldest, newest).delete()
-    return dropped
-
-
-def _touched(device_pk: int, oldest: datetime, newest: datetime) -> QuerySet[SeriesBlock]:
-    return SeriesBlock.objects.filter(device_id=device_pk, depends_until__gte=oldest).filter(
-        Q(depends_from__isnull=True) | Q(depends_from__lte=newest)
-    )
+    adapt = connection.ops.adapt_datetimefield_value
+    # Two statements, the raise first: the delete's snapshot must be taken after the
+    # raise has the device row, so it sees a block stored by whoever held it before.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(_RAISE, [device_pk])
+        cursor.execute(_DROP_TOUCHED, [device_pk, adapt(oldest), adapt(newest)])
+        return cursor.rowcount
 
 
 def forget_all(device_pk: int) -> int:
     """Drop every block of the device (its register breaks or zone changed)."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         Device.objects.filter(pk=device_pk).update(series_generation=F("series_generation") + 1)
         dropped, _ = SeriesBlock.objects.filter(device_id=device_pk).delete()
     return dropped
@@ -298,15 +304,6 @@ def forget_after_batch(batch: StoredBatch) -> None:
     # Robust: the batch and its steps are committed; a block not computed now is
     # computed by the first read that needs it.
     transaction.on_commit(lambda: fill_closed(batch), robust=True)
-
-
-def forget_on_receipt(batch: StoredBatch) -> None:
-    """Receipt step (with the worker): drop the stored blocks the committed batch reaches
-    in its own request, so an answer assembled before the worker's steps does not use
-    them. No generation raised: for a live batch this deletes nothing and writes
-    nothing; the worker's step raises it, and drops again what a read computed from
-    older data in the meantime."""
-    _touched(batch.device_pk, batch.oldest, batch.newest).delete()
 
 
 def fill_closed(batch: StoredBatch) -> int:

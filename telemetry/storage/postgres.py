@@ -190,6 +190,18 @@ OWED = (
 )
 
 
+# The stored series blocks whose span the new rows reach (telemetry.series_blocks), gone
+# in the batch's own commit; the ingest steps drop them again with the device's series
+# generation raised, for a block a read was computing meanwhile.
+BLOCKS_REACHED = (
+    "reached AS (DELETE FROM telemetry_seriesblock b "
+    "USING (SELECT min(device_id) AS device_id, min(ts) AS oldest, max(ts) AS newest "
+    "FROM inserted HAVING count(*) > 0) n "
+    "WHERE b.device_id = n.device_id AND b.depends_until >= n.oldest "
+    "AND (b.depends_from IS NULL OR b.depends_from <= n.newest))"
+)
+
+
 def _bucket(width_s: int) -> str:
     return f"date_bin(INTERVAL '{width_s} seconds', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
@@ -249,7 +261,7 @@ def _insert_with_rollups(insert_sql: str, owed: bool) -> str:
         f"WITH inserted AS ({insert_sql}{returning}), "
         f"quarters AS ({_merge('telemetry_quarter', 900)}), "
         f"hours AS ({_merge('telemetry_hour', 3600)}) "
-        + (f", {OWED} " if owed else "")
+        + (f", {OWED}, {BLOCKS_REACHED} " if owed else "")
         + "SELECT count(*) FROM inserted"
     )
 

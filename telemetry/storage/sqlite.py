@@ -73,6 +73,11 @@ class SqlitePlan(StoragePlan):
                     newest=max(ts),
                     inserted=inserted,
                 )
+                # The stored series blocks the rows reach (storage.postgres.BLOCKS_REACHED).
+                with self.connection.cursor() as cursor:
+                    cursor.execute(
+                        _BLOCKS_REACHED, [device_pk, _sqlite_ts(min(ts)), _sqlite_ts(max(ts))]
+                    )
         return inserted
 
     def insert_history(self, device_pk: int, columns: Columns) -> int:
@@ -212,6 +217,12 @@ def _by_bucket(
 ) -> Iterator[tuple[datetime, Iterator[tuple[Any, ...]]]]:
     """Time-ordered sample rows (ts first), a run per bucket of ``width``."""
     return groupby(rows, key=lambda row: bucket_start(row[0], width))
+
+
+_BLOCKS_REACHED = (
+    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
+    "AND (depends_from IS NULL OR depends_from <= %s)"
+)
 
 
 def _sqlite_ts(value: datetime) -> str:

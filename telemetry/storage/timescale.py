@@ -21,7 +21,13 @@ from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.utils import timezone
 
 from telemetry.storage.base import Columns
-from telemetry.storage.postgres import OWED, SAMPLE_INSERT, PostgresPlan, inserted_count
+from telemetry.storage.postgres import (
+    BLOCKS_REACHED,
+    OWED,
+    SAMPLE_INSERT,
+    PostgresPlan,
+    inserted_count,
+)
 from telemetry.storage.rollups import RELATIONS
 from telemetry.timegrid import bucket_start
 
@@ -51,7 +57,7 @@ REFRESH_IF_OLDER_THAN = timedelta(minutes=15)
 
 
 _INSERT_OWED = (
-    f"WITH inserted AS ({SAMPLE_INSERT} RETURNING device_id, ts), {OWED} "
+    f"WITH inserted AS ({SAMPLE_INSERT} RETURNING device_id, ts), {OWED}, {BLOCKS_REACHED} "
     "SELECT count(*) FROM inserted"
 )
 
