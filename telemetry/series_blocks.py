@@ -17,9 +17,9 @@ it was computed from, and ``forget`` (a batch's ingest step, a capacity rebuild)
 the device's blocks that span reaches and raises the device's series_generation in the
 same transaction, the raise first. A block is stored only if the generation read before
 it was computed is still the device's, checked under the device row's lock in the
-storing transaction: a block computed from data a drop has since made stale is never
-stored, whichever commits first (the drop's delete runs after its raise took the lock,
-so it sees any block stored before).
+storing transaction (not stored at all while a drop holds the row): a block computed
+from data a drop has since made stale is never stored, whichever commits first (the
+drop's delete runs after its raise took the row, so it sees any block stored before).
 
 Only blocks with a reading after them are stored, so live batches, whose samples are
 newer than every stored reading, never drop one. ``fill_closed`` computes the
@@ -247,10 +247,12 @@ def _store(
     ]
     try:
         with transaction.atomic():
-            # FOR NO KEY UPDATE: waits for a drop in progress (its raise holds the row),
-            # and does not hold up the samples' foreign-key checks on the device row.
+            # FOR NO KEY UPDATE: taken only when no drop is in progress (its raise holds
+            # the row until its commit), and it does not hold up the samples' foreign-key
+            # checks on the device row. NOWAIT: a read never waits on the worker's
+            # transaction; it leaves the blocks to the next read.
             current = (
-                Device.objects.select_for_update(no_key=True)
+                Device.objects.select_for_update(no_key=True, nowait=True)
                 .filter(pk=device_pk)
                 .values_list("series_generation", flat=True)
                 .first()
@@ -259,8 +261,9 @@ def _store(
                 return 0
             return len(SeriesBlock.objects.bulk_create(blocks, ignore_conflicts=True))
     except DatabaseError:
-        # SQLite: a writer committed since this transaction's read (the conflict the
-        # check is for), or the database is busy. The answer stands; the blocks wait.
+        # A drop in progress holds the device row (PostgreSQL), or on SQLite a writer
+        # committed since this transaction's read: the conflicts the check is for. The
+        # answer stands; the blocks wait for the next read.
         logger.info("series blocks of device %s not stored", device_pk, exc_info=True)
         return 0
 
