@@ -14,11 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.utils import timezone
 
 from capacity import reports
 from capacity.serializers import RealtimeSerializer
+from telemetry import series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
 
@@ -55,6 +55,8 @@ def forget_realtime(device_id: str) -> None:
 
 
 def forget_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: once the batch is committed, the cached answer is stale. Before the
-    commit a concurrent read could cache the old answer again."""
-    transaction.on_commit(lambda: forget_realtime(batch.device_id))
+    """Ingest step: once the batch is committed, the cached answer is stale, and so are
+    the cached series answers the batch touches: both dropped in one round trip
+    (telemetry.series_cache). Before the commit a concurrent read could cache the old
+    answers again."""
+    series_cache.forget_after_batch(batch, also=[realtime_cache_key(batch.device_id)])

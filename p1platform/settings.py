@@ -242,13 +242,13 @@ INGEST_MAX_BATCH = env_int("INGEST_MAX_BATCH", 5000, minimum=1)
 INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 # What follows a stored batch, in order (telemetry.pipeline): the capacity quarters, the
-# realtime answer's cache, the peak guard. Each is called with a telemetry.pipeline
-# StoredBatch inside the batch's commit.
+# stored series blocks, the cached realtime and series answers (one Redis round trip,
+# after the blocks they may have been built from), the peak guard. Each is called with a
+# telemetry.pipeline StoredBatch inside the batch's commit.
 INGEST_STEPS = [
     "capacity.materialize.refresh_after_batch",
-    "capacity.realtime.forget_after_batch",
     "telemetry.series_blocks.forget_after_batch",
-    "telemetry.series_cache.forget_after_batch",
+    "capacity.realtime.forget_after_batch",
     "peakguard.evaluate.check_after_batch",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
@@ -257,7 +257,6 @@ INGEST_STEPS = [
 # window (telemetry.series_cache).
 INGEST_RECEIPT_STEPS = [
     "capacity.realtime.forget_after_batch",
-    "telemetry.series_cache.forget_after_batch",
 ]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every

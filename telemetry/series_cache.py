@@ -10,11 +10,12 @@ buckets' rollup rows and the nearest row on either side; a sample outside the sp
 changes none of those, and a register break outside it shifts every reading the answer
 uses by the same step, which no difference of readings sees.
 
-Who drops: ``forget_after_batch``, an ingest step, named in both INGEST_RECEIPT_STEPS
-(so live data shows at once) and INGEST_STEPS (after TimescaleDB's refresh of an old
-window, which a read right after the receipt may not have seen yet, and after
-telemetry.series_blocks dropped the stored blocks the batch reaches, which an answer
-assembled in between may have used).
+Who drops: ``forget_after_batch``, called by the ingest step that drops the realtime
+answer (capacity.realtime, with that answer's key: one round trip for both), named in
+both INGEST_RECEIPT_STEPS (so live data shows at once) and INGEST_STEPS (after
+TimescaleDB's refresh of an old window, which a read right after the receipt may not
+have seen yet, and after telemetry.series_blocks dropped the stored blocks the batch
+reaches, which an answer assembled in between may have used).
 
 Never older than SERIES_CACHE_TTL_S: every answer expires then whatever happens, and a
 fill that raced a drop is not stored (a per-device generation, compared in the same
@@ -29,7 +30,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,15 +83,20 @@ def cached_series(device_pk: int, key: str, compute: Compute) -> bytes:
     return _backend().fetch(device_pk, key, compute)
 
 
-def forget_touched(device_pk: int, oldest: datetime, newest: datetime) -> int:
-    """Drop the device's cached answers whose span [oldest, newest] reaches; how many."""
-    return _backend().forget(device_pk, oldest, newest)
+def forget_touched(
+    device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str] = ()
+) -> int:
+    """Drop the device's cached answers whose span [oldest, newest] reaches, and the cache
+    keys ``also`` (another of the device's answers the same change makes stale, in the
+    same round trip); how many series answers."""
+    return _backend().forget(device_pk, oldest, newest, also)
 
 
-def forget_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: once the batch is committed, the answers it touches are stale. Before
-    the commit a concurrent read could store the old answer again."""
-    transaction.on_commit(lambda: forget_touched(batch.device_pk, batch.oldest, batch.newest))
+def forget_after_batch(batch: StoredBatch, also: Sequence[str] = ()) -> None:
+    """Ingest step: once the batch is committed, the answers it touches are stale (and
+    the keys ``also``). Before the commit a concurrent read could store the old answer
+    again."""
+    transaction.on_commit(lambda: forget_touched(batch.device_pk, batch.oldest, batch.newest, also))
 
 
 # --- Redis: shared by every process -----------------------------------------------------
@@ -104,10 +110,12 @@ redis.call('HSET', KEYS[3], KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
-# KEYS: generation, index. ARGV: oldest, newest (microseconds), generation's lifetime.
+# KEYS: generation, index, then keys dropped as they are. ARGV: oldest, newest
+# (microseconds), generation's lifetime.
 _FORGET = """
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
 local entries = redis.call('HGETALL', KEYS[2])
 local dropped = 0
@@ -156,15 +164,16 @@ class _Redis:
             logger.warning("cache unreachable: series answer not stored", exc_info=True)
         return answer
 
-    def forget(self, device_pk: int, oldest: datetime, newest: datetime) -> int:
+    def forget(
+        self, device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str]
+    ) -> int:
         generation, index = self._names(device_pk)
+        keys = [generation, index, *(cache.make_key(key) for key in also)]
         # Longer than any fill takes: a fill that saw the old generation must not find
         # the key gone (and take "none" for unchanged).
         lifetime = max(settings.SERIES_CACHE_TTL_S, 1) * 2
         try:
-            return int(
-                self.drop(keys=[generation, index], args=[_us(oldest), _us(newest), lifetime])
-            )
+            return int(self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime]))
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)
@@ -202,7 +211,11 @@ class _Local:
                     self.entries.popitem(last=False)
         return answer
 
-    def forget(self, device_pk: int, oldest: datetime, newest: datetime) -> int:
+    def forget(
+        self, device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str]
+    ) -> int:
+        if also:
+            cache.delete_many(list(also))
         with self.lock:
             self.generations[device_pk] = self.generations.get(device_pk, 0) + 1
             touched = [

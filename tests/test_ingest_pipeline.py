@@ -37,13 +37,13 @@ def _columns(count: int = 5) -> list:
 
 
 def test_the_project_runs_capacity_then_the_stored_answers_then_the_peak_guard():
-    # The series blocks before the series cache: an answer cached after the cache's drop
-    # must not have been assembled from blocks the batch made stale.
+    # The series blocks before the answers' caches (the realtime step drops the series
+    # answers too): an answer cached after the drop must not have been assembled from
+    # blocks the batch made stale.
     assert settings.INGEST_STEPS == [
         "capacity.materialize.refresh_after_batch",
-        "capacity.realtime.forget_after_batch",
         "telemetry.series_blocks.forget_after_batch",
-        "telemetry.series_cache.forget_after_batch",
+        "capacity.realtime.forget_after_batch",
         "peakguard.evaluate.check_after_batch",
     ]
 
