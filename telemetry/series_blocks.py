@@ -54,6 +54,7 @@ from telemetry.series import (
     period_starts,
     span_of,
 )
+from telemetry.storage.base import DELETE_BLOCKS_REACHED
 from telemetry.timegrid import local_midnight
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,16 @@ class _Piece:
     whole: bool
     fragment: bytes = b""
     span: Dependence | None = None
-    storable: bool = False
+
+    @property
+    def storable(self) -> bool:
+        """A whole block with buckets and a reading after it: the only blocks kept."""
+        return (
+            self.whole
+            and bool(self.fragment)
+            and self.span is not None
+            and (self.span.last is not None)
+        )
 
 
 def _pieces(interval: str, first: datetime, last: datetime, tz: ZoneInfo) -> list[_Piece]:
@@ -210,7 +220,6 @@ def _compute_run(device_pk: int, interval: str, tz: ZoneInfo, run: list[_Piece])
         mine = rows[taken:at]
         piece.span = span_of(mine, piece.start, piece.end)
         piece.fragment = orjson.dumps([row.bucket for row in mine])[1:-1]
-        piece.storable = piece.whole and bool(mine) and piece.span.last is not None
 
 
 def _union(spans: list[Dependence]) -> Dependence:
@@ -271,13 +280,9 @@ def _store(
 # --- dropping and filling ---------------------------------------------------------------
 
 
-# Raw statements: they run for every batch, where the ORM's delete costs more than the
-# statement (a collector per call).
+# Raw, with storage.base.DELETE_BLOCKS_REACHED: they run in every span's steps, where the
+# ORM's update and delete cost more than the statements (a collector per delete).
 _RAISE = "UPDATE telemetry_device SET series_generation = series_generation + 1 WHERE id = %s"
-_DROP_TOUCHED = (
-    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
-    "AND (depends_from IS NULL OR depends_from <= %s)"
-)
 
 
 def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
@@ -288,7 +293,7 @@ def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
     # raise has the device row, so it sees a block stored by whoever held it before.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(_RAISE, [device_pk])
-        cursor.execute(_DROP_TOUCHED, [device_pk, adapt(oldest), adapt(newest)])
+        cursor.execute(DELETE_BLOCKS_REACHED, [device_pk, adapt(oldest), adapt(newest)])
         return cursor.rowcount
 
 

@@ -22,6 +22,14 @@ Columns = list[list[Any] | None]
 _EXPORT_COLUMNS = ("first_export_kwh", "last_export_kwh")
 
 
+# The stored series blocks of device %s whose span of samples reaches [%s, %s]
+# (telemetry.series_blocks): what a new batch makes stale.
+DELETE_BLOCKS_REACHED = (
+    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
+    "AND (depends_from IS NULL OR depends_from <= %s)"
+)
+
+
 def timestamps(columns: Columns) -> list[datetime]:
     """A batch's first column, its sample times: ts is a required wire field, so
     validation (and the demo's history) always fill it."""

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import transaction
 
 import p1wire as wire
-from telemetry.storage.base import Columns, StoragePlan, timestamps
+from telemetry.storage.base import DELETE_BLOCKS_REACHED, Columns, StoragePlan, timestamps
 from telemetry.storage.rollups import (
     RELATIONS,
     ROLLUP_COLUMNS,
@@ -73,10 +73,12 @@ class SqlitePlan(StoragePlan):
                     newest=max(ts),
                     inserted=inserted,
                 )
-                # The stored series blocks the rows reach (storage.postgres.BLOCKS_REACHED).
+                # The stored series blocks the rows reach, in the batch's commit as on
+                # PostgreSQL (storage.postgres.BLOCKS_REACHED).
                 with self.connection.cursor() as cursor:
                     cursor.execute(
-                        _BLOCKS_REACHED, [device_pk, _sqlite_ts(min(ts)), _sqlite_ts(max(ts))]
+                        DELETE_BLOCKS_REACHED,
+                        [device_pk, _sqlite_ts(min(ts)), _sqlite_ts(max(ts))],
                     )
         return inserted
 
@@ -217,12 +219,6 @@ def _by_bucket(
 ) -> Iterator[tuple[datetime, Iterator[tuple[Any, ...]]]]:
     """Time-ordered sample rows (ts first), a run per bucket of ``width``."""
     return groupby(rows, key=lambda row: bucket_start(row[0], width))
-
-
-_BLOCKS_REACHED = (
-    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
-    "AND (depends_from IS NULL OR depends_from <= %s)"
-)
 
 
 def _sqlite_ts(value: datetime) -> str:

@@ -1,9 +1,10 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from capacity.materialize import rebuild
-from telemetry.models import Device, RegisterBreak
+from telemetry.management import devices_named
+from telemetry.models import RegisterBreak
 
 
 class Command(BaseCommand):
@@ -16,13 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("device_ids", nargs="*", help="default: every device")
 
     def handle(self, *args: Any, device_ids: list[str], **options: Any) -> None:
-        devices = Device.objects.all()
-        if device_ids:
-            devices = devices.filter(device_id__in=device_ids)
-            missing = set(device_ids) - set(devices.values_list("device_id", flat=True))
-            if missing:
-                raise CommandError(f"device_ids: no device {', '.join(sorted(missing))}")
-        for device in devices:
+        for device in devices_named(device_ids):
             rebuild(device.pk)
             breaks = RegisterBreak.objects.filter(device=device).count()
             self.stdout.write(

@@ -4,10 +4,10 @@ instead of computing them. Batches and reads keep them from then on."""
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
 from telemetry import series_blocks
-from telemetry.models import Device
+from telemetry.management import devices_named
 
 
 class Command(BaseCommand):
@@ -17,13 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("device_ids", nargs="*", help="default: every device")
 
     def handle(self, *args: Any, device_ids: list[str], **options: Any) -> None:
-        devices = Device.objects.all()
-        if device_ids:
-            devices = devices.filter(device_id__in=device_ids)
-            missing = set(device_ids) - set(devices.values_list("device_id", flat=True))
-            if missing:
-                raise CommandError(f"device_ids: no device {', '.join(sorted(missing))}")
-        for device_pk, device_id in devices.values_list("pk", "device_id"):
+        for device_pk, device_id in devices_named(device_ids).values_list("pk", "device_id"):
             stored = series_blocks.fill_device(device_pk)
             self.stdout.write(
                 f"stored {stored} series block{'' if stored == 1 else 's'} of {device_id}"
