@@ -237,7 +237,8 @@ def _store(
     device_pk: int, interval: str, timezone: str, generation: int | None, pieces: list[_Piece]
 ) -> int:
     """Store the pieces as blocks unless the device's blocks were dropped since
-    ``generation`` was read; how many were new."""
+    ``generation`` was read; how many it stored (one another read stored meanwhile is
+    kept once, and counted)."""
     if not pieces or generation is None:
         return 0
     blocks = [
