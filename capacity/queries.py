@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
@@ -266,24 +266,47 @@ class QuarterOpening:
     peak_before_kw: float | None
 
 
+# How far before the quarter's start its previous sample is looked for first: bounded,
+# a TimescaleDB hypertable plans only the chunks it can reach (every chunk otherwise,
+# tens of ms once they are compressed); a device silent that long is looked up again
+# without the bound.
+OPENING_LOOKBACK = timedelta(days=1)
+_BEFORE = (
+    "SELECT ts, energy_import_kwh FROM telemetry_sample WHERE device_id = %(device)s"
+    " AND ts < %(start)s{since} ORDER BY ts DESC LIMIT 1"
+)
+
+
 def quarter_opening(
     device_pk: int, quarter_start: datetime, month_start: datetime
 ) -> QuarterOpening:
-    """One round trip: the first sample at or after the quarter's start, the last one
-    before it, and the highest quarter of the month before it."""
+    """One round trip (two for a device silent over OPENING_LOOKBACK before it): the
+    first sample at or after the quarter's start, the last one before it, and the
+    highest quarter of the month before it."""
+    params = {
+        "device": device_pk,
+        "start": param(quarter_start),
+        "month": param(month_start),
+        "since": param(quarter_start - OPENING_LOOKBACK),
+    }
     with _db().cursor() as cursor:
         cursor.execute(
             "SELECT 0, ts, energy_import_kwh FROM (SELECT ts, energy_import_kwh"
             "  FROM telemetry_sample WHERE device_id = %(device)s AND ts >= %(start)s"
             "  ORDER BY ts LIMIT 1) a"
-            " UNION ALL SELECT 1, ts, energy_import_kwh FROM (SELECT ts, energy_import_kwh"
-            "  FROM telemetry_sample WHERE device_id = %(device)s AND ts < %(start)s"
-            "  ORDER BY ts DESC LIMIT 1) b"
+            " UNION ALL SELECT 1, ts, energy_import_kwh FROM ("
+            + _BEFORE.format(since=" AND ts >= %(since)s")
+            + ") b"
             " UNION ALL SELECT 2, NULL, max(kw) FROM capacity_quarter"
             "  WHERE device_id = %(device)s AND bucket >= %(month)s AND bucket < %(start)s",
-            {"device": device_pk, "start": param(quarter_start), "month": param(month_start)},
+            params,
         )
         rows = {row[0]: row[1:] for row in cursor.fetchall()}
+        if 1 not in rows:
+            cursor.execute(_BEFORE.format(since=""), params)
+            found = cursor.fetchone()
+            if found is not None:
+                rows[1] = found
     convert = _datetime_converter()
 
     def sample(place: int) -> tuple[datetime, float] | None:

@@ -19,6 +19,7 @@ from capacity.models import CapacityQuarter
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
 from telemetry.segments import Offsets
+from telemetry.storage import plan_for
 from telemetry.timegrid import QUARTER, bucket_start, day_bounds, interpolate
 
 TOP_QUARTERS = 5
@@ -512,7 +513,7 @@ def realtime(device: Device, now: datetime) -> Realtime:
     is served.
     """
     tz = ZoneInfo(device.timezone)
-    latest = Sample.objects.filter(device=device).order_by("-ts").values(*_LATEST_FIELDS).first()
+    latest = _latest_sample(device)
     if latest is None:
         return Realtime(device.device_id, device.timezone, None)
     ts = latest["ts"]
@@ -550,6 +551,15 @@ def realtime(device: Device, now: datetime) -> Realtime:
         ),
         MonthSoFar(month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
     )
+
+
+def _latest_sample(device: Device) -> dict[str, Any] | None:
+    newest = Sample.objects.filter(device=device).order_by("-ts").values(*_LATEST_FIELDS)
+    bound = plan_for().newest_sample_bound(device.pk)
+    found = None if bound is None else newest.filter(ts__gte=bound).first()
+    # Unbounded where the plan gives no bound, or its bound had nothing after it (raw
+    # samples pruned under rollups that remain).
+    return found if found is not None else newest.first()
 
 
 def _register_at(boundary: datetime, opening: queries.QuarterOpening, offsets: Offsets) -> float:

@@ -128,6 +128,13 @@ class StoragePlan(ABC):
     def to_datetime(self, value: Any) -> datetime:
         """An aware datetime from a timestamp a raw SQL query returned."""
 
+    # --- reads ------------------------------------------------------------------------
+
+    def newest_sample_bound(self, device_pk: int) -> datetime | None:
+        """A moment at or before the device's newest sample, to read that sample from
+        on; None where an unbounded read of it is as cheap (an index's last entry)."""
+        return None
+
     # --- series -----------------------------------------------------------------------
 
     @abstractmethod

@@ -190,6 +190,18 @@ class TimescalePlan(PostgresPlan):
             )
         return self._execute_binary(_INSERT_OWED, device_pk, columns, inserted_count, [owed_by])
 
+    def newest_sample_bound(self, device_pk: int) -> datetime | None:
+        # An unbounded newest-sample read plans every chunk of the hypertable (tens of
+        # ms once they are compressed). The hourly aggregate's newest bucket is built
+        # from stored samples, so it is at or before the newest one, and a read from it
+        # on plans its chunk only.
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT max(bucket) FROM telemetry_hour WHERE device_id = %s", [device_pk]
+            )
+            (bucket,) = cursor.fetchone()
+        return bucket
+
     def refresh_before_steps(self, oldest: datetime, newest: datetime) -> None:
         # Real-time aggregation covers what is newer than the aggregates' watermark; an
         # older batch (a backlog) needs its window refreshed before the steps read it.

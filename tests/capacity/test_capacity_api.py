@@ -173,6 +173,28 @@ def test_realtime_projects_the_running_quarter_against_the_month_peak(device, re
     assert body["quarter"]["headroom_w"] > 0
 
 
+def test_realtime_interpolates_the_quarter_start_from_a_reading_days_before(device, reader):
+    """A meter silent for two days: the register at the quarter's start lies between its
+    last reading before the silence and its first after (capacity.queries looks for the
+    former within OPENING_LOOKBACK first, then without the bound)."""
+    now = timezone.now().replace(microsecond=0)
+    quarter = now - (now - datetime(2000, 1, 1, tzinfo=UTC)) % timedelta(minutes=15)
+    before, after = quarter - timedelta(days=2), quarter + timedelta(seconds=1)
+    if after >= now:
+        after = now
+    samples = [
+        sample(before, power_w=500.0, energy_import_kwh=1000.0),
+        sample(after, power_w=500.0, energy_import_kwh=1048.0),
+    ]
+    columns, errors = validate_samples(samples, now=timezone.now())
+    assert not errors
+    ingest_batch(device, columns)
+    body = reader("/v1/realtime").json()
+    share = (after - quarter) / (after - before)
+    assert body["quarter"]["energy_so_far_kwh"] == pytest.approx(48.0 * share, abs=1e-6)
+    assert body["quarter"]["energy_so_far_kwh"] > 0
+
+
 def test_series_days_add_up_to_the_register_change(device, reader):
     def power(ts):
         return 0.5 + ts.hour % 3
