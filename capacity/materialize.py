@@ -8,13 +8,15 @@ of every local month those quarters fall in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 
-from capacity.queries import param, quarters_sql
+from capacity.queries import SPAN_COLUMNS, quarters_sql
 from capacity.realtime import forget_realtime
 from capacity.rules import COMPLETE_COVERAGE, QUARTER, Month
 from telemetry import segments, series_blocks, series_cache
@@ -26,7 +28,7 @@ from telemetry.timegrid import HOUR, bucket_start
 _UPSERT = """
 INSERT INTO capacity_quarter
     (device_id, bucket, kw, coverage, sample_count, first_ts, last_ts)
-SELECT %(device)s, bucket, CASE WHEN kw < 0 THEN 0 ELSE kw END,
+SELECT device, bucket, CASE WHEN kw < 0 THEN 0 ELSE kw END,
     CASE WHEN coverage > 1 THEN 1 ELSE coverage END, sample_count, first_ts, last_ts
 FROM quarters WHERE true
 ON CONFLICT (device_id, bucket) DO UPDATE SET
@@ -34,10 +36,36 @@ ON CONFLICT (device_id, bucket) DO UPDATE SET
     first_ts = excluded.first_ts, last_ts = excluded.last_ts
 """
 
+# Each span's nearest non-empty quarters either side: a batch changes them too.
+_NEIGHBOURS_COLUMNS = (("idx", "int"), ("device", "int"), ("lo", "ts"), ("hi", "ts"))
 _NEIGHBOURS = """
-SELECT
-    (SELECT max(bucket) FROM telemetry_quarter WHERE device_id = %(device)s AND bucket < %(lo)s),
-    (SELECT min(bucket) FROM telemetry_quarter WHERE device_id = %(device)s AND bucket > %(hi)s)
+WITH spans AS ({spans})
+SELECT s.idx,
+    (SELECT max(bucket) FROM telemetry_quarter WHERE device_id = s.device AND bucket < s.lo),
+    (SELECT min(bucket) FROM telemetry_quarter WHERE device_id = s.device AND bucket > s.hi)
+FROM spans s
+"""
+
+# One row per device and local month the recomputed quarters fall in: the month's
+# bounds, the recomputed range inside it [lo, hi), the first hour starting there
+# (hour_lo), and its complete quarters in that range before the recomputation.
+_MONTH_COLUMNS = (
+    ("idx", "int"),
+    ("device", "int"),
+    ("month_start", "ts"),
+    ("month_end", "ts"),
+    ("lo", "ts"),
+    ("hi", "ts"),
+    ("hour_lo", "ts"),
+    ("complete_before", "int"),
+)
+
+_COMPLETE_IN_RANGE = f"""
+WITH months AS ({{months}})
+SELECT p.idx, (SELECT count(*) FROM capacity_quarter
+    WHERE device_id = p.device AND bucket >= p.lo AND bucket < p.hi
+        AND coverage >= {COMPLETE_COVERAGE})
+FROM months p
 """
 
 # A month's peak changes only through the quarters just recomputed. If the stored peak
@@ -45,19 +73,26 @@ SELECT
 # while the running quarter is the peak); otherwise the best recomputed quarter
 # replaces the peak only when it beats it.
 _MONTH_RESEARCH = """
+WITH months AS ({months})
 UPDATE capacity_month SET (peak_kw, peak_bucket) = (
     SELECT kw, bucket FROM capacity_quarter
-    WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
+    WHERE device_id = p.device AND bucket >= p.month_start AND bucket < p.month_end
     ORDER BY kw DESC, bucket LIMIT 1)
-WHERE device_id = %(device)s AND month_start = %(start)s
-    AND peak_bucket >= %(lo)s AND peak_bucket < %(hi)s
+FROM months p
+WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.month_start
+    AND capacity_month.peak_bucket >= p.lo AND capacity_month.peak_bucket < p.hi
 """
 
 _MONTH_CANDIDATE = """
+WITH months AS ({months})
 INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, peak_bucket)
-SELECT %(device)s, %(start)s, %(end)s, kw, bucket FROM capacity_quarter
-WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
-ORDER BY kw DESC, bucket LIMIT 1
+SELECT device, month_start, month_end, kw, bucket FROM (
+    SELECT p.device, p.month_start, p.month_end, q.kw, q.bucket,
+        ROW_NUMBER() OVER (PARTITION BY p.idx ORDER BY q.kw DESC, q.bucket) AS place
+    FROM months p JOIN capacity_quarter q
+        ON q.device_id = p.device AND q.bucket >= p.lo AND q.bucket < p.hi
+) best
+WHERE place = 1
 ON CONFLICT (device_id, month_start) DO UPDATE SET
     peak_kw = excluded.peak_kw, peak_bucket = excluded.peak_bucket
 WHERE excluded.peak_kw > capacity_month.peak_kw
@@ -66,20 +101,15 @@ WHERE excluded.peak_kw > capacity_month.peak_kw
 """
 
 # The month's complete quarters, kept by difference: the recomputed range's count after
-# the upsert less its count before (%(before)s), so a batch counts a few quarters, not
-# the month.
-_COMPLETE_IN_RANGE = f"""
-SELECT count(*) FROM capacity_quarter
-WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
-    AND coverage >= {COMPLETE_COVERAGE}
-"""
-
+# the upsert less its count before, so a batch counts a few quarters, not the month.
 _MONTH_COMPLETE = f"""
-UPDATE capacity_month SET complete_quarters = complete_quarters - %(before)s + (
+WITH months AS ({{months}})
+UPDATE capacity_month SET complete_quarters = complete_quarters - p.complete_before + (
     SELECT count(*) FROM capacity_quarter
-    WHERE device_id = %(device)s AND bucket >= %(lo)s AND bucket < %(hi)s
+    WHERE device_id = p.device AND bucket >= p.lo AND bucket < p.hi
         AND coverage >= {COMPLETE_COVERAGE})
-WHERE device_id = %(device)s AND month_start = %(start)s
+FROM months p
+WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.month_start
 """
 
 # The meter's running monthly peak as it last reported it: its highest hour in the
@@ -87,21 +117,33 @@ WHERE device_id = %(device)s AND month_start = %(start)s
 # An hour's meter_peak_w only rises as samples arrive, so the best hour of the range
 # just recomputed replaces the kept one when it is at least as high and not earlier.
 _MONTH_METER_PEAK = """
+WITH months AS ({months})
 UPDATE capacity_month SET (meter_peak_w, meter_peak_bucket, meter_peak_ts) = (
     SELECT meter_peak_w, bucket, meter_peak_ts FROM telemetry_hour
-    WHERE device_id = %(device)s AND bucket >= %(hour_lo)s AND bucket < %(hi)s
+    WHERE device_id = p.device AND bucket >= p.hour_lo AND bucket < p.hi
         AND meter_peak_w IS NOT NULL
     ORDER BY meter_peak_w DESC, bucket DESC LIMIT 1)
-WHERE device_id = %(device)s AND month_start = %(start)s
+FROM months p
+WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.month_start
     AND EXISTS (
-        SELECT 1 FROM telemetry_hour
-        WHERE device_id = %(device)s AND bucket >= %(hour_lo)s AND bucket < %(hi)s
-            AND meter_peak_w IS NOT NULL
+        SELECT 1 FROM telemetry_hour h
+        WHERE h.device_id = p.device AND h.bucket >= p.hour_lo AND h.bucket < p.hi
+            AND h.meter_peak_w IS NOT NULL
             AND (capacity_month.meter_peak_w IS NULL
-                OR meter_peak_w > capacity_month.meter_peak_w
-                OR (meter_peak_w = capacity_month.meter_peak_w
-                    AND bucket >= capacity_month.meter_peak_bucket)))
+                OR h.meter_peak_w > capacity_month.meter_peak_w
+                OR (h.meter_peak_w = capacity_month.meter_peak_w
+                    AND h.bucket >= capacity_month.meter_peak_bucket)))
 """
+
+
+@dataclass(frozen=True)
+class Span:
+    """Samples of one device stored from ``oldest`` to ``newest`` (its zone's months)."""
+
+    device_pk: int
+    oldest: datetime
+    newest: datetime
+    tz: ZoneInfo
 
 
 def refresh_quarters(
@@ -109,13 +151,32 @@ def refresh_quarters(
 ) -> None:
     """Recompute the quarters holding [oldest, newest], their non-empty neighbours, and
     the months those quarters are in."""
-    lo, hi = bucket_start(oldest, QUARTER), bucket_start(newest, QUARTER)
-    with plan_for().prepared_cursor() as cursor:
-        cursor.execute(_NEIGHBOURS, {"device": device_pk, "lo": param(lo), "hi": param(hi)})
-        before, after = cursor.fetchone()
-    first = _as_datetime(before) if before is not None else lo
-    last = _as_datetime(after) if after is not None else hi
-    _recompute(device_pk, first, last, tz)
+    if tz is None:
+        tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
+    refresh_spans([Span(device_pk, oldest, newest, tz)])
+
+
+def refresh_spans(spans: Sequence[Span]) -> None:
+    """``refresh_quarters`` for many spans (of many devices) at once: the same
+    statements, each run once for all of them."""
+    if not spans:
+        return
+    plan = plan_for()
+    quarters = [
+        (bucket_start(span.oldest, QUARTER), bucket_start(span.newest, QUARTER)) for span in spans
+    ]
+    rows = [(i, span.device_pk, *quarters[i]) for i, span in enumerate(spans)]
+    sql = _NEIGHBOURS.format(spans=plan.rows_sql("spans", _NEIGHBOURS_COLUMNS))
+    with plan.prepared_cursor() as cursor:
+        cursor.execute(sql, {"spans": plan.rows_param(rows)})
+        found = {idx: (before, after) for idx, before, after in cursor.fetchall()}
+    ranges = []
+    for i, span in enumerate(spans):
+        (lo, hi), (before, after) = quarters[i], found[i]
+        first = _as_datetime(before) if before is not None else lo
+        last = _as_datetime(after) if after is not None else hi
+        ranges.append(_Range(span.device_pk, first, last, span.tz))
+    _recompute(ranges)
 
 
 def rebuild(device_pk: int) -> None:
@@ -131,8 +192,10 @@ def rebuild(device_pk: int) -> None:
             [device_pk],
         )
         first, last = cursor.fetchone()
+    device = Device.objects.values_list("device_id", "timezone").get(pk=device_pk)
     if first is not None:
-        _recompute(device_pk, _as_datetime(first), _as_datetime(last))
+        tz = ZoneInfo(device[1])
+        _recompute([_Range(device_pk, _as_datetime(first), _as_datetime(last), tz)])
         # The register breaks were rewritten: every cached series answer over the data
         # may have changed (ingest drops only the answers a batch touches), and every
         # stored block (its zone too); computed again once this commits.
@@ -141,46 +204,85 @@ def rebuild(device_pk: int) -> None:
         transaction.on_commit(lambda: series_blocks.fill_device(device_pk), robust=True)
     # The realtime answer too (its quarter and the month's peak so far): it is cached
     # until a batch or the worker's steps drop it, or for CACHE_TTL_S.
-    device_id = Device.objects.values_list("device_id", flat=True).get(pk=device_pk)
-    transaction.on_commit(lambda: forget_realtime(device_id))
+    transaction.on_commit(lambda: forget_realtime(device[0]))
 
 
-def _recompute(device_pk: int, first: datetime, last: datetime, tz: ZoneInfo | None = None) -> None:
-    """Quarters from first to last (bucket starts) and every local month they touch."""
-    if tz is None:
-        tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
-    months = []
-    month, last_month = Month.of(first, tz), Month.of(last, tz)
-    while True:
-        start, end = month.bounds(tz)
-        lo, hi = max(start, first), min(end, last + QUARTER)
-        months.append(
-            {
-                "device": device_pk,
-                "start": param(start),
-                "end": param(end),
-                "lo": param(lo),
-                "hi": param(hi),
-                # Hours are the meter peak's grain; those starting in the month only.
-                "hour_lo": param(max(start, bucket_start(lo, HOUR))),
-            }
+@dataclass
+class _Range:
+    """Quarters of one device to recompute, by bucket start: first to last."""
+
+    device_pk: int
+    first: datetime
+    last: datetime
+    tz: ZoneInfo
+
+
+def _merged(ranges: list[_Range]) -> list[_Range]:
+    """Per device, overlapping ranges made one: no quarter is recomputed twice in one
+    statement (an upsert cannot change a row twice)."""
+    merged: list[_Range] = []
+    for item in sorted(ranges, key=lambda r: (r.device_pk, r.first)):
+        last = merged[-1] if merged else None
+        if last is not None and last.device_pk == item.device_pk and item.first <= last.last:
+            last.last = max(last.last, item.last)
+        else:
+            merged.append(_Range(item.device_pk, item.first, item.last, item.tz))
+    return merged
+
+
+def _months(ranges: list[_Range]) -> list[dict[str, Any]]:
+    """The (device, local month) rows of _MONTH_COLUMNS the ranges touch; a device's
+    ranges in one month are covered by one row from the first to the last (the
+    statements are exact over any range holding every quarter recomputed)."""
+    months: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for item in ranges:
+        month, last_month = Month.of(item.first, item.tz), Month.of(item.last, item.tz)
+        while True:
+            start, end = month.bounds(item.tz)
+            lo, hi = max(start, item.first), min(end, item.last + QUARTER)
+            row = months.setdefault(
+                (item.device_pk, start),
+                {"device": item.device_pk, "start": start, "end": end, "lo": lo, "hi": hi},
+            )
+            row["lo"], row["hi"] = min(row["lo"], lo), max(row["hi"], hi)
+            if month == last_month:
+                break
+            month = month.shift(1)
+    rows = list(months.values())
+    for row in rows:
+        # Hours are the meter peak's grain; those starting in the month only.
+        row["hour_lo"] = max(row["start"], bucket_start(row["lo"], HOUR))
+    return rows
+
+
+def _recompute(ranges: list[_Range]) -> None:
+    """The quarters of every range and every local month they touch."""
+    ranges = _merged(ranges)
+    months = _months(ranges)
+    plan = plan_for()
+    month_rows = plan.rows_sql("months", _MONTH_COLUMNS)
+    spans = [(i, r.device_pk, r.first, r.last + QUARTER) for i, r in enumerate(ranges)]
+
+    def month_param(complete: dict[int, int]) -> str:
+        return plan.rows_param(
+            (i, m["device"], m["start"], m["end"], m["lo"], m["hi"], m["hour_lo"], complete[i])
+            for i, m in enumerate(months)
         )
-        if month == last_month:
-            break
-        month = month.shift(1)
-    with plan_for().prepared_cursor() as cursor:
-        for params in months:
-            cursor.execute(_COMPLETE_IN_RANGE, params)
-            params["before"] = cursor.fetchone()[0]
+
+    with plan.prepared_cursor() as cursor:
+        # complete_before is not known yet: the count is what finds it.
         cursor.execute(
-            quarters_sql() + _UPSERT,
-            {"device": device_pk, "start": param(first), "end": param(last + QUARTER)},
+            _COMPLETE_IN_RANGE.format(months=month_rows),
+            {"months": month_param(dict.fromkeys(range(len(months)), 0))},
         )
-        for params in months:
-            cursor.execute(_MONTH_RESEARCH, params)
-            cursor.execute(_MONTH_CANDIDATE, params)
-            cursor.execute(_MONTH_COMPLETE, params)
-            cursor.execute(_MONTH_METER_PEAK, params)
+        before = dict(cursor.fetchall())
+        cursor.execute(
+            quarters_sql(plan.rows_sql("spans", SPAN_COLUMNS)) + _UPSERT,
+            {"spans": plan.rows_param(spans)},
+        )
+        params = {"months": month_param(before)}
+        for statement in (_MONTH_RESEARCH, _MONTH_CANDIDATE, _MONTH_COMPLETE, _MONTH_METER_PEAK):
+            cursor.execute(statement.format(months=month_rows), params)
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -188,9 +290,9 @@ def _as_datetime(value: Any) -> datetime:
     return plan_for().to_datetime(value)
 
 
-def refresh_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: the quarters and month candidates the batch's span touches."""
-    refresh_quarters(batch.device_pk, batch.oldest, batch.newest, ZoneInfo(batch.timezone))
+def refresh_after_batches(batches: Sequence[StoredBatch]) -> None:
+    """Ingest step: the quarters and month candidates the batches' spans touch."""
+    refresh_spans([Span(b.device_pk, b.oldest, b.newest, ZoneInfo(b.timezone)) for b in batches])
 
 
 def on_device_saved(sender: type[Device], instance: Device, created: bool, **kwargs: Any) -> None:

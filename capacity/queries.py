@@ -59,8 +59,14 @@ def param(moment: datetime) -> str | datetime | None:
     return _db().ops.adapt_datetimefield_value(moment)
 
 
-def quarters_sql() -> str:
-    """Quarter kW for device %(device)s in [%(start)s, %(end)s); one row per non-empty quarter.
+# The spans quarters_sql recomputes: quarters starting in [span_start, span_end).
+SPAN_COLUMNS = (("idx", "int"), ("device", "int"), ("span_start", "ts"), ("span_end", "ts"))
+
+
+def quarters_sql(spans: str) -> str:
+    """Quarter kW for each span (idx, device, span_start, span_end) of the relation
+    ``spans``: one row (device, bucket, kw, coverage, ...) per non-empty quarter starting
+    in the span. Spans of one device must not share a quarter.
 
     Registers are read as one continuous series across register segments
     (telemetry.segments): each raw value less the steps of the breaks before it. Across a
@@ -78,37 +84,41 @@ def quarters_sql() -> str:
         f"({e('bucket')} + {QUARTER_S} - {e('last_ts')}) / ({e('next_ts')} - {e('last_ts')}) END"
     )
     return f"""
-    WITH edges AS (
-        SELECT
+    WITH spans AS ({spans}),
+    edges AS (
+        SELECT s.idx, s.device, s.span_start, s.span_end,
             COALESCE((SELECT max(bucket) FROM telemetry_quarter
-                      WHERE device_id = %(device)s AND bucket < %(start)s), %(start)s) AS lo,
+                      WHERE device_id = s.device AND bucket < s.span_start), s.span_start) AS lo,
             COALESCE((SELECT min(bucket) FROM telemetry_quarter
-                      WHERE device_id = %(device)s AND bucket >= %(end)s), %(end)s) AS hi
+                      WHERE device_id = s.device AND bucket >= s.span_end), s.span_end) AS hi
+        FROM spans s
     ),
     measured AS (
-        SELECT bucket, first_ts, last_ts, sample_count,
-            first_import_kwh - {segments.offset_sql("first_ts")} AS first_v,
-            last_import_kwh - {segments.offset_sql("last_ts")} AS last_v,
-            {segments.gap_sql("first_ts", "last_ts")} AS gap_s
-        FROM telemetry_quarter, edges
-        WHERE device_id = %(device)s AND bucket >= edges.lo AND bucket <= edges.hi
+        SELECT g.idx, g.device, g.span_start, g.span_end,
+            q.bucket, q.first_ts, q.last_ts, q.sample_count,
+            q.first_import_kwh - {segments.offset_sql("q.first_ts", device="g.device")} AS first_v,
+            q.last_import_kwh - {segments.offset_sql("q.last_ts", device="g.device")} AS last_v,
+            {segments.gap_sql("q.first_ts", "q.last_ts", device="g.device")} AS gap_s
+        FROM edges g JOIN telemetry_quarter q
+            ON q.device_id = g.device AND q.bucket >= g.lo AND q.bucket <= g.hi
     ),
     neighbours AS (
-        SELECT bucket, first_ts, last_ts, sample_count, first_v, last_v, gap_s,
+        SELECT device, span_start, span_end, bucket, first_ts, last_ts, sample_count,
+            first_v, last_v, gap_s,
             LAG(last_ts) OVER w AS prev_ts, LAG(last_v) OVER w AS prev_v,
             LEAD(first_ts) OVER w AS next_ts, LEAD(first_v) OVER w AS next_v
         FROM measured
-        WINDOW w AS (ORDER BY bucket)
+        WINDOW w AS (PARTITION BY idx ORDER BY bucket)
     ),
     quarters AS (
-        SELECT bucket, first_ts, last_ts, sample_count,
+        SELECT device, bucket, first_ts, last_ts, sample_count,
             ({end_value} - {start_value}) * 4 AS kw,
             CASE WHEN sample_count > 1
                 THEN ({e("last_ts")} - {e("first_ts")} - gap_s) * sample_count
                      / (sample_count - 1) / {QUARTER_S}
                 ELSE 0 END AS coverage
         FROM neighbours
-        WHERE bucket >= %(start)s AND bucket < %(end)s
+        WHERE bucket >= span_start AND bucket < span_end
     )
     """
 

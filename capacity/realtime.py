@@ -9,6 +9,7 @@ cannot disagree on the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,9 +55,9 @@ def forget_realtime(device_id: str) -> None:
     cache.delete(realtime_cache_key(device_id))
 
 
-def forget_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: once the batch is committed, the cached answer is stale, and so are
-    the cached series answers the batch touches: both dropped in one round trip
-    (telemetry.series_cache). Before the commit a concurrent read could cache the old
-    answers again."""
-    series_cache.forget_after_batch(batch, also=[realtime_cache_key(batch.device_id)])
+def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
+    """Ingest step: once the batches are committed, their devices' cached answers are
+    stale, and so are the cached series answers they touch: all dropped in one round
+    trip (telemetry.series_cache). Before the commit a concurrent read could cache the
+    old answers again."""
+    series_cache.forget_after_batches(batches, also=lambda b: [realtime_cache_key(b.device_id)])

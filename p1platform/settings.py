@@ -243,20 +243,20 @@ INGEST_MAX_BODY_BYTES = INGEST_MAX_BATCH * 1536 + 4096
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 # What follows a stored batch, in order (telemetry.pipeline): the capacity quarters, the
 # stored series blocks, the cached realtime and series answers (one Redis round trip,
-# after the blocks they may have been built from), the peak guard. Each is called with a
-# telemetry.pipeline StoredBatch inside the batch's commit.
+# after the blocks they may have been built from), the peak guard. Each is called with
+# the telemetry.pipeline StoredBatch spans of a chunk of devices, inside their commit.
 INGEST_STEPS = [
-    "capacity.materialize.refresh_after_batch",
-    "telemetry.series_blocks.forget_after_batch",
-    "capacity.realtime.forget_after_batch",
-    "peakguard.evaluate.check_after_batch",
+    "capacity.materialize.refresh_after_batches",
+    "telemetry.series_blocks.forget_after_batches",
+    "capacity.realtime.forget_after_batches",
+    "peakguard.evaluate.check_after_batches",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
 # its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
 # The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
 # window (telemetry.series_cache).
 INGEST_RECEIPT_STEPS = [
-    "capacity.realtime.forget_after_batch",
+    "capacity.realtime.forget_after_batches",
 ]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every

@@ -6,8 +6,9 @@ Design:
   transaction holds its locks. A batch whose newest sample is before the current
   quarter (a backlog arriving late) is dismissed in the receiver without a query: only
   the quarter that is current by the server's clock can fire, never a past one.
-- Devices without an enabled guard cost one indexed lookup per batch (device_id is
-  unique on PeakGuard); once a quarter has its alert, one more lookup ends the check.
+- Devices without an enabled guard cost a share of one lookup per chunk of devices
+  the steps do together (device_id is unique on PeakGuard); once a quarter has its
+  alert, one more lookup ends the check.
 - The projection is capacity.reports.realtime's, the figure the dashboard shows, so
   the rule lives in one place. The default threshold is the one realtime reports:
   the month's billed peak so far, max(highest quarter, 2.5 kW) - a quarter below
@@ -25,7 +26,7 @@ Design:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -49,12 +50,30 @@ def current_quarter_start(now: datetime) -> datetime:
     return bucket_start(now, QUARTER)
 
 
-def check_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: schedule the check for after the commit."""
+def check_after_batches(batches: Sequence[StoredBatch]) -> None:
+    """Ingest step: schedule the check of the batches' guarded devices for after the
+    commit."""
     now = clock()
-    if batch.newest < current_quarter_start(now):
-        return  # a late backlog: its quarters are over, nothing to warn about
-    transaction.on_commit(lambda: check_safely(batch.device_pk, now))
+    current = current_quarter_start(now)
+    # A late backlog's quarters are over: nothing to warn about.
+    live = sorted({b.device_pk for b in batches if b.newest >= current})
+    if live:
+        transaction.on_commit(lambda: check_guarded(live, now))
+
+
+def check_guarded(device_pks: Sequence[int], now: datetime) -> None:
+    """Check those of the devices that have an enabled guard (one lookup for all)."""
+    try:
+        guarded = list(
+            PeakGuard.objects.filter(device_id__in=device_pks, enabled=True)
+            .order_by("device_id")
+            .values_list("device_id", flat=True)
+        )
+    except Exception:
+        logger.exception("peak guard lookup failed for devices %s", list(device_pks))
+        return
+    for device_pk in guarded:
+        check_safely(device_pk, now)
 
 
 def check_safely(device_pk: int, now: datetime) -> None:

@@ -8,10 +8,11 @@ request to every table it writes is: telemetry.views -> this module's ``ingest_b
 -> the storage plan's insert_batch (samples, rollups and a PendingBatch row, one
 statement on PostgreSQL) -> settings.INGEST_RECEIPT_STEPS (in the request, after the
 commit) -> ``run_owed_steps``: per device, the owed spans merged, the register breaks
-refreshed and each step called with a typed ``StoredBatch``, in one commit with the
-deletion of the PendingBatch rows it did. A step that must see that commit (a cache
-invalidation, a check that reads other connections) schedules itself with
-``transaction.on_commit``.
+refreshed and each step called once per chunk of devices with their typed
+``StoredBatch`` spans (a step does one statement for all of them, not one per device),
+in one commit with the deletion of the PendingBatch rows it did. A step that must see
+that commit (a cache invalidation, a check that reads other connections) schedules
+itself with ``transaction.on_commit``.
 
 Why a record instead of doing the work in the request's own commit: the work per batch
 is several statements, and done every few seconds per household it bounded how many
@@ -26,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,14 +36,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import transaction
-from django.db.models import Case, DateTimeField, Q, Value, When
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from p1common.problems import PayloadTooLarge, UnprocessableBatch
 from telemetry import quarantine, segments
-from telemetry.models import Device, DeviceToken, PendingBatch
+from telemetry.models import Device, PendingBatch
 from telemetry.storage import StoragePlan, plan_for, timestamps
 from telemetry.tokens import LAST_USED_RESOLUTION_S
 from telemetry.validation import validate_samples
@@ -60,7 +60,9 @@ class StoredBatch:
     inserted: int
 
 
-Step = Callable[[StoredBatch], None]
+# Called with the stored batches of a chunk of devices, in device order (spans of one
+# device in time order), or with the one batch of a request.
+Step = Callable[[Sequence[StoredBatch]], None]
 
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ def ingest_batch(
             device.pk, device.device_id, device.timezone, min(ts), max(ts), inserted
         )
         for step in receipt_steps():
-            step(batch)
+            step([batch])
     else:
         try:
             run_owed_steps([device.pk])
@@ -255,43 +257,57 @@ def _refresh_and_commit(plan: StoragePlan, group: list[_Owed], devices: dict[int
 
 
 def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
+    batches = [
+        StoredBatch(
+            device.pk,
+            device.device_id,
+            device.timezone,
+            span.oldest,
+            span.newest,
+            span.inserted,
+        )
+        for item in group
+        if (device := devices.get(item.device_pk)) is not None  # else deleted meanwhile:
+        for span in item.spans  # its records went with it
+    ]
     with transaction.atomic():
-        for item in group:
-            device = devices.get(item.device_pk)
-            if device is None:
-                continue  # deleted meanwhile: its records went with it
-            for span in item.spans:
-                segments.refresh_breaks(device.pk, span.oldest, span.newest)
-                batch = StoredBatch(
-                    device.pk,
-                    device.device_id,
-                    device.timezone,
-                    span.oldest,
-                    span.newest,
-                    span.inserted,
-                )
-                for step in steps():
-                    step(batch)
+        segments.refresh_breaks_over([(b.device_pk, b.oldest, b.newest) for b in batches])
+        if batches:
+            for step in steps():
+                step(batches)
         _record_use({pk: used for item in group for pk, used in item.tokens.items()})
         done = [i for item in group for i in item.ids]
         for start in range(0, len(done), _DELETE_SLICE):
             PendingBatch.objects.filter(id__in=done[start : start + _DELETE_SLICE]).delete()
 
 
+_TOKEN_USE_COLUMNS = (("token", "int"), ("used_at", "ts"))
+# Each token's row at most once per LAST_USED_RESOLUTION_S (%(stale)s: the oldest use
+# less that); raw, as the ORM's CASE of a hundred WHENs cost more than the statement.
+_RECORD_USE = """
+WITH used AS ({used})
+UPDATE telemetry_devicetoken SET last_used_at = used.used_at
+FROM used
+WHERE telemetry_devicetoken.id = used.token
+    AND (telemetry_devicetoken.last_used_at IS NULL
+        OR telemetry_devicetoken.last_used_at < %(stale)s)
+"""
+
+
 def _record_use(used: dict[int, datetime]) -> None:
-    """Each token's last use, in one statement; a token's row is written at most once
-    per LAST_USED_RESOLUTION_S."""
+    """Each token's last use, in one statement."""
     if not used:
         return
+    plan = plan_for()
     stale = min(used.values()) - timedelta(seconds=LAST_USED_RESOLUTION_S)
-    DeviceToken.objects.filter(
-        Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale), pk__in=list(used)
-    ).update(
-        last_used_at=Case(
-            *(When(pk=pk, then=Value(moment)) for pk, moment in used.items()),
-            output_field=DateTimeField(),
+    with plan.prepared_cursor() as cursor:
+        cursor.execute(
+            _RECORD_USE.format(used=plan.rows_sql("used", _TOKEN_USE_COLUMNS)),
+            {
+                "used": plan.rows_param(sorted(used.items())),
+                "stale": plan.connection.ops.adapt_datetimefield_value(stale),
+            },
         )
-    )
 
 
 def accept_batch(

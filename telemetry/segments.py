@@ -10,19 +10,21 @@ a moment (``offset``), so the registers read as one continuous series that stays
 across each step: the unmeasured gap is not invented, and no boundary is interpolated
 across a step.
 
-One rule, one SQL statement (``refresh_breaks``): ingest runs it over a batch's
-time range widened to the stored samples either side (a backlog landing before or
-between stored samples included), ``rebuild_breaks`` over all of a device's samples.
+One rule, one SQL statement (``refresh_breaks_over``): the ingest steps run it over the
+time ranges of a chunk of devices' batches, each widened to the stored samples either
+side (a backlog landing before or between stored samples included), ``rebuild_breaks``
+over all of a device's samples.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from telemetry.storage import plan_for
 
@@ -62,38 +64,47 @@ def _impossible(register: str) -> str:
 
 _COLUMNS = "ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh, kind"
 
+# The spans a refresh covers, passed as one parameter (StoragePlan.rows_sql).
+SPAN_COLUMNS = (("idx", "int"), ("device", "int"), ("lo", "ts"), ("hi", "ts"))
+
 
 def _window_sql() -> str:
-    """The breaks the samples show from pred(lo) to succ(hi) (found = 1), and those
-    recorded there (found = 0), in one statement. pred is the last stored sample before
-    lo, succ the first after hi. Export counts only where both samples have it (a
-    comparison with NULL is never true)."""
+    """For each span (idx, device, lo, hi) of %(spans)s: the breaks the samples show
+    from pred(lo) to succ(hi) (found = 1), and those recorded there (found = 0), in one
+    statement for all of them. pred is the device's last stored sample before lo, succ
+    its first after hi. Export counts only where both samples have it (a comparison
+    with NULL is never true). Rows: found, device, then _COLUMNS."""
     went_down = f"{_went_down('import_kwh')} OR {_went_down('export_kwh')}"
     impossible = f"{_impossible('import_kwh')} OR {_impossible('export_kwh')}"
+    spans = plan_for().rows_sql("spans", SPAN_COLUMNS)
     # Only our own names and constants are formatted in; values go as parameters.
     return f"""
-    WITH bounds AS (
-        SELECT
+    WITH spans AS ({spans}),
+    bounds AS (
+        SELECT s.idx, s.device,
             COALESCE((SELECT max(ts) FROM {_SAMPLES}
-                      WHERE device_id = %(device)s AND ts < %(lo)s), %(lo)s) AS lo,
+                      WHERE device_id = s.device AND ts < s.lo), s.lo) AS lo,
             COALESCE((SELECT min(ts) FROM {_SAMPLES}
-                      WHERE device_id = %(device)s AND ts > %(hi)s), %(hi)s) AS hi
+                      WHERE device_id = s.device AND ts > s.hi), s.hi) AS hi
+        FROM spans s
     ),
     pairs AS (
-        SELECT ts, energy_import_kwh AS import_kwh, energy_export_kwh AS export_kwh,
-            LAG(ts) OVER w AS prev_ts,
-            LAG(energy_import_kwh) OVER w AS prev_import_kwh,
-            LAG(energy_export_kwh) OVER w AS prev_export_kwh
-        FROM {_SAMPLES}, bounds
-        WHERE device_id = %(device)s AND ts >= bounds.lo AND ts <= bounds.hi
-        WINDOW w AS (ORDER BY ts)
+        SELECT b.device, t.ts, t.energy_import_kwh AS import_kwh,
+            t.energy_export_kwh AS export_kwh,
+            LAG(t.ts) OVER w AS prev_ts,
+            LAG(t.energy_import_kwh) OVER w AS prev_import_kwh,
+            LAG(t.energy_export_kwh) OVER w AS prev_export_kwh
+        FROM bounds b JOIN {_SAMPLES} t
+            ON t.device_id = b.device AND t.ts >= b.lo AND t.ts <= b.hi
+        WINDOW w AS (PARTITION BY b.idx ORDER BY t.ts)
     )
-    SELECT 1, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
+    SELECT 1, device, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
         CASE WHEN {went_down} THEN '{WENT_DOWN}' ELSE '{IMPOSSIBLE_STEP}' END
     FROM pairs WHERE prev_ts IS NOT NULL AND ({went_down} OR {impossible})
     UNION ALL
-    SELECT 0, {_COLUMNS} FROM {_TABLE}, bounds
-    WHERE device_id = %(device)s AND ts > bounds.lo AND ts <= bounds.hi
+    SELECT 0, r.device_id, r.ts, r.prev_ts, r.prev_import_kwh, r.prev_export_kwh,
+        r.import_kwh, r.export_kwh, r.kind
+    FROM bounds b JOIN {_TABLE} r ON r.device_id = b.device AND r.ts > b.lo AND r.ts <= b.hi
     """  # noqa: S608
 
 
@@ -110,25 +121,36 @@ ON CONFLICT (device_id, ts) DO UPDATE SET
 def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
     """Make the recorded breaks match the stored samples from the last sample before
     ``oldest`` to the first after ``newest``. Idempotent: a retried batch changes
-    nothing. One statement per batch whatever its size, and writes only where the
-    breaks changed (rare: a meter swap, or a backlog landing beside one)."""
-    params = {
-        "device": device_pk,
-        "lo": connection.ops.adapt_datetimefield_value(oldest),
-        "hi": connection.ops.adapt_datetimefield_value(newest),
-    }
-    with transaction.atomic(savepoint=False), plan_for().prepared_cursor() as cursor:
+    nothing."""
+    refresh_breaks_over([(device_pk, oldest, newest)])
+
+
+def refresh_breaks_over(spans: Sequence[tuple[int, datetime, datetime]]) -> None:
+    """``refresh_breaks`` for every (device, oldest, newest) span at once: one statement
+    for all of them, and writes only where the breaks changed (rare: a meter swap, or a
+    backlog landing beside one). Spans of one device may overlap."""
+    if not spans:
+        return
+    plan = plan_for()
+    rows = [(idx, device, oldest, newest) for idx, (device, oldest, newest) in enumerate(spans)]
+    with transaction.atomic(savepoint=False), plan.prepared_cursor() as cursor:
         # Concurrent batches of one device must not each miss the other's rows.
-        plan_for().lock_register_breaks(cursor, device_pk)
-        cursor.execute(_window_sql(), params)
-        rows = cursor.fetchall()
-        if not rows:
+        plan.lock_register_breaks(cursor, [device for device, _, _ in spans])
+        cursor.execute(_window_sql(), {"spans": plan.rows_param(rows)})
+        found = cursor.fetchall()
+        if not found:
             return
         # Values go back as the database gave them: no conversion can make them differ.
-        detected = {row[1]: tuple(row[1:]) for row in rows if row[0] == 1}
-        recorded = {row[1]: tuple(row[1:]) for row in rows if row[0] == 0}
-        stale = [(device_pk, ts) for ts in recorded if ts not in detected]
-        changed = [(device_pk, *row) for ts, row in detected.items() if recorded.get(ts) != row]
+        # A pair lies in every window holding its later sample, so overlapping windows
+        # agree on it.
+        detected = {(row[1], row[2]): tuple(row[2:]) for row in found if row[0] == 1}
+        recorded = {(row[1], row[2]): tuple(row[2:]) for row in found if row[0] == 0}
+        stale = [key for key in recorded if key not in detected]
+        changed = [
+            (device, *row)
+            for (device, ts), row in detected.items()
+            if recorded.get((device, ts)) != row
+        ]
         if stale:
             cursor.executemany(_DELETE, stale)
         if changed:
@@ -153,22 +175,23 @@ def rebuild_breaks(device_pk: int) -> None:
 # --- reading registers across segments -------------------------------------------------
 
 
-def offset_sql(moment: str, register: str = "import") -> str:
-    """SQL: the sum of the steps of the device's breaks at or before ``moment`` (a column
-    or expression), to subtract from a raw ``register`` value read at that moment."""
+def offset_sql(moment: str, *, device: str, register: str = "import") -> str:
+    """SQL: the sum of the steps of ``device``'s breaks at or before ``moment`` (columns
+    or expressions), to subtract from a raw ``register`` value read at that moment."""
     step = f"b.{register}_kwh - b.prev_{register}_kwh"
     return (
         f"(SELECT COALESCE(sum({step}), 0) FROM {_TABLE} b "  # noqa: S608
-        f"WHERE b.device_id = %(device)s AND b.ts <= {moment})"
+        f"WHERE b.device_id = {device} AND b.ts <= {moment})"
     )
 
 
-def gap_sql(first_ts: str, last_ts: str) -> str:
-    """SQL: seconds between first_ts and last_ts that lie across a step (unmeasured)."""
+def gap_sql(first_ts: str, last_ts: str, *, device: str) -> str:
+    """SQL: seconds between first_ts and last_ts that lie across a step of ``device``
+    (unmeasured)."""
     epoch_sql = plan_for().epoch_sql
     return (
         f"(SELECT COALESCE(sum({epoch_sql('b.ts')} - {epoch_sql('b.prev_ts')}), 0) "  # noqa: S608
-        f"FROM {_TABLE} b WHERE b.device_id = %(device)s "
+        f"FROM {_TABLE} b WHERE b.device_id = {device} "
         f"AND b.prev_ts >= {first_ts} AND b.ts <= {last_ts})"
     )
 

@@ -32,14 +32,15 @@ generation raised (a block a read was computing from older data meanwhile).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 from django.db.models import F, Max, Min
 
 from p1common.replica import read_alias
@@ -54,7 +55,7 @@ from telemetry.series import (
     period_starts,
     span_of,
 )
-from telemetry.storage.base import DELETE_BLOCKS_REACHED
+from telemetry.storage import plan_for
 from telemetry.timegrid import local_midnight
 
 logger = logging.getLogger(__name__)
@@ -281,20 +282,43 @@ def _store(
 # --- dropping and filling ---------------------------------------------------------------
 
 
-# Raw, with storage.base.DELETE_BLOCKS_REACHED: they run in every span's steps, where the
-# ORM's update and delete cost more than the statements (a collector per delete).
-_RAISE = "UPDATE telemetry_device SET series_generation = series_generation + 1 WHERE id = %s"
+# Raw: they run in the steps of every chunk of devices, where the ORM's update and
+# delete cost more than the statements (a collector per delete). What they drop is what
+# storage.base.DELETE_BLOCKS_REACHED drops for one device and span.
+_SPAN_COLUMNS = (("device", "int"), ("oldest", "ts"), ("newest", "ts"))
+_RAISE = """
+WITH spans AS ({spans})
+UPDATE telemetry_device SET series_generation = series_generation + 1
+WHERE id IN (SELECT device FROM spans)
+"""
+_DELETE_REACHED = """
+WITH spans AS ({spans})
+DELETE FROM telemetry_seriesblock
+WHERE device_id IN (SELECT device FROM spans) AND EXISTS (
+    SELECT 1 FROM spans s WHERE s.device = telemetry_seriesblock.device_id
+        AND telemetry_seriesblock.depends_until >= s.oldest
+        AND (telemetry_seriesblock.depends_from IS NULL
+            OR telemetry_seriesblock.depends_from <= s.newest))
+"""
 
 
 def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
     """Drop the device's blocks whose span reaches [oldest, newest], in the caller's
     transaction; how many."""
-    adapt = connection.ops.adapt_datetimefield_value
+    return forget_spans([(device_pk, oldest, newest)])
+
+
+def forget_spans(spans: Iterable[tuple[int, datetime, datetime]]) -> int:
+    """``forget`` for every (device, oldest, newest) at once, in two statements; how
+    many blocks."""
+    plan = plan_for()
+    param = {"spans": plan.rows_param(spans)}
+    relation = plan.rows_sql("spans", _SPAN_COLUMNS)
     # Two statements, the raise first: the delete's snapshot must be taken after the
-    # raise has the device row, so it sees a block stored by whoever held it before.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(_RAISE, [device_pk])
-        cursor.execute(DELETE_BLOCKS_REACHED, [device_pk, adapt(oldest), adapt(newest)])
+    # raise has the device rows, so it sees a block stored by whoever held them before.
+    with transaction.atomic(savepoint=False), plan.prepared_cursor() as cursor:
+        cursor.execute(_RAISE.format(spans=relation), param)
+        cursor.execute(_DELETE_REACHED.format(spans=relation), param)
         return cursor.rowcount
 
 
@@ -306,13 +330,14 @@ def forget_all(device_pk: int) -> int:
     return dropped
 
 
-def forget_after_batch(batch: StoredBatch) -> None:
-    """Ingest step: drop the blocks the batch touches (in the steps' commit), then, once
-    committed, compute the blocks it closed."""
-    forget(batch.device_pk, batch.oldest, batch.newest)
-    # Robust: the batch and its steps are committed; a block not computed now is
-    # computed by the first read that needs it.
-    transaction.on_commit(lambda: fill_closed(batch), robust=True)
+def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
+    """Ingest step: drop the blocks the batches touch (in the steps' commit), then, once
+    committed, compute the blocks they closed."""
+    forget_spans([(b.device_pk, b.oldest, b.newest) for b in batches])
+    for batch in batches:
+        # Robust: the batch and its steps are committed; a block not computed now is
+        # computed by the first read that needs it.
+        transaction.on_commit(functools.partial(fill_closed, batch), robust=True)
 
 
 def fill_closed(batch: StoredBatch) -> int:

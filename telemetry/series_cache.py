@@ -53,6 +53,8 @@ _UNBOUNDED = "-"
 
 # The buckets as the JSON array the answer embeds, and the span they depend on.
 Compute = Callable[[], tuple[bytes, Dependence]]
+# A change to drop answers for: device, oldest, newest, and other keys it makes stale.
+Touched = tuple[int, datetime, datetime, Sequence[str]]
 
 
 def answer_key(device: Device, interval: str, first: datetime, last: datetime) -> str:
@@ -92,11 +94,14 @@ def forget_touched(
     return _backend().forget(device_pk, oldest, newest, also)
 
 
-def forget_after_batch(batch: StoredBatch, also: Sequence[str] = ()) -> None:
-    """Ingest step: once the batch is committed, the answers it touches are stale (and
-    the keys ``also``). Before the commit a concurrent read could store the old answer
-    again."""
-    transaction.on_commit(lambda: forget_touched(batch.device_pk, batch.oldest, batch.newest, also))
+def forget_after_batches(
+    batches: Sequence[StoredBatch], also: Callable[[StoredBatch], Sequence[str]] = lambda b: ()
+) -> None:
+    """Ingest step: once the batches are committed, the answers they touch are stale
+    (and each batch's keys ``also``), dropped in one round trip. Before the commit a
+    concurrent read could store the old answer again."""
+    touched = [(b.device_pk, b.oldest, b.newest, also(b)) for b in batches]
+    transaction.on_commit(lambda: _backend().forget_many(touched))
 
 
 # --- Redis: shared by every process -----------------------------------------------------
@@ -167,13 +172,25 @@ class _Redis:
     def forget(
         self, device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str]
     ) -> int:
-        generation, index = self._names(device_pk)
-        keys = [generation, index, *(cache.make_key(key) for key in also)]
+        return self.forget_many([(device_pk, oldest, newest, also)])
+
+    def forget_many(self, touched: Sequence[Touched]) -> int:
         # Longer than any fill takes: a fill that saw the old generation must not find
         # the key gone (and take "none" for unchanged).
         lifetime = max(settings.SERIES_CACHE_TTL_S, 1) * 2
         try:
-            return int(self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime]))
+            if len(touched) == 1:
+                # A pipeline of scripts checks them first: a round trip more.
+                device_pk, oldest, newest, also = touched[0]
+                generation, index = self._names(device_pk)
+                keys = [generation, index, *(cache.make_key(key) for key in also)]
+                return int(self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime]))
+            with self.client.pipeline(transaction=False) as pipe:
+                for device_pk, oldest, newest, also in touched:
+                    generation, index = self._names(device_pk)
+                    keys = [generation, index, *(cache.make_key(key) for key in also)]
+                    self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime], client=pipe)
+                return sum(int(dropped) for dropped in pipe.execute())
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)
@@ -226,6 +243,9 @@ class _Local:
             for key in touched:
                 del self.entries[key]
         return len(touched)
+
+    def forget_many(self, touched: Sequence[Touched]) -> int:
+        return sum(self.forget(*item) for item in touched)
 
     def clear(self) -> None:
         with self.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -18,12 +20,12 @@ pytestmark = pytest.mark.django_db
 calls: list[tuple[str, pipeline.StoredBatch]] = []
 
 
-def first_step(batch: pipeline.StoredBatch) -> None:
-    calls.append(("first", batch))
+def first_step(batches: Sequence[pipeline.StoredBatch]) -> None:
+    calls.extend(("first", batch) for batch in batches)
 
 
-def second_step(batch: pipeline.StoredBatch) -> None:
-    calls.append(("second", batch))
+def second_step(batches: Sequence[pipeline.StoredBatch]) -> None:
+    calls.extend(("second", batch) for batch in batches)
 
 
 RECORDING = ["tests.test_ingest_pipeline.first_step", "tests.test_ingest_pipeline.second_step"]
@@ -41,10 +43,10 @@ def test_the_project_runs_capacity_then_the_stored_answers_then_the_peak_guard()
     # answers too): an answer cached after the drop must not have been assembled from
     # blocks the batch made stale.
     assert settings.INGEST_STEPS == [
-        "capacity.materialize.refresh_after_batch",
-        "telemetry.series_blocks.forget_after_batch",
-        "capacity.realtime.forget_after_batch",
-        "peakguard.evaluate.check_after_batch",
+        "capacity.materialize.refresh_after_batches",
+        "telemetry.series_blocks.forget_after_batches",
+        "capacity.realtime.forget_after_batches",
+        "peakguard.evaluate.check_after_batches",
     ]
 
 

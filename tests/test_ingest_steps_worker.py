@@ -10,7 +10,8 @@ back.
 from __future__ import annotations
 
 import signal
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from telemetry.models import Device, DeviceToken, PendingBatch
 from telemetry.storage import plan_for
 from telemetry.validation import validate_samples
 from tests.conftest import bearer
-from tests.samples import series
+from tests.samples import REGISTER_EPOCH, sample, series
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -152,16 +153,16 @@ def test_a_device_whose_steps_fail_keeps_its_work_and_holds_no_other_back(owner)
 steps_seen: list[pipeline.StoredBatch] = []
 
 
-def recording_step(batch: pipeline.StoredBatch) -> None:
-    steps_seen.append(batch)
+def recording_step(batches: Sequence[pipeline.StoredBatch]) -> None:
+    steps_seen.extend(batches)
 
 
-def storing_step(batch: pipeline.StoredBatch) -> None:
+def storing_step(batches: Sequence[pipeline.StoredBatch]) -> None:
     """A batch of the same device arriving while its owed work is being done."""
-    steps_seen.append(batch)
+    steps_seen.extend(batches)
     if len(steps_seen) == 1:
-        device = Device.objects.get(pk=batch.device_pk)
-        store(device, series(3, start=batch.newest + timedelta(seconds=10)))
+        device = Device.objects.get(pk=batches[0].device_pk)
+        store(device, series(3, start=batches[0].newest + timedelta(seconds=10)))
 
 
 @override_settings(INGEST_STEPS=["tests.test_ingest_steps_worker.recording_step"])
@@ -224,3 +225,119 @@ def test_the_token_last_use_is_written_with_the_owed_steps(device):
 def test_a_bad_interval_is_refused_in_one_line():
     with pytest.raises(CommandError, match="--interval: must be above 0"):
         call_command("run_ingest_steps", "--once", "--interval", "0")
+
+
+# --- one run for many devices -----------------------------------------------------------
+
+WEDNESDAY = datetime(2026, 11, 4, 10, 0, tzinfo=UTC)  # mid-day, mid-week: no block closes
+
+
+def readings(start: datetime, count: int, seed: int, step_s: int = 10) -> list[dict]:
+    """``count`` readings from ``start`` of a household drawing 0.5 to 5.5 kW, its
+    registers rising 6 kWh an hour between readings' spans (so no two batches of one
+    device look like a meter swap), its meter's monthly peak rising with them."""
+    hours = (start - REGISTER_EPOCH).total_seconds() / 3600
+    kwh = 10_000.0 + 6 * hours
+    out = []
+    for i in range(count):
+        kwh += (0.5 + ((i * 7 + seed * 13) % 11) / 2) * step_s / 3600
+        out.append(
+            sample(
+                start + timedelta(seconds=i * step_s),
+                energy_import_kwh=round(kwh, 3),
+                monthly_power_peak_w=4000.0 + (i * 37 + seed * 101) % 900,
+            )
+        )
+    return out
+
+
+def derived(device_pk: int) -> tuple[list[tuple], ...]:
+    """Everything the steps derive for a device: quarters, months, register breaks."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT bucket, kw, coverage, sample_count, first_ts, last_ts FROM capacity_quarter "
+            "WHERE device_id = %s ORDER BY bucket",
+            [device_pk],
+        )
+        quarters = cursor.fetchall()
+        cursor.execute(
+            "SELECT month_start, month_end, peak_kw, peak_bucket, complete_quarters, "
+            "meter_peak_w, meter_peak_bucket, meter_peak_ts FROM capacity_month "
+            "WHERE device_id = %s ORDER BY month_start",
+            [device_pk],
+        )
+        months = cursor.fetchall()
+        cursor.execute(
+            "SELECT ts, prev_ts, import_kwh, prev_import_kwh, kind FROM telemetry_registerbreak "
+            "WHERE device_id = %s ORDER BY ts",
+            [device_pk],
+        )
+        return quarters, months, cursor.fetchall()
+
+
+def test_one_run_over_many_devices_derives_for_each_what_a_rebuild_of_it_derives(owner):
+    """Every step is one statement for the chunk's devices: spans of many devices, several
+    per device (a month's edge, quarters shared through their neighbours, two in one
+    month, last winter's backlog, a meter swap), two zones, in one run, then more."""
+    brussels_november = datetime(2026, 10, 31, 22, 50, tzinfo=UTC)  # local month edge
+    devices = [
+        Device.objects.create(
+            device_id=f"home-{n}", owner=owner, timezone="UTC" if n % 4 == 3 else "Europe/Brussels"
+        )
+        for n in range(8)
+    ]
+    first_batches = {
+        0: [readings(WEDNESDAY, 30, 0)],
+        1: [readings(WEDNESDAY, 30, 1), readings(datetime(2026, 2, 10, tzinfo=UTC), 40, 1)],
+        # 40 minutes apart: two spans, each recomputing the other's edge quarter.
+        2: [readings(WEDNESDAY, 30, 2), readings(WEDNESDAY + timedelta(minutes=45), 30, 2)],
+        3: [readings(brussels_november, 120, 3)],
+        4: [readings(brussels_november, 120, 4)],
+        5: [readings(WEDNESDAY, 20, 5), readings(WEDNESDAY + timedelta(days=16), 20, 5)],
+        6: [readings(WEDNESDAY, 90, 6)],
+        7: [readings(WEDNESDAY - timedelta(days=1), 30, 7), readings(WEDNESDAY, 30, 7)],
+    }
+    swapped = readings(WEDNESDAY + timedelta(minutes=20), 12, 6)
+    for r in swapped[6:]:
+        r["energy_import_kwh"] = round(r["energy_import_kwh"] - 9_990.0, 3)  # a new meter
+    later_batches = {
+        0: [readings(WEDNESDAY + timedelta(minutes=5), 30, 0)],  # the running quarter again
+        4: [readings(brussels_november - timedelta(hours=2), 30, 4)],  # before, in October
+        6: [swapped],
+        7: [readings(WEDNESDAY + timedelta(minutes=3), 12, 7)],
+    }
+    for batches in (first_batches, later_batches):
+        for n, samples_of in batches.items():
+            for samples in samples_of:
+                store(devices[n], samples)
+        run = pipeline.run_owed_steps(chunk=100)
+        assert run.failed_devices == 0
+
+    assert derived(devices[6].pk)[2], "the meter swap was not recorded"
+    assert len(derived(devices[4].pk)[1]) == 2, "October and November, in Brussels"
+    assert len(derived(devices[3].pk)[1]) == 1, "October only, in UTC"
+    for d in devices:
+        found = derived(d.pk)
+        rebuild(d.pk)
+        assert derived(d.pk) == found, d.device_id
+
+
+def test_the_steps_of_ten_devices_take_as_many_statements_as_those_of_one(owner):
+    if plan_for().name == "timescale":
+        pytest.skip("TimescaleDB refreshes each old span's aggregate window on its own")
+    statements: list[str] = []
+
+    def counted(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    counts = []
+    for households in (1, 10):
+        for n in range(households):
+            device = Device.objects.create(device_id=f"home-{households}-{n}", owner=owner)
+            store(device, readings(WEDNESDAY, 30, n))
+        statements.clear()
+        with connection.execute_wrapper(counted):
+            pipeline.run_owed_steps(chunk=100)
+        counts.append(len(statements))
+    assert counts[0] == counts[1], counts

@@ -10,6 +10,7 @@ of which: ingest, the demo's bulk load, the capacity queries and the migrations 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -108,8 +109,8 @@ class StoragePlan(ABC):
         Where ingest writes them they are current once the batch committed."""
         return
 
-    def lock_register_breaks(self, cursor: Any, device_pk: int) -> None:
-        """Serialise the register-break refresh of one device until the commit."""
+    def lock_register_breaks(self, cursor: Any, device_pks: Sequence[int]) -> None:
+        """Serialise the register-break refresh of these devices until the commit."""
         return  # one writer at a time: nothing to serialise
 
     def prepared_cursor(self) -> Any:
@@ -127,6 +128,16 @@ class StoragePlan(ABC):
     @abstractmethod
     def to_datetime(self, value: Any) -> datetime:
         """An aware datetime from a timestamp a raw SQL query returned."""
+
+    @abstractmethod
+    def rows_sql(self, param: str, columns: Sequence[tuple[str, str]]) -> str:
+        """SQL: a relation of the rows passed as %(param)s (``rows_param``), one column
+        per (name, kind) in that order, kind ``int`` or ``ts``: how the ingest steps do
+        one statement for a chunk of devices instead of one per device."""
+
+    @abstractmethod
+    def rows_param(self, rows: Iterable[Sequence[int | datetime]]) -> str:
+        """The %(param)s of ``rows_sql`` for these rows (ints and aware datetimes)."""
 
     # --- reads ------------------------------------------------------------------------
 

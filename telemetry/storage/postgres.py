@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -48,7 +49,10 @@ SAMPLE_INSERT = (
     "ON CONFLICT (device_id, ts) DO NOTHING"
 )
 
-_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+_LOCK = (
+    "SELECT count(pg_advisory_xact_lock(%s, k)) "
+    "FROM (SELECT k FROM unnest(%s::int[]) AS k ORDER BY k) AS keys"
+)
 _LOCK_CLASS = 0x5E65  # this lock's namespace among advisory locks ("segs")
 
 
@@ -99,19 +103,34 @@ class PostgresPlan(StoragePlan):
         connection.ensure_connection()
         return CursorWrapper(psycopg.Cursor(connection.connection), connection)
 
-    def lock_register_breaks(self, cursor: Any, device_pk: int) -> None:
+    def lock_register_breaks(self, cursor: Any, device_pks: Sequence[int]) -> None:
         # Two batches of one device committing at once would each miss the other's rows
         # (and a step between them). Taken after the batch's own writes and held to its
         # commit, so the later batch's window sees the earlier one; only capacity rows
         # are written after it, so the lock order is always the same. (SQLite has one
-        # writer at a time anyway.)
-        cursor.execute(_LOCK, [_LOCK_CLASS, device_pk & 0x7FFFFFFF])
+        # writer at a time anyway.) Taken in device order: two runs never wait on each
+        # other crosswise.
+        keys = sorted({pk & 0x7FFFFFFF for pk in device_pks})
+        cursor.execute(_LOCK, [_LOCK_CLASS, keys])
 
     def epoch_sql(self, column: str) -> str:
         return f"date_part('epoch', {column})"
 
     def to_datetime(self, value: Any) -> datetime:
         return value  # psycopg returns timestamptz aware
+
+    def rows_sql(self, param: str, columns: Sequence[tuple[str, str]]) -> str:
+        kinds = {"int": "bigint", "ts": "timestamptz"}
+        picked = ", ".join(
+            f"(r.value->>{i})::{kinds[kind]} AS {name}" for i, (name, kind) in enumerate(columns)
+        )
+        return f"SELECT {picked} FROM jsonb_array_elements(%({param})s::jsonb) AS r"
+
+    def rows_param(self, rows: Iterable[Sequence[int | datetime]]) -> str:
+        # isoformat keeps the offset and every microsecond: the cast gives the instant back.
+        return json.dumps(
+            [[v.isoformat() if isinstance(v, datetime) else v for v in row] for row in rows]
+        )
 
     def series_rows_sql(self, relation: str) -> str:
         # width_bucket() finds each row's bucket by binary search in the array: one

@@ -11,7 +11,7 @@ measures the two on the same history.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import groupby, pairwise, repeat
 from typing import Any
@@ -105,6 +105,18 @@ class SqlitePlan(StoragePlan):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def rows_sql(self, param: str, columns: Sequence[tuple[str, str]]) -> str:
+        # Timestamps come as Django stores them (text that compares in time order).
+        picked = ", ".join(
+            f"json_extract(r.value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
+        )
+        return f"SELECT {picked} FROM json_each(%({param})s) AS r"
+
+    def rows_param(self, rows: Iterable[Sequence[int | datetime]]) -> str:
+        return json.dumps(
+            [[_sqlite_ts(v) if isinstance(v, datetime) else v for v in row] for row in rows]
+        )
 
     def series_rows_sql(self, relation: str) -> str:
         columns = ", ".join(f"r.{c}" for c in SERIES_COLUMNS)
