@@ -116,6 +116,9 @@ WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.mon
 # month, the latest such hour on a tie (as capacity.queries.meter_peaks always chose).
 # An hour's meter_peak_w only rises as samples arrive, so the best hour of the range
 # just recomputed replaces the kept one when it is at least as high and not earlier.
+# A scalar subquery, not EXISTS: PostgreSQL would make EXISTS a join, which on
+# TimescaleDB aggregates every device's recent samples (telemetry_hour is a continuous
+# aggregate); a subquery per row bounds its own index scan by the row's device.
 _MONTH_METER_PEAK = """
 WITH months AS ({months})
 UPDATE capacity_month SET (meter_peak_w, meter_peak_bucket, meter_peak_ts) = (
@@ -125,14 +128,15 @@ UPDATE capacity_month SET (meter_peak_w, meter_peak_bucket, meter_peak_ts) = (
     ORDER BY meter_peak_w DESC, bucket DESC LIMIT 1)
 FROM months p
 WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.month_start
-    AND EXISTS (
+    AND (
         SELECT 1 FROM telemetry_hour h
         WHERE h.device_id = p.device AND h.bucket >= p.hour_lo AND h.bucket < p.hi
             AND h.meter_peak_w IS NOT NULL
             AND (capacity_month.meter_peak_w IS NULL
                 OR h.meter_peak_w > capacity_month.meter_peak_w
                 OR (h.meter_peak_w = capacity_month.meter_peak_w
-                    AND h.bucket >= capacity_month.meter_peak_bucket)))
+                    AND h.bucket >= capacity_month.meter_peak_bucket))
+        LIMIT 1) = 1
 """
 
 

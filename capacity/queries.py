@@ -75,6 +75,9 @@ def quarters_sql(spans: str) -> str:
     coverage either.
     """
     e = _epoch
+    each_quarter = plan_for().join_each(
+        "telemetry_quarter", "q", "q.device_id = g.device AND q.bucket >= g.lo AND q.bucket <= g.hi"
+    )
     start_value = (
         f"CASE WHEN prev_ts IS NULL THEN first_v ELSE prev_v + (first_v - prev_v) * "
         f"({e('bucket')} - {e('prev_ts')}) / ({e('first_ts')} - {e('prev_ts')}) END"
@@ -99,8 +102,7 @@ def quarters_sql(spans: str) -> str:
             q.first_import_kwh - {segments.offset_sql("q.first_ts", device="g.device")} AS first_v,
             q.last_import_kwh - {segments.offset_sql("q.last_ts", device="g.device")} AS last_v,
             {segments.gap_sql("q.first_ts", "q.last_ts", device="g.device")} AS gap_s
-        FROM edges g JOIN telemetry_quarter q
-            ON q.device_id = g.device AND q.bucket >= g.lo AND q.bucket <= g.hi
+        FROM edges g {each_quarter}
     ),
     neighbours AS (
         SELECT device, span_start, span_end, bucket, first_ts, last_ts, sample_count,

@@ -139,6 +139,11 @@ class StoragePlan(ABC):
     def rows_param(self, rows: Iterable[Sequence[int | datetime]]) -> str:
         """The %(param)s of ``rows_sql`` for these rows (ints and aware datetimes)."""
 
+    def join_each(self, relation: str, alias: str, condition: str) -> str:
+        """SQL: a join of ``relation`` as ``alias`` to the rows before it, ``condition``
+        naming both (each row of ``rows_sql`` joined to its own device's rollup rows)."""
+        return f"JOIN {relation} {alias} ON {condition}"
+
     # --- reads ------------------------------------------------------------------------
 
     def newest_sample_bound(self, device_pk: int) -> datetime | None:
