@@ -89,8 +89,7 @@ INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, peak_buc
 SELECT device, month_start, month_end, kw, bucket FROM (
     SELECT p.device, p.month_start, p.month_end, q.kw, q.bucket,
         ROW_NUMBER() OVER (PARTITION BY p.idx ORDER BY q.kw DESC, q.bucket) AS place
-    FROM months p JOIN capacity_quarter q
-        ON q.device_id = p.device AND q.bucket >= p.lo AND q.bucket < p.hi
+    FROM months p {each_quarter}
 ) best
 WHERE place = 1
 ON CONFLICT (device_id, month_start) DO UPDATE SET
@@ -285,8 +284,13 @@ def _recompute(ranges: list[_Range]) -> None:
             {"spans": plan.rows_param(spans)},
         )
         params = {"months": month_param(before)}
+        each_quarter = plan.join_each(
+            "capacity_quarter",
+            "q",
+            "q.device_id = p.device AND q.bucket >= p.lo AND q.bucket < p.hi",
+        )
         for statement in (_MONTH_RESEARCH, _MONTH_CANDIDATE, _MONTH_COMPLETE, _MONTH_METER_PEAK):
-            cursor.execute(statement.format(months=month_rows), params)
+            cursor.execute(statement.format(months=month_rows, each_quarter=each_quarter), params)
 
 
 def _as_datetime(value: Any) -> datetime:

@@ -76,7 +76,14 @@ def _window_sql() -> str:
     with NULL is never true). Rows: found, device, then _COLUMNS."""
     went_down = f"{_went_down('import_kwh')} OR {_went_down('export_kwh')}"
     impossible = f"{_impossible('import_kwh')} OR {_impossible('export_kwh')}"
-    spans = plan_for().rows_sql("spans", SPAN_COLUMNS)
+    plan = plan_for()
+    spans = plan.rows_sql("spans", SPAN_COLUMNS)
+    each_sample = plan.join_each(
+        _SAMPLES, "t", "t.device_id = b.device AND t.ts >= b.lo AND t.ts <= b.hi"
+    )
+    each_break = plan.join_each(
+        _TABLE, "r", "r.device_id = b.device AND r.ts > b.lo AND r.ts <= b.hi"
+    )
     # Only our own names and constants are formatted in; values go as parameters.
     return f"""
     WITH spans AS ({spans}),
@@ -94,8 +101,7 @@ def _window_sql() -> str:
             LAG(t.ts) OVER w AS prev_ts,
             LAG(t.energy_import_kwh) OVER w AS prev_import_kwh,
             LAG(t.energy_export_kwh) OVER w AS prev_export_kwh
-        FROM bounds b JOIN {_SAMPLES} t
-            ON t.device_id = b.device AND t.ts >= b.lo AND t.ts <= b.hi
+        FROM bounds b {each_sample}
         WINDOW w AS (PARTITION BY b.idx ORDER BY t.ts)
     )
     SELECT 1, device, ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh,
@@ -104,7 +110,7 @@ def _window_sql() -> str:
     UNION ALL
     SELECT 0, r.device_id, r.ts, r.prev_ts, r.prev_import_kwh, r.prev_export_kwh,
         r.import_kwh, r.export_kwh, r.kind
-    FROM bounds b JOIN {_TABLE} r ON r.device_id = b.device AND r.ts > b.lo AND r.ts <= b.hi
+    FROM bounds b {each_break}
     """  # noqa: S608
 
 

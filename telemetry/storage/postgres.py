@@ -113,6 +113,18 @@ class PostgresPlan(StoragePlan):
         keys = sorted({pk & 0x7FFFFFFF for pk in device_pks})
         cursor.execute(_LOCK, [_LOCK_CLASS, keys])
 
+    def join_each(self, relation: str, alias: str, condition: str) -> str:
+        # A lateral subquery, kept one by OFFSET 0 (the planner would flatten it back
+        # into a plain join): each row's device and range bound an index scan of its
+        # own. As a join the plan depends on guesses (a JSON relation counts as 100 rows
+        # whatever it holds): a small table was read whole for every chunk, and on
+        # TimescaleDB, whose rollups are continuous aggregates, every device's samples
+        # since the watermark were aggregated before any was matched to a row.
+        return (
+            f"CROSS JOIN LATERAL (SELECT * FROM {relation} {alias} WHERE {condition} OFFSET 0)"
+            f" AS {alias}"
+        )
+
     def epoch_sql(self, column: str) -> str:
         return f"date_part('epoch', {column})"
 

@@ -202,16 +202,6 @@ class TimescalePlan(PostgresPlan):
             (bucket,) = cursor.fetchone()
         return bucket
 
-    def join_each(self, relation: str, alias: str, condition: str) -> str:
-        # The rollups are continuous aggregates: joined, the planner aggregates every
-        # device's samples since the watermark before matching them to the rows; laterally
-        # (and kept a subquery by OFFSET 0, which the planner would otherwise flatten
-        # into the same join), each row's device and range bound its own index scan.
-        return (
-            f"CROSS JOIN LATERAL (SELECT * FROM {relation} {alias} WHERE {condition} OFFSET 0)"
-            f" AS {alias}"
-        )
-
     def refresh_before_steps(self, oldest: datetime, newest: datetime) -> None:
         # Real-time aggregation covers what is newer than the aggregates' watermark; an
         # older batch (a backlog) needs its window refreshed before the steps read it.
