@@ -139,46 +139,25 @@ WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.mon
 """
 
 
-@dataclass(frozen=True)
-class Span:
-    """Samples of one device stored from ``oldest`` to ``newest`` (its zone's months)."""
-
-    device_pk: int
-    oldest: datetime
-    newest: datetime
-    tz: ZoneInfo
-
-
-def refresh_quarters(
-    device_pk: int, oldest: datetime, newest: datetime, tz: ZoneInfo | None = None
-) -> None:
-    """Recompute the quarters holding [oldest, newest], their non-empty neighbours, and
-    the months those quarters are in."""
-    if tz is None:
-        tz = ZoneInfo(Device.objects.values_list("timezone", flat=True).get(pk=device_pk))
-    refresh_spans([Span(device_pk, oldest, newest, tz)])
-
-
-def refresh_spans(spans: Sequence[Span]) -> None:
-    """``refresh_quarters`` for many spans (of many devices) at once: the same
-    statements, each run once for all of them."""
-    if not spans:
+def refresh_after_batches(batches: Sequence[StoredBatch]) -> None:
+    """Ingest step: recompute the quarters holding each batch's span, their non-empty
+    neighbours, and the months those quarters are in: each statement once for all the
+    batches."""
+    if not batches:
         return
     plan = plan_for()
-    quarters = [
-        (bucket_start(span.oldest, QUARTER), bucket_start(span.newest, QUARTER)) for span in spans
-    ]
-    rows = [(i, span.device_pk, *quarters[i]) for i, span in enumerate(spans)]
+    quarters = [(bucket_start(b.oldest, QUARTER), bucket_start(b.newest, QUARTER)) for b in batches]
+    rows = [(i, b.device_pk, *quarters[i]) for i, b in enumerate(batches)]
     sql = _NEIGHBOURS.format(spans=plan.rows_sql("spans", _NEIGHBOURS_COLUMNS))
     with plan.prepared_cursor() as cursor:
         cursor.execute(sql, {"spans": plan.rows_param(rows)})
         found = {idx: (before, after) for idx, before, after in cursor.fetchall()}
     ranges = []
-    for i, span in enumerate(spans):
+    for i, batch in enumerate(batches):
         (lo, hi), (before, after) = quarters[i], found[i]
         first = _as_datetime(before) if before is not None else lo
         last = _as_datetime(after) if after is not None else hi
-        ranges.append(_Range(span.device_pk, first, last, span.tz))
+        ranges.append(_Range(batch.device_pk, first, last, ZoneInfo(batch.timezone)))
     _recompute(ranges)
 
 
@@ -267,17 +246,15 @@ def _recompute(ranges: list[_Range]) -> None:
     spans = [(i, r.device_pk, r.first, r.last + QUARTER) for i, r in enumerate(ranges)]
 
     def month_param(complete: dict[int, int]) -> str:
-        return plan.rows_param(
-            (i, m["device"], m["start"], m["end"], m["lo"], m["hi"], m["hour_lo"], complete[i])
-            for i, m in enumerate(months)
-        )
+        rows = []
+        for i, m in enumerate(months):
+            bounds = (m["start"], m["end"], m["lo"], m["hi"], m["hour_lo"])
+            rows.append((i, m["device"], *bounds, complete.get(i, 0)))
+        return plan.rows_param(rows)
 
     with plan.prepared_cursor() as cursor:
-        # complete_before is not known yet: the count is what finds it.
-        cursor.execute(
-            _COMPLETE_IN_RANGE.format(months=month_rows),
-            {"months": month_param(dict.fromkeys(range(len(months)), 0))},
-        )
+        # complete_before is not known yet: this count is what finds it.
+        cursor.execute(_COMPLETE_IN_RANGE.format(months=month_rows), {"months": month_param({})})
         before = dict(cursor.fetchall())
         cursor.execute(
             quarters_sql(plan.rows_sql("spans", SPAN_COLUMNS)) + _UPSERT,
@@ -296,11 +273,6 @@ def _recompute(ranges: list[_Range]) -> None:
 def _as_datetime(value: Any) -> datetime:
     """A raw SQL timestamp as an aware datetime, whatever the database hands back."""
     return plan_for().to_datetime(value)
-
-
-def refresh_after_batches(batches: Sequence[StoredBatch]) -> None:
-    """Ingest step: the quarters and month candidates the batches' spans touch."""
-    refresh_spans([Span(b.device_pk, b.oldest, b.newest, ZoneInfo(b.timezone)) for b in batches])
 
 
 def on_device_saved(sender: type[Device], instance: Device, created: bool, **kwargs: Any) -> None:

@@ -56,6 +56,7 @@ from telemetry.series import (
     span_of,
 )
 from telemetry.storage import plan_for
+from telemetry.storage.base import BLOCK_SPAN_COLUMNS
 from telemetry.timegrid import local_midnight
 
 logger = logging.getLogger(__name__)
@@ -282,23 +283,12 @@ def _store(
 # --- dropping and filling ---------------------------------------------------------------
 
 
-# Raw: they run in the steps of every chunk of devices, where the ORM's update and
-# delete cost more than the statements (a collector per delete). What they drop is what
-# storage.base.DELETE_BLOCKS_REACHED drops for one device and span.
-_SPAN_COLUMNS = (("device", "int"), ("oldest", "ts"), ("newest", "ts"))
+# Raw: it runs in the steps of every chunk of devices, where the ORM's update costs more
+# than the statement.
 _RAISE = """
 WITH spans AS ({spans})
 UPDATE telemetry_device SET series_generation = series_generation + 1
 WHERE id IN (SELECT device FROM spans)
-"""
-_DELETE_REACHED = """
-WITH spans AS ({spans})
-DELETE FROM telemetry_seriesblock
-WHERE device_id IN (SELECT device FROM spans) AND EXISTS (
-    SELECT 1 FROM spans s WHERE s.device = telemetry_seriesblock.device_id
-        AND telemetry_seriesblock.depends_until >= s.oldest
-        AND (telemetry_seriesblock.depends_from IS NULL
-            OR telemetry_seriesblock.depends_from <= s.newest))
 """
 
 
@@ -308,18 +298,16 @@ def forget(device_pk: int, oldest: datetime, newest: datetime) -> int:
     return forget_spans([(device_pk, oldest, newest)])
 
 
-def forget_spans(spans: Iterable[tuple[int, datetime, datetime]]) -> int:
+def forget_spans(spans: Sequence[tuple[int, datetime, datetime]]) -> int:
     """``forget`` for every (device, oldest, newest) at once, in two statements; how
     many blocks."""
     plan = plan_for()
-    param = {"spans": plan.rows_param(spans)}
-    relation = plan.rows_sql("spans", _SPAN_COLUMNS)
+    relation = plan.rows_sql("spans", BLOCK_SPAN_COLUMNS)
     # Two statements, the raise first: the delete's snapshot must be taken after the
     # raise has the device rows, so it sees a block stored by whoever held them before.
     with transaction.atomic(savepoint=False), plan.prepared_cursor() as cursor:
-        cursor.execute(_RAISE.format(spans=relation), param)
-        cursor.execute(_DELETE_REACHED.format(spans=relation), param)
-        return cursor.rowcount
+        cursor.execute(_RAISE.format(spans=relation), {"spans": plan.rows_param(spans)})
+        return plan.delete_blocks_reached(cursor, spans)
 
 
 def forget_all(device_pk: int) -> int:

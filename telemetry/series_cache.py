@@ -178,18 +178,20 @@ class _Redis:
         # Longer than any fill takes: a fill that saw the old generation must not find
         # the key gone (and take "none" for unchanged).
         lifetime = max(settings.SERIES_CACHE_TTL_S, 1) * 2
+
+        def drop(item: Touched, client: Any = None) -> Any:
+            device_pk, oldest, newest, also = item
+            generation, index = self._names(device_pk)
+            keys = [generation, index, *(cache.make_key(key) for key in also)]
+            return self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime], client=client)
+
         try:
             if len(touched) == 1:
                 # A pipeline of scripts checks them first: a round trip more.
-                device_pk, oldest, newest, also = touched[0]
-                generation, index = self._names(device_pk)
-                keys = [generation, index, *(cache.make_key(key) for key in also)]
-                return int(self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime]))
+                return int(drop(touched[0]))
             with self.client.pipeline(transaction=False) as pipe:
-                for device_pk, oldest, newest, also in touched:
-                    generation, index = self._names(device_pk)
-                    keys = [generation, index, *(cache.make_key(key) for key in also)]
-                    self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime], client=pipe)
+                for item in touched:
+                    drop(item, pipe)
                 return sum(int(dropped) for dropped in pipe.execute())
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.

@@ -23,12 +23,18 @@ Columns = list[list[Any] | None]
 _EXPORT_COLUMNS = ("first_export_kwh", "last_export_kwh")
 
 
-# The stored series blocks of device %s whose span of samples reaches [%s, %s]
-# (telemetry.series_blocks): what a new batch makes stale.
-DELETE_BLOCKS_REACHED = (
-    "DELETE FROM telemetry_seriesblock WHERE device_id = %s AND depends_until >= %s "
-    "AND (depends_from IS NULL OR depends_from <= %s)"
-)
+# The stored series blocks (telemetry.series_blocks) whose span of samples reaches a
+# (device, oldest, newest) row of {spans}: what new samples make stale.
+BLOCK_SPAN_COLUMNS = (("device", "int"), ("oldest", "ts"), ("newest", "ts"))
+_DELETE_BLOCKS_REACHED = """
+WITH spans AS ({spans})
+DELETE FROM telemetry_seriesblock
+WHERE device_id IN (SELECT device FROM spans) AND EXISTS (
+    SELECT 1 FROM spans s WHERE s.device = telemetry_seriesblock.device_id
+        AND telemetry_seriesblock.depends_until >= s.oldest
+        AND (telemetry_seriesblock.depends_from IS NULL
+            OR telemetry_seriesblock.depends_from <= s.newest))
+"""
 
 
 def timestamps(columns: Columns) -> list[datetime]:
@@ -138,6 +144,16 @@ class StoragePlan(ABC):
     @abstractmethod
     def rows_param(self, rows: Iterable[Sequence[int | datetime]]) -> str:
         """The %(param)s of ``rows_sql`` for these rows (ints and aware datetimes)."""
+
+    def delete_blocks_reached(
+        self, cursor: Any, spans: Sequence[tuple[int, datetime, datetime]]
+    ) -> int:
+        """Delete the series blocks each (device, oldest, newest) span reaches; how many."""
+        cursor.execute(
+            _DELETE_BLOCKS_REACHED.format(spans=self.rows_sql("spans", BLOCK_SPAN_COLUMNS)),
+            {"spans": self.rows_param(spans)},
+        )
+        return int(cursor.rowcount)
 
     def join_each(self, relation: str, alias: str, condition: str) -> str:
         """SQL: a join of ``relation`` as ``alias`` to the rows before it, ``condition``

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import transaction
 
 import p1wire as wire
-from telemetry.storage.base import DELETE_BLOCKS_REACHED, Columns, StoragePlan, timestamps
+from telemetry.storage.base import Columns, StoragePlan, timestamps
 from telemetry.storage.rollups import (
     RELATIONS,
     ROLLUP_COLUMNS,
@@ -76,10 +76,7 @@ class SqlitePlan(StoragePlan):
                 # The stored series blocks the rows reach, in the batch's commit as on
                 # PostgreSQL (storage.postgres.BLOCKS_REACHED).
                 with self.connection.cursor() as cursor:
-                    cursor.execute(
-                        DELETE_BLOCKS_REACHED,
-                        [device_pk, _sqlite_ts(min(ts)), _sqlite_ts(max(ts))],
-                    )
+                    self.delete_blocks_reached(cursor, [(device_pk, min(ts), max(ts))])
         return inserted
 
     def insert_history(self, device_pk: int, columns: Columns) -> int:
