@@ -48,7 +48,8 @@ FROM spans s
 
 # One row per device and local month the recomputed quarters fall in: the month's
 # bounds, the recomputed range inside it [lo, hi), the first hour starting there
-# (hour_lo), and its complete quarters in that range before the recomputation.
+# (hour_lo), and its quarters with data and complete quarters in that range before the
+# recomputation.
 _MONTH_COLUMNS = (
     ("idx", "int"),
     ("device", "int"),
@@ -57,14 +58,22 @@ _MONTH_COLUMNS = (
     ("lo", "ts"),
     ("hi", "ts"),
     ("hour_lo", "ts"),
+    ("with_data_before", "int"),
     ("complete_before", "int"),
 )
 
-_COMPLETE_IN_RANGE = f"""
-WITH months AS ({{months}})
-SELECT p.idx, (SELECT count(*) FROM capacity_quarter
+# The quarters (with data, complete) of each month's range [lo, hi).
+_RANGE_COUNTS = f"""
+(SELECT count(*) FROM capacity_quarter
+    WHERE device_id = p.device AND bucket >= p.lo AND bucket < p.hi) AS with_data,
+(SELECT count(*) FROM capacity_quarter
     WHERE device_id = p.device AND bucket >= p.lo AND bucket < p.hi
-        AND coverage >= {COMPLETE_COVERAGE})
+        AND coverage >= {COMPLETE_COVERAGE}) AS complete
+"""
+
+_COUNTS_IN_RANGE = f"""
+WITH months AS ({{months}})
+SELECT p.idx, {_RANGE_COUNTS}
 FROM months p
 """
 
@@ -99,20 +108,20 @@ WHERE excluded.peak_kw > capacity_month.peak_kw
         AND excluded.peak_bucket < capacity_month.peak_bucket)
 """
 
-# The month's complete quarters, kept by difference: the recomputed range's count after
-# the upsert less its count before, so a batch counts a few quarters, not the month.
-_MONTH_COMPLETE = f"""
+# The month's quarter counts, kept by difference: the recomputed range's counts after
+# the upsert less its counts before, so a batch counts a few quarters, not the month.
+_MONTH_COUNTS = f"""
 WITH months AS ({{months}})
-UPDATE capacity_month SET complete_quarters = complete_quarters - p.complete_before + (
-    SELECT count(*) FROM capacity_quarter
-    WHERE device_id = p.device AND bucket >= p.lo AND bucket < p.hi
-        AND coverage >= {COMPLETE_COVERAGE})
+UPDATE capacity_month SET (quarters_with_data, complete_quarters) = (
+    SELECT quarters_with_data - p.with_data_before + with_data,
+        complete_quarters - p.complete_before + complete
+    FROM (SELECT {_RANGE_COUNTS}) AS counted)
 FROM months p
 WHERE capacity_month.device_id = p.device AND capacity_month.month_start = p.month_start
 """
 
 # The meter's running monthly peak as it last reported it: its highest hour in the
-# month, the latest such hour on a tie (as capacity.queries.meter_peaks always chose).
+# month, the latest such hour on a tie (as the month answers always chose).
 # An hour's meter_peak_w only rises as samples arrive, so the best hour of the range
 # just recomputed replaces the kept one when it is at least as high and not earlier.
 # A scalar subquery, not EXISTS: PostgreSQL would make EXISTS a join, which on
@@ -245,17 +254,17 @@ def _recompute(ranges: list[_Range]) -> None:
     month_rows = plan.rows_sql("months", _MONTH_COLUMNS)
     spans = [(i, r.device_pk, r.first, r.last + QUARTER) for i, r in enumerate(ranges)]
 
-    def month_param(complete: dict[int, int]) -> str:
+    def month_param(counts: dict[int, tuple[int, int]]) -> str:
         rows = []
         for i, m in enumerate(months):
             bounds = (m["start"], m["end"], m["lo"], m["hi"], m["hour_lo"])
-            rows.append((i, m["device"], *bounds, complete.get(i, 0)))
+            rows.append((i, m["device"], *bounds, *counts.get(i, (0, 0))))
         return plan.rows_param(rows)
 
     with plan.prepared_cursor() as cursor:
-        # complete_before is not known yet: this count is what finds it.
-        cursor.execute(_COMPLETE_IN_RANGE.format(months=month_rows), {"months": month_param({})})
-        before = dict(cursor.fetchall())
+        # The counts before are not known yet: this statement is what finds them.
+        cursor.execute(_COUNTS_IN_RANGE.format(months=month_rows), {"months": month_param({})})
+        before = {idx: (with_data, complete) for idx, with_data, complete in cursor.fetchall()}
         cursor.execute(
             quarters_sql(plan.rows_sql("spans", SPAN_COLUMNS)) + _UPSERT,
             {"spans": plan.rows_param(spans)},
@@ -266,7 +275,7 @@ def _recompute(ranges: list[_Range]) -> None:
             "q",
             "q.device_id = p.device AND q.bucket >= p.lo AND q.bucket < p.hi",
         )
-        for statement in (_MONTH_RESEARCH, _MONTH_CANDIDATE, _MONTH_COMPLETE, _MONTH_METER_PEAK):
+        for statement in (_MONTH_RESEARCH, _MONTH_CANDIDATE, _MONTH_COUNTS, _MONTH_METER_PEAK):
             cursor.execute(statement.format(months=month_rows, each_quarter=each_quarter), params)
 
 

@@ -44,9 +44,11 @@ class CapacityMonth(models.Model):
     month_end = models.DateTimeField()
     peak_kw = models.FloatField()
     peak_bucket = models.DateTimeField()
-    # Kept with the peak so that a month answer reads a dozen rows, not a year of
-    # quarters: the month's complete quarters (its coverage), and the meter's own
-    # running peak as it last reported it (the hour it was seen in breaks ties).
+    # Kept with the peak so that a month answer reads a dozen rows, not a month or a
+    # year of quarters: the month's quarters with data and its complete quarters (its
+    # coverage), and the meter's own running peak as it last reported it (the hour it
+    # was seen in breaks ties).
+    quarters_with_data = models.IntegerField(db_default=0)
     complete_quarters = models.IntegerField(db_default=0)
     meter_peak_w = models.FloatField(null=True)
     meter_peak_bucket = models.DateTimeField(null=True)

@@ -147,33 +147,24 @@ def quarter_powers(device_pk: int, start: datetime, end: datetime) -> list[Quart
         return _quarter_powers(cursor.fetchall())
 
 
-@dataclass(frozen=True)
-class MonthQuarters:
-    top: list[QuarterPower]  # highest first; the earliest wins a tie
-    with_data: int
-    complete: int
-
-
-def month_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> MonthQuarters:
-    """The month's highest quarters and its quarter counts, in one scan."""
+def top_quarters(device_pk: int, start: datetime, end: datetime, limit: int) -> list[QuarterPower]:
+    """The highest quarters starting in [start, end), highest first; the earliest wins a
+    tie. Its counts are kept in capacity_month (``month_rows``)."""
     with _db().cursor() as cursor:
         cursor.execute(
-            f"SELECT {_QUARTER_COLUMNS}, count(*) OVER (), "
-            f"count(CASE WHEN coverage >= {COMPLETE_COVERAGE} THEN 1 END) OVER () "
-            "FROM capacity_quarter WHERE device_id = %s AND bucket >= %s AND bucket < %s "
+            f"SELECT {_QUARTER_COLUMNS} FROM capacity_quarter "
+            "WHERE device_id = %s AND bucket >= %s AND bucket < %s "
             "ORDER BY kw DESC, bucket LIMIT %s",
             [device_pk, param(start), param(end), limit],
         )
-        rows = cursor.fetchall()
-    if not rows:
-        return MonthQuarters([], 0, 0)
-    return MonthQuarters(_quarter_powers(r[:6] for r in rows), rows[0][6], rows[0][7])
+        return _quarter_powers(cursor.fetchall())
 
 
 @dataclass(frozen=True)
 class MonthRow:
     peak_kw: float
     peak_bucket: datetime
+    quarters_with_data: int
     complete_quarters: int
     meter_peak_w: float | None
     meter_peak_ts: datetime | None
@@ -186,8 +177,8 @@ def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRo
     placeholders = ", ".join(["%s"] * len(starts))
     with _db().cursor() as cursor:
         cursor.execute(
-            "SELECT month_start, peak_kw, peak_bucket, complete_quarters, meter_peak_w,"
-            " meter_peak_ts FROM capacity_month"
+            "SELECT month_start, peak_kw, peak_bucket, quarters_with_data, complete_quarters,"
+            " meter_peak_w, meter_peak_ts FROM capacity_month"
             f" WHERE device_id = %s AND month_start IN ({placeholders})",
             [device_pk, *map(param, starts)],
         )
@@ -195,9 +186,14 @@ def month_rows(device_pk: int, starts: list[datetime]) -> dict[datetime, MonthRo
     convert = _datetime_converter()
     return {
         convert(start): MonthRow(
-            kw, convert(bucket), complete, meter_w, None if meter_ts is None else convert(meter_ts)
+            kw,
+            convert(bucket),
+            with_data,
+            complete,
+            meter_w,
+            None if meter_ts is None else convert(meter_ts),
         )
-        for start, kw, bucket, complete, meter_w, meter_ts in rows
+        for start, kw, bucket, with_data, complete, meter_w, meter_ts in rows
     }
 
 
@@ -216,16 +212,10 @@ class MeterPeakRow:
     ts: datetime | None
 
 
-def meter_peaks(
-    device_pk: int, bounds: list[tuple[datetime, datetime]]
-) -> dict[datetime, MeterPeakRow]:
-    """The meter's own monthly peak as it last reported it in each [start, end), keyed
-    by start; absent: no report. Kept in capacity_month by capacity.materialize."""
-    return meter_peaks_of(month_rows(device_pk, [start for start, _ in bounds]))
-
-
 def meter_peaks_of(rows: dict[datetime, MonthRow]) -> dict[datetime, MeterPeakRow]:
-    """The meter peaks of month rows already read."""
+    """The meter's own monthly peak as it last reported it, of month rows already read
+    (``month_rows``), keyed by month start; absent: no report. Kept in capacity_month
+    by capacity.materialize."""
     return {
         start: MeterPeakRow(row.meter_peak_w, row.meter_peak_ts)
         for start, row in rows.items()

@@ -259,10 +259,14 @@ class RegisterBreaks:
     register_breaks: list[Break]
 
 
+def window_months(month: Month) -> list[Month]:
+    """The 12 months ending with ``month``, oldest first."""
+    return [month.shift(-i) for i in range(rules.ROLLING_MONTHS - 1, -1, -1)]
+
+
 def rolling_window(device: Device, month: Month) -> list[provenance.MonthFigure]:
     """The figures of the 12 months ending with ``month`` (oldest first)."""
-    months = [month.shift(-i) for i in range(rules.ROLLING_MONTHS - 1, -1, -1)]
-    return provenance.month_figures(device, months)
+    return provenance.month_figures(device, window_months(month))
 
 
 def rolling_average(figures: list[provenance.MonthFigure], policy: str) -> RollingAverage:
@@ -276,16 +280,20 @@ def rolling_average(figures: list[provenance.MonthFigure], policy: str) -> Rolli
 def month_report(device: Device, month: Month) -> MonthReport:
     tz = ZoneInfo(device.timezone)
     start, end = month.bounds(tz)
-    quarters = queries.month_quarters(device.pk, start, end, TOP_QUARTERS)
-    top = quarters.top
+    top = queries.top_quarters(device.pk, start, end, TOP_QUARTERS)
     peak = top[0] if top else None
     policy = provenance.missing_month_policy()
-    window = rolling_window(device, month)
+    # One read of the window's capacity_month rows for its figures, this month's quarter
+    # counts and its meter peak.
+    months = window_months(month)
+    rows = queries.month_rows(device.pk, [m.bounds(tz)[0] for m in months])
+    window = provenance.month_figures(device, months, rows)
     average = provenance.rolling_average_kw(window, policy)
     price = _price(device, month)
     expected = rules.quarter_count(start, end)
-    with_data, complete = quarters.with_data, quarters.complete
-    meter_peak = _meter_peak(queries.meter_peaks(device.pk, [(start, end)]).get(start))
+    row = rows.get(start)
+    with_data, complete = (0, 0) if row is None else (row.quarters_with_data, row.complete_quarters)
+    meter_peak = _meter_peak(queries.meter_peaks_of(rows).get(start))
     ours = None if peak is None else (_round(peak.kw), peak.start)
     return MonthReport(
         device_id=device.device_id,
@@ -347,13 +355,14 @@ def month_table(device: Device, last: Month, count: int) -> MonthTable:
     tz = ZoneInfo(device.timezone)
     months = [last.shift(-i) for i in range(count)]
     bounds = [m.bounds(tz) for m in months]
-    found = queries.month_rows(device.pk, [start for start, _ in bounds])
+    span = [last.shift(-i) for i in range(count + rules.ROLLING_MONTHS - 2, -1, -1)]
+    # The rows of the span (the months and the 11 before) serve both.
+    found = queries.month_rows(device.pk, [m.bounds(tz)[0] for m in span])
     found_meter = queries.meter_peaks_of(found)
     meter_peaks = {start: _meter_peak(found_meter.get(start)) for start, _ in bounds}
     meter_quarters = _quarter_kw(device, meter_peaks.values())
     policy = provenance.missing_month_policy()
-    span = [last.shift(-i) for i in range(count + rules.ROLLING_MONTHS - 2, -1, -1)]
-    figures = provenance.month_figures(device, span)  # oldest first
+    figures = provenance.month_figures(device, span, found)  # oldest first
     rows = []
     for index, (month, (start, end)) in enumerate(zip(months, bounds, strict=True)):
         row = found.get(start)

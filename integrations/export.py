@@ -195,13 +195,13 @@ def month_rows(device: Device, start: datetime, end: datetime) -> Iterator[tuple
     range_start, range_end = months[0].bounds(tz)[0], months[-1].bounds(tz)[1]
     with replica_reads():
         peaks = queries.month_rows(device.pk, list(starts.values()))
-        meter = queries.meter_peaks(device.pk, [m.bounds(tz) for m in months])
+        meter = queries.meter_peaks_of(peaks)
         energy = {
             bucket["start"]: bucket
             for bucket in series(device.pk, "1mo", range_start, range_end, tz)
         }
         # Each month's figure by its provenance, as the month answer counts it.
-        history = provenance.month_figures(device, window)
+        history = provenance.month_figures(device, window, peaks)
     policy = provenance.missing_month_policy()
     offset = len(window) - len(months)
     for i, month in enumerate(months):

@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from capacity import reports
-from capacity.queries import month_quarters
+from capacity.queries import top_quarters
 from capacity.rules import Month
 from capacity.serializers import MonthReportSerializer, RealtimeSerializer
 from demo import bootstrap
@@ -54,7 +54,7 @@ def live_readings(device, seed: int, start: datetime, count: int) -> None:
 
 
 def november_quarters(device):
-    return month_quarters(device.pk, *Month(2026, 11).bounds(BRUSSELS), limit=5)
+    return top_quarters(device.pk, *Month(2026, 11).bounds(BRUSSELS), limit=5)
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_another_seed_is_another_meter_and_adds_no_energy(device, old, new):
     gap_end = Sample.objects.filter(device=device, ts__lte=LATER).latest("ts")
     assert found.prev_ts == gap_end.ts
     assert found.ts == gap_end.ts + timedelta(seconds=5 + LATER.timestamp() % 300)
-    assert november_quarters(device).top[0].kw < HOUSEHOLD_KW
+    assert november_quarters(device)[0].kw < HOUSEHOLD_KW
     month = MonthReportSerializer(reports.month_report(device, Month(2026, 11))).data
     assert month["peak"]["kw"] < HOUSEHOLD_KW
     assert [b["kind"] for b in month["register_breaks"]] == [found.kind]
@@ -90,4 +90,4 @@ def test_the_same_seed_is_the_same_meter_and_is_bridged(device):
     assert not gap.meter_changed
     live_readings(device, seed=1, start=LATER + timedelta(seconds=5), count=30)
     assert not RegisterBreak.objects.filter(device=device).exists()
-    assert november_quarters(device).top[0].kw < HOUSEHOLD_KW
+    assert november_quarters(device)[0].kw < HOUSEHOLD_KW

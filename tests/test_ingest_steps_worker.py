@@ -265,8 +265,8 @@ def derived(device_pk: int) -> tuple[list[tuple], ...]:
         ),
         device_rows(
             device_pk,
-            "month_start, month_end, peak_kw, peak_bucket, complete_quarters, meter_peak_w, "
-            "meter_peak_bucket, meter_peak_ts",
+            "month_start, month_end, peak_kw, peak_bucket, quarters_with_data, "
+            "complete_quarters, meter_peak_w, meter_peak_bucket, meter_peak_ts",
             "capacity_month",
             "month_start",
         ),

@@ -296,6 +296,41 @@ def test_upgrade_fills_each_months_complete_quarters_and_meter_peak(tmp_path):
     assert str(meter_bucket).startswith("2026-03-02 11:00:00")
 
 
+def test_upgrade_counts_each_months_quarters_with_data(tmp_path):
+    """0006 counts what the quarters already hold, whatever their coverage."""
+    quarter_sql = (
+        "INSERT INTO capacity_quarter (device_id, bucket, kw, coverage, sample_count, "
+        "first_ts, last_ts) VALUES (1, '{ts}', 1.0, {coverage}, 90, '{ts}', '{ts}')"
+    )
+    month_sql = (
+        "INSERT INTO capacity_month (device_id, month_start, month_end, peak_kw, "
+        "peak_bucket) VALUES (1, '{start}', '{end}', 1.0, '{start}')"
+    )
+    with _scratch(tmp_path) as (env, connect):
+        result = _manage_migrate(env, "capacity", "0005_month_counts_and_meter_peak")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        db.execute(month_sql.format(start="2026-02-28 23:00:00", end="2026-03-31 22:00:00"))
+        db.execute(month_sql.format(start="2026-03-31 22:00:00", end="2026-04-30 22:00:00"))
+        for ts, coverage in [
+            ("2026-02-28 23:00:00", 1.0),  # the month's first quarter
+            ("2026-03-02 10:15:00", 0.2),
+            ("2026-03-31 21:45:00", 0.5),  # its last
+            ("2026-03-31 22:00:00", 1.0),  # April's first
+        ]:
+            db.execute(quarter_sql.format(ts=ts, coverage=coverage))
+        db.close()
+
+        result = _manage_migrate(env, "capacity", "0006_month_quarters_with_data")
+        assert result.returncode == 0, result.stderr
+        db = connect()
+        counts = db.execute(
+            "SELECT quarters_with_data FROM capacity_month ORDER BY month_start"
+        ).fetchall()
+        db.close()
+    assert [c for (c,) in counts] == [3, 1]
+
+
 @needs_timescaledb
 def test_timescale_upgrade_takes_null_export_in_compressed_chunks_and_aggregates():
     with scratch_database(TIMESCALE_URL) as url:

@@ -1,4 +1,4 @@
-"""capacity_month keeps each month's complete quarters and the meter's running peak as
+"""capacity_month keeps each month's quarter counts and the meter's running peak as
 batches arrive, in any order, so that a month answer reads a dozen rows and not a year
 of quarters and hours. What it keeps must equal what the quarters and hours say."""
 
@@ -80,19 +80,21 @@ def _rows(cursor) -> list[tuple]:
     return [
         (
             convert(start),
+            with_data,
             complete,
             meter_w,
             None if bucket is None else convert(bucket),
             None if ts is None else convert(ts),
         )
-        for start, complete, meter_w, bucket, ts in cursor.fetchall()
+        for start, with_data, complete, meter_w, bucket, ts in cursor.fetchall()
     ]
 
 
 def kept(device_pk: int) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT month_start, complete_quarters, meter_peak_w, meter_peak_bucket,"
+            "SELECT month_start, quarters_with_data, complete_quarters, meter_peak_w,"
+            " meter_peak_bucket,"
             " meter_peak_ts FROM capacity_month WHERE device_id = %s ORDER BY month_start",
             [device_pk],
         )
@@ -104,6 +106,8 @@ def counted_from_the_quarters_and_hours(device_pk: int) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT m.month_start,"
+            " (SELECT count(*) FROM capacity_quarter q WHERE q.device_id = m.device_id"
+            "   AND q.bucket >= m.month_start AND q.bucket < m.month_end),"
             " (SELECT count(*) FROM capacity_quarter q WHERE q.device_id = m.device_id"
             "   AND q.bucket >= m.month_start AND q.bucket < m.month_end"
             "  AND q.coverage >= %s),"
@@ -120,7 +124,7 @@ def counted_from_the_quarters_and_hours(device_pk: int) -> list[tuple]:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_months_keep_their_complete_quarters_and_meter_peak_whatever_the_order(device, seed):
+def test_months_keep_their_quarter_counts_and_meter_peak_whatever_the_order(device, seed):
     rng = random.Random(seed)
     device.timezone = "Europe/Brussels"
     device.save()
@@ -134,8 +138,9 @@ def test_months_keep_their_complete_quarters_and_meter_peak_whatever_the_order(d
     assert found == counted_from_the_quarters_and_hours(device.pk)
     # The gaps left quarters incomplete, and the rest counted: both months have some.
     march, april = found
-    assert 0 < march[1] < 16 and 0 < april[1] < 16
-    assert march[2] != april[2]
+    assert 0 < march[2] < 16 and 0 < april[2] < 16
+    assert march[1] > march[2] and april[1] > april[2]
+    assert march[3] != april[3]
     rebuild(device.pk)
     assert kept(device.pk) == found
 
@@ -145,13 +150,16 @@ def test_a_month_answer_shows_the_kept_coverage_and_meter_peak(device, client, r
     device.timezone = "Europe/Brussels"
     device.save()
     ingest_in_batches(device, readings(rng), rng)
-    (_, march_complete, march_meter_w, _, _), (_, april_complete, *_) = kept(device.pk)
+    march, april = kept(device.pk)
+    _, march_with_data, march_complete, march_meter_w, _, _ = march
+    april_complete = april[2]
 
     answer = client.get(
         "/v1/capacity/month/2026-03", HTTP_AUTHORIZATION=f"Bearer {read_token}"
     ).json()
     assert answer["meter_reported_peak"]["kw"] == pytest.approx(march_meter_w / 1000, abs=1e-3)
     assert answer["completeness"]["quarters_complete"] == march_complete
+    assert answer["completeness"]["quarters_with_data"] == march_with_data
     months = client.get(
         "/v1/capacity/months?count=2&end=2026-04", HTTP_AUTHORIZATION=f"Bearer {read_token}"
     ).json()
