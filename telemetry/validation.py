@@ -26,6 +26,11 @@ _MAX_ERRORS = 100  # a batch of 5000 bad samples needs no 5000-line answer
 
 # What the schema states (p1wire.TIMESTAMP_PATTERN); fromisoformat alone takes more.
 _RFC3339 = re.compile(wire.TIMESTAMP_PATTERN).match
+# The same for a whole column joined by newlines, in one call: each value is parsed by
+# fromisoformat afterwards too, which refuses one holding a newline of its own.
+_RFC3339_LINES = re.compile(
+    rf"(?:{wire.TIMESTAMP_PATTERN.removeprefix('^').removesuffix('$')}\n)*"
+).fullmatch
 RFC3339_DETAIL = "must be RFC 3339, YYYY-MM-DDThh:mm:ss with Z or an offset, from 2000 to 2099"
 
 
@@ -222,18 +227,23 @@ def _columns_fast(samples: list, now: datetime) -> list[list[Any] | None] | None
     by sample. Ingest of well-formed batches (the normal case) stays a few times cheaper
     than a Python loop over every field of every sample.
     """
-    if not samples or not all(type(s) is dict for s in samples):
+    if not samples or set(map(type, samples)) != {dict}:
         return None
-    key_orders = set(map(tuple, samples))
-    keys = set().union(*key_orders)
+    first = samples[0]
+    by_name = None
+    if len(first) > 1 and set(map(len, samples)) == {len(first)}:
+        # One producer writes every sample with the same fields: one C-level transpose
+        # gives all columns at once. A sample with as many fields but another one
+        # among them has no value for one of the first's.
+        try:
+            rows = list(map(operator.itemgetter(*first), samples))
+        except KeyError:
+            pass
+        else:
+            by_name = dict(zip(first, zip(*rows, strict=True), strict=True))
+    keys = set(first) if by_name is not None else set().union(*samples)
     if not keys <= _KNOWN or not _REQUIRED <= keys:
         return None
-    by_name = None
-    if len(key_orders) == 1:
-        # One producer writes every sample with the same keys in the same order: one
-        # C-level transpose gives all columns at once.
-        (order,) = key_orders
-        by_name = dict(zip(order, zip(*map(dict.values, samples), strict=True), strict=True))
     columns: list[list[Any] | None] = []
     column: list[Any] | None
     for name, kind in wire.SAMPLE_FIELDS.items():
@@ -291,7 +301,7 @@ def _timestamps_fast(column: list, types: set) -> list | None:
     present = [v for v in column if v is not None] if _NONE in types else column
     if present and max(map(len, present)) > 40:
         return None
-    if not all(map(_RFC3339, present)):
+    if present and not _RFC3339_LINES("\n".join(present) + "\n"):
         return None
     try:
         parsed = list(map(datetime.fromisoformat, present))
