@@ -17,6 +17,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 # Executions of one statement on one connection before psycopg prepares it.
 PREPARE_THRESHOLD = 5
+# PostgreSQL's startup options for the project's connections. JIT compilation pays off
+# for long analytical statements; ours are short, and the cost estimate of one over a
+# hypertable's many chunks (or a JSON relation the planner guesses at) passes JIT's
+# thresholds: compiling the ingest steps' register-break window took 8.5 s for 5 ms of
+# work (auto_explain, docs/PERFORMANCE.md). TimescaleDB's own Promscale turned it off
+# for the same reason (timescale/promscale_extension#218, timescale/timescaledb#4222).
+CONNECTION_OPTIONS = "-c jit=off"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -167,6 +174,10 @@ def database_from_url(name: str, url: str, *, sqlite_default: Path) -> dict:
         if value or key == "prepare_threshold"
     }
     options.setdefault("connect_timeout", "3")
+    # ?options= names the startup options instead (with no value: none, for a pooler
+    # that refuses the parameter).
+    if "options" not in dict(parse_qsl(parts.query, keep_blank_values=True)):
+        options["options"] = CONNECTION_OPTIONS
     # Django turns psycopg's prepared statements off; its own queries bind client-side
     # and are never prepared anyway, but the ingest insert (a server-binding cursor) is
     # then parsed and planned on every batch. Prepared, a connection plans it once.
