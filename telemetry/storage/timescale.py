@@ -230,7 +230,15 @@ class TimescalePlan(PostgresPlan):
     def _refresh_one(
         self, table: str, width: timedelta, oldest: datetime, newest: datetime
     ) -> None:
-        start, end = bucket_start(oldest, width), bucket_start(newest, width) + width
+        # Closed buckets only: a refresh moves the aggregate's watermark to the end of
+        # the window, and real-time aggregation reads raw samples only after it. Had it
+        # materialised the running quarter (or hour), every device's samples arriving in
+        # it afterwards would be invisible until the policy's next run (a demo's or a
+        # backlog's last batch ends now). The running bucket stays real-time.
+        start = bucket_start(oldest, width)
+        end = min(bucket_start(newest, width) + width, bucket_start(timezone.now(), width))
+        if start >= end:
+            return
         with self.connection.cursor() as cursor:
             cursor.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", [table, start, end])
 

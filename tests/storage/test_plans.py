@@ -312,3 +312,25 @@ def test_a_backlog_whose_aggregate_refresh_fails_stays_owed_until_a_run_can_refr
     assert not PendingBatch.objects.exists()
     assert_rollups_match(device)
     assert_rollups_match(other_device)
+
+
+@pytest.mark.parametrize("plan", [p for p in PLANS if p.id == "timescale"], indirect=True)
+def test_live_samples_right_after_a_bulk_load_ending_now_are_read_at_once(
+    plan, device, other_device
+):
+    """A bulk load (the demo's history) ending now refreshes its aggregates' window; the
+    running quarter and hour stay out of it, or every device's next samples in them
+    would sit below the watermark, unread until the policy's next run."""
+    now = timezone.now().replace(microsecond=0)
+    history = [
+        sample(now - timedelta(minutes=50) + timedelta(seconds=10 * i), energy_import_kwh=1 + i)
+        for i in range(300)
+    ]
+    columns, errors = validate_samples(history, now=now + timedelta(seconds=1))
+    assert not errors, errors[:2]
+    assert plan.insert_history(device.pk, columns) == 300
+    # The other household's first readings, a moment later, as its edge posts them.
+    live = [sample(now + timedelta(seconds=2 * i), energy_import_kwh=5 + i) for i in range(2)]
+    ingest(other_device, live)
+    assert_rollups_match(other_device)
+    assert_rollups_match(device)
