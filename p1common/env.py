@@ -168,15 +168,14 @@ def database_from_url(name: str, url: str, *, sqlite_default: Path) -> dict:
         port = parts.port
     except ValueError:
         raise ImproperlyConfigured(f"{name}: bad port in {url!r}") from None
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     options: dict[str, Any] = {
-        key: value
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if value or key == "prepare_threshold"
+        key: value for key, value in query.items() if value or key == "prepare_threshold"
     }
     options.setdefault("connect_timeout", "3")
     # ?options= names the startup options instead (with no value: none, for a pooler
     # that refuses the parameter).
-    if "options" not in dict(parse_qsl(parts.query, keep_blank_values=True)):
+    if "options" not in query:
         options["options"] = CONNECTION_OPTIONS
     # Django turns psycopg's prepared statements off; its own queries bind client-side
     # and are never prepared anyway, but the ingest insert (a server-binding cursor) is
