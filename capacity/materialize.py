@@ -195,7 +195,7 @@ def rebuild(device_pk: int) -> None:
         transaction.on_commit(lambda: series_blocks.fill_device(device_pk), robust=True)
     # The realtime answer too (its quarter and the month's peak so far): it is cached
     # until a batch or the worker's steps drop it, or for CACHE_TTL_S.
-    transaction.on_commit(lambda: forget_realtime(device[0]))
+    transaction.on_commit(lambda: forget_realtime(device_pk, device[0]))
 
 
 @dataclass

@@ -1,27 +1,45 @@
-"""The cached realtime answer: its key, how it is filled, and when it is dropped.
+"""The cached realtime answer: its key, how it is filled, refreshed and dropped.
 
-The cache holds the rendered answer (a JSON-ready dict): serving it costs no rendering.
+The cache holds the rendered answer (a JSON-ready dict: serving it costs no rendering)
+with its basis (capacity.reports.RealtimeBasis: what it read from the database besides
+the latest sample). A live batch that only appends to the running quarter gets its
+answer from that basis and its own newest sample, in its request (``refresh_after_
+receipt``): an open dashboard then never waits for a recomputation after each batch,
+which was most of what the reads cost a server with many households. Anything else that
+changes the data drops the answer (the steps, a capacity rebuild, a batch that is not a
+pure append), and the next read computes it from the database.
 
-One place for all three, so the reader (capacity.views), the token check that prefetches
-it (telemetry.auth, via ``prefetch_cache_keys``) and the ingest step that invalidates it
-cannot disagree on the key.
+Every fill and refresh is stored only if no drop of the device came since it began
+(telemetry.series_cache's per-device generation): a read that computed its answer just
+before a batch committed cannot leave that stale answer behind, nor can a refresh from a
+basis that the worker's steps changed meanwhile.
+
+One place for all of it, so the reader (capacity.views), the token check that prefetches
+it (telemetry.auth, via ``prefetch_cache_keys``) and the ingest steps cannot disagree on
+the key or the shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
 from capacity import reports
+from capacity.rules import Month
 from capacity.serializers import RealtimeSerializer
 from telemetry import series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
+
+# Part of every cached entry: a release that changes the basis' shape recomputes.
+_BASIS_VERSION = 1
 
 
 def realtime_cache_key(device_id: str) -> str:
@@ -30,13 +48,21 @@ def realtime_cache_key(device_id: str) -> str:
 
 def cached_realtime(device: Device, prefetched: dict[str, Any] | None = None) -> dict:
     """The device's realtime answer: from the cache (or what the token check already
-    fetched with it), else computed and cached for settings.CACHE_TTL_S."""
+    fetched with it), else computed and cached for settings.CACHE_TTL_S unless a batch
+    of the device was stored meanwhile."""
     key = realtime_cache_key(device.device_id)
     prefetched = prefetched or {}
-    answer = prefetched[key] if key in prefetched else cache.get(key)
-    if answer is None:
-        answer = dict(RealtimeSerializer(reports.realtime(device, timezone.now())).data)
-        cache.set(key, answer, settings.CACHE_TTL_S)
+    entry = prefetched[key] if key in prefetched else cache.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("answer"), dict):
+        return entry["answer"]
+    # Before the database: a drop after this read means the answer may miss its batch.
+    seen = series_cache.generation(device.pk)
+    realtime, basis = reports.realtime_with_basis(device)
+    answer = _rendered(realtime)
+    if seen is not None and settings.CACHE_TTL_S:
+        series_cache.store_unless_dropped(
+            device.pk, key, _entry(answer, basis), settings.CACHE_TTL_S, seen
+        )
     return answer
 
 
@@ -50,9 +76,10 @@ def with_age(answer: dict, now: datetime | None = None) -> dict:
     return {**answer, "age_s": round(age, 1)}
 
 
-def forget_realtime(device_id: str) -> None:
-    """Drop the device's cached realtime answer so the next read sees new samples."""
-    cache.delete(realtime_cache_key(device_id))
+def forget_realtime(device_pk: int, device_id: str) -> None:
+    """Drop the device's cached realtime answer so the next read sees the data as it is
+    now (and no fill that began before stores its answer)."""
+    series_cache.forget_keys(device_pk, [realtime_cache_key(device_id)])
 
 
 def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
@@ -61,3 +88,75 @@ def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
     trip (telemetry.series_cache). Before the commit a concurrent read could cache the
     old answers again."""
     series_cache.forget_after_batches(batches, also=lambda b: [realtime_cache_key(b.device_id)])
+
+
+def refresh_after_receipt(batches: Sequence[StoredBatch]) -> None:
+    """Receipt step (a batch's own request, with the worker): drop what the batch makes
+    stale, as ``forget_after_batches`` does, and where the cached answer's basis holds
+    for the batch (a pure append to the running quarter), store the batch's answer in
+    its place at once; one round trip, two for a device whose answer was cached."""
+    transaction.on_commit(lambda: _refresh(batches))
+
+
+def _refresh(batches: Sequence[StoredBatch]) -> None:
+    ttl = settings.CACHE_TTL_S
+    for batch in batches:
+        key = realtime_cache_key(batch.device_id)
+        taken, generation = series_cache.forget_taking(
+            batch.device_pk, batch.oldest, batch.newest, key
+        )
+        basis = _basis_of(taken)
+        if (
+            basis is None
+            or generation is None
+            or batch.newest_sample is None
+            or not ttl
+            or not basis.holds_for(batch.oldest, batch.newest, batch.timezone)
+        ):
+            continue
+        realtime = reports.realtime_from(batch.device_id, batch.newest_sample, basis)
+        successor = dataclasses.replace(basis, latest_ts=batch.newest)
+        series_cache.store_unless_dropped(
+            batch.device_pk, key, _entry(_rendered(realtime), successor), ttl, generation
+        )
+
+
+def _rendered(realtime: reports.Realtime) -> dict:
+    return dict(RealtimeSerializer(realtime).data)
+
+
+def _entry(answer: dict, basis: reports.RealtimeBasis | None) -> dict:
+    if basis is None:
+        return {"answer": answer, "basis": None}
+    return {
+        "answer": answer,
+        "basis": (
+            _BASIS_VERSION,
+            basis.device_timezone,
+            basis.quarter_start,
+            basis.latest_ts,
+            basis.start_register,
+            basis.import_step,
+            str(basis.month),
+            basis.peak_before_kw,
+        ),
+    }
+
+
+def _basis_of(entry: Any) -> reports.RealtimeBasis | None:
+    """The cached entry's basis; None for none, or for an entry of another release."""
+    if not isinstance(entry, dict):
+        return None
+    found = entry.get("basis")
+    if not isinstance(found, tuple) or len(found) != 8 or found[0] != _BASIS_VERSION:
+        return None
+    _, tz, quarter_start, latest_ts, start_register, import_step, month, peak = found
+    return reports.RealtimeBasis(
+        device_timezone=tz,
+        quarter_start=quarter_start,
+        latest_ts=latest_ts,
+        start_register=start_register,
+        import_step=import_step,
+        month=Month.parse(month),
+        peak_before_kw=peak,
+    )

@@ -515,38 +515,91 @@ class Realtime:
     month: MonthSoFar | None = None
 
 
+@dataclass(frozen=True)
+class RealtimeBasis:
+    """What a realtime answer reads from the database besides its latest sample.
+
+    It holds for every newer sample of the same quarter until the data under it changes:
+    a sample at or before ``latest_ts``, a register break, a quarter of the month before
+    this one. Those come only from a batch that is not a pure append, the steps and a
+    capacity rebuild, which all drop the cached answer (capacity.realtime), so a live
+    batch's answer can be made from the basis and the batch's newest sample alone.
+    """
+
+    device_timezone: str
+    quarter_start: datetime
+    latest_ts: datetime
+    # The continuous import register at the quarter's start.
+    start_register: float
+    # What the stored register breaks take from a raw import reading after latest_ts.
+    import_step: float
+    month: Month
+    peak_before_kw: float | None
+
+    def holds_for(self, oldest: datetime, newest: datetime, device_timezone: str) -> bool:
+        """Whether a batch of samples in [oldest, newest] leaves the basis as it is:
+        every sample newer than the latest one, all in the same quarter, same zone."""
+        return (
+            oldest > self.latest_ts
+            and bucket_start(newest, QUARTER) == self.quarter_start
+            and device_timezone == self.device_timezone
+        )
+
+
 def realtime(device: Device, now: datetime) -> Realtime:
     """Latest reading, the running quarter's outlook and the month's peak so far.
 
     capacity.realtime caches its rendering; the latest reading's age is added when it
     is served.
     """
+    return realtime_with_basis(device)[0]
+
+
+def realtime_with_basis(device: Device) -> tuple[Realtime, RealtimeBasis | None]:
+    """The realtime answer from the database, and its basis (None: no sample yet)."""
     tz = ZoneInfo(device.timezone)
     latest = _latest_sample(device)
     if latest is None:
-        return Realtime(device.device_id, device.timezone, None)
+        return Realtime(device.device_id, device.timezone, None), None
     ts = latest["ts"]
     quarter_start = bucket_start(ts, QUARTER)
     month = Month.of(quarter_start, tz)
     month_start, _ = month.bounds(tz)
     opening = queries.quarter_opening(device.pk, quarter_start, month_start)
-    # The running quarter is excluded from "the peak so far": it is what we project.
-    peak_so_far = rules.MonthPeak(month, opening.peak_before_kw)
     # Registers read across register segments: a meter swapped within the running
     # quarter adds no energy (telemetry.segments).
     offsets = Offsets.of_device(device.pk)
-    start_register = _register_at(quarter_start, opening, offsets)
-    latest_register = offsets.import_at(ts, latest["energy_import_kwh"])
+    basis = RealtimeBasis(
+        device_timezone=device.timezone,
+        quarter_start=quarter_start,
+        latest_ts=ts,
+        start_register=_register_at(quarter_start, opening, offsets),
+        import_step=offsets.import_step_at(ts),
+        month=month,
+        peak_before_kw=opening.peak_before_kw,
+    )
+    return realtime_from(device.device_id, latest, basis), basis
+
+
+def realtime_from(device_id: str, latest: dict[str, Any], basis: RealtimeBasis) -> Realtime:
+    """The answer for the latest sample (its _LATEST_FIELDS as stored) on a basis that
+    holds for it; no database."""
+    ts = latest["ts"]
+    # The running quarter is excluded from "the peak so far": it is what we project.
+    peak_so_far = rules.MonthPeak(basis.month, basis.peak_before_kw)
+    # As Offsets.import_at: no break lies after the basis' latest sample.
+    latest_register = latest["energy_import_kwh"] - basis.import_step
     outlook = rules.quarter_outlook(
-        energy_so_far_kwh=max(latest_register - start_register, 0.0),
-        elapsed_s=(ts - quarter_start).total_seconds(),
+        energy_so_far_kwh=max(latest_register - basis.start_register, 0.0),
+        elapsed_s=(ts - basis.quarter_start).total_seconds(),
         power_now_w=latest["power_w"],
         month_peak_kw=peak_so_far.peak_kw,
     )
+    quarter_start = basis.quarter_start
     return Realtime(
-        device.device_id,
-        device.timezone,
-        latest,
+        device_id,
+        basis.device_timezone,
+        {name: latest[name] for name in _LATEST_FIELDS},
         QuarterSoFar(
             start=quarter_start,
             end=quarter_start + QUARTER,
@@ -558,7 +611,7 @@ def realtime(device: Device, now: datetime) -> Realtime:
             energy_so_far_kwh=_round(outlook.energy_so_far_kwh, 6),
             certainly_exceeds_threshold=outlook.certainly_exceeds,
         ),
-        MonthSoFar(month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
+        MonthSoFar(basis.month, _round(peak_so_far.peak_kw), _round(peak_so_far.billed_kw)),
     )
 
 

@@ -252,11 +252,12 @@ INGEST_STEPS = [
     "peakguard.evaluate.check_after_batches",
 ]
 # With the worker: what a batch that added rows still does in its own request, after
-# its commit, so the live reading is fresh at once (without it INGEST_STEPS run there).
-# The series answers too; INGEST_STEPS drop them again after TimescaleDB refreshed an old
-# window (telemetry.series_cache).
+# its commit, so the live reading is fresh at once (without it INGEST_STEPS run there):
+# the realtime answer made from the batch where it only appends to the running quarter,
+# else dropped. The series answers it touches dropped too; INGEST_STEPS drop them again
+# after TimescaleDB refreshed an old window (telemetry.series_cache).
 INGEST_RECEIPT_STEPS = [
-    "capacity.realtime.forget_after_batches",
+    "capacity.realtime.refresh_after_receipt",
 ]
 # on: the request stores the batch and its record of INGEST_STEPS owed, and the
 # ingest-steps worker (manage.py run_ingest_steps) does them every

@@ -29,7 +29,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +41,7 @@ from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from p1common.problems import PayloadTooLarge, UnprocessableBatch
+from p1wire import SAMPLE_FIELDS, TARIFF, TIMESTAMP
 from telemetry import quarantine, segments
 from telemetry.models import Device, PendingBatch
 from telemetry.storage import StoragePlan, plan_for, timestamps
@@ -50,7 +51,9 @@ from telemetry.validation import validate_samples
 
 @dataclass(frozen=True)
 class StoredBatch:
-    """What a step learns of a batch that added rows: whose, which span, how many."""
+    """What a step learns of a batch that added rows: whose, which span, how many, and
+    in a receipt step (the batch's own request) its newest sample, every field as the
+    database hands it back (None: a step run by the worker, from the batch's record)."""
 
     device_pk: int
     device_id: str
@@ -58,6 +61,7 @@ class StoredBatch:
     oldest: datetime
     newest: datetime
     inserted: int
+    newest_sample: dict[str, Any] | None = None
 
 
 # Called with the stored batches of a chunk of devices, in device order (spans of one
@@ -125,8 +129,15 @@ def ingest_batch(
         return 0
     if settings.INGEST_STEPS_WORKER:
         ts = timestamps(columns)
+        newest = max(ts)
         batch = StoredBatch(
-            device.pk, device.device_id, device.timezone, min(ts), max(ts), inserted
+            device.pk,
+            device.device_id,
+            device.timezone,
+            min(ts),
+            newest,
+            inserted,
+            newest_sample=stored_row(columns, ts.index(newest)),
         )
         for step in receipt_steps():
             step([batch])
@@ -138,6 +149,23 @@ def ingest_batch(
             # the worker, does the work. The answer stays the truth: stored.
             logger.exception("ingest steps failed for device %s; left owed", device.device_id)
     return inserted
+
+
+def stored_row(columns: list[list[Any] | None], index: int) -> dict[str, Any]:
+    """Sample ``index`` of validated columns as the database hands it back: every
+    wire.SAMPLE_FIELDS field, numbers as the column's type, times in UTC."""
+    row: dict[str, Any] = {}
+    for (name, kind), column in zip(SAMPLE_FIELDS.items(), columns, strict=True):
+        value = None if column is None else column[index]
+        if value is None:
+            row[name] = None
+        elif kind == TIMESTAMP:
+            row[name] = value.astimezone(UTC)
+        elif kind == TARIFF:
+            row[name] = int(value)
+        else:
+            row[name] = float(value)
+    return row
 
 
 @dataclass(frozen=True)

@@ -230,8 +230,12 @@ class Offsets:
         i = bisect.bisect_right(self.starts, moment)
         return sums[i - 1] if i else 0.0
 
+    def import_step_at(self, moment: datetime) -> float:
+        """What the breaks up to ``moment`` take from a raw import reading there."""
+        return self._sum(self.import_sums, moment)
+
     def import_at(self, moment: datetime, raw: float) -> float:
-        return raw - self._sum(self.import_sums, moment)
+        return raw - self.import_step_at(moment)
 
     def export_at(self, moment: datetime, raw: float | None) -> float | None:
         return None if raw is None else raw - self._sum(self.export_sums, moment)

@@ -17,6 +17,11 @@ TimescaleDB's refresh of an old window, which a read right after the receipt may
 have seen yet, and after telemetry.series_blocks dropped the stored blocks the batch
 reaches, which an answer assembled in between may have used).
 
+The same per-device generation guards another answer of the device kept under a key of
+its own (capacity.realtime's): ``generation`` before computing it, ``store_unless_dropped``
+to keep it only if no drop came meanwhile; ``forget_keys`` and ``forget_taking`` drop it
+and move the generation on.
+
 Never older than SERIES_CACHE_TTL_S: every answer expires then whatever happens, and a
 fill that raced a drop is not stored (a per-device generation, compared in the same
 atomic Redis call that stores). Without Redis each process keeps its own answers in
@@ -53,8 +58,11 @@ _UNBOUNDED = "-"
 
 # The buckets as the JSON array the answer embeds, and the span they depend on.
 Compute = Callable[[], tuple[bytes, Dependence]]
-# A change to drop answers for: device, oldest, newest, and other keys it makes stale.
-Touched = tuple[int, datetime, datetime, Sequence[str]]
+# A change to drop answers for: device, oldest, newest (None, None: no series answer),
+# and other keys it makes stale.
+Touched = tuple[int, datetime | None, datetime | None, Sequence[str]]
+# A device's generation: Redis' counter as it stores it, or a local one.
+Generation = bytes | int
 
 
 def answer_key(device: Device, interval: str, first: datetime, last: datetime) -> str:
@@ -94,6 +102,33 @@ def forget_touched(
     return _backend().forget(device_pk, oldest, newest, also)
 
 
+def forget_keys(device_pk: int, keys: Sequence[str]) -> None:
+    """Drop the device's cache keys ``keys`` (not its series answers) and move its
+    generation on, so no fill that began before stores its answer."""
+    _backend().forget(device_pk, None, None, keys)
+
+
+def forget_taking(
+    device_pk: int, oldest: datetime, newest: datetime, key: str
+) -> tuple[Any, Generation | None]:
+    """As ``forget_touched`` with ``also=[key]``, in the same round trip, and return what
+    ``key`` held before the drop and the generation after it (None for both when the
+    cache is down): the caller may store a successor with ``store_unless_dropped``."""
+    return _backend().forget_taking(device_pk, oldest, newest, key)
+
+
+def generation(device_pk: int) -> Generation | None:
+    """The device's generation now (None: the cache is down), read before computing an
+    answer for ``store_unless_dropped``."""
+    return _backend().generation(device_pk)
+
+
+def store_unless_dropped(device_pk: int, key: str, value: Any, ttl: int, seen: Generation) -> bool:
+    """Cache ``value`` under ``key`` for ``ttl`` seconds unless a drop of the device came
+    since its generation was ``seen``; whether it was stored."""
+    return _backend().store_unless_dropped(device_pk, key, value, ttl, seen)
+
+
 def forget_after_batches(
     batches: Sequence[StoredBatch], also: Callable[[StoredBatch], Sequence[str]] = lambda b: ()
 ) -> None:
@@ -116,14 +151,19 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 # KEYS: generation, index, then keys dropped as they are. ARGV: oldest, newest
-# (microseconds), generation's lifetime.
+# (microseconds; "" for none: no series answer is dropped), generation's lifetime, and
+# "take" to return the third key's value before it is dropped. Returns the number of
+# series answers dropped, the new generation and the value taken.
 _FORGET = """
-redis.call('INCR', KEYS[1])
+local generation = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+local taken = false
+if ARGV[4] == 'take' then taken = redis.call('GET', KEYS[3]) end
 for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+local dropped = 0
+if ARGV[1] == '' then return {dropped, generation, taken} end
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
 local entries = redis.call('HGETALL', KEYS[2])
-local dropped = 0
 for i = 1, #entries, 2 do
   local first, last = string.match(entries[i + 1], '^(%S+) (%S+)$')
   if (first == '-' or newest >= tonumber(first)) and (last == '-' or oldest <= tonumber(last)) then
@@ -132,7 +172,14 @@ for i = 1, #entries, 2 do
     dropped = dropped + 1
   end
 end
-return dropped
+return {dropped, generation, taken}
+"""
+# KEYS: generation, key. ARGV: generation seen ("" for none), value, ttl.
+_STORE_UNLESS_DROPPED = """
+local now = redis.call('GET', KEYS[1]) or ''
+if now ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1
 """
 
 
@@ -141,6 +188,7 @@ class _Redis:
         self.client = client
         self.store = client.register_script(_STORE)
         self.drop = client.register_script(_FORGET)
+        self.store_key = client.register_script(_STORE_UNLESS_DROPPED)
 
     @staticmethod
     def _names(device_pk: int) -> tuple[str, str]:
@@ -170,33 +218,76 @@ class _Redis:
         return answer
 
     def forget(
-        self, device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str]
+        self,
+        device_pk: int,
+        oldest: datetime | None,
+        newest: datetime | None,
+        also: Sequence[str],
     ) -> int:
         return self.forget_many([(device_pk, oldest, newest, also)])
 
-    def forget_many(self, touched: Sequence[Touched]) -> int:
+    @staticmethod
+    def _lifetime() -> int:
         # Longer than any fill takes: a fill that saw the old generation must not find
         # the key gone (and take "none" for unchanged).
-        lifetime = max(settings.SERIES_CACHE_TTL_S, 1) * 2
+        return max(settings.SERIES_CACHE_TTL_S, settings.CACHE_TTL_S, 1) * 2
 
-        def drop(item: Touched, client: Any = None) -> Any:
-            device_pk, oldest, newest, also = item
-            generation, index = self._names(device_pk)
-            keys = [generation, index, *(cache.make_key(key) for key in also)]
-            return self.drop(keys=keys, args=[_us(oldest), _us(newest), lifetime], client=client)
+    def _drop(self, item: Touched, take: bool = False, client: Any = None) -> Any:
+        device_pk, oldest, newest, also = item
+        generation, index = self._names(device_pk)
+        keys = [generation, index, *(cache.make_key(key) for key in also)]
+        span: list[int | str] = (
+            ["", ""] if oldest is None or newest is None else [_us(oldest), _us(newest)]
+        )
+        args = [*span, self._lifetime(), "take" if take else ""]
+        return self.drop(keys=keys, args=args, client=client)
 
+    def forget_many(self, touched: Sequence[Touched]) -> int:
         try:
             if len(touched) == 1:
                 # A pipeline of scripts checks them first: a round trip more.
-                return int(drop(touched[0]))
+                return int(self._drop(touched[0])[0])
             with self.client.pipeline(transaction=False) as pipe:
                 for item in touched:
-                    drop(item, pipe)
-                return sum(int(dropped) for dropped in pipe.execute())
+                    self._drop(item, client=pipe)
+                return sum(int(result[0]) for result in pipe.execute())
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)
             return 0
+
+    def forget_taking(
+        self, device_pk: int, oldest: datetime, newest: datetime, key: str
+    ) -> tuple[Any, Generation | None]:
+        try:
+            _, generation, taken = self._drop((device_pk, oldest, newest, [key]), take=True)
+        except RedisError:
+            logger.warning("cache unreachable: cached answers not dropped", exc_info=True)
+            return None, None
+        # A missing key comes back as nil (RESP2) or false (RESP3).
+        value = cache.client.decode(taken) if isinstance(taken, bytes) else None  # type: ignore[attr-defined]  # django-redis, untyped
+        return value, str(generation).encode()
+
+    def generation(self, device_pk: int) -> Generation | None:
+        try:
+            seen = self.client.get(self._names(device_pk)[0])
+        except RedisError:
+            logger.warning("cache unreachable: answer computed without it", exc_info=True)
+            return None
+        return b"" if seen is None else bytes(seen)
+
+    def store_unless_dropped(
+        self, device_pk: int, key: str, value: Any, ttl: int, seen: Generation
+    ) -> bool:
+        encoded = cache.client.encode(value)  # type: ignore[attr-defined]  # django-redis, untyped
+        try:
+            stored = self.store_key(
+                keys=[self._names(device_pk)[0], cache.make_key(key)], args=[seen, encoded, ttl]
+            )
+        except RedisError:
+            logger.warning("cache unreachable: answer not stored", exc_info=True)
+            return False
+        return bool(stored)
 
 
 # --- local memory: one process ----------------------------------------------------------
@@ -231,23 +322,53 @@ class _Local:
         return answer
 
     def forget(
-        self, device_pk: int, oldest: datetime, newest: datetime, also: Sequence[str]
+        self,
+        device_pk: int,
+        oldest: datetime | None,
+        newest: datetime | None,
+        also: Sequence[str],
     ) -> int:
-        if also:
-            cache.delete_many(list(also))
         with self.lock:
+            # First: a fill that saw the old generation stores nothing after the drop.
             self.generations[device_pk] = self.generations.get(device_pk, 0) + 1
             touched = [
                 key
                 for key, (_, device, dependence, _) in self.entries.items()
-                if device == device_pk and dependence.touched_by(oldest, newest)
+                if device == device_pk
+                and oldest is not None
+                and newest is not None
+                and dependence.touched_by(oldest, newest)
             ]
             for key in touched:
                 del self.entries[key]
+        if also:
+            cache.delete_many(list(also))
         return len(touched)
 
     def forget_many(self, touched: Sequence[Touched]) -> int:
         return sum(self.forget(*item) for item in touched)
+
+    def forget_taking(
+        self, device_pk: int, oldest: datetime, newest: datetime, key: str
+    ) -> tuple[Any, Generation | None]:
+        # One process's memory: nothing runs between the read and the drop that matters
+        # more than it would with Redis (a fill that raced stores nothing: generation).
+        taken = cache.get(key)
+        self.forget(device_pk, oldest, newest, [key])
+        return taken, self.generation(device_pk)
+
+    def generation(self, device_pk: int) -> Generation | None:
+        with self.lock:
+            return self.generations.get(device_pk, 0)
+
+    def store_unless_dropped(
+        self, device_pk: int, key: str, value: Any, ttl: int, seen: Generation
+    ) -> bool:
+        with self.lock:
+            if self.generations.get(device_pk, 0) != seen:
+                return False
+            cache.set(key, value, ttl)
+        return True
 
     def clear(self) -> None:
         with self.lock:

@@ -63,7 +63,7 @@ def test_cached_answer_is_used_without_recomputing(client, device, read_token):
     from django.core.cache import cache
 
     canned = {"device_id": device.device_id, "latest": None, "marker": "from-cache"}
-    cache.set(realtime_cache_key(device.device_id), canned, 60)
+    cache.set(realtime_cache_key(device.device_id), {"answer": canned, "basis": None}, 60)
     body = client.get("/v1/realtime", headers=bearer(read_token)).json()
     assert body["marker"] == "from-cache"
 

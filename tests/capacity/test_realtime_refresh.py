@@ -1,0 +1,229 @@
+"""With the worker, a live batch that only appends to the running quarter leaves the
+realtime answer cached, made from the cached basis and the batch's newest sample; it is
+exactly what the database gives at that moment. Anything else drops it, and a fill that
+raced a drop stores nothing.
+
+The batches come through POST /v1/ingest as an edge sends them. The HomeWizard P1
+meter's `GET /api/v1/data` reports whole watts as JSON integers (``"active_power_w":
+-543`` in the API documentation's example, https://api-documentation.homewizard.com/
+docs/v1/measurement), which the edge passes on as they are; meters without export
+registers, phases or tariff leave those fields out (field reports, tests/edge/fixtures).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from django.core.cache import cache
+from django.utils import timezone as django_timezone
+
+from capacity import reports
+from capacity.realtime import cached_realtime, realtime_cache_key
+from capacity.serializers import RealtimeSerializer
+from telemetry import series_cache
+from telemetry.pipeline import run_owed_steps
+from telemetry.timegrid import QUARTER, bucket_start
+from tests.conftest import bearer
+from tests.samples import sample
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BRUSSELS_WINTER = timezone(timedelta(hours=1))
+
+
+@pytest.fixture
+def with_worker(settings):
+    settings.INGEST_STEPS_WORKER = True
+    settings.CACHE_TTL_S = 3600
+
+
+@pytest.fixture
+def quarter() -> datetime:
+    """The start of a closed quarter, so every sample below is in the past."""
+    return bucket_start(django_timezone.now() - timedelta(minutes=40), QUARTER)
+
+
+def readings(start: datetime, count: int = 5, register_kwh: float | None = None, **fields):
+    """The edge's live batch: ``count`` readings 2 s apart."""
+    out = []
+    for i in range(count):
+        ts = start + timedelta(seconds=2 * i)
+        reading = sample(ts, **fields)
+        if register_kwh is not None:
+            reading["energy_import_kwh"] = register_kwh + i * 0.0007
+        out.append(reading)
+    return out
+
+
+def post(client, token: str, samples: list[dict[str, Any]]) -> dict:
+    response = client.post(
+        "/v1/ingest", {"samples": samples}, content_type="application/json", headers=bearer(token)
+    )
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+class Answer(dict):
+    """An answer compared as the JSON it is sent as: 2543 and 2543.0 differ there."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and orjson.dumps(
+            self, option=orjson.OPT_SORT_KEYS
+        ) == orjson.dumps(other, option=orjson.OPT_SORT_KEYS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def cached(device) -> Answer | None:
+    entry = cache.get(realtime_cache_key(device.device_id))
+    return None if entry is None else Answer(entry["answer"])
+
+
+def from_database(device) -> Answer:
+    return Answer(RealtimeSerializer(reports.realtime(device, django_timezone.now())).data)
+
+
+def read(client, token: str) -> dict:
+    response = client.get("/v1/realtime", headers=bearer(token))
+    assert response.status_code == 200, response.content
+    body = response.json()
+    del body["age_s"]
+    return body
+
+
+@pytest.fixture
+def tokens(device):
+    from telemetry.tokens import issue_token
+
+    return issue_token(device, "ingest")[1], issue_token(device, "read")[1]
+
+
+def test_live_batches_keep_the_answer_cached_and_equal_to_the_database(
+    client, device, tokens, with_worker, quarter
+):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    assert read(client, reader) == from_database(device)  # the fill
+
+    # Whole watts as integers, the time with the meter's local offset.
+    whole = readings((quarter + timedelta(seconds=70)).astimezone(BRUSSELS_WINTER), power_w=2543)
+    post(client, ingest, whole)
+    refreshed = cached(device)
+    assert refreshed is not None, "a pure append dropped the answer instead of refreshing it"
+    assert refreshed["latest"]["power_w"] == 2543
+    assert refreshed == from_database(device)
+
+    # A single-phase meter without export registers or tariff.
+    sparse = readings(quarter + timedelta(seconds=80), power_w=310.0)
+    for reading in sparse:
+        for name in ("energy_export_kwh", "power_l2_w", "power_l3_w", "tariff"):
+            del reading[name]
+    post(client, ingest, sparse)
+    assert cached(device) == from_database(device)
+    assert read(client, reader) == from_database(device)
+
+
+def test_a_meter_swap_in_the_running_quarter_is_answered_as_the_database_does(
+    client, device, tokens, with_worker, quarter
+):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=30)))
+    read(client, reader)
+    # A new meter starting near zero: the worker has not yet stored the break, so the
+    # database's answer still counts the drop as none (max(..., 0)), and so does ours.
+    post(client, ingest, readings(quarter + timedelta(seconds=60), register_kwh=0.5))
+    assert cached(device) == from_database(device)
+
+    run_owed_steps()  # the worker's cycle stores the break and drops the answer
+    assert cached(device) is None
+    after_break = read(client, reader)
+    assert after_break == from_database(device)
+
+    post(client, ingest, readings(quarter + timedelta(seconds=90), register_kwh=0.52))
+    refreshed = cached(device)
+    assert refreshed == from_database(device)
+    assert refreshed["quarter"]["energy_so_far_kwh"] > after_break["quarter"]["energy_so_far_kwh"]
+
+
+@pytest.mark.parametrize(
+    ("what", "offset_s"),
+    [
+        ("an older batch delivered late", 10),  # before the cached latest sample
+        ("a batch crossing into the next quarter", 15 * 60 - 4),
+        ("a batch in a later quarter", 20 * 60),
+    ],
+)
+def test_a_batch_that_is_not_a_pure_append_drops_the_answer(
+    client, device, tokens, with_worker, quarter, what, offset_s
+):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    read(client, reader)
+    post(client, ingest, readings(quarter + timedelta(seconds=offset_s)))
+    assert cached(device) is None, what
+    assert read(client, reader) == from_database(device)
+
+
+def test_a_retried_batch_leaves_the_refreshed_answer(client, device, tokens, with_worker, quarter):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    read(client, reader)
+    batch = readings(quarter + timedelta(seconds=70))
+    post(client, ingest, batch)
+    answer = cached(device)
+    assert post(client, ingest, batch)["duplicates"] == len(batch)
+    assert cached(device) == answer == from_database(device)
+
+
+def test_a_fill_that_raced_a_batch_stores_nothing(device, with_worker, quarter):
+    from telemetry.pipeline import ingest_batch
+    from telemetry.validation import validate_samples
+
+    def store(samples):
+        columns, errors = validate_samples(samples, now=django_timezone.now())
+        assert not errors
+        ingest_batch(device, columns)
+
+    store(readings(quarter + timedelta(seconds=60)))
+    key = realtime_cache_key(device.device_id)
+    seen = series_cache.generation(device.pk)
+    stale = from_database(device)
+    store(readings(quarter + timedelta(seconds=70)))  # committed and dropped meanwhile
+    assert not series_cache.store_unless_dropped(device.pk, key, {"answer": stale}, 60, seen)
+    assert cache.get(key) is None
+    assert cached_realtime(device) == from_database(device)  # filled, not from the race
+    assert cached(device) is not None
+
+
+def test_answers_of_the_previous_shape_are_recomputed(client, device, tokens, with_worker, quarter):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    cache.set(realtime_cache_key(device.device_id), {"device_id": device.device_id}, 60)
+    assert read(client, reader) == from_database(device)
+    post(client, ingest, readings(quarter + timedelta(seconds=70)))
+    assert cached(device) == from_database(device)
+
+
+def test_the_latest_reading_is_stored_as_the_database_hands_it_back(device):
+    """The receipt's newest sample and the database's row agree field by field."""
+    from p1wire import SAMPLE_FIELDS
+    from telemetry.models import Sample
+    from telemetry.pipeline import stored_row
+    from telemetry.storage import plan_for
+    from telemetry.validation import validate_samples
+
+    moment = datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=BRUSSELS_WINTER)
+    reading = sample(moment, power_w=-543, tariff=2, energy_import_t2_kwh=4000)
+    columns, errors = validate_samples([reading], now=datetime(2026, 3, 2, tzinfo=UTC))
+    assert not errors
+    plan_for().insert_batch(device.pk, columns)
+    stored = Sample.objects.filter(device=device).values(*SAMPLE_FIELDS).get()
+    row = stored_row(columns, 0)
+    assert row == stored
+    assert {name: type(value) for name, value in row.items()} == {
+        name: type(value) for name, value in stored.items()
+    }
+    assert row["ts"].utcoffset() == stored["ts"].utcoffset()
