@@ -8,6 +8,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -40,11 +41,14 @@ from telemetry.access import ReadViewSet
 from telemetry.auth import HasIngestScope
 from telemetry.models import Device, DeviceToken
 from telemetry.openapi import DEVICE_ID_PARAM
+from telemetry.renderers import AnswerJSONRenderer
 from telemetry.views import decode_batch
 
 
 class RealtimeViewSet(ReadViewSet):
     """Latest reading, the running quarter against this month's peak, and headroom."""
+
+    renderer_classes = [AnswerJSONRenderer, BrowsableAPIRenderer]
 
     @staticmethod
     def prefetch_cache_keys(device: Device) -> list[str]:

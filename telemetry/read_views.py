@@ -16,7 +16,7 @@ from p1common.replica import replica_configured, replica_reads
 from telemetry import series_blocks
 from telemetry.access import ReadViewSet, visible_devices
 from telemetry.openapi import DEVICE_ID_PARAM
-from telemetry.renderers import SeriesJSONRenderer
+from telemetry.renderers import AnswerJSONRenderer
 from telemetry.serializers import DeviceListSerializer, SeriesQuery, SeriesSerializer
 from telemetry.series import (
     Dependence,
@@ -45,7 +45,7 @@ class DeviceViewSet(ReadViewSet):
 class SeriesViewSet(ReadViewSet):
     """Buckets of import/export energy and power statistics over a range."""
 
-    renderer_classes = [SeriesJSONRenderer, BrowsableAPIRenderer]
+    renderer_classes = [AnswerJSONRenderer, BrowsableAPIRenderer]
 
     @extend_schema(
         operation_id="series",
@@ -90,6 +90,6 @@ class SeriesViewSet(ReadViewSet):
         }
         data = SeriesSerializer(answer).data
         # The buckets' JSON as cached: embedded as it is where orjson renders the answer.
-        fast = isinstance(request.accepted_renderer, SeriesJSONRenderer)
+        fast = isinstance(request.accepted_renderer, AnswerJSONRenderer)
         data["buckets"] = orjson.Fragment(buckets) if fast else orjson.loads(buckets)
         return Response(data)

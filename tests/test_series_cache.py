@@ -241,11 +241,11 @@ def test_the_series_json_is_what_drfs_renderer_writes_and_the_browsable_api_stil
 ):
     from rest_framework.renderers import JSONRenderer
 
-    from telemetry.renderers import SeriesJSONRenderer
+    from telemetry.renderers import AnswerJSONRenderer
 
     answer = ask("1h", "2026-03-01", "2026-03-12")  # cached, then rendered from the cache
     assert ask("1h", "2026-03-01", "2026-03-12")["buckets"] == answer["buckets"]
-    assert SeriesJSONRenderer().render(answer) == JSONRenderer().render(answer)
+    assert AnswerJSONRenderer().render(answer) == JSONRenderer().render(answer)
     token = issue_token(device, "read")[1]
     page = client.get(
         "/v1/series",

@@ -227,3 +227,12 @@ def test_the_latest_reading_is_stored_as_the_database_hands_it_back(device):
         name: type(value) for name, value in stored.items()
     }
     assert row["ts"].utcoffset() == stored["ts"].utcoffset()
+
+
+def test_the_realtime_answer_is_written_as_drf_writes_it(client, device, tokens, quarter):
+    from rest_framework.renderers import JSONRenderer
+
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60), power_w=2543))
+    response = client.get("/v1/realtime", headers=bearer(reader))
+    assert response.content == JSONRenderer().render(response.json())
