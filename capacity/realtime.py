@@ -37,13 +37,27 @@ from capacity.serializers import RealtimeSerializer
 from telemetry import series_cache
 from telemetry.models import Device
 from telemetry.pipeline import StoredBatch
+from telemetry.timegrid import QUARTER
 
 # Part of every cached entry: a release that changes the basis' shape recomputes.
-_BASIS_VERSION = 1
+_BASIS_VERSION = 2
 
 
 def realtime_cache_key(device_id: str) -> str:
     return f"realtime:{device_id}"
+
+
+def _guard_key(device_id: str) -> str:
+    """Beside the answer: the span of samples the steps may do without touching it
+    (after the quarter's first sample, before its end, none newer than its latest)."""
+    return f"realtime-guard:{device_id}"
+
+
+def _guard(device_id: str, basis: reports.RealtimeBasis | None) -> tuple[str, str] | None:
+    if basis is None:
+        return None
+    end = basis.quarter_start + QUARTER
+    return _guard_key(device_id), series_cache.span_guard(basis.opening_ts, end, basis.latest_ts)
 
 
 def cached_realtime(device: Device, prefetched: dict[str, Any] | None = None) -> dict:
@@ -61,7 +75,12 @@ def cached_realtime(device: Device, prefetched: dict[str, Any] | None = None) ->
     answer = _rendered(realtime)
     if seen is not None and settings.CACHE_TTL_S:
         series_cache.store_unless_dropped(
-            device.pk, key, _entry(answer, basis), settings.CACHE_TTL_S, seen
+            device.pk,
+            key,
+            _entry(answer, basis),
+            settings.CACHE_TTL_S,
+            seen,
+            _guard(device.device_id, basis),
         )
     return answer
 
@@ -79,15 +98,32 @@ def with_age(answer: dict, now: datetime | None = None) -> dict:
 def forget_realtime(device_pk: int, device_id: str) -> None:
     """Drop the device's cached realtime answer so the next read sees the data as it is
     now (and no fill that began before stores its answer)."""
-    series_cache.forget_keys(device_pk, [realtime_cache_key(device_id)])
+    series_cache.forget_keys(device_pk, [realtime_cache_key(device_id), _guard_key(device_id)])
 
 
 def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
-    """Ingest step: once the batches are committed, their devices' cached answers are
-    stale, and so are the cached series answers they touch: all dropped in one round
-    trip (telemetry.series_cache). Before the commit a concurrent read could cache the
-    old answers again."""
-    series_cache.forget_after_batches(batches, also=lambda b: [realtime_cache_key(b.device_id)])
+    """Ingest step: once the batches are committed, the cached series answers they touch
+    are stale, and so are their devices' realtime answers unless the steps left the
+    answer as it was: no register break of the device changed and its spans lie after
+    the quarter's first sample, before its end and not after the answer's latest sample
+    (then the capacity quarters before it, the samples around its start, the breaks and
+    the latest sample are what it read; without the worker the batch's own steps come
+    here with samples newer than the answer, which drops it). All
+    dropped in one round trip (telemetry.series_cache), after the commit: before it a
+    concurrent read could cache the old answers again."""
+    series_cache.forget_after_batches(batches, also=_dropped, guarded=_guarded)
+
+
+def _keys(batch: StoredBatch) -> tuple[str, str]:
+    return realtime_cache_key(batch.device_id), _guard_key(batch.device_id)
+
+
+def _dropped(batch: StoredBatch) -> Sequence[str]:
+    return _keys(batch) if batch.breaks_changed else ()
+
+
+def _guarded(batch: StoredBatch) -> tuple[str, str] | None:
+    return None if batch.breaks_changed else _keys(batch)
 
 
 def refresh_after_receipt(batches: Sequence[StoredBatch]) -> None:
@@ -103,7 +139,7 @@ def _refresh(batches: Sequence[StoredBatch]) -> None:
     for batch in batches:
         key = realtime_cache_key(batch.device_id)
         taken, generation = series_cache.forget_taking(
-            batch.device_pk, batch.oldest, batch.newest, key
+            batch.device_pk, batch.oldest, batch.newest, key, also=[_guard_key(batch.device_id)]
         )
         basis = _basis_of(taken)
         if (
@@ -117,7 +153,12 @@ def _refresh(batches: Sequence[StoredBatch]) -> None:
         realtime = reports.realtime_from(batch.device_id, batch.newest_sample, basis)
         successor = dataclasses.replace(basis, latest_ts=batch.newest)
         series_cache.store_unless_dropped(
-            batch.device_pk, key, _entry(_rendered(realtime), successor), ttl, generation
+            batch.device_pk,
+            key,
+            _entry(_rendered(realtime), successor),
+            ttl,
+            generation,
+            _guard(batch.device_id, successor),
         )
 
 
@@ -134,6 +175,7 @@ def _entry(answer: dict, basis: reports.RealtimeBasis | None) -> dict:
             _BASIS_VERSION,
             basis.device_timezone,
             basis.quarter_start,
+            basis.opening_ts,
             basis.latest_ts,
             basis.start_register,
             basis.import_step,
@@ -148,12 +190,13 @@ def _basis_of(entry: Any) -> reports.RealtimeBasis | None:
     if not isinstance(entry, dict):
         return None
     found = entry.get("basis")
-    if not isinstance(found, tuple) or len(found) != 8 or found[0] != _BASIS_VERSION:
+    if not isinstance(found, tuple) or len(found) != 9 or found[0] != _BASIS_VERSION:
         return None
-    _, tz, quarter_start, latest_ts, start_register, import_step, month, peak = found
+    _, tz, quarter_start, opening_ts, latest_ts, start_register, import_step, month, peak = found
     return reports.RealtimeBasis(
         device_timezone=tz,
         quarter_start=quarter_start,
+        opening_ts=opening_ts,
         latest_ts=latest_ts,
         start_register=start_register,
         import_step=import_step,

@@ -521,13 +521,16 @@ class RealtimeBasis:
 
     It holds for every newer sample of the same quarter until the data under it changes:
     a sample at or before ``latest_ts``, a register break, a quarter of the month before
-    this one. Those come only from a batch that is not a pure append, the steps and a
-    capacity rebuild, which all drop the cached answer (capacity.realtime), so a live
-    batch's answer can be made from the basis and the batch's newest sample alone.
+    this one. Those come only from a batch that is not a pure append, the steps over a
+    span that reaches ``opening_ts`` or writes a break, and a capacity rebuild, which all
+    drop the cached answer (capacity.realtime), so a live batch's answer can be made
+    from the basis and the batch's newest sample alone.
     """
 
     device_timezone: str
     quarter_start: datetime
+    # The quarter's first sample, from which its start's register is interpolated.
+    opening_ts: datetime
     latest_ts: datetime
     # The continuous import register at the quarter's start.
     start_register: float
@@ -572,6 +575,7 @@ def realtime_with_basis(device: Device) -> tuple[Realtime, RealtimeBasis | None]
     basis = RealtimeBasis(
         device_timezone=device.timezone,
         quarter_start=quarter_start,
+        opening_ts=opening.after[0] if opening.after is not None else ts,
         latest_ts=ts,
         start_register=_register_at(quarter_start, opening, offsets),
         import_step=offsets.import_step_at(ts),

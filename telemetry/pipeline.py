@@ -28,7 +28,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,8 @@ class StoredBatch:
     newest: datetime
     inserted: int
     newest_sample: dict[str, Any] | None = None
+    # In INGEST_STEPS: whether the device's register breaks changed in this commit.
+    breaks_changed: bool = True
 
 
 # Called with the stored batches of a chunk of devices, in device order (spans of one
@@ -299,7 +301,8 @@ def _commit_steps(group: list[_Owed], devices: dict[int, Device]) -> None:
         for span in item.spans  # its records went with it
     ]
     with transaction.atomic():
-        segments.refresh_breaks_over([(b.device_pk, b.oldest, b.newest) for b in batches])
+        changed = segments.refresh_breaks_over([(b.device_pk, b.oldest, b.newest) for b in batches])
+        batches = [replace(b, breaks_changed=b.device_pk in changed) for b in batches]
         if batches:
             for step in steps():
                 step(batches)

@@ -131,12 +131,13 @@ def refresh_breaks(device_pk: int, oldest: datetime, newest: datetime) -> None:
     refresh_breaks_over([(device_pk, oldest, newest)])
 
 
-def refresh_breaks_over(spans: Sequence[tuple[int, datetime, datetime]]) -> None:
+def refresh_breaks_over(spans: Sequence[tuple[int, datetime, datetime]]) -> set[int]:
     """``refresh_breaks`` for every (device, oldest, newest) span at once: one statement
     for all of them, and writes only where the breaks changed (rare: a meter swap, or a
-    backlog landing beside one). Spans of one device may overlap."""
+    backlog landing beside one). Spans of one device may overlap. Returns the devices
+    whose breaks changed."""
     if not spans:
-        return
+        return set()
     plan = plan_for()
     rows = [(idx, device, oldest, newest) for idx, (device, oldest, newest) in enumerate(spans)]
     with transaction.atomic(savepoint=False), plan.prepared_cursor() as cursor:
@@ -145,7 +146,7 @@ def refresh_breaks_over(spans: Sequence[tuple[int, datetime, datetime]]) -> None
         cursor.execute(_window_sql(), {"spans": plan.rows_param(rows)})
         found = cursor.fetchall()
         if not found:
-            return
+            return set()
         # Values go back as the database gave them: no conversion can make them differ.
         # A pair lies in every window holding its later sample, so overlapping windows
         # agree on it.
@@ -161,6 +162,7 @@ def refresh_breaks_over(spans: Sequence[tuple[int, datetime, datetime]]) -> None
             cursor.executemany(_DELETE, stale)
         if changed:
             cursor.executemany(_UPSERT, changed)
+    return {device for device, _ in stale} | {row[0] for row in changed}
 
 
 def rebuild_breaks(device_pk: int) -> None:

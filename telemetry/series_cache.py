@@ -58,9 +58,12 @@ _UNBOUNDED = "-"
 
 # The buckets as the JSON array the answer embeds, and the span they depend on.
 Compute = Callable[[], tuple[bytes, Dependence]]
+# A key dropped only when a change leaves its guard (see ``span_guard``): the key, and
+# the guard's own key.
+Guarded = tuple[str, str]
 # A change to drop answers for: device, oldest, newest (None, None: no series answer),
-# and other keys it makes stale.
-Touched = tuple[int, datetime | None, datetime | None, Sequence[str]]
+# other keys it makes stale, and a guarded key.
+Touched = tuple[int, datetime | None, datetime | None, Sequence[str], Guarded | None]
 # A device's generation: Redis' counter as it stores it, or a local one.
 Generation = bytes | int
 
@@ -108,13 +111,27 @@ def forget_keys(device_pk: int, keys: Sequence[str]) -> None:
     _backend().forget(device_pk, None, None, keys)
 
 
+def span_guard(after: datetime, before: datetime, covered: datetime) -> str:
+    """A guard that keeps its key through a drop whose span lies strictly after
+    ``after`` and before ``before`` and ends at or before ``covered`` (what the kept
+    value already took in; ``store_unless_dropped``'s ``guard``)."""
+    return f"{_us(after)} {_us(before)} {_us(covered)}"
+
+
+def _guard_holds(guard: str, oldest: datetime | None, newest: datetime | None) -> bool:
+    if oldest is None or newest is None:
+        return False
+    after, before, covered = (int(part) for part in guard.split())
+    return _us(oldest) > after and _us(newest) < before and _us(newest) <= covered
+
+
 def forget_taking(
-    device_pk: int, oldest: datetime, newest: datetime, key: str
+    device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str] = ()
 ) -> tuple[Any, Generation | None]:
-    """As ``forget_touched`` with ``also=[key]``, in the same round trip, and return what
-    ``key`` held before the drop and the generation after it (None for both when the
-    cache is down): the caller may store a successor with ``store_unless_dropped``."""
-    return _backend().forget_taking(device_pk, oldest, newest, key)
+    """As ``forget_touched`` with ``also=[key, *also]``, in the same round trip, and return
+    what ``key`` held before the drop and the generation after it (None for both when
+    the cache is down): the caller may store a successor with ``store_unless_dropped``."""
+    return _backend().forget_taking(device_pk, oldest, newest, key, also)
 
 
 def generation(device_pk: int) -> Generation | None:
@@ -123,19 +140,32 @@ def generation(device_pk: int) -> Generation | None:
     return _backend().generation(device_pk)
 
 
-def store_unless_dropped(device_pk: int, key: str, value: Any, ttl: int, seen: Generation) -> bool:
+def store_unless_dropped(
+    device_pk: int,
+    key: str,
+    value: Any,
+    ttl: int,
+    seen: Generation,
+    guard: tuple[str, str] | None = None,
+) -> bool:
     """Cache ``value`` under ``key`` for ``ttl`` seconds unless a drop of the device came
-    since its generation was ``seen``; whether it was stored."""
-    return _backend().store_unless_dropped(device_pk, key, value, ttl, seen)
+    since its generation was ``seen``; whether it was stored. ``guard``: (its key, a
+    ``span_guard``) stored with it, for drops that name the key guarded."""
+    return _backend().store_unless_dropped(device_pk, key, value, ttl, seen, guard)
 
 
 def forget_after_batches(
-    batches: Sequence[StoredBatch], also: Callable[[StoredBatch], Sequence[str]] = lambda b: ()
+    batches: Sequence[StoredBatch],
+    also: Callable[[StoredBatch], Sequence[str]] = lambda b: (),
+    guarded: Callable[[StoredBatch], Guarded | None] = lambda b: None,
 ) -> None:
     """Ingest step: once the batches are committed, the answers they touch are stale
-    (and each batch's keys ``also``), dropped in one round trip. Before the commit a
-    concurrent read could store the old answer again."""
-    touched = [(b.device_pk, b.oldest, b.newest, also(b)) for b in batches]
+    (and each batch's keys ``also``, and its ``guarded`` key unless the batch lies within
+    the guard), dropped in one round trip. Before the commit a concurrent read could
+    store the old answer again."""
+    touched: list[Touched] = [
+        (b.device_pk, b.oldest, b.newest, also(b), guarded(b)) for b in batches
+    ]
     transaction.on_commit(lambda: _backend().forget_many(touched))
 
 
@@ -152,14 +182,28 @@ return 1
 """
 # KEYS: generation, index, then keys dropped as they are. ARGV: oldest, newest
 # (microseconds; "" for none: no series answer is dropped), generation's lifetime, and
-# "take" to return the third key's value before it is dropped. Returns the number of
-# series answers dropped, the new generation and the value taken.
+# "take" to return the third key's value before it is dropped, or "guarded" when the
+# third key is kept if the span lies within the guard held by the fourth ("after before
+# covered", microseconds: see span_guard). Returns the number of series answers dropped, the new
+# generation and the value taken.
 _FORGET = """
 local generation = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local taken = false
+local first = 3
 if ARGV[4] == 'take' then taken = redis.call('GET', KEYS[3]) end
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+if ARGV[4] == 'guarded' then
+  first = 5
+  local guard = redis.call('GET', KEYS[4])
+  local keep = false
+  if guard and ARGV[1] ~= '' then
+    local after, before, covered = string.match(guard, '^(%S+) (%S+) (%S+)$')
+    local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
+    keep = oldest > tonumber(after) and newest < tonumber(before) and newest <= tonumber(covered)
+  end
+  if not keep then redis.call('DEL', KEYS[3], KEYS[4]) end
+end
+for i = first, #KEYS do redis.call('DEL', KEYS[i]) end
 local dropped = 0
 if ARGV[1] == '' then return {dropped, generation, taken} end
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -174,11 +218,13 @@ for i = 1, #entries, 2 do
 end
 return {dropped, generation, taken}
 """
-# KEYS: generation, key. ARGV: generation seen ("" for none), value, ttl.
+# KEYS: generation, key, and a guard's key. ARGV: generation seen ("" for none), value,
+# ttl, and the guard.
 _STORE_UNLESS_DROPPED = """
 local now = redis.call('GET', KEYS[1]) or ''
 if now ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 return 1
 """
 
@@ -224,7 +270,7 @@ class _Redis:
         newest: datetime | None,
         also: Sequence[str],
     ) -> int:
-        return self.forget_many([(device_pk, oldest, newest, also)])
+        return self.forget_many([(device_pk, oldest, newest, also, None)])
 
     @staticmethod
     def _lifetime() -> int:
@@ -233,13 +279,16 @@ class _Redis:
         return max(settings.SERIES_CACHE_TTL_S, settings.CACHE_TTL_S, 1) * 2
 
     def _drop(self, item: Touched, take: bool = False, client: Any = None) -> Any:
-        device_pk, oldest, newest, also = item
+        device_pk, oldest, newest, also, guarded = item
         generation, index = self._names(device_pk)
+        mode = "take" if take else ""
+        if guarded is not None:
+            also, mode = [*guarded, *also], "guarded"
         keys = [generation, index, *(cache.make_key(key) for key in also)]
         span: list[int | str] = (
             ["", ""] if oldest is None or newest is None else [_us(oldest), _us(newest)]
         )
-        args = [*span, self._lifetime(), "take" if take else ""]
+        args = [*span, self._lifetime(), mode]
         return self.drop(keys=keys, args=args, client=client)
 
     def forget_many(self, touched: Sequence[Touched]) -> int:
@@ -257,10 +306,12 @@ class _Redis:
             return 0
 
     def forget_taking(
-        self, device_pk: int, oldest: datetime, newest: datetime, key: str
+        self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]
     ) -> tuple[Any, Generation | None]:
         try:
-            _, generation, taken = self._drop((device_pk, oldest, newest, [key]), take=True)
+            _, generation, taken = self._drop(
+                (device_pk, oldest, newest, [key, *also], None), take=True
+            )
         except RedisError:
             logger.warning("cache unreachable: cached answers not dropped", exc_info=True)
             return None, None
@@ -277,13 +328,22 @@ class _Redis:
         return b"" if seen is None else bytes(seen)
 
     def store_unless_dropped(
-        self, device_pk: int, key: str, value: Any, ttl: int, seen: Generation
+        self,
+        device_pk: int,
+        key: str,
+        value: Any,
+        ttl: int,
+        seen: Generation,
+        guard: tuple[str, str] | None,
     ) -> bool:
         encoded = cache.client.encode(value)  # type: ignore[attr-defined]  # django-redis, untyped
+        keys = [self._names(device_pk)[0], cache.make_key(key)]
+        args = [seen, encoded, ttl]
+        if guard is not None:
+            keys.append(cache.make_key(guard[0]))
+            args.append(guard[1])
         try:
-            stored = self.store_key(
-                keys=[self._names(device_pk)[0], cache.make_key(key)], args=[seen, encoded, ttl]
-            )
+            stored = self.store_key(keys=keys, args=args)
         except RedisError:
             logger.warning("cache unreachable: answer not stored", exc_info=True)
             return False
@@ -299,6 +359,8 @@ class _Local:
         # key -> (expires at, device, dependence, answer), oldest first.
         self.entries: OrderedDict[str, tuple[float, int, Dependence, bytes]] = OrderedDict()
         self.generations: dict[int, int] = {}
+        # A guard's key -> its span_guard.
+        self.guards: dict[str, str] = {}
 
     def fetch(self, device_pk: int, key: str, compute: Compute) -> bytes:
         now = time.monotonic()
@@ -327,7 +389,16 @@ class _Local:
         oldest: datetime | None,
         newest: datetime | None,
         also: Sequence[str],
+        guarded: Guarded | None = None,
     ) -> int:
+        if guarded is not None:
+            key, guard_key = guarded
+            with self.lock:
+                guard = self.guards.get(guard_key)
+            if guard is None or not _guard_holds(guard, oldest, newest):
+                with self.lock:
+                    self.guards.pop(guard_key, None)
+                also = [key, *also]
         with self.lock:
             # First: a fill that saw the old generation stores nothing after the drop.
             self.generations[device_pk] = self.generations.get(device_pk, 0) + 1
@@ -342,6 +413,9 @@ class _Local:
             for key in touched:
                 del self.entries[key]
         if also:
+            with self.lock:
+                for key in also:
+                    self.guards.pop(key, None)
             cache.delete_many(list(also))
         return len(touched)
 
@@ -349,12 +423,12 @@ class _Local:
         return sum(self.forget(*item) for item in touched)
 
     def forget_taking(
-        self, device_pk: int, oldest: datetime, newest: datetime, key: str
+        self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]
     ) -> tuple[Any, Generation | None]:
         # One process's memory: nothing runs between the read and the drop that matters
         # more than it would with Redis (a fill that raced stores nothing: generation).
         taken = cache.get(key)
-        self.forget(device_pk, oldest, newest, [key])
+        self.forget(device_pk, oldest, newest, [key, *also])
         return taken, self.generation(device_pk)
 
     def generation(self, device_pk: int) -> Generation | None:
@@ -362,12 +436,20 @@ class _Local:
             return self.generations.get(device_pk, 0)
 
     def store_unless_dropped(
-        self, device_pk: int, key: str, value: Any, ttl: int, seen: Generation
+        self,
+        device_pk: int,
+        key: str,
+        value: Any,
+        ttl: int,
+        seen: Generation,
+        guard: tuple[str, str] | None,
     ) -> bool:
         with self.lock:
             if self.generations.get(device_pk, 0) != seen:
                 return False
             cache.set(key, value, ttl)
+            if guard is not None:
+                self.guards[guard[0]] = guard[1]
         return True
 
     def clear(self) -> None:

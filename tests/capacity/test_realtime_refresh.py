@@ -236,3 +236,36 @@ def test_the_realtime_answer_is_written_as_drf_writes_it(client, device, tokens,
     post(client, ingest, readings(quarter + timedelta(seconds=60), power_w=2543))
     response = client.get("/v1/realtime", headers=bearer(reader))
     assert response.content == JSONRenderer().render(response.json())
+
+
+def test_the_workers_cycle_keeps_an_answer_its_steps_leave_as_it_was(
+    client, device, tokens, with_worker, quarter
+):
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    run_owed_steps()
+    read(client, reader)
+    post(client, ingest, readings(quarter + timedelta(seconds=70)))
+    post(client, ingest, readings(quarter + timedelta(seconds=80)))
+    run_owed_steps()  # the spans lie after the quarter's first sample: nothing it read
+    kept = cached(device)
+    assert kept is not None, "the worker dropped an answer its steps did not change"
+    assert kept == from_database(device)
+
+
+def test_the_workers_cycle_drops_the_answer_when_it_closes_the_quarter_before(
+    client, device, tokens, with_worker, quarter
+):
+    """The first read of a quarter finds the one before as the worker last left it: its
+    cycle then completes that quarter, and the answer must follow."""
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60), register_kwh=100.0))
+    run_owed_steps()
+    # Two kWh in the rest of the quarter: its power changes once the worker sees its end.
+    post(client, ingest, readings(quarter + QUARTER - timedelta(seconds=4), register_kwh=102.0))
+    early = read(client, reader)
+    run_owed_steps()
+    assert cached(device) is None
+    after = read(client, reader)
+    assert after == from_database(device)
+    assert after["month"]["peak_so_far_kw"] != early["month"]["peak_so_far_kw"]
