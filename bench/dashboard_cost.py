@@ -14,7 +14,8 @@ CPU seconds are counted: this process's and its PostgreSQL backend's (/proc). Tw
 alternating in every round:
 - refresh (as deployed): a batch that appends to the running quarter leaves the answer
   cached, made from the cached basis and the batch (capacity.realtime);
-- drop (before): every batch drops the answer, and the next read recomputes it.
+- drop (the receipt step before): every batch drops the answer, and the next read
+  recomputes it. The worker's step is the same in both ways.
 Prints CPU ms per simulated second and per live batch (its reads included), how many
 reads found no cached answer, and the ratio drop / refresh.
 """
