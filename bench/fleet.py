@@ -15,8 +15,9 @@
    next request (up to the pacing interval): in service Caddy sends gunicorn whole
    requests only, so that measures an idle client, not the server.
 3. A warm-up checks every household's token --warm-passes times (refused reads), as a
-   server that has run for a while has them cached, then each round measures, one
-   after the other:
+   server that has run for a while has them cached, posts a batch for households for a
+   few seconds and reads the dashboards' answers once (closed loop, 10 s), then each
+   round measures, one after the other:
    - the floor: wrk, closed loop, GET of the bare view (DRF, one Redis key);
    - the fleet: wrk (bench/fleet.lua) posting each household's live batch in the edge's
      default shape (five 2-second readings with every field the meter reports), closed
@@ -315,14 +316,20 @@ def floor_run(url: str, seconds: int) -> tuple[float, int]:
     return rate, int(re.search(r"(\d+) requests in", out).group(1))
 
 
+def readers_file(households: Path, readers: int) -> Path:
+    """The first ``readers`` households, the ones with an open dashboard."""
+    reader_file = households.with_name("readers.txt")
+    lines = households.read_text().splitlines()[:readers]
+    reader_file.write_text("\n".join(lines) + "\n")
+    return reader_file
+
+
 def run_fleet(
     base: str, households: Path, template: Path, args: argparse.Namespace, readers: int
 ) -> tuple[WrkResult, WrkResult | None]:
     """The ingest wrk and, beside it, the dashboards' wrk, over the same seconds."""
     reads: list[WrkResult] = []
-    reader_file = households.with_name("readers.txt")
-    lines = households.read_text().splitlines()[:readers]
-    reader_file.write_text("\n".join(lines) + "\n")
+    reader_file = readers_file(households, readers)
 
     def read_load() -> None:
         rate = readers / LIVE_REFRESH_S
@@ -456,6 +463,11 @@ def main() -> None:
                 checks += wrk(base, ["warm", str(households), str(template), "0"], 16, 10).answered
             print(f"warm-up: {checks / args.households:.1f} token checks per household")
             wrk(base, ["ingest", str(households), str(template), "0"], args.connections, 5)
+            if readers:
+                # An open dashboard has read its answer before: round 1 measures the
+                # reads a dashboard makes in service, not every answer's first one.
+                reader_file = readers_file(households, readers)
+                wrk(base, ["read", str(reader_file), str(template), "0"], READ_CONNECTIONS, 10)
             for _ in range(args.rounds):
                 idle = ProcessTimes.of(server.process.pid, None, None)
                 floor, answered = floor_run(f"{base}/bench/redis-key", args.seconds)

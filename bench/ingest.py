@@ -5,7 +5,9 @@
 1. A fresh PostgreSQL database is migrated; a device and an ingest token are created.
 2. Baseline: the same rows go straight into telemetry_sample with
    INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING from 2 psycopg connections.
-3. End to end: gunicorn (2 workers, with Redis as deployed) serves POST /v1/ingest,
+3. End to end: gunicorn (2 sync workers against the raw insert's 2 connections, or
+   ``--workers 0``: deploy/gunicorn.conf.py's own count, 2 x CPU + 1; with Redis as
+   deployed) serves POST /v1/ingest,
    which also keeps the rollups and capacity tables current; 4 client threads post
    batches of 1000 samples with every optional field, bodies encoded beforehand so the
    client's own JSON work is not measured.
@@ -50,6 +52,7 @@ LIVE_DEVICES = 48
 LIVE_SPAN_S = 85 * 60
 WORKER_INTERVAL_S = 0.5
 DRAIN_TIMEOUT_S = 600
+CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +63,9 @@ def parse_args() -> argparse.Namespace:
         "--live", action="store_true", help=f"recent samples of {LIVE_DEVICES} devices"
     )
     parser.add_argument("--steps", choices=("worker", "inline"), default="worker")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="gunicorn sync workers (0: as deployed)"
+    )
     parser.add_argument(
         "--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
     )
@@ -202,7 +208,11 @@ def main() -> None:
     http_rates: list[float] = []
     worker = start_steps_worker(WORKER_INTERVAL_S) if args.steps == "worker" else None
     try:
-        with run_server(workers=2, threads=1) as server:
+        if args.workers:
+            serving = run_server(workers=args.workers, threads=1)
+        else:
+            serving = run_server(workers=None, threads=None, config=CONFIG)
+        with serving as server:
             run_http(server.url, tokens, warmup, worker)
             empty_table()
             for _ in range(args.rounds):
@@ -221,8 +231,9 @@ def main() -> None:
     print(f"rows per phase: {rows} in batches of {BATCH} ({kind})")
     print(f"raw baseline ({RAW_CONNECTIONS} connections, unnest): " + _rates(raw_rates))
     steps = "the ingest-steps worker" if args.steps == "worker" else "each request"
+    workers = args.workers or "as deployed"
     print(
-        f"HTTP ingest (gunicorn 2 workers, {CLIENT_THREADS} clients, steps by {steps}): "
+        f"HTTP ingest (gunicorn workers: {workers}, {CLIENT_THREADS} clients, steps by {steps}): "
         + _rates(http_rates)
     )
     print(f"ratio end-to-end / raw: {end_to_end / raw:.2f}  (goal >= 0.70)")
