@@ -86,6 +86,16 @@ loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"
 # Tokens travel in the Authorization header, which is never logged.
 access_log_format = '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"'
 
+# The collector's full collections between requests, not inside them (p1common.
+# collector; docs/PERFORMANCE.md, "Full collections between requests"): one after this
+# many collections of its middle generation (unset: the collector's FULL_AFTER). 0:
+# CPython's collector as it comes, collecting in whatever request is running.
+_GC_FULL_AFTER: int | None = (
+    _int("GUNICORN_GC_FULL_AFTER", 0, minimum=0)
+    if os.environ.get("GUNICORN_GC_FULL_AFTER", "").strip()
+    else None
+)
+
 # The heartbeat file in RAM: on a container's overlay filesystem or an SD card a write
 # can stall long enough for the arbiter to kill a healthy worker.
 _SHM = "/dev/shm"  # noqa: S108 - a RAM file system for gunicorn's own heartbeat files
@@ -150,3 +160,18 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]  # gunicorn's Worker
+
+
+def post_worker_init(worker: object) -> None:
+    if _GC_FULL_AFTER != 0:
+        from p1common.collector import settle_after_load
+
+        settle_after_load()
+
+
+def post_request(worker: object, req: object, environ: object, resp: object) -> None:
+    # Called once the response is written, before the worker takes the next request.
+    if _GC_FULL_AFTER != 0:
+        from p1common.collector import FULL_AFTER, collect_if_due
+
+        collect_if_due(FULL_AFTER if _GC_FULL_AFTER is None else _GC_FULL_AFTER)
