@@ -100,6 +100,12 @@ def parse_args() -> argparse.Namespace:
         "--interval", type=float, default=60, help="the worker's INGEST_STEPS_INTERVAL_S"
     )
     parser.add_argument(
+        "--max-requests",
+        default="0",
+        help="GUNICORN_MAX_REQUESTS for the server (0: workers never recycled; empty: "
+        "deploy/gunicorn.conf.py's default)",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/p1fleet"),
     )
@@ -419,7 +425,7 @@ def main() -> None:
         GUNICORN_ACCESS_LOG="",
         # The warm-up's refusals would each log a warning line.
         LOG_LEVEL="error",
-        GUNICORN_MAX_REQUESTS="0",
+        GUNICORN_MAX_REQUESTS=args.max_requests,
         INGEST_STEPS_WORKER="on" if args.steps == "worker" else "off",
         INGEST_STEPS_INTERVAL_S=f"{args.interval:g}",
     )
@@ -541,7 +547,8 @@ def _report(args: argparse.Namespace, plan: str, readers: int, rounds: list[Roun
     loop = f"open loop at {args.rate:g} batches/s" if args.rate else "closed loop"
     print(
         f"\n{plan}: {args.households:,} households, {readers} reading, {loop}, "
-        f"{args.connections} connections, {len(rounds)} rounds of {args.seconds} s, {cpus} CPUs"
+        f"{args.connections} connections, {len(rounds)} rounds of {args.seconds} s, {cpus} CPUs, "
+        f"GUNICORN_MAX_REQUESTS={args.max_requests or '(the deployment default)'}"
     )
     print(f"floor (bare DRF view, one Redis key): {median(r.floor for r in rounds):,.0f} req/s")
     print(
