@@ -6,14 +6,15 @@
 1. A fresh database (PostgreSQL or TimescaleDB, as --database-url names) is migrated;
    every household gets a device, an ingest token and a read token.
 2. gunicorn serves the project under deploy/gunicorn.conf.py as deployed (its worker
-   class and count, Redis, the production ingest throttle), with the bare DRF view of
-   bench/urls.py beside it, behind Caddy with the repository's Caddyfile as deployed
-   (``--proxy caddy``, the default; plain HTTP on loopback instead of TLS, its request
-   log to a file) or reached directly (``--proxy none``). Every wrk below, the floor's
-   too, goes the same way. Access logging is off in gunicorn. Behind no proxy, a paced
-   wrk's idle connections each hold one of gunicorn's sync workers until it writes its
-   next request (up to the pacing interval): in service Caddy sends gunicorn whole
-   requests only, so that measures an idle client, not the server.
+   class and count, its worker recycling (``--max-requests 0`` turns that off, as this
+   bench did before the tenth session), Redis, the production ingest throttle), with the
+   bare DRF view of bench/urls.py beside it, behind Caddy with the repository's Caddyfile
+   as deployed (``--proxy caddy``, the default; plain HTTP on loopback instead of TLS,
+   its request log to a file) or reached directly (``--proxy none``). Every wrk below,
+   the floor's too, goes the same way. Access logging is off in gunicorn. Behind no
+   proxy, a paced wrk's idle connections each hold one of gunicorn's sync workers until
+   it writes its next request (up to the pacing interval): in service Caddy sends
+   gunicorn whole requests only, so that measures an idle client, not the server.
 3. A warm-up checks every household's token --warm-passes times (refused reads), as a
    server that has run for a while has them cached, posts a batch for households for a
    few seconds and reads the dashboards' answers once (closed loop, 10 s), then each
@@ -101,9 +102,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-requests",
-        default="0",
-        help="GUNICORN_MAX_REQUESTS for the server (0: workers never recycled; empty: "
-        "deploy/gunicorn.conf.py's default)",
+        default="",
+        help="GUNICORN_MAX_REQUESTS for the server (default: deploy/gunicorn.conf.py's, "
+        "as the deployment runs; 0: workers never recycled, as this bench ran before)",
     )
     parser.add_argument(
         "--database-url",
