@@ -87,9 +87,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info").strip().lower() or "info"
 access_log_format = '%({x-forwarded-for}i)s %(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"'
 
 # The collector's full collections between requests, not inside them (p1common.
-# collector; docs/PERFORMANCE.md, "Full collections between requests"): one after this
-# many collections of its middle generation (unset: the collector's FULL_AFTER). 0:
-# CPython's collector as it comes, collecting in whatever request is running.
+# collector; docs/PERFORMANCE.md, "Tenth session"): one after this many collections of
+# its middle generation (unset: the collector's FULL_AFTER). 0: CPython's collector as
+# it comes, collecting in whatever request is running.
 _GC_FULL_AFTER: int | None = (
     _int("GUNICORN_GC_FULL_AFTER", 0, minimum=0)
     if os.environ.get("GUNICORN_GC_FULL_AFTER", "").strip()

@@ -5,13 +5,13 @@ CPython collects its oldest generation when enough objects have survived the you
 ones, in whatever request is running then, and such a collection walks every object
 the process tracks: Django's, DRF's and the app's modules, and every token the token
 cache holds (telemetry.token_cache). In a gunicorn worker under load that stalled the
-request in flight for as long as a slow answer takes (docs/PERFORMANCE.md, "Full
-collections between requests").
+request in flight for as long as a slow answer takes (docs/PERFORMANCE.md, "Tenth
+session").
 
 So a server process, once its app is loaded, freezes what exists then (it lives as long
 as the process: walking it again finds no garbage) and makes its full collections
 itself, after a response has gone out (gunicorn's post_request hook, before the next
-request is taken), as often as CPython's own count would ask for one. The young
+request is taken), about as often as CPython made them (``FULL_AFTER``). The young
 generations are collected as before: they hold few objects and take little time.
 Reference counting frees everything that is not in a cycle at once, as it always does.
 """
@@ -30,8 +30,8 @@ _NEVER = 2**30
 
 
 def collects_oldest_by_count() -> bool:
-    """Whether this Python's collector has the three generations counted this way
-    (3.8-3.13); elsewhere the process keeps the collector as it comes."""
+    """Whether this Python's collector has three generations, each counted: the one
+    this was made for; elsewhere the process keeps the collector as it comes."""
     return len(gc.get_threshold()) == 3 and len(gc.get_count()) == 3
 
 
