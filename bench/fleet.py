@@ -29,8 +29,9 @@
    p50/p99 of ingest and of the reads under that load, and the ratio of ingest batches/s
    to the floor's requests/s in the same round; medians over the rounds.
    With ``--steps worker`` (the default, as deployed) the ingest-steps worker runs
-   beside the server (manage.py run_ingest_steps) and its cycles are timed: the
-   longest cycle plus the interval is how late capacity answers were; with ``inline``
+   beside the server (manage.py run_ingest_steps, resting between its chunks as
+   deployed, ``--duty-percent``) and its cycles are timed: the longest cycle (rests
+   included) plus the interval is how late capacity answers were; with ``inline``
    every request does its own steps.
 5. Checks that every acknowledged sample is stored: the rows in telemetry_sample are at
    least the sum of the acknowledged "inserted" counts (a batch in flight when wrk stops
@@ -99,6 +100,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--interval", type=float, default=60, help="the worker's INGEST_STEPS_INTERVAL_S"
+    )
+    parser.add_argument(
+        "--duty-percent",
+        default="",
+        help="the worker's INGEST_STEPS_DUTY_PERCENT (default: the deployment's; 100: its "
+        "chunks back to back, as before the eleventh session)",
     )
     parser.add_argument(
         "--max-requests",
@@ -429,6 +436,7 @@ def main() -> None:
         GUNICORN_MAX_REQUESTS=args.max_requests,
         INGEST_STEPS_WORKER="on" if args.steps == "worker" else "off",
         INGEST_STEPS_INTERVAL_S=f"{args.interval:g}",
+        INGEST_STEPS_DUTY_PERCENT=args.duty_percent,
     )
     recreate_database(args.database_url)
     migrate_and_setup("bench.settings")
@@ -549,7 +557,8 @@ def _report(args: argparse.Namespace, plan: str, readers: int, rounds: list[Roun
     print(
         f"\n{plan}: {args.households:,} households, {readers} reading, {loop}, "
         f"{args.connections} connections, {len(rounds)} rounds of {args.seconds} s, {cpus} CPUs, "
-        f"GUNICORN_MAX_REQUESTS={args.max_requests or '(the deployment default)'}"
+        f"GUNICORN_MAX_REQUESTS={args.max_requests or '(the deployment default)'}, "
+        f"INGEST_STEPS_DUTY_PERCENT={args.duty_percent or '(the deployment default)'}"
     )
     print(f"floor (bare DRF view, one Redis key): {median(r.floor for r in rounds):,.0f} req/s")
     print(

@@ -266,6 +266,10 @@ INGEST_RECEIPT_STEPS = [
 # off: each request does its own, before it answers.
 INGEST_STEPS_WORKER = env_bool("INGEST_STEPS_WORKER", default=False)
 INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 60, minimum=1)
+# The share of a worker cycle's time spent working (percent): it rests after each chunk
+# so the live path keeps the rest of the machine, and ends within half the interval
+# when its work permits (telemetry.pacing; 100: chunks back to back).
+INGEST_STEPS_DUTY_PERCENT = env_int("INGEST_STEPS_DUTY_PERCENT", 25, minimum=1, maximum=100)
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.

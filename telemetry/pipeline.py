@@ -44,6 +44,7 @@ from p1common.problems import PayloadTooLarge, UnprocessableBatch
 from p1wire import SAMPLE_FIELDS, TARIFF, TIMESTAMP
 from telemetry import quarantine, segments
 from telemetry.models import Device, PendingBatch
+from telemetry.pacing import Pace
 from telemetry.storage import StoragePlan, plan_for, timestamps
 from telemetry.tokens import LAST_USED_RESOLUTION_S
 from telemetry.validation import validate_samples
@@ -235,6 +236,7 @@ def run_owed_steps(
     device_pks: Collection[int] | None = None,
     chunk: int = 100,
     stop: threading.Event | None = None,
+    pace: Pace | None = None,
 ) -> OwedRun:
     """Do the steps owed for stored batches: of all devices, or of ``device_pks``.
 
@@ -243,8 +245,9 @@ def run_owed_steps(
     deletion of exactly the records read (a batch stored meanwhile keeps its own, for
     the next run). A device whose steps fail keeps its records and is logged; the others
     go on. ``stop``, once set, ends the run after the chunk in progress (what is left
-    stays owed). Concurrent runs are safe: each device's work is serialised by the
-    register-break lock and is idempotent.
+    stays owed). ``pace``: rest between chunks (telemetry.pacing), timed on its clock.
+    Concurrent runs are safe: each device's work is serialised by the register-break
+    lock and is idempotent.
     """
     owed = _owed(device_pks)
     if not owed:
@@ -252,28 +255,41 @@ def run_owed_steps(
     devices = Device.objects.in_bulk([o.device_pk for o in owed])
     plan = plan_for()
     failed = done = 0
-    for group in _chunks(owed, chunk):
+    groups = list(_chunks(owed, chunk))
+    took = 0.0
+    for index, group in enumerate(groups):
+        if index and pace is not None:
+            pace.after_chunk(took, len(groups) - index)
         if stop is not None and stop.is_set():
             break
+        began = pace.clock() if pace is not None else 0.0
         done += len(group)
-        for item in group:
-            item.spans = _merged(item.spans)
-        try:
-            _refresh_and_commit(plan, group, devices)
-        except Exception:
-            if len(group) == 1:
-                failed += 1
-                logger.exception("ingest steps failed for device pk %s", group[0].device_pk)
-                continue
-            # One device's failure must not hold the others back: each alone, and each
-            # refreshed again, since the failure may have been the refresh itself.
-            for item in group:
-                try:
-                    _refresh_and_commit(plan, [item], devices)
-                except Exception:
-                    failed += 1
-                    logger.exception("ingest steps failed for device pk %s", item.device_pk)
+        failed += _do_chunk(plan, group, devices)
+        took = pace.clock() - began if pace is not None else 0.0
     return OwedRun(done, sum(len(o.ids) for o in owed[:done]), failed)
+
+
+def _do_chunk(plan: StoragePlan, group: list[_Owed], devices: dict[int, Device]) -> int:
+    """One chunk's steps in one commit; the devices that failed, each alone."""
+    for item in group:
+        item.spans = _merged(item.spans)
+    try:
+        _refresh_and_commit(plan, group, devices)
+        return 0
+    except Exception:
+        if len(group) == 1:
+            logger.exception("ingest steps failed for device pk %s", group[0].device_pk)
+            return 1
+    # One device's failure must not hold the others back: each alone, and each refreshed
+    # again, since the failure may have been the refresh itself.
+    failed = 0
+    for item in group:
+        try:
+            _refresh_and_commit(plan, [item], devices)
+        except Exception:
+            failed += 1
+            logger.exception("ingest steps failed for device pk %s", item.device_pk)
+    return failed
 
 
 def _refresh_and_commit(plan: StoragePlan, group: list[_Owed], devices: dict[int, Device]) -> None:

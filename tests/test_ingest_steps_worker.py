@@ -9,7 +9,9 @@ back.
 
 from __future__ import annotations
 
+import re
 import signal
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +26,7 @@ from capacity.materialize import rebuild
 from p1common.processes import WORKER_CYCLE, run_server, start_steps_worker
 from telemetry import pipeline
 from telemetry.models import Device, DeviceToken, PendingBatch
+from telemetry.pacing import DEADLINE_SHARE, Pace
 from telemetry.storage import plan_for
 from telemetry.validation import validate_samples
 from tests.conftest import bearer
@@ -228,6 +231,86 @@ def test_the_token_last_use_is_written_with_the_owed_steps(device):
 def test_a_bad_interval_is_refused_in_one_line():
     with pytest.raises(CommandError, match="--interval: must be above 0"):
         call_command("run_ingest_steps", "--once", "--interval", "0")
+
+
+@pytest.mark.parametrize("duty", ["0", "101"])
+def test_a_bad_duty_is_refused_in_one_line(duty):
+    with pytest.raises(CommandError, match="--duty-percent: must be from 1 to 100"):
+        call_command("run_ingest_steps", "--once", "--duty-percent", duty)
+
+
+class SteppingClock:
+    """Moves a tenth of a second at every reading, so each chunk appears to work 0.1 s;
+    the rests asked for are recorded, not slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.rests: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += 0.1
+        return self.now
+
+    def rest(self, seconds: float) -> None:
+        self.rests.append(seconds)
+
+
+def test_a_paced_run_rests_between_its_chunks_and_derives_what_a_rebuild_derives(owner):
+    devices = [Device.objects.create(device_id=f"home-{n}", owner=owner) for n in range(3)]
+    for d in devices:
+        store(d, recent_series(30))
+    clock = SteppingClock()
+
+    run = pipeline.run_owed_steps(
+        chunk=1, pace=Pace(0.5, deadline=1000.0, clock=clock, rest=clock.rest)
+    )
+
+    assert (run.devices, run.failed_devices) == (3, 0)
+    # After the first and the second chunk, as long as each worked: none after the last.
+    assert clock.rests == pytest.approx([0.1, 0.1])
+    assert not PendingBatch.objects.exists()
+    for d in devices:
+        assert_capacity_as_rebuilt(d.pk)
+
+
+def test_a_stop_during_a_rest_ends_the_run_and_what_is_left_stays_owed(owner):
+    devices = [Device.objects.create(device_id=f"home-{n}", owner=owner) for n in range(3)]
+    for d in devices:
+        store(d, recent_series(30))
+    stop = threading.Event()
+
+    run = pipeline.run_owed_steps(
+        chunk=1, stop=stop, pace=Pace(0.5, deadline=1e12, rest=lambda _s: stop.set())
+    )
+
+    assert run.devices == 1
+    owed = set(PendingBatch.objects.values_list("device_id", flat=True))
+    assert owed == {devices[1].pk, devices[2].pk}
+    assert_capacity_as_rebuilt(devices[0].pk)
+    call_command("run_ingest_steps", "--once")
+    for d in devices:
+        assert_capacity_as_rebuilt(d.pk)
+
+
+def test_a_paced_worker_process_rests_between_chunks_and_ends_its_cycle_in_time(owner, tmp_path):
+    devices = [Device.objects.create(device_id=f"home-{n}", owner=owner) for n in range(4)]
+    for d in devices:
+        store(d, recent_series(30))
+    interval = 4.0
+    worker = start_steps_worker(
+        interval, chunk=1, log_path=tmp_path / "worker.log", INGEST_STEPS_DUTY_PERCENT="25"
+    )
+    try:
+        line = worker.log.wait_for(f"{WORKER_CYCLE}4 devices, 4 batches, 0 failed")
+    finally:
+        worker.stop()
+    took, rested = (float(x) for x in re.findall(r"([\d.]+) s", line))
+    assert rested > 0
+    # Its work permitting, a paced cycle ends within its share of the interval.
+    assert took <= interval * DEADLINE_SHARE + 0.5
+    assert not PendingBatch.objects.exists()
+    for d in devices:
+        assert_capacity_as_rebuilt(d.pk)
 
 
 # --- one run for many devices -----------------------------------------------------------

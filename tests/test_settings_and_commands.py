@@ -46,6 +46,9 @@ def manage(*args: str, **env: str | None) -> subprocess.CompletedProcess:
         ({"DATABASE_URL": "mysql://root@localhost/p1"}, "DATABASE_URL"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
         ({"INGEST_THROTTLE_RATE": "lots"}, "INGEST_THROTTLE_RATE"),
+        # A worker that never works, or works more than all of its time.
+        ({"INGEST_STEPS_DUTY_PERCENT": "0"}, "INGEST_STEPS_DUTY_PERCENT"),
+        ({"INGEST_STEPS_DUTY_PERCENT": "101"}, "INGEST_STEPS_DUTY_PERCENT"),
         # The tariff needs 12 whole months and the running one: fewer is refused.
         ({"RAW_SAMPLE_RETENTION_MONTHS": "12"}, "RAW_SAMPLE_RETENTION_MONTHS"),
         ({"RAW_SAMPLE_RETENTION_MONTHS": "1"}, "RAW_SAMPLE_RETENTION_MONTHS"),
