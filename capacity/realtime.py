@@ -7,7 +7,9 @@ answer from that basis and its own newest sample, in its request (``refresh_afte
 receipt``): an open dashboard then never waits for a recomputation after each batch,
 which was most of what the reads cost a server with many households. Anything else that
 changes the data drops the answer (the steps, a capacity rebuild, a batch that is not a
-pure append), and the next read computes it from the database.
+pure append), and the next read computes it from the database; where the steps dropped
+a cached answer, they compute it again themselves (``refill_dropped``), so an open
+dashboard does not wait for that after the worker's cycle.
 
 Every fill and refresh is stored only if no drop of the device came since it began
 (telemetry.series_cache's per-device generation): a read that computed its answer just
@@ -22,13 +24,14 @@ the key or the shape.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from capacity import reports
@@ -41,6 +44,7 @@ from telemetry.timegrid import QUARTER
 
 # Part of every cached entry: a release that changes the basis' shape recomputes.
 _BASIS_VERSION = 2
+logger = logging.getLogger(__name__)
 
 
 def realtime_cache_key(device_id: str) -> str:
@@ -110,8 +114,42 @@ def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
     the latest sample are what it read; without the worker the batch's own steps come
     here with samples newer than the answer, which drops it). All
     dropped in one round trip (telemetry.series_cache), after the commit: before it a
-    concurrent read could cache the old answers again."""
-    series_cache.forget_after_batches(batches, also=_dropped, guarded=_guarded)
+    concurrent read could cache the old answers again. An answer dropped for its guard
+    (an open dashboard's: only a cached answer has one) is computed again at once, by
+    ``refill_dropped``."""
+    series_cache.forget_after_batches(
+        batches, also=_dropped, guarded=_guarded, refill=refill_dropped
+    )
+
+
+def refill_dropped(dropped: dict[int, series_cache.Generation]) -> None:
+    """The answers the steps made stale, computed again from the database where the
+    steps run (the worker, paced) and stored unless a batch dropped them meanwhile
+    (``dropped``: each device's generation after the drop). Without it every open
+    dashboard's next read after the worker's cycle that completes the quarter before
+    computes its answer, all within one refresh interval, while the live path is busy.
+    Best effort: an answer not refilled is computed by its next read, as before."""
+    ttl = settings.CACHE_TTL_S
+    if not ttl:
+        return
+    devices = Device.objects.in_bulk(list(dropped))
+    for pk, generation in dropped.items():
+        device = devices.get(pk)
+        if device is None:
+            continue  # deleted meanwhile
+        try:
+            realtime, basis = reports.realtime_with_basis(device)
+        except DatabaseError:
+            logger.warning("realtime answer of device pk %s not refilled", pk, exc_info=True)
+            continue
+        series_cache.store_unless_dropped(
+            pk,
+            realtime_cache_key(device.device_id),
+            _entry(_rendered(realtime), basis),
+            ttl,
+            generation,
+            _guard(device.device_id, basis),
+        )
 
 
 def _keys(batch: StoredBatch) -> tuple[str, str]:

@@ -66,6 +66,9 @@ Guarded = tuple[str, str]
 Touched = tuple[int, datetime | None, datetime | None, Sequence[str], Guarded | None]
 # A device's generation: Redis' counter as it stores it, or a local one.
 Generation = bytes | int
+# Per change of a ``forget_many``: the device, its generation after the drop, and whether
+# the change dropped its guarded key (a cached answer was there and its guard failed).
+Forgotten = tuple[int, Generation, bool]
 
 
 def answer_key(device: Device, interval: str, first: datetime, last: datetime) -> str:
@@ -158,15 +161,32 @@ def forget_after_batches(
     batches: Sequence[StoredBatch],
     also: Callable[[StoredBatch], Sequence[str]] = lambda b: (),
     guarded: Callable[[StoredBatch], Guarded | None] = lambda b: None,
+    refill: Callable[[dict[int, Generation]], None] | None = None,
 ) -> None:
     """Ingest step: once the batches are committed, the answers they touch are stale
     (and each batch's keys ``also``, and its ``guarded`` key unless the batch lies within
     the guard), dropped in one round trip. Before the commit a concurrent read could
-    store the old answer again."""
+    store the old answer again. ``refill`` is then called with the devices whose guarded
+    key was cached and dropped, each with its generation after the last drop (for
+    ``store_unless_dropped``)."""
     touched: list[Touched] = [
         (b.device_pk, b.oldest, b.newest, also(b), guarded(b)) for b in batches
     ]
-    transaction.on_commit(lambda: _backend().forget_many(touched))
+
+    def after_commit() -> None:
+        forgotten = _backend().forget_many(touched)
+        if refill is None:
+            return
+        last: dict[int, Generation] = {}
+        dropped: set[int] = set()
+        for device_pk, generation, guarded_dropped in forgotten:
+            last[device_pk] = generation
+            if guarded_dropped:
+                dropped.add(device_pk)
+        if dropped:
+            refill({pk: last[pk] for pk in sorted(dropped)})
+
+    transaction.on_commit(after_commit)
 
 
 # --- Redis: shared by every process -----------------------------------------------------
@@ -185,12 +205,13 @@ return 1
 # "take" to return the third key's value before it is dropped, or "guarded" when the
 # third key is kept if the span lies within the guard held by the fourth ("after before
 # covered", microseconds: see span_guard). Returns the number of series answers dropped, the new
-# generation and the value taken.
+# generation, the value taken, and 1 when the guarded key was there and dropped, else 0.
 _FORGET = """
 local generation = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 local taken = false
 local first = 3
+local guarded_dropped = 0
 if ARGV[4] == 'take' then taken = redis.call('GET', KEYS[3]) end
 if ARGV[4] == 'guarded' then
   first = 5
@@ -201,11 +222,11 @@ if ARGV[4] == 'guarded' then
     local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
     keep = oldest > tonumber(after) and newest < tonumber(before) and newest <= tonumber(covered)
   end
-  if not keep then redis.call('DEL', KEYS[3], KEYS[4]) end
+  if not keep and redis.call('DEL', KEYS[3], KEYS[4]) > 0 then guarded_dropped = 1 end
 end
 for i = first, #KEYS do redis.call('DEL', KEYS[i]) end
 local dropped = 0
-if ARGV[1] == '' then return {dropped, generation, taken} end
+if ARGV[1] == '' then return {dropped, generation, taken, guarded_dropped} end
 local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
@@ -216,7 +237,7 @@ for i = 1, #entries, 2 do
     dropped = dropped + 1
   end
 end
-return {dropped, generation, taken}
+return {dropped, generation, taken, guarded_dropped}
 """
 # KEYS: generation, key, and a guard's key. ARGV: generation seen ("" for none), value,
 # ttl, and the guard.
@@ -270,7 +291,11 @@ class _Redis:
         newest: datetime | None,
         also: Sequence[str],
     ) -> int:
-        return self.forget_many([(device_pk, oldest, newest, also, None)])
+        try:
+            return int(self._drop((device_pk, oldest, newest, also, None))[0])
+        except RedisError:
+            logger.warning("cache unreachable: series answers not dropped", exc_info=True)
+            return 0
 
     @staticmethod
     def _lifetime() -> int:
@@ -291,25 +316,30 @@ class _Redis:
         args = [*span, self._lifetime(), mode]
         return self.drop(keys=keys, args=args, client=client)
 
-    def forget_many(self, touched: Sequence[Touched]) -> int:
+    def forget_many(self, touched: Sequence[Touched]) -> list[Forgotten]:
         try:
             if len(touched) == 1:
                 # A pipeline of scripts checks them first: a round trip more.
-                return int(self._drop(touched[0])[0])
-            with self.client.pipeline(transaction=False) as pipe:
-                for item in touched:
-                    self._drop(item, client=pipe)
-                return sum(int(result[0]) for result in pipe.execute())
+                results = [self._drop(touched[0])]
+            else:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for item in touched:
+                        self._drop(item, client=pipe)
+                    results = pipe.execute()
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)
-            return 0
+            return []
+        return [
+            (item[0], str(result[1]).encode(), bool(result[3]))
+            for item, result in zip(touched, results, strict=True)
+        ]
 
     def forget_taking(
         self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]
     ) -> tuple[Any, Generation | None]:
         try:
-            _, generation, taken = self._drop(
+            _, generation, taken, _ = self._drop(
                 (device_pk, oldest, newest, [key, *also], None), take=True
             )
         except RedisError:
@@ -391,13 +421,26 @@ class _Local:
         also: Sequence[str],
         guarded: Guarded | None = None,
     ) -> int:
+        return self._forget(device_pk, oldest, newest, also, guarded)[0]
+
+    def _forget(
+        self,
+        device_pk: int,
+        oldest: datetime | None,
+        newest: datetime | None,
+        also: Sequence[str],
+        guarded: Guarded | None = None,
+    ) -> tuple[int, bool]:
+        """Series answers dropped, and whether the guarded key was there and dropped."""
+        guarded_dropped = False
         if guarded is not None:
             key, guard_key = guarded
             with self.lock:
                 guard = self.guards.get(guard_key)
             if guard is None or not _guard_holds(guard, oldest, newest):
                 with self.lock:
-                    self.guards.pop(guard_key, None)
+                    had_guard = self.guards.pop(guard_key, None) is not None
+                guarded_dropped = had_guard or cache.get(key) is not None
                 also = [key, *also]
         with self.lock:
             # First: a fill that saw the old generation stores nothing after the drop.
@@ -417,10 +460,14 @@ class _Local:
                 for key in also:
                     self.guards.pop(key, None)
             cache.delete_many(list(also))
-        return len(touched)
+        return len(touched), guarded_dropped
 
-    def forget_many(self, touched: Sequence[Touched]) -> int:
-        return sum(self.forget(*item) for item in touched)
+    def forget_many(self, touched: Sequence[Touched]) -> list[Forgotten]:
+        forgotten: list[Forgotten] = []
+        for item in touched:
+            dropped = self._forget(*item)[1]
+            forgotten.append((item[0], self.generation(item[0]) or 0, dropped))
+        return forgotten
 
     def forget_taking(
         self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]

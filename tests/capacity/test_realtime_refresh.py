@@ -253,11 +253,12 @@ def test_the_workers_cycle_keeps_an_answer_its_steps_leave_as_it_was(
     assert kept == from_database(device)
 
 
-def test_the_workers_cycle_drops_the_answer_when_it_closes_the_quarter_before(
+def test_the_workers_cycle_recomputes_the_answer_when_it_closes_the_quarter_before(
     client, device, tokens, with_worker, quarter
 ):
     """The first read of a quarter finds the one before as the worker last left it: its
-    cycle then completes that quarter, and the answer must follow."""
+    cycle then completes that quarter, and the answer must follow. The worker computes
+    it again itself, so the dashboard's next read finds it cached."""
     ingest, reader = tokens
     post(client, ingest, readings(quarter + timedelta(seconds=60), register_kwh=100.0))
     run_owed_steps()
@@ -265,7 +266,35 @@ def test_the_workers_cycle_drops_the_answer_when_it_closes_the_quarter_before(
     post(client, ingest, readings(quarter + QUARTER - timedelta(seconds=4), register_kwh=102.0))
     early = read(client, reader)
     run_owed_steps()
+    refilled = cached(device)
+    assert refilled is not None, "the worker dropped the open dashboard's answer"
+    assert refilled == from_database(device)
+    assert refilled["month"]["peak_so_far_kw"] != early["month"]["peak_so_far_kw"]
+    assert read(client, reader) == refilled
+
+
+def test_the_workers_cycle_computes_no_answer_nobody_reads(
+    client, device, tokens, with_worker, quarter
+):
+    ingest, _ = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60), register_kwh=100.0))
+    post(client, ingest, readings(quarter + QUARTER - timedelta(seconds=4), register_kwh=102.0))
+    run_owed_steps()
     assert cached(device) is None
-    after = read(client, reader)
-    assert after == from_database(device)
-    assert after["month"]["peak_so_far_kw"] != early["month"]["peak_so_far_kw"]
+
+
+def test_a_refill_that_raced_a_batch_stores_nothing(client, device, tokens, with_worker, quarter):
+    """A batch that drops the answer between the worker's drop and its refill wins: the
+    refill, computed before that batch, would be stale."""
+    from capacity.realtime import refill_dropped
+
+    ingest, reader = tokens
+    post(client, ingest, readings(quarter + timedelta(seconds=60)))
+    read(client, reader)
+    seen = series_cache.generation(device.pk)
+    post(client, ingest, readings(quarter + QUARTER + timedelta(seconds=2)))  # a new quarter
+    assert cached(device) is None
+
+    refill_dropped({device.pk: seen})
+
+    assert cached(device) is None
