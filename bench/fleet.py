@@ -331,9 +331,13 @@ def floor_run(url: str, seconds: int) -> tuple[float, int]:
 
 
 def readers_file(households: Path, readers: int) -> Path:
-    """The first ``readers`` households, the ones with an open dashboard."""
+    """The ``readers`` households with an open dashboard: spread evenly through the
+    list, as whether a household watches has nothing to do with when it uploads. (The
+    first ones in the list, as before the eleventh session, all upload in a round's
+    first seconds: their answers' refreshes and recomputations came at once.)"""
     reader_file = households.with_name("readers.txt")
-    lines = households.read_text().splitlines()[:readers]
+    every = households.read_text().splitlines()
+    lines = every[:: max(1, len(every) // readers)][:readers] if readers else []
     reader_file.write_text("\n".join(lines) + "\n")
     return reader_file
 
