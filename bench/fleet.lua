@@ -1,10 +1,12 @@
 -- wrk script for bench/fleet.py: households posting live batches, or reading /v1/realtime.
 --
 --   wrk -s bench/fleet.lua <url> -- <mode> <households file> <template file> <rate/s or 0>
+--       <threads> [<first household, 0-based>]
 --
 -- mode "ingest": each request is one household's live batch (the template, one sample
 -- per line, filled with the sample time and rising registers), households taken in
--- turn; "read": GET /v1/realtime with a household's read token; "warm": the same GET
+-- turn from the first one given (a run goes on where the one before it stopped, so every
+-- household uploads in turn over the runs); "read": GET /v1/realtime with a household's read token; "warm": the same GET
 -- with its ingest token, refused (403) once the token check has cached the token, as a
 -- server that has run for a while has every household's. A rate above 0 paces
 -- each thread's requests to its share of it (open loop as long as the server keeps up;
@@ -64,6 +66,8 @@ function init(args)
     end
   end
   if rate > 0 then pace_s = shares / rate end
+  local first = tonumber(args[6]) or 0
+  if #households > 0 then next_household = math.floor(first / shares) % #households + 1 end
   local start = now_s() - 10
   for i = 1, #households do last_ts[i] = start end
 end

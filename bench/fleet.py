@@ -16,15 +16,17 @@
    it writes its next request (up to the pacing interval): in service Caddy sends
    gunicorn whole requests only, so that measures an idle client, not the server.
 3. A warm-up checks every household's token --warm-passes times (refused reads), as a
-   server that has run for a while has them cached, posts a batch for households for a
-   few seconds and reads the dashboards' answers once (closed loop, 10 s), then each
-   round measures, one after the other:
+   server that has run for a while has them cached, posts a batch for every household
+   (runs of WARM_INGEST_S, each going on where the one before stopped) and reads the
+   dashboards' answers once (closed loop, 10 s), then each round measures, one after
+   the other:
    - the floor: wrk, closed loop, GET of the bare view (DRF, one Redis key);
    - the fleet: wrk (bench/fleet.lua) posting each household's live batch in the edge's
      default shape (five 2-second readings with every field the meter reports), closed
-     loop to saturation, or paced at --rate batches/s (open loop); while a share of the
-     households (--readers) read /v1/realtime every LIVE_REFRESH_S like an open
-     dashboard, from a second wrk.
+     loop to saturation, or paced at --rate batches/s (open loop), the households in
+     turn from where the round before stopped; while a share of the households
+     (--readers, spread through the list) read /v1/realtime every LIVE_REFRESH_S like
+     an open dashboard, from a second wrk.
 4. Prints households per box (batches/s x the edge's upload interval) and per core,
    p50/p99 of ingest and of the reads under that load, and the ratio of ingest batches/s
    to the floor's requests/s in the same round; medians over the rounds.
@@ -68,6 +70,7 @@ CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 SCRIPT = ROOT / "bench" / "fleet.lua"
 UPLOAD_INTERVAL_S = 10  # edgeclient.config.DEFAULT_UPLOAD_INTERVAL_S
 LIVE_REFRESH_S = 2  # dashboard.pages.LIVE_REFRESH_MS
+WARM_INGEST_S = 10
 SAMPLES_PER_BATCH = 5
 WRK_THREADS = 2
 FLOOR_CONNECTIONS = 16
@@ -300,10 +303,11 @@ def sample_template(path: Path) -> None:
     path.write_text("{" + ",".join(parts) + "}\n")
 
 
-def wrk(url: str, args: list[str], connections: int, seconds: int) -> WrkResult:
+def wrk(url: str, args: list[str], connections: int, seconds: int, first: int = 0) -> WrkResult:
+    """bench/fleet.lua's run; ``first``: the household (0-based) its rotation begins at."""
     command = [
         "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-        "-s", str(SCRIPT), url, "--", *args, str(WRK_THREADS),
+        "-s", str(SCRIPT), url, "--", *args, str(WRK_THREADS), str(first),
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next((ln for ln in out.splitlines() if ln.startswith(RESULT_PREFIX)), None)
@@ -343,9 +347,15 @@ def readers_file(households: Path, readers: int) -> Path:
 
 
 def run_fleet(
-    base: str, households: Path, template: Path, args: argparse.Namespace, readers: int
+    base: str,
+    households: Path,
+    template: Path,
+    args: argparse.Namespace,
+    readers: int,
+    first: int,
 ) -> tuple[WrkResult, WrkResult | None]:
-    """The ingest wrk and, beside it, the dashboards' wrk, over the same seconds."""
+    """The ingest wrk (its rotation from household ``first``) and, beside it, the
+    dashboards' wrk, over the same seconds."""
     reads: list[WrkResult] = []
     reader_file = readers_file(households, readers)
 
@@ -368,6 +378,7 @@ def run_fleet(
         ["ingest", str(households), str(template), str(args.rate)],
         args.connections,
         args.seconds,
+        first,
     )
     if reader:
         reader.join()
@@ -481,7 +492,19 @@ def main() -> None:
             ):
                 checks += wrk(base, ["warm", str(households), str(template), "0"], 16, 10).answered
             print(f"warm-up: {checks / args.households:.1f} token checks per household")
-            wrk(base, ["ingest", str(households), str(template), "0"], args.connections, 5)
+            # Every household has uploaded before the rounds, as in service: a round then
+            # measures live batches, not households' first ones (and no dashboard reads
+            # an answer of a household without data, which no batch refreshes).
+            posted = 0
+            while posted < args.households:
+                posted += wrk(
+                    base,
+                    ["ingest", str(households), str(template), "0"],
+                    args.connections,
+                    WARM_INGEST_S,
+                    posted,
+                ).answered
+            print(f"warm-up: every household uploaded ({posted:,} batches)")
             if readers:
                 # An open dashboard has read its answer before: round 1 measures the
                 # reads a dashboard makes in service, not every answer's first one.
@@ -494,7 +517,8 @@ def main() -> None:
                 busy = ProcessTimes.of(
                     server.process.pid, worker.pid if worker else None, proxy_pid
                 )
-                fleet, reads = run_fleet(base, households, template, args, readers)
+                fleet, reads = run_fleet(base, households, template, args, readers, posted)
+                posted += fleet.answered
                 rounds.append(Round(floor, fleet, reads, busy.since(), floor_cpu))
                 print(_round_line(rounds[-1]), flush=True)
             pids = _tree(server.process.pid)
