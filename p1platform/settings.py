@@ -194,7 +194,7 @@ REDIS_URL = env_str("REDIS_URL") if ROLE == "server" else ""
 # when served), and every change of that data drops it at once: a stored batch, the
 # worker's steps, a capacity rebuild (capacity.realtime). So it can live long; each
 # expiry costs an open dashboard a recomputation.
-CACHE_TTL_S = env_int("CACHE_TTL_S", 60, minimum=0)
+CACHE_TTL_S = env_int("CACHE_TTL_S", 300, minimum=0)
 # Seconds a series answer is kept at most (0: not cached). A stored batch drops the
 # answers it changes at once (telemetry.series_cache); this bounds everything else.
 SERIES_CACHE_TTL_S = env_int("SERIES_CACHE_TTL_S", 300, minimum=0)
@@ -269,7 +269,7 @@ INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 60, minimum=1)
 # The share of a worker cycle's time spent working (percent): it rests after each chunk
 # so the live path keeps the rest of the machine, and ends within half the interval
 # when its work permits (telemetry.pacing; 100: chunks back to back).
-INGEST_STEPS_DUTY_PERCENT = env_int("INGEST_STEPS_DUTY_PERCENT", 25, minimum=1, maximum=100)
+INGEST_STEPS_DUTY_PERCENT = env_int("INGEST_STEPS_DUTY_PERCENT", 50, minimum=1, maximum=100)
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.
