@@ -114,12 +114,12 @@ def forget_after_batches(batches: Sequence[StoredBatch]) -> None:
     the latest sample are what it read; without the worker the batch's own steps come
     here with samples newer than the answer, which drops it). All
     dropped in one round trip (telemetry.series_cache), after the commit: before it a
-    concurrent read could cache the old answers again. An answer dropped for its guard
-    (an open dashboard's: only a cached answer has one) is computed again at once, by
-    ``refill_dropped``."""
-    series_cache.forget_after_batches(
-        batches, also=_dropped, guarded=_guarded, refill=refill_dropped
-    )
+    concurrent read could cache the old answers again. With the worker, an answer
+    dropped for its guard (an open dashboard's: only a cached answer has one) is
+    computed again at once, by ``refill_dropped``; without it the request that did the
+    steps leaves that to the next read, as its own batch's drop does."""
+    refill = refill_dropped if settings.INGEST_STEPS_WORKER else None
+    series_cache.forget_after_batches(batches, also=_dropped, guarded=_guarded, refill=refill)
 
 
 def refill_dropped(dropped: dict[int, series_cache.Generation]) -> None:
