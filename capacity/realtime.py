@@ -7,9 +7,9 @@ answer from that basis and its own newest sample, in its request (``refresh_afte
 receipt``): an open dashboard then never waits for a recomputation after each batch,
 which was most of what the reads cost a server with many households. Anything else that
 changes the data drops the answer (the steps, a capacity rebuild, a batch that is not a
-pure append), and the next read computes it from the database; where the steps dropped
-a cached answer, they compute it again themselves (``refill_dropped``), so an open
-dashboard does not wait for that after the worker's cycle.
+pure append), and the next read computes it from the database; where the worker's
+steps dropped a cached answer, they compute it again themselves (``refill_dropped``),
+so an open dashboard does not wait for that after the worker's cycle.
 
 Every fill and refresh is stored only if no drop of the device came since it began
 (telemetry.series_cache's per-device generation): a read that computed its answer just
