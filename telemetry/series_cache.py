@@ -421,17 +421,11 @@ class _Local:
         also: Sequence[str],
         guarded: Guarded | None = None,
     ) -> int:
-        return self._forget(device_pk, oldest, newest, also, guarded)[0]
+        return self._forget((device_pk, oldest, newest, also, guarded))[0]
 
-    def _forget(
-        self,
-        device_pk: int,
-        oldest: datetime | None,
-        newest: datetime | None,
-        also: Sequence[str],
-        guarded: Guarded | None = None,
-    ) -> tuple[int, bool]:
+    def _forget(self, item: Touched) -> tuple[int, bool]:
         """Series answers dropped, and whether the guarded key was there and dropped."""
+        device_pk, oldest, newest, also, guarded = item
         guarded_dropped = False
         if guarded is not None:
             key, guard_key = guarded
@@ -465,7 +459,7 @@ class _Local:
     def forget_many(self, touched: Sequence[Touched]) -> list[Forgotten]:
         forgotten: list[Forgotten] = []
         for item in touched:
-            dropped = self._forget(*item)[1]
+            dropped = self._forget(item)[1]
             forgotten.append((item[0], self.generation(item[0]) or 0, dropped))
         return forgotten
 
