@@ -5,7 +5,10 @@ with its basis (capacity.reports.RealtimeBasis: what it read from the database b
 the latest sample). A live batch that only appends to the running quarter gets its
 answer from that basis and its own newest sample, in its request (``refresh_after_
 receipt``): an open dashboard then never waits for a recomputation after each batch,
-which was most of what the reads cost a server with many households. Anything else that
+which was most of what the reads cost a server with many households. A batch that goes
+on into a later quarter gets one too, its basis carried across the quarters it finishes
+(capacity.reports.basis_across_quarters), so a quarter's start does not send every open
+dashboard to the database within one upload interval. Anything else that
 changes the data drops the answer (the steps, a capacity rebuild, a batch that is not a
 pure append), and the next read computes it from the database; where the worker's
 steps dropped a cached answer, they compute it again themselves (``refill_dropped``),
@@ -43,7 +46,7 @@ from telemetry.pipeline import StoredBatch
 from telemetry.timegrid import QUARTER
 
 # Part of every cached entry: a release that changes the basis' shape recomputes.
-_BASIS_VERSION = 2
+_BASIS_VERSION = 3
 logger = logging.getLogger(__name__)
 
 
@@ -166,9 +169,13 @@ def _guarded(batch: StoredBatch) -> tuple[str, str] | None:
 
 def refresh_after_receipt(batches: Sequence[StoredBatch]) -> None:
     """Receipt step (a batch's own request, with the worker): drop what the batch makes
-    stale, as ``forget_after_batches`` does, and where the cached answer's basis holds
-    for the batch (a pure append to the running quarter), store the batch's answer in
-    its place at once; one round trip, two for a device whose answer was cached."""
+    stale, as ``forget_after_batches`` does, and where the batch goes on from the cached
+    answer's latest sample (within the running quarter, or into a later one with no
+    register break), store the batch's answer in its place at once; one round trip,
+    two for a device whose answer was cached. Across a quarter's end the answer counts
+    the finished quarter in the month's peak before the worker has stored it; the
+    worker's cycle then drops it and computes it from the database (``refill_dropped``),
+    which gives the same figures."""
     transaction.on_commit(lambda: _refresh(batches))
 
 
@@ -180,16 +187,21 @@ def _refresh(batches: Sequence[StoredBatch]) -> None:
             batch.device_pk, batch.oldest, batch.newest, key, also=[_guard_key(batch.device_id)]
         )
         basis = _basis_of(taken)
-        if (
-            basis is None
-            or generation is None
-            or batch.newest_sample is None
-            or not ttl
-            or not basis.holds_for(batch.oldest, batch.newest, batch.timezone)
-        ):
+        newest = batch.newest_sample
+        if basis is None or generation is None or newest is None or not ttl:
             continue
-        realtime = reports.realtime_from(batch.device_id, batch.newest_sample, basis)
-        successor = dataclasses.replace(basis, latest_ts=batch.newest)
+        if basis.holds_for(batch.oldest, batch.newest, batch.timezone):
+            successor: reports.RealtimeBasis | None = dataclasses.replace(
+                basis,
+                latest_ts=batch.newest,
+                latest_import_kwh=newest["energy_import_kwh"],
+                latest_export_kwh=newest["energy_export_kwh"],
+            )
+        else:
+            successor = reports.basis_across_quarters(basis, batch.readings, batch.timezone)
+        if successor is None:
+            continue
+        realtime = reports.realtime_from(batch.device_id, newest, successor)
         series_cache.store_unless_dropped(
             batch.device_pk,
             key,
@@ -219,6 +231,8 @@ def _entry(answer: dict, basis: reports.RealtimeBasis | None) -> dict:
             basis.import_step,
             str(basis.month),
             basis.peak_before_kw,
+            basis.latest_import_kwh,
+            basis.latest_export_kwh,
         ),
     }
 
@@ -228,9 +242,21 @@ def _basis_of(entry: Any) -> reports.RealtimeBasis | None:
     if not isinstance(entry, dict):
         return None
     found = entry.get("basis")
-    if not isinstance(found, tuple) or len(found) != 9 or found[0] != _BASIS_VERSION:
+    if not isinstance(found, tuple) or len(found) != 11 or found[0] != _BASIS_VERSION:
         return None
-    _, tz, quarter_start, opening_ts, latest_ts, start_register, import_step, month, peak = found
+    (
+        _,
+        tz,
+        quarter_start,
+        opening_ts,
+        latest_ts,
+        start_register,
+        import_step,
+        month,
+        peak,
+        latest_import,
+        latest_export,
+    ) = found
     return reports.RealtimeBasis(
         device_timezone=tz,
         quarter_start=quarter_start,
@@ -240,4 +266,6 @@ def _basis_of(entry: Any) -> reports.RealtimeBasis | None:
         import_step=import_step,
         month=Month.parse(month),
         peak_before_kw=peak,
+        latest_import_kwh=latest_import,
+        latest_export_kwh=latest_export,
     )

@@ -8,7 +8,8 @@ parse parameters and check access.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, overload
@@ -18,7 +19,7 @@ from capacity import provenance, queries, rules, tariffs
 from capacity.models import CapacityQuarter
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
-from telemetry.segments import Offsets
+from telemetry.segments import Offsets, RegisterReading, is_break
 from telemetry.storage import plan_for
 from telemetry.timegrid import QUARTER, bucket_start, day_bounds, interpolate
 
@@ -538,6 +539,9 @@ class RealtimeBasis:
     import_step: float
     month: Month
     peak_before_kw: float | None
+    # The latest sample's registers as stored (raw), where a batch's readings go on from.
+    latest_import_kwh: float = 0.0
+    latest_export_kwh: float | None = None
 
     def holds_for(self, oldest: datetime, newest: datetime, device_timezone: str) -> bool:
         """Whether a batch of samples in [oldest, newest] leaves the basis as it is:
@@ -581,8 +585,73 @@ def realtime_with_basis(device: Device) -> tuple[Realtime, RealtimeBasis | None]
         import_step=offsets.import_step_at(ts),
         month=month,
         peak_before_kw=opening.peak_before_kw,
+        latest_import_kwh=latest["energy_import_kwh"],
+        latest_export_kwh=latest["energy_export_kwh"],
     )
     return realtime_from(device.device_id, latest, basis), basis
+
+
+def basis_across_quarters(
+    basis: RealtimeBasis, readings: Sequence[RegisterReading], device_timezone: str
+) -> RealtimeBasis | None:
+    """The basis after a batch that goes on from the basis' latest sample into a later
+    quarter (``readings``: the batch's registers in time order), made as the database
+    will make it once the worker's steps have seen the batch: every quarter the batch
+    finishes gets the power capacity.queries.quarters_sql gives it (its end's register
+    interpolated to the next reading, clamped at 0 as capacity.materialize stores it),
+    and those of the new quarter's month go into the peak before it. Without this, each
+    open dashboard's first read after a quarter's start computes its answer from the
+    database, all of them within one upload interval.
+
+    None where it does not carry over: another zone, a reading not after the latest
+    one, the newest still in the basis' quarter (``holds_for`` is that case), or a pair
+    of readings that telemetry.segments will call a break (the steps record it and the
+    answer is computed again)."""
+    if not readings or device_timezone != basis.device_timezone:
+        return None
+    previous = RegisterReading(basis.latest_ts, basis.latest_import_kwh, basis.latest_export_kwh)
+    if (
+        readings[0].ts <= previous.ts
+        or bucket_start(readings[-1].ts, QUARTER) <= basis.quarter_start
+    ):
+        return None
+    if any(is_break(a, b) for a, b in itertools.pairwise((previous, *readings))):
+        return None
+    tz = ZoneInfo(device_timezone)
+    step = basis.import_step
+
+    def continuous(reading: RegisterReading) -> tuple[datetime, float]:
+        return reading.ts, reading.import_kwh - step
+
+    month = Month.of(bucket_start(readings[-1].ts, QUARTER), tz)
+    peak = basis.peak_before_kw if basis.month == month else None
+    quarter, start_register, opening_ts = (
+        basis.quarter_start,
+        basis.start_register,
+        basis.opening_ts,
+    )
+    for reading in readings:
+        starts = bucket_start(reading.ts, QUARTER)
+        if starts != quarter:
+            end_register = interpolate(quarter + QUARTER, continuous(previous), continuous(reading))
+            kw = max((end_register - start_register) * 4, 0.0)
+            if Month.of(quarter, tz) == month:
+                peak = kw if peak is None else max(peak, kw)
+            start_register = interpolate(starts, continuous(previous), continuous(reading))
+            quarter, opening_ts = starts, reading.ts
+        previous = reading
+    return RealtimeBasis(
+        device_timezone=device_timezone,
+        quarter_start=quarter,
+        opening_ts=opening_ts,
+        latest_ts=previous.ts,
+        start_register=start_register,
+        import_step=step,
+        month=month,
+        peak_before_kw=peak,
+        latest_import_kwh=previous.import_kwh,
+        latest_export_kwh=previous.export_kwh,
+    )
 
 
 def realtime_from(device_id: str, latest: dict[str, Any], basis: RealtimeBasis) -> Realtime:

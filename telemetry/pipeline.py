@@ -65,6 +65,8 @@ class StoredBatch:
     newest_sample: dict[str, Any] | None = None
     # In INGEST_STEPS: whether the device's register breaks changed in this commit.
     breaks_changed: bool = True
+    # In a receipt step: every sample's registers, in time order.
+    readings: tuple[segments.RegisterReading, ...] = ()
 
 
 # Called with the stored batches of a chunk of devices, in device order (spans of one
@@ -141,6 +143,7 @@ def ingest_batch(
             newest,
             inserted,
             newest_sample=stored_row(columns, ts.index(newest)),
+            readings=register_readings(columns),
         )
         for step in receipt_steps():
             step([batch])
@@ -152,6 +155,23 @@ def ingest_batch(
             # the worker, does the work. The answer stays the truth: stored.
             logger.exception("ingest steps failed for device %s; left owed", device.device_id)
     return inserted
+
+
+_IMPORT = list(SAMPLE_FIELDS).index("energy_import_kwh")
+_EXPORT = list(SAMPLE_FIELDS).index("energy_export_kwh")
+
+
+def register_readings(columns: list[list[Any] | None]) -> tuple[segments.RegisterReading, ...]:
+    """The registers of validated columns, one reading per sample in time order."""
+    imports = columns[_IMPORT]
+    if imports is None:
+        raise ValueError("energy_import_kwh is a required wire field, not None")
+    exports = columns[_EXPORT] or [None] * len(imports)
+    readings = (
+        segments.RegisterReading(ts.astimezone(UTC), float(i), None if e is None else float(e))
+        for ts, i, e in zip(timestamps(columns), imports, exports, strict=True)
+    )
+    return tuple(sorted(readings, key=lambda r: r.ts))
 
 
 def stored_row(columns: list[list[Any] | None], index: int) -> dict[str, Any]:

@@ -64,6 +64,35 @@ def _impossible(register: str) -> str:
 
 _COLUMNS = "ts, prev_ts, prev_import_kwh, prev_export_kwh, import_kwh, export_kwh, kind"
 
+
+@dataclass(frozen=True)
+class RegisterReading:
+    """One reading's registers as stored (raw; export None where the meter has none)."""
+
+    ts: datetime
+    import_kwh: float
+    export_kwh: float | None = None
+
+
+def is_break(earlier: RegisterReading, later: RegisterReading) -> bool:
+    """The rule ``refresh_breaks_over`` applies in SQL, for two consecutive readings in
+    memory: where a cache carries an answer across readings the steps have not seen yet
+    (capacity.reports.basis_across_quarters), it must stop where the steps will find a
+    break. Export counts only where both readings have it, as in SQL."""
+    seconds = (later.ts - earlier.ts).total_seconds()
+    most = REGISTER_RESOLUTION_KWH + seconds * (MAX_HOUSEHOLD_POWER_W / 1000 / 3600)
+    for before, after in (
+        (earlier.import_kwh, later.import_kwh),
+        (earlier.export_kwh, later.export_kwh),
+    ):
+        if before is None or after is None:
+            continue
+        step = after - before
+        if step < -REGISTER_RESOLUTION_KWH or (step > REGISTER_RESOLUTION_KWH and step > most):
+            return True
+    return False
+
+
 # The spans a refresh covers, passed as one parameter (StoragePlan.rows_sql).
 SPAN_COLUMNS = (("idx", "int"), ("device", "int"), ("lo", "ts"), ("hi", "ts"))
 
