@@ -66,12 +66,15 @@ graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = _int("GUNICORN_KEEPALIVE", 75)
 
 # Recycle workers now and then so a slow leak cannot grow forever; the jitter keeps
-# the workers from restarting at the same moment. Not too often: a new worker imports
-# Django again (about a second of CPU), which at a sustained 3000 req/s and a limit of
-# 2000 dominated the tail latency in the benchmark (ADR 0003). A household's load
-# reaches 10,000 requests in hours.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 10000, minimum=0)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000, minimum=0)
+# the workers from restarting at the same moment. Rarely: a new worker imports Django
+# again and starts with an empty token cache (telemetry.token_cache), so until it has
+# seen every household its requests are slower. With many households a limit counted
+# in thousands replaced every worker every minute or so, nearly together, and those
+# were a round's slowest seconds, while a worker that was never replaced kept the size
+# it had with every token cached (docs/PERFORMANCE.md, worker recycling). A busy
+# worker now lasts hours, a quiet one weeks.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 500_000, minimum=0)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 50_000, minimum=0)
 
 # Trust X-Forwarded-Proto / -For only from the proxy. Under systemd Caddy is on
 # loopback (the default below); in the compose stack it has an address on the private
