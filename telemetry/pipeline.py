@@ -265,25 +265,29 @@ def run_owed_steps(
     deletion of exactly the records read (a batch stored meanwhile keeps its own, for
     the next run). A device whose steps fail keeps its records and is logged; the others
     go on. ``stop``, once set, ends the run after the chunk in progress (what is left
-    stays owed). ``pace``: rest between chunks (telemetry.pacing), timed on its clock.
+    stays owed). ``pace``: rest after reading the records and between chunks
+    (telemetry.pacing), timed on its clock.
     Concurrent runs are safe: each device's work is serialised by the register-break
     lock and is idempotent.
     """
+    began = pace.clock() if pace is not None else 0.0
     owed = _owed(device_pks)
     if not owed:
         return OwedRun(0, 0, 0)
-    devices = Device.objects.in_bulk([o.device_pk for o in owed])
     plan = plan_for()
     failed = done = 0
     groups = list(_chunks(owed, chunk))
-    took = 0.0
+    # Reading a cycle's records is work as a chunk's is, and with many devices it was
+    # the cycle's first burst: it rests after it too. Each chunk reads its own devices.
+    took = pace.clock() - began if pace is not None else 0.0
     for index, group in enumerate(groups):
-        if index and pace is not None:
+        if pace is not None:
             pace.after_chunk(took, len(groups) - index)
         if stop is not None and stop.is_set():
             break
         began = pace.clock() if pace is not None else 0.0
         done += len(group)
+        devices = Device.objects.in_bulk([o.device_pk for o in group])
         failed += _do_chunk(plan, group, devices)
         took = pace.clock() - began if pace is not None else 0.0
     return OwedRun(done, sum(len(o.ids) for o in owed[:done]), failed)

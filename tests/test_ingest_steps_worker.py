@@ -266,8 +266,9 @@ def test_a_paced_run_rests_between_its_chunks_and_derives_what_a_rebuild_derives
     )
 
     assert (run.devices, run.failed_devices) == (3, 0)
-    # After the first and the second chunk, as long as each worked: none after the last.
-    assert clock.rests == pytest.approx([0.1, 0.1])
+    # After reading the records and after the first and the second chunk, as long as
+    # each worked: none after the last.
+    assert clock.rests == pytest.approx([0.1, 0.1, 0.1])
     assert not PendingBatch.objects.exists()
     for d in devices:
         assert_capacity_as_rebuilt(d.pk)
@@ -278,9 +279,15 @@ def test_a_stop_during_a_rest_ends_the_run_and_what_is_left_stays_owed(owner):
     for d in devices:
         store(d, recent_series(30))
     stop = threading.Event()
+    clock = SteppingClock()
+
+    def rest(seconds: float) -> None:
+        clock.rest(seconds)
+        if len(clock.rests) == 2:  # the rest after the first chunk
+            stop.set()
 
     run = pipeline.run_owed_steps(
-        chunk=1, stop=stop, pace=Pace(0.5, deadline=1e12, rest=lambda _s: stop.set())
+        chunk=1, stop=stop, pace=Pace(0.5, deadline=1e12, clock=clock, rest=rest)
     )
 
     assert run.devices == 1
