@@ -270,9 +270,6 @@ INGEST_STEPS_INTERVAL_S = env_int("INGEST_STEPS_INTERVAL_S", 60, minimum=1)
 # so the live path keeps the rest of the machine, and ends within half the interval
 # when its work permits (telemetry.pacing; 100: chunks back to back).
 INGEST_STEPS_DUTY_PERCENT = env_int("INGEST_STEPS_DUTY_PERCENT", 50, minimum=1, maximum=100)
-# The worker's niceness (os.nice): while it works, the web workers' requests on the same
-# cores come first (its PostgreSQL backend keeps the database's own priority).
-INGEST_STEPS_NICE = env_int("INGEST_STEPS_NICE", 10, minimum=0, maximum=19)
 INGEST_THROTTLE_RATE = env_rate("INGEST_THROTTLE_RATE", "600/min")
 # Failed token checks one client address may make before its Bearer requests get 429
 # for the rest of the period (telemetry.auth); "off" disables.

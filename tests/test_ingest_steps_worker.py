@@ -9,7 +9,6 @@ back.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import threading
@@ -24,7 +23,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from capacity.materialize import rebuild
-from p1common.processes import WORKER_CYCLE, WORKER_STARTED, run_server, start_steps_worker
+from p1common.processes import WORKER_CYCLE, run_server, start_steps_worker
 from telemetry import pipeline
 from telemetry.models import Device, DeviceToken, PendingBatch
 from telemetry.pacing import DEADLINE_SHARE, Pace
@@ -319,18 +318,6 @@ def test_a_paced_worker_process_rests_between_chunks_and_ends_its_cycle_in_time(
     assert not PendingBatch.objects.exists()
     for d in devices:
         assert_capacity_as_rebuilt(d.pk)
-
-
-def test_the_worker_process_runs_at_the_niceness_it_is_given(tmp_path):
-    """So that on a shared box the web workers' requests come before its Python."""
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    wanted = min(19, own + 7)
-    worker = start_steps_worker(60, log_path=tmp_path / "worker.log", INGEST_STEPS_NICE=str(wanted))
-    try:
-        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == wanted
-        assert f"niceness {wanted}" in worker.log.wait_for(WORKER_STARTED)
-    finally:
-        worker.stop()
 
 
 # --- one run for many devices -----------------------------------------------------------

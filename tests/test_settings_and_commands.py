@@ -49,9 +49,6 @@ def manage(*args: str, **env: str | None) -> subprocess.CompletedProcess:
         # A worker that never works, or works more than all of its time.
         ({"INGEST_STEPS_DUTY_PERCENT": "0"}, "INGEST_STEPS_DUTY_PERCENT"),
         ({"INGEST_STEPS_DUTY_PERCENT": "101"}, "INGEST_STEPS_DUTY_PERCENT"),
-        # Niceness is 0 to 19 for an unprivileged process (below 0 needs root).
-        ({"INGEST_STEPS_NICE": "-5"}, "INGEST_STEPS_NICE"),
-        ({"INGEST_STEPS_NICE": "20"}, "INGEST_STEPS_NICE"),
         # The tariff needs 12 whole months and the running one: fewer is refused.
         ({"RAW_SAMPLE_RETENTION_MONTHS": "12"}, "RAW_SAMPLE_RETENTION_MONTHS"),
         ({"RAW_SAMPLE_RETENTION_MONTHS": "1"}, "RAW_SAMPLE_RETENTION_MONTHS"),

@@ -3,18 +3,16 @@
 
 Every INGEST_STEPS_INTERVAL_S it runs telemetry.pipeline.run_owed_steps over every
 device with owed work, resting between chunks (INGEST_STEPS_DUTY_PERCENT, telemetry.
-pacing), then waits for the next interval. It runs at the niceness INGEST_STEPS_NICE,
-so on a shared box the web workers' requests come before its Python. SIGTERM or SIGINT
-ends it after the chunk in progress, or its rest; a kill at any moment loses nothing,
-because a batch's record of owed work is deleted only in the commit of that work. More
-than one worker is safe (each device's work is serialised and idempotent) but buys
-nothing on one database.
+pacing), then waits for the next interval. SIGTERM or SIGINT ends it after the chunk in
+progress, or its rest; a kill at any moment loses nothing, because a batch's
+record of owed work is deleted only in the commit of that work. More than one worker
+is safe (each device's work is serialised and idempotent) but buys nothing on one
+database.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -74,19 +72,10 @@ class Command(BaseCommand):
         duty = settings.INGEST_STEPS_DUTY_PERCENT if duty_percent is None else duty_percent
         if not 1 <= duty <= 100:
             raise CommandError(f"--duty-percent: must be from 1 to 100, got {duty}")
-        if not once:
-            # os.nice adds to the niceness inherited: up to the setting, never lower. A
-            # run --once (by hand, or a test's) keeps its caller's.
-            os.nice(max(0, settings.INGEST_STEPS_NICE - os.getpriority(os.PRIO_PROCESS, 0)))
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-        logger.info(
-            "ingest-steps worker: a cycle every %g s, working %d%% of it, niceness %d",
-            period,
-            duty,
-            os.getpriority(os.PRIO_PROCESS, 0),
-        )
+        logger.info("ingest-steps worker: a cycle every %g s, working %d%% of it", period, duty)
         while not stop.is_set():
             began = time.monotonic()
             # --once drains what is owed: no interval to spread it over.
