@@ -7,8 +7,8 @@ answer from that basis and its own newest sample, in its request (``refresh_afte
 receipt``): an open dashboard then never waits for a recomputation after each batch,
 which was most of what the reads cost a server with many households. A batch that goes
 on into a later quarter gets one too, its basis carried across the quarters it finishes
-(capacity.reports.basis_across_quarters), so a quarter's start does not send every open
-dashboard to the database within one upload interval. Anything else that
+(capacity.reports.basis_after), so a quarter's start does not send every open dashboard
+to the database within one upload interval. Anything else that
 changes the data drops the answer (the steps, a capacity rebuild, a batch that is not a
 pure append), and the next read computes it from the database; where the worker's
 steps dropped a cached answer, they compute it again themselves (``refill_dropped``),
@@ -26,7 +26,6 @@ the key or the shape.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -170,8 +169,9 @@ def _guarded(batch: StoredBatch) -> tuple[str, str] | None:
 def refresh_after_receipt(batches: Sequence[StoredBatch]) -> None:
     """Receipt step (a batch's own request, with the worker): drop what the batch makes
     stale, as ``forget_after_batches`` does, and where the batch goes on from the cached
-    answer's latest sample (within the running quarter, or into a later one with no
-    register break), store the batch's answer in its place at once; one round trip,
+    answer's latest sample with no register break (within the running quarter, or with
+    a cache every process shares into a later one), store the batch's answer in its
+    place at once; one round trip,
     two for a device whose answer was cached. Across a quarter's end the answer counts
     the finished quarter in the month's peak before the worker has stored it; the
     worker's cycle then drops it and computes it from the database (``refill_dropped``),
@@ -190,15 +190,11 @@ def _refresh(batches: Sequence[StoredBatch]) -> None:
         newest = batch.newest_sample
         if basis is None or generation is None or newest is None or not ttl:
             continue
-        if basis.holds_for(batch.oldest, batch.newest, batch.timezone):
-            successor: reports.RealtimeBasis | None = dataclasses.replace(
-                basis,
-                latest_ts=batch.newest,
-                latest_import_kwh=newest["energy_import_kwh"],
-                latest_export_kwh=newest["energy_export_kwh"],
-            )
-        else:
-            successor = reports.basis_across_quarters(basis, batch.readings, batch.timezone)
+        # Across a quarter's end the answer depends on every reading since its latest
+        # sample: only a cache that every process shares has seen them all.
+        successor = reports.basis_after(
+            basis, batch.readings, batch.timezone, across_quarters=series_cache.shared()
+        )
         if successor is None:
             continue
         realtime = reports.realtime_from(batch.device_id, newest, successor)

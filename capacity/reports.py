@@ -8,6 +8,7 @@ parse parameters and check access.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,13 @@ from capacity import provenance, queries, rules, tariffs
 from capacity.models import CapacityQuarter
 from capacity.rules import Month
 from telemetry.models import Device, RegisterBreak, Sample
-from telemetry.segments import Offsets, RegisterReading, is_break
+from telemetry.segments import (
+    MAX_HOUSEHOLD_POWER_W,
+    REGISTER_RESOLUTION_KWH,
+    Offsets,
+    RegisterReading,
+    is_break,
+)
 from telemetry.storage import plan_for
 from telemetry.timegrid import QUARTER, bucket_start, day_bounds, interpolate
 
@@ -525,7 +532,7 @@ class RealtimeBasis:
     this one. Those come only from a batch that is not a pure append, the steps over a
     span that reaches ``opening_ts`` or writes a break, and a capacity rebuild, which all
     drop the cached answer (capacity.realtime), so a live batch's answer can be made
-    from the basis and the batch's newest sample alone.
+    from the basis and the batch's own readings alone (``basis_after``).
     """
 
     device_timezone: str
@@ -542,15 +549,6 @@ class RealtimeBasis:
     # The latest sample's registers as stored (raw), where a batch's readings go on from.
     latest_import_kwh: float = 0.0
     latest_export_kwh: float | None = None
-
-    def holds_for(self, oldest: datetime, newest: datetime, device_timezone: str) -> bool:
-        """Whether a batch of samples in [oldest, newest] leaves the basis as it is:
-        every sample newer than the latest one, all in the same quarter, same zone."""
-        return (
-            oldest > self.latest_ts
-            and bucket_start(newest, QUARTER) == self.quarter_start
-            and device_timezone == self.device_timezone
-        )
 
 
 def realtime(device: Device, now: datetime) -> Realtime:
@@ -591,31 +589,47 @@ def realtime_with_basis(device: Device) -> tuple[Realtime, RealtimeBasis | None]
     return realtime_from(device.device_id, latest, basis), basis
 
 
-def basis_across_quarters(
-    basis: RealtimeBasis, readings: Sequence[RegisterReading], device_timezone: str
+def basis_after(
+    basis: RealtimeBasis,
+    readings: Sequence[RegisterReading],
+    device_timezone: str,
+    *,
+    across_quarters: bool = True,
 ) -> RealtimeBasis | None:
-    """The basis after a batch that goes on from the basis' latest sample into a later
-    quarter (``readings``: the batch's registers in time order), made as the database
-    will make it once the worker's steps have seen the batch: every quarter the batch
-    finishes gets the power capacity.queries.quarters_sql gives it (its end's register
-    interpolated to the next reading, clamped at 0 as capacity.materialize stores it),
-    and those of the new quarter's month go into the peak before it. Without this, each
-    open dashboard's first read after a quarter's start computes its answer from the
-    database, all of them within one upload interval.
+    """The basis for the answer after a batch that goes on from the basis' latest sample
+    (``readings``: the batch's registers in time order); None where the answer must be
+    computed from the database instead.
 
-    None where it does not carry over: another zone, a reading not after the latest
-    one, the newest still in the basis' quarter (``holds_for`` is that case), or a pair
-    of readings that telemetry.segments will call a break (the steps record it and the
-    answer is computed again)."""
+    Within the running quarter the basis holds as it is, with the batch's newest sample
+    as its latest. A batch that goes on into a later quarter (``across_quarters``)
+    carries it over, made as the database will make it once the worker's steps have seen
+    the batch: every quarter the batch finishes gets the power capacity.queries.
+    quarters_sql gives it (its end's register interpolated to the next reading, clamped
+    at 0 as capacity.materialize stores it), and those of the new quarter's month go into
+    the peak before it. Without this, each open dashboard's first read after a quarter's
+    start computes its answer from the database, all of them within one upload interval.
+
+    None: another zone, a reading not after the latest one, a pair of readings that
+    telemetry.segments will call a break (the steps record it and the answer is computed
+    again), or a finished quarter whose energy no household draws: less than nothing or
+    more than MAX_HOUSEHOLD_POWER_W for the quarter, which is what a meter swapped earlier
+    in the quarter and not yet recorded by the steps looks like from here."""
     if not readings or device_timezone != basis.device_timezone:
         return None
     previous = RegisterReading(basis.latest_ts, basis.latest_import_kwh, basis.latest_export_kwh)
-    if (
-        readings[0].ts <= previous.ts
-        or bucket_start(readings[-1].ts, QUARTER) <= basis.quarter_start
-    ):
+    if readings[0].ts <= previous.ts:
         return None
     if any(is_break(a, b) for a, b in itertools.pairwise((previous, *readings))):
+        return None
+    newest = readings[-1]
+    if bucket_start(newest.ts, QUARTER) == basis.quarter_start:
+        return dataclasses.replace(
+            basis,
+            latest_ts=newest.ts,
+            latest_import_kwh=newest.import_kwh,
+            latest_export_kwh=newest.export_kwh,
+        )
+    if not across_quarters:
         return None
     tz = ZoneInfo(device_timezone)
     step = basis.import_step
@@ -623,7 +637,7 @@ def basis_across_quarters(
     def continuous(reading: RegisterReading) -> tuple[datetime, float]:
         return reading.ts, reading.import_kwh - step
 
-    month = Month.of(bucket_start(readings[-1].ts, QUARTER), tz)
+    month = Month.of(bucket_start(newest.ts, QUARTER), tz)
     peak = basis.peak_before_kw if basis.month == month else None
     quarter, start_register, opening_ts = (
         basis.quarter_start,
@@ -634,7 +648,10 @@ def basis_across_quarters(
         starts = bucket_start(reading.ts, QUARTER)
         if starts != quarter:
             end_register = interpolate(quarter + QUARTER, continuous(previous), continuous(reading))
-            kw = max((end_register - start_register) * 4, 0.0)
+            energy = end_register - start_register
+            if not -REGISTER_RESOLUTION_KWH <= energy <= _MOST_KWH_PER_QUARTER:
+                return None
+            kw = max(energy * 4, 0.0)
             if Month.of(quarter, tz) == month:
                 peak = kw if peak is None else max(peak, kw)
             start_register = interpolate(starts, continuous(previous), continuous(reading))
@@ -652,6 +669,9 @@ def basis_across_quarters(
         latest_import_kwh=previous.import_kwh,
         latest_export_kwh=previous.export_kwh,
     )
+
+
+_MOST_KWH_PER_QUARTER = MAX_HOUSEHOLD_POWER_W / 1000 / 4 + REGISTER_RESOLUTION_KWH
 
 
 def realtime_from(device_id: str, latest: dict[str, Any], basis: RealtimeBasis) -> Realtime:

@@ -77,7 +77,7 @@ class RegisterReading:
 def is_break(earlier: RegisterReading, later: RegisterReading) -> bool:
     """The rule ``refresh_breaks_over`` applies in SQL, for two consecutive readings in
     memory: where a cache carries an answer across readings the steps have not seen yet
-    (capacity.reports.basis_across_quarters), it must stop where the steps will find a
+    (capacity.reports.basis_after), it must stop where the steps will find a
     break. Export counts only where both readings have it, as in SQL."""
     seconds = (later.ts - earlier.ts).total_seconds()
     most = REGISTER_RESOLUTION_KWH + seconds * (MAX_HOUSEHOLD_POWER_W / 1000 / 3600)
@@ -87,8 +87,10 @@ def is_break(earlier: RegisterReading, later: RegisterReading) -> bool:
     ):
         if before is None or after is None:
             continue
+        # Written as the SQL writes each test, so both round alike.
+        went_down = after < before - REGISTER_RESOLUTION_KWH
         step = after - before
-        if step < -REGISTER_RESOLUTION_KWH or (step > REGISTER_RESOLUTION_KWH and step > most):
+        if went_down or (step > REGISTER_RESOLUTION_KWH and step > most):
             return True
     return False
 

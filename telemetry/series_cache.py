@@ -521,6 +521,12 @@ def _backend() -> _Redis | _Local:
     return found
 
 
+def shared() -> bool:
+    """Whether every process sees the same answers and drops (Redis), not only this
+    one (its memory)."""
+    return isinstance(_backend(), _Redis)
+
+
 def clear_local() -> None:
     """Forget this process's in-memory answers (the cache is cleared between tests)."""
     for backend in _chosen.values():

@@ -257,19 +257,21 @@ PAIR_AT = datetime(2026, 3, 3, 8, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
-    ("what", "seconds", "later_import", "later_export"),
+    ("what", "seconds", "earlier_export", "later_import", "later_export"),
     [
-        ("steady", 2, 1000.0007, 200.0),
-        ("import down within one register unit", 2, 999.9995, 200.0),
-        ("import down", 2, 999.998, 200.0),
-        ("export down", 2, 1000.0007, 199.0),
-        ("export gone: not compared", 2, 1000.0007, None),
-        ("import up at 250 kW in 10 s, less a little", 10, 1000.0 + 0.694, 200.0),
-        ("import up at more than 250 kW", 10, 1000.0 + 0.8, 200.0),
+        ("steady", 2, 200.0, 1000.0007, 200.0),
+        ("import down within one register unit", 2, 200.0, 999.9995, 200.0),
+        ("import down by exactly one register unit", 2, 200.0, 999.999, 200.0),
+        ("import down", 2, 200.0, 999.998, 200.0),
+        ("export down", 2, 200.0, 1000.0007, 199.0),
+        ("export gone: not compared", 2, 200.0, 1000.0007, None),
+        ("export appearing: not compared", 2, None, 1000.0007, 150.0),
+        ("import up at 250 kW in 10 s, less a little", 10, 200.0, 1000.0 + 0.694, 200.0),
+        ("import up at more than 250 kW", 10, 200.0, 1000.0 + 0.8, 200.0),
     ],
 )
 def test_the_break_rule_in_memory_agrees_with_the_steps(
-    device, what, seconds, later_import, later_export
+    device, what, seconds, earlier_export, later_import, later_export
 ):
     """capacity.reports carries a realtime answer across readings the steps have not
     seen yet only where they will find no break: both must apply one rule."""
@@ -279,14 +281,14 @@ def test_the_break_rule_in_memory_agrees_with_the_steps(
 
     later_ts = PAIR_AT + timedelta(seconds=seconds)
     pair = [
-        sample(PAIR_AT, energy_import_kwh=1000.0, energy_export_kwh=200.0),
+        sample(PAIR_AT, energy_import_kwh=1000.0, energy_export_kwh=earlier_export),
         sample(later_ts, energy_import_kwh=later_import, energy_export_kwh=later_export),
     ]
     columns, errors = validate_samples(pair, now=PAIR_AT + timedelta(minutes=1))
     assert not errors
     ingest_batch(device, columns)  # no worker: the steps refresh the breaks here
     in_memory = segments.is_break(
-        segments.RegisterReading(PAIR_AT, 1000.0, 200.0),
+        segments.RegisterReading(PAIR_AT, 1000.0, earlier_export),
         segments.RegisterReading(later_ts, later_import, later_export),
     )
     assert in_memory == RegisterBreak.objects.filter(device=device).exists(), what
