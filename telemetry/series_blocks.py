@@ -333,16 +333,30 @@ def fill_closed(batch: StoredBatch) -> int:
     it); how many were stored."""
     tz = ZoneInfo(batch.timezone)
     stored = 0
+    for interval, starts in closed_blocks(batch.oldest - FILL_LOOKBACK, batch.newest, tz).items():
+        stored += _fill(batch.device_pk, interval, tz, starts)
+    return stored
+
+
+def closed_blocks(since: datetime, until: datetime, tz: ZoneInfo) -> dict[str, list[datetime]]:
+    """The starts of the blocks of each interval that end in (since, until]."""
+    # Every block ends at a midnight, UTC's or the zone's: a span within one day of
+    # both, as nearly every live batch is, ends none. The worker asks for every batch.
+    if since.astimezone(UTC).date() == until.astimezone(UTC).date() and (
+        since.astimezone(tz).date() == until.astimezone(tz).date()
+    ):
+        return {}
+    found = {}
     for interval in INTERVALS:
         starts = []
-        block = block_start(interval, batch.oldest - FILL_LOOKBACK, tz)
+        block = block_start(interval, since, tz)
         following = next_block(interval, block, tz)
-        while following <= batch.newest:
+        while following <= until:
             starts.append(block)
             block, following = following, next_block(interval, following, tz)
         if starts:
-            stored += _fill(batch.device_pk, interval, tz, starts)
-    return stored
+            found[interval] = starts
+    return found
 
 
 def fill_device(device_pk: int) -> int:

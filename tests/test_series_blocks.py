@@ -263,3 +263,46 @@ def test_the_fill_command_stores_the_missing_blocks_and_names_an_unknown_device(
     assert out.getvalue().endswith("stored 0 series blocks of home-p1\n")
     with pytest.raises(CommandError, match=r"^device_ids: no device nowhere$"):
         call_command("fill_series_blocks", "nowhere")
+
+
+@pytest.mark.django_db(databases=[])
+@pytest.mark.parametrize("zone", ["Europe/Brussels", "UTC", "America/St_Johns", "Asia/Kathmandu"])
+def test_the_blocks_a_span_closes_are_found_whatever_its_day(zone):
+    """closed_blocks skips the walk for a span within one day, UTC's and the zone's (a
+    live batch's): every block must still be found, at midnights, across DST changes
+    (the last Sundays of March and October in Brussels) and in zones a quarter or half
+    an hour off UTC."""
+    tz = ZoneInfo(zone)
+    pick = random.Random(zone)
+    moments = [
+        datetime(2026, 3, 29, 0, 30, tzinfo=UTC),  # Brussels' spring change
+        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),  # and its autumn one
+        datetime(2026, 11, 30, 23, 0, tzinfo=UTC),  # 1 December in Brussels
+        datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+    ]
+    moments += [
+        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=pick.randrange(366 * 86400))
+        for _ in range(200)
+    ]
+    for moment in moments:
+        for length in (timedelta(seconds=10), timedelta(minutes=40), timedelta(hours=30)):
+            since = moment - series_blocks.FILL_LOOKBACK
+            until = moment + length
+            assert series_blocks.closed_blocks(since, until, tz) == walked(since, until, tz), (
+                moment,
+                length,
+            )
+
+
+def walked(since: datetime, until: datetime, tz: ZoneInfo) -> dict[str, list[datetime]]:
+    """Every block of every interval walked from ``since``: the rule without its shortcut."""
+    found = {}
+    for interval in INTERVALS:
+        starts, block = [], series_blocks.block_start(interval, since, tz)
+        following = series_blocks.next_block(interval, block, tz)
+        while following <= until:
+            starts.append(block)
+            block, following = following, series_blocks.next_block(interval, following, tz)
+        if starts:
+            found[interval] = starts
+    return found
