@@ -200,45 +200,65 @@ redis.call('HSET', KEYS[3], KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
-# KEYS: generation, index, then keys dropped as they are. ARGV: oldest, newest
-# (microseconds; "" for none: no series answer is dropped), generation's lifetime, and
-# "take" to return the third key's value before it is dropped, or "guarded" when the
-# third key is kept if the span lies within the guard held by the fourth ("after before
-# covered", microseconds: see span_guard). Returns the number of series answers dropped, the new
-# generation, the value taken, and 1 when the guarded key was there and dropped, else 0.
-_FORGET = """
-local generation = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local taken = false
-local first = 3
-local guarded_dropped = 0
-if ARGV[4] == 'take' then taken = redis.call('GET', KEYS[3]) end
-if ARGV[4] == 'guarded' then
-  first = 5
-  local guard = redis.call('GET', KEYS[4])
-  local keep = false
-  if guard and ARGV[1] ~= '' then
-    local after, before, covered = string.match(guard, '^(%S+) (%S+) (%S+)$')
-    local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
-    keep = oldest > tonumber(after) and newest < tonumber(before) and newest <= tonumber(covered)
+# One device's drop. Its keys from KEYS[k] (``count`` of them): generation, index, then
+# keys dropped as they are. oldest, newest: microseconds ("" for none: no series answer
+# is dropped); lifetime: the generation's; mode: "take" to return the third key's value
+# before it is dropped, or "guarded" when the third key is kept if the span lies within
+# the guard held by the fourth ("after before covered", microseconds: see span_guard).
+# Returns the number of series answers dropped, the new generation, the value taken,
+# and 1 when the guarded key was there and dropped, else 0.
+_FORGET_DEVICE = """
+local function forget(k, count, oldest_us, newest_us, lifetime, mode)
+  local generation = redis.call('INCR', KEYS[k])
+  redis.call('EXPIRE', KEYS[k], lifetime)
+  local taken = false
+  local first = k + 2
+  local guarded_dropped = 0
+  if mode == 'take' then taken = redis.call('GET', KEYS[k + 2]) end
+  if mode == 'guarded' then
+    first = k + 4
+    local guard = redis.call('GET', KEYS[k + 3])
+    local keep = false
+    if guard and oldest_us ~= '' then
+      local after, before, covered = string.match(guard, '^(%S+) (%S+) (%S+)$')
+      local oldest, newest = tonumber(oldest_us), tonumber(newest_us)
+      keep = oldest > tonumber(after) and newest < tonumber(before) and newest <= tonumber(covered)
+    end
+    if not keep and redis.call('DEL', KEYS[k + 2], KEYS[k + 3]) > 0 then guarded_dropped = 1 end
   end
-  if not keep and redis.call('DEL', KEYS[3], KEYS[4]) > 0 then guarded_dropped = 1 end
-end
-for i = first, #KEYS do redis.call('DEL', KEYS[i]) end
-local dropped = 0
-if ARGV[1] == '' then return {dropped, generation, taken, guarded_dropped} end
-local oldest, newest = tonumber(ARGV[1]), tonumber(ARGV[2])
-local entries = redis.call('HGETALL', KEYS[2])
-for i = 1, #entries, 2 do
-  local first, last = string.match(entries[i + 1], '^(%S+) (%S+)$')
-  if (first == '-' or newest >= tonumber(first)) and (last == '-' or oldest <= tonumber(last)) then
-    redis.call('DEL', entries[i])
-    redis.call('HDEL', KEYS[2], entries[i])
-    dropped = dropped + 1
+  for i = first, k + count - 1 do redis.call('DEL', KEYS[i]) end
+  local dropped = 0
+  if oldest_us == '' then return {dropped, generation, taken, guarded_dropped} end
+  local oldest, newest = tonumber(oldest_us), tonumber(newest_us)
+  local entries = redis.call('HGETALL', KEYS[k + 1])
+  for i = 1, #entries, 2 do
+    local first_us, last_us = string.match(entries[i + 1], '^(%S+) (%S+)$')
+    local reached = first_us == '-' or newest >= tonumber(first_us)
+    if reached and (last_us == '-' or oldest <= tonumber(last_us)) then
+      redis.call('DEL', entries[i])
+      redis.call('HDEL', KEYS[k + 1], entries[i])
+      dropped = dropped + 1
+    end
   end
+  return {dropped, generation, taken, guarded_dropped}
 end
-return {dropped, generation, taken, guarded_dropped}
 """
+# One device: all of KEYS; ARGV: oldest, newest, lifetime, mode.
+_FORGET = _FORGET_DEVICE + "return forget(1, #KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
+# Many devices in one call (a pipeline of scripts costs the client a command each): for
+# each, five ARGV (its key count, then as _FORGET's) and its keys in turn; one reply each.
+_FORGET_MANY = (
+    _FORGET_DEVICE
+    + """
+local replies, k = {}, 1
+for a = 1, #ARGV, 5 do
+  local count = tonumber(ARGV[a])
+  replies[#replies + 1] = forget(k, count, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  k = k + count
+end
+return replies
+"""
+)
 # KEYS: generation, key, and a guard's key. ARGV: generation seen ("" for none), value,
 # ttl, and the guard.
 _STORE_UNLESS_DROPPED = """
@@ -255,6 +275,7 @@ class _Redis:
         self.client = client
         self.store = client.register_script(_STORE)
         self.drop = client.register_script(_FORGET)
+        self.drop_many = client.register_script(_FORGET_MANY)
         self.store_key = client.register_script(_STORE_UNLESS_DROPPED)
 
     @staticmethod
@@ -303,7 +324,7 @@ class _Redis:
         # the key gone (and take "none" for unchanged).
         return max(settings.SERIES_CACHE_TTL_S, settings.CACHE_TTL_S, 1) * 2
 
-    def _drop(self, item: Touched, take: bool = False, client: Any = None) -> Any:
+    def _drop_params(self, item: Touched, take: bool = False) -> tuple[list[str], list[Any]]:
         device_pk, oldest, newest, also, guarded = item
         generation, index = self._names(device_pk)
         mode = "take" if take else ""
@@ -313,19 +334,24 @@ class _Redis:
         span: list[int | str] = (
             ["", ""] if oldest is None or newest is None else [_us(oldest), _us(newest)]
         )
-        args = [*span, self._lifetime(), mode]
-        return self.drop(keys=keys, args=args, client=client)
+        return keys, [*span, self._lifetime(), mode]
+
+    def _drop(self, item: Touched, take: bool = False) -> Any:
+        keys, args = self._drop_params(item, take)
+        return self.drop(keys=keys, args=args)
 
     def forget_many(self, touched: Sequence[Touched]) -> list[Forgotten]:
         try:
             if len(touched) == 1:
-                # A pipeline of scripts checks them first: a round trip more.
                 results = [self._drop(touched[0])]
             else:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for item in touched:
-                        self._drop(item, client=pipe)
-                    results = pipe.execute()
+                keys: list[str] = []
+                args: list[Any] = []
+                for item in touched:
+                    its_keys, its_args = self._drop_params(item)
+                    keys += its_keys
+                    args += [len(its_keys), *its_args]
+                results = self.drop_many(keys=keys, args=args)
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)

@@ -264,3 +264,82 @@ def test_a_capacity_rebuild_drops_the_devices_cached_answers(redis_cache, device
     assert cached(device, march) and cached(device, today)
     rebuild(device.pk)
     assert not cached(device, march) and not cached(device, today)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["redis", "local memory"])
+def test_one_drop_for_many_devices_does_for_each_what_its_own_drop_does(
+    request, django_capture_on_commit_callbacks, local
+):
+    """The worker drops a chunk's answers in one call; per device it must be what that
+    device's own drop is: series answers its span reaches go, others stay; its other
+    keys go; a guarded key stays where the span lies within its guard, and goes, with
+    the device named for a refill, where it does not."""
+    if local:
+        memory = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+        request.getfixturevalue("settings").CACHES = memory
+    else:
+        request.getfixturevalue("redis_cache")
+    assert series_cache.shared() is not local
+    noon = datetime(2026, 11, 4, 12, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+
+    def series(device_pk: int, key: str, first: datetime, last: datetime) -> None:
+        series_cache.cached_series(device_pk, key, lambda: (b"[]", Dependence(first, last)))
+
+    def guarded_answer(device_pk: int) -> None:
+        seen = series_cache.generation(device_pk)
+        assert seen is not None
+        guard = (
+            f"guard:{device_pk}",
+            series_cache.span_guard(noon, noon + 15 * minute, noon + 5 * minute),
+        )
+        assert series_cache.store_unless_dropped(
+            device_pk, f"answer:{device_pk}", "cached", 60, seen, guard
+        )
+
+    kept, dropped_guard, plain = 9101, 9102, 9103
+    for pk in (kept, dropped_guard, plain):
+        series(pk, f"reached:{pk}", noon - 10 * minute, noon + 10 * minute)
+        series(pk, f"earlier:{pk}", noon - 60 * minute, noon - 30 * minute)
+        guarded_answer(pk)
+        cache.set(f"other:{pk}", "stale", 60)
+    before = {pk: series_cache.generation(pk) for pk in (kept, dropped_guard, plain)}
+
+    def batch(pk: int, oldest: datetime, newest: datetime):
+        from telemetry.pipeline import StoredBatch
+
+        return StoredBatch(pk, f"home-{pk}", "Europe/Brussels", oldest, newest, 5)
+
+    batches = [
+        batch(kept, noon + 2 * minute, noon + 3 * minute),  # within the guard
+        batch(dropped_guard, noon + 6 * minute, noon + 7 * minute),  # after what it covers
+        batch(plain, noon + 2 * minute, noon + 3 * minute),
+    ]
+    refilled: list[dict] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        series_cache.forget_after_batches(
+            batches,
+            also=lambda b: [f"other:{b.device_pk}"],
+            guarded=lambda b: (
+                None if b.device_pk == plain else (f"answer:{b.device_pk}", f"guard:{b.device_pk}")
+            ),
+            refill=refilled.append,
+        )
+
+    def has_series(pk: int, key: str) -> bool:
+        hits: list[int] = []
+        series_cache.cached_series(
+            pk, key, lambda: (hits.append(1) or b"[]", Dependence(None, None))
+        )
+        return not hits
+
+    for pk in (kept, dropped_guard, plain):
+        assert not has_series(pk, f"reached:{pk}"), pk
+        assert has_series(pk, f"earlier:{pk}"), pk
+        assert cache.get(f"other:{pk}") is None, pk
+        assert series_cache.generation(pk) != before[pk], pk
+    assert cache.get(f"answer:{kept}") == "cached"
+    assert cache.get(f"answer:{dropped_guard}") is None
+    assert cache.get(f"answer:{plain}") == "cached"  # not guarded here: not dropped
+    assert [set(r) for r in refilled] == [{dropped_guard}]
+    assert refilled[0][dropped_guard] == series_cache.generation(dropped_guard)
