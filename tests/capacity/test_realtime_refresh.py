@@ -268,13 +268,10 @@ def test_a_quarter_that_opens_a_month_starts_its_peak_afresh(client, device, tok
     assert carried["month"]["peak_so_far_kw"] is None
 
 
-def test_after_a_recorded_meter_swap_the_answer_is_carried_across_it(
-    client, device, tokens, with_worker, quarter
-):
-    """The break's step is taken off every later register (telemetry.segments): the
-    quarter that holds the swap counts only its measured parts on both meters."""
-    needs_a_shared_cache()
-    ingest, reader = tokens
+def swapped_in_quarter(client, ingest: str, quarter: datetime, new_meter_kwh: float) -> list:
+    """A 3 kW household whose meter is swapped two minutes into ``quarter``: posts the
+    old meter's readings and the new one's up to 30 s before the quarter's end, and
+    returns the new meter's batch that goes on into the next quarter."""
     post(
         client,
         ingest,
@@ -284,10 +281,21 @@ def test_after_a_recorded_meter_swap_the_answer_is_carried_across_it(
         quarter + timedelta(minutes=2, seconds=3),
         quarter + QUARTER + timedelta(seconds=20),
         lambda ts: 3.0,
-        kwh=0.5,
+        kwh=new_meter_kwh,
     )
     before_end, crossing = split(new_meter, quarter + QUARTER - timedelta(seconds=30))
     post(client, ingest, before_end)
+    return crossing
+
+
+def test_after_a_recorded_meter_swap_the_answer_is_carried_across_it(
+    client, device, tokens, with_worker, quarter
+):
+    """The break's step is taken off every later register (telemetry.segments): the
+    quarter that holds the swap counts only its measured parts on both meters."""
+    needs_a_shared_cache()
+    ingest, reader = tokens
+    crossing = swapped_in_quarter(client, ingest, quarter, new_meter_kwh=0.5)
     run_owed_steps()  # the break is recorded
     read(client, reader)
     post(client, ingest, crossing)
@@ -310,19 +318,7 @@ def test_a_swap_not_yet_recorded_is_not_carried_into_the_next_quarter(
     none a household draws. Carried over, the quarter's power would be 0 or absurd."""
     needs_a_shared_cache()
     ingest, reader = tokens
-    post(
-        client,
-        ingest,
-        metered(quarter + timedelta(seconds=3), quarter + timedelta(seconds=60), lambda ts: 3.0),
-    )
-    new_meter = metered(
-        quarter + timedelta(minutes=2, seconds=3),
-        quarter + QUARTER + timedelta(seconds=20),
-        lambda ts: 3.0,
-        kwh=new_meter_kwh,
-    )
-    before_end, crossing = split(new_meter, quarter + QUARTER - timedelta(seconds=30))
-    post(client, ingest, before_end)
+    crossing = swapped_in_quarter(client, ingest, quarter, new_meter_kwh)
     read(client, reader)  # from the database: the break is not recorded yet
     post(client, ingest, crossing)
     assert cached(device) is None, what
