@@ -28,7 +28,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,8 +65,14 @@ class StoredBatch:
     newest_sample: dict[str, Any] | None = None
     # In INGEST_STEPS: whether the device's register breaks changed in this commit.
     breaks_changed: bool = True
-    # In a receipt step: every sample's registers, in time order.
-    readings: tuple[segments.RegisterReading, ...] = ()
+    # In a receipt step: the batch's validated columns (wire.SAMPLE_FIELDS order).
+    columns: list[list[Any] | None] | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def readings(self) -> tuple[segments.RegisterReading, ...]:
+        """Every sample's registers in time order (none outside a receipt step): made
+        only when asked, by the few batches whose device has a cached answer."""
+        return () if self.columns is None else register_readings(self.columns)
 
 
 # Called with the stored batches of a chunk of devices, in device order (spans of one
@@ -143,7 +149,7 @@ def ingest_batch(
             newest,
             inserted,
             newest_sample=stored_row(columns, ts.index(newest)),
-            readings=register_readings(columns),
+            columns=columns,
         )
         for step in receipt_steps():
             step([batch])
