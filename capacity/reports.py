@@ -547,8 +547,8 @@ class RealtimeBasis:
     month: Month
     peak_before_kw: float | None
     # The latest sample's registers as stored (raw), where a batch's readings go on from.
-    latest_import_kwh: float = 0.0
-    latest_export_kwh: float | None = None
+    latest_import_kwh: float
+    latest_export_kwh: float | None
 
 
 def realtime(device: Device, now: datetime) -> Realtime:
