@@ -171,8 +171,8 @@ def refresh_after_receipt(batches: Sequence[StoredBatch]) -> None:
     stale, as ``forget_after_batches`` does, and where the batch goes on from the cached
     answer's latest sample with no register break (within the running quarter, or with
     a cache every process shares into a later one), store the batch's answer in its
-    place at once; one round trip,
-    two for a device whose answer was cached. Across a quarter's end the answer counts
+    place at once; one round trip, two for a device whose answer was cached. Across a
+    quarter's end the answer counts
     the finished quarter in the month's peak before the worker has stored it; the
     worker's cycle then drops it and computes it from the database (``refill_dropped``),
     which gives the same figures."""
