@@ -46,7 +46,7 @@ from telemetry import quarantine, segments
 from telemetry.models import Device, PendingBatch
 from telemetry.pacing import Pace
 from telemetry.storage import StoragePlan, plan_for, timestamps
-from telemetry.tokens import LAST_USED_RESOLUTION_S
+from telemetry.tokens import record_uses
 from telemetry.validation import validate_samples
 
 
@@ -367,39 +367,10 @@ def _commit_steps(group: list[_Owed], devices: dict[int, _Identity]) -> None:
         if batches:
             for step in steps():
                 step(batches)
-        _record_use({pk: used for item in group for pk, used in item.tokens.items()})
+        record_uses({pk: used for item in group for pk, used in item.tokens.items()})
         done = [i for item in group for i in item.ids]
         for start in range(0, len(done), _DELETE_SLICE):
             PendingBatch.objects.filter(id__in=done[start : start + _DELETE_SLICE]).delete()
-
-
-_TOKEN_USE_COLUMNS = (("token", "int"), ("used_at", "ts"))
-# Each token's row at most once per LAST_USED_RESOLUTION_S (%(stale)s: the oldest use
-# less that); raw, as the ORM's CASE of a hundred WHENs cost more than the statement.
-_RECORD_USE = """
-WITH used AS ({used})
-UPDATE telemetry_devicetoken SET last_used_at = used.used_at
-FROM used
-WHERE telemetry_devicetoken.id = used.token
-    AND (telemetry_devicetoken.last_used_at IS NULL
-        OR telemetry_devicetoken.last_used_at < %(stale)s)
-"""
-
-
-def _record_use(used: dict[int, datetime]) -> None:
-    """Each token's last use, in one statement."""
-    if not used:
-        return
-    plan = plan_for()
-    stale = min(used.values()) - timedelta(seconds=LAST_USED_RESOLUTION_S)
-    with plan.prepared_cursor() as cursor:
-        cursor.execute(
-            _RECORD_USE.format(used=plan.rows_sql("used", _TOKEN_USE_COLUMNS)),
-            {
-                "used": plan.rows_param(sorted(used.items())),
-                "stale": plan.connection.ops.adapt_datetimefield_value(stale),
-            },
-        )
 
 
 def accept_batch(

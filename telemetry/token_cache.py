@@ -13,6 +13,13 @@ the database.
 
 Only with a shared cache (REDIS_URL): a local-memory cache could not carry a
 generation from one process to another.
+
+With the ingest-steps worker, a token's use (at most once a minute per process) goes
+into Redis in the same round trip, and the worker writes the uses to the database each
+cycle (``write_deferred_uses``), as it does for the batches' tokens: an UPDATE and its
+commit inside a dashboard's read made that read one of the slowest under load (every
+process records each token it serves once a minute, a write every few reads with many
+dashboards open). The "last used" time is then late by at most one worker cycle.
 """
 
 from __future__ import annotations
@@ -24,22 +31,28 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from telemetry.models import Device, DeviceToken
-from telemetry.tokens import find_active_token, hash_token, touch
+from telemetry.tokens import find_active_token, hash_token, record_uses, touch, use_is_due
 
 GENERATION_KEY = "token-generation"
 # A token as one process read it from the database, with the generation it was read
 # under, for the others (keyed by the token's hash, never by the token).
 SHARED_PREFIX = "token:"
+# Token uses left for the ingest-steps worker to write: a hash, token pk -> ISO time.
+USES_KEY = "token-uses"
 # (cache key, period in seconds) of a counter a view wants incremented with the lookup.
 Counter = tuple[str, int]
+# (token pk, when) of a use recorded in the lookup's round trip.
+Use = tuple[int, datetime]
 logger = logging.getLogger(__name__)
 
 
@@ -89,19 +102,25 @@ def lookup(
     shared_key = f"{SHARED_PREFIX}{token_hash}"
     keys = [GENERATION_KEY, *also]
     counted: list[Counter] = []
+    use: Use | None = None
     if entry is not None:
         if extra_keys is not None:
             keys += list(extra_keys(entry.token.device))
         if counters is not None:
             counted = list(counters(entry.token.device))
+        now = timezone.now()
+        if record_use and defers_uses() and use_is_due(entry.token, now):
+            use = (entry.token.pk, now)
     else:
         keys.append(shared_key)
-    values, counts = read_and_count(keys, counted)
+    values, counts = read_and_count(keys, counted, use)
     generation = values.pop(GENERATION_KEY, None)
     shared = values.pop(shared_key, None)
     also_values = _pick(values, also)
     if entry is not None and generation == entry.generation and time.monotonic() < entry.expires:
-        if record_use:
+        if use is not None:  # recorded in that round trip (it succeeded: it read a generation)
+            entry.token.last_used_at = use[1]
+        elif record_use:
             touch(entry.token)
         return Lookup(entry.token, values, also_values, counts)
     if (
@@ -113,7 +132,7 @@ def lookup(
         # Another process read it from the database under this same generation.
         token = shared[1]
         if record_use:
-            touch(token)
+            _record_use(token)
         _remember(token_hash, token, generation, ttl)
         return Lookup(token, also=also_values, counted=counts)
     # Read (or made) before the database: a change after this read bumps it again, so
@@ -138,11 +157,14 @@ def _remember(token_hash: str, token: DeviceToken, generation: str, ttl: int) ->
             _entries.popitem(last=False)
 
 
-def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict[str, int | None]]:
+def read_and_count(
+    keys: list[str], counters: list[Counter], use: Use | None = None
+) -> tuple[dict, dict[str, int | None]]:
     """The keys' values, and each counter incremented (it starts at 1 and expires
-    ``period_s`` after its first increment), in one round trip when the cache is Redis.
-    With the cache down: no values and every count None."""
-    if not counters:
+    ``period_s`` after its first increment), in one round trip when the cache is Redis;
+    ``use`` left for the worker in the same round trip. With the cache down: no values
+    and every count None."""
+    if not counters and use is None:
         return cache.get_many(keys), {}
     client = _redis_client()
     if client is None:  # local memory (development): its own calls, no round trips
@@ -155,6 +177,8 @@ def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict
         name = cache.make_key(key)
         pipe.incr(name)
         pipe.expire(name, period, nx=True)
+    if use is not None:
+        pipe.hset(cache.make_key(USES_KEY), str(use[0]), use[1].isoformat())
     try:
         results = pipe.execute()
     except RedisError:
@@ -171,6 +195,79 @@ def read_and_count(keys: list[str], counters: list[Counter]) -> tuple[dict, dict
         key: int(results[2 * i]) for i, (key, _) in enumerate(counters)
     }
     return values, counts
+
+
+def defers_uses() -> bool:
+    """Whether token uses go to Redis for the ingest-steps worker to write."""
+    return bool(settings.INGEST_STEPS_WORKER) and _redis_client() is not None
+
+
+def _record_use(token: DeviceToken) -> None:
+    """A use outside the lookup's round trip (a token just read): for the worker in a
+    round trip of its own, or written here (no worker, or Redis unreachable)."""
+    now = timezone.now()
+    if not use_is_due(token, now):
+        return
+    if defers_uses():
+        try:
+            _redis_client().hset(cache.make_key(USES_KEY), str(token.pk), now.isoformat())
+        except RedisError:
+            logger.warning("cache unreachable: token use written at once", exc_info=True)
+        else:
+            token.last_used_at = now
+            return
+    touch(token)
+
+
+# Each field (ARGV: field, value, field, value...) removed unless a newer use replaced
+# it since it was read: that one is written next time.
+_FORGET_WRITTEN = """
+local gone = 0
+for i = 1, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+        gone = gone + redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+end
+return gone
+"""
+
+
+def write_deferred_uses() -> int:
+    """The ingest-steps worker's, each cycle: the token uses that lookups left in Redis,
+    written in one statement, then removed from Redis (after the commit: a worker that
+    dies between the two writes them again). How many were written; 0 when Redis is
+    not the cache or cannot be reached (the uses wait there for the next cycle)."""
+    client = _redis_client()
+    if client is None:
+        return 0
+    key = cache.make_key(USES_KEY)
+    try:
+        taken = client.hgetall(key)
+    except RedisError:
+        logger.warning("cache unreachable: token uses left for the next cycle", exc_info=True)
+        return 0
+    if not taken:
+        return 0
+    try:
+        record_uses({int(pk): datetime.fromisoformat(when.decode()) for pk, when in taken.items()})
+    except DatabaseError:
+        logger.warning("token uses not written: left for the next cycle", exc_info=True)
+        return 0
+    forget_written(taken)
+    return len(taken)
+
+
+def forget_written(taken: dict[bytes, bytes]) -> None:
+    """Remove the uses written (field: value as read) from Redis, each unless a newer
+    use replaced it since it was read."""
+    client = _redis_client()
+    if client is None or not taken:
+        return
+    pairs = [part for item in taken.items() for part in item]
+    try:
+        client.eval(_FORGET_WRITTEN, 1, cache.make_key(USES_KEY), *pairs)
+    except RedisError:
+        logger.warning("cache unreachable: written token uses are written again", exc_info=True)
 
 
 def increment(key: str, period_s: int) -> int | None:
@@ -199,7 +296,7 @@ def _pick(values: dict, keys: list[str]) -> dict:
 def _from_database(raw: str, record_use: bool) -> Lookup:
     token = find_active_token(raw)
     if token is not None and record_use:
-        touch(token)
+        _record_use(token)
     return Lookup(token)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from telemetry.models import Device, DeviceToken
+from telemetry.storage import plan_for
 
 TOKEN_BYTES = 32
 PREFIX_LENGTH = 8
@@ -76,10 +78,45 @@ def find_active_token(raw: str) -> DeviceToken | None:
     return match
 
 
+def use_is_due(token: DeviceToken, now: datetime) -> bool:
+    """Whether a use at ``now`` is to be recorded: at most once per resolution."""
+    last = token.last_used_at
+    return last is None or (now - last).total_seconds() >= LAST_USED_RESOLUTION_S
+
+
 def touch(token: DeviceToken) -> None:
     """Record use at most once a minute: a write per request would slow every ingest."""
     now = timezone.now()
-    last = token.last_used_at
-    if last is None or (now - last).total_seconds() >= LAST_USED_RESOLUTION_S:
+    if use_is_due(token, now):
         DeviceToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
+
+
+_TOKEN_USE_COLUMNS = (("token", "int"), ("used_at", "ts"))
+# Each token's row at most once per LAST_USED_RESOLUTION_S (%(stale)s: the oldest use
+# less that); raw, as the ORM's CASE of a hundred WHENs cost more than the statement.
+_RECORD_USE = """
+WITH used AS ({used})
+UPDATE telemetry_devicetoken SET last_used_at = used.used_at
+FROM used
+WHERE telemetry_devicetoken.id = used.token
+    AND (telemetry_devicetoken.last_used_at IS NULL
+        OR telemetry_devicetoken.last_used_at < %(stale)s)
+"""
+
+
+def record_uses(used: Mapping[int, datetime]) -> None:
+    """Many tokens' last use (token pk: when), in one statement: the ingest-steps
+    worker's, for the batches and the reads it records them for."""
+    if not used:
+        return
+    plan = plan_for()
+    stale = min(used.values()) - timedelta(seconds=LAST_USED_RESOLUTION_S)
+    with plan.prepared_cursor() as cursor:
+        cursor.execute(
+            _RECORD_USE.format(used=plan.rows_sql("used", _TOKEN_USE_COLUMNS)),
+            {
+                "used": plan.rows_param(sorted(used.items())),
+                "stale": plan.connection.ops.adapt_datetimefield_value(stale),
+            },
+        )

@@ -3,7 +3,8 @@
 
 Every INGEST_STEPS_INTERVAL_S it runs telemetry.pipeline.run_owed_steps over every
 device with owed work, resting between chunks (INGEST_STEPS_DUTY_PERCENT, telemetry.
-pacing), then waits for the next interval. SIGTERM or SIGINT ends it after the chunk in
+pacing), writes the token uses reads left in Redis (telemetry.token_cache), then waits
+for the next interval. SIGTERM or SIGINT ends it after the chunk in
 progress, or its rest; a kill at any moment loses nothing, because a batch's
 record of owed work is deleted only in the commit of that work. More than one worker
 is safe (each device's work is serialised and idempotent) but buys nothing on one
@@ -24,6 +25,7 @@ from django.db import connection
 
 from telemetry.pacing import Pace
 from telemetry.pipeline import run_owed_steps
+from telemetry.token_cache import write_deferred_uses
 
 logger = logging.getLogger("telemetry.worker")
 # Fewer commits (each one a WAL flush) against less work redone after a crash.
@@ -81,6 +83,7 @@ class Command(BaseCommand):
             # --once drains what is owed: no interval to spread it over.
             pace = None if once else Pace.for_cycle(duty / 100, began, period, rest=stop.wait)
             run = run_owed_steps(chunk=chunk, stop=stop, pace=pace)
+            write_deferred_uses()
             took = time.monotonic() - began
             # One line a cycle: what was owed, how long it took (the delay it adds), and
             # how much of that was rest.
