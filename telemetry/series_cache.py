@@ -245,6 +245,10 @@ end
 """
 # One device: all of KEYS; ARGV: oldest, newest, lifetime, mode.
 _FORGET = _FORGET_DEVICE + "return forget(1, #KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[4])\n"
+# Redis runs one script at a time and every other client waits: a worker chunk's drops
+# in one script held every request's round trip for up to a dozen milliseconds, so a
+# chunk's go in scripts of this many devices.
+_DROPS_PER_SCRIPT = 20
 # Many devices in one call (a pipeline of scripts costs the client a command each): for
 # each, five ARGV (its key count, then as _FORGET's) and its keys in turn; one reply each.
 _FORGET_MANY = (
@@ -345,13 +349,9 @@ class _Redis:
             if len(touched) == 1:
                 results = [self._drop(touched[0])]
             else:
-                keys: list[str] = []
-                args: list[Any] = []
-                for item in touched:
-                    its_keys, its_args = self._drop_params(item)
-                    keys += its_keys
-                    args += [len(its_keys), *its_args]
-                results = self.drop_many(keys=keys, args=args)
+                results = []
+                for start in range(0, len(touched), _DROPS_PER_SCRIPT):
+                    results += self._drop_some(touched[start : start + _DROPS_PER_SCRIPT])
         except RedisError:
             # Then the answers expire within the TTL: stale that long at most.
             logger.warning("cache unreachable: series answers not dropped", exc_info=True)
@@ -360,6 +360,15 @@ class _Redis:
             (item[0], str(result[1]).encode(), bool(result[3]))
             for item, result in zip(touched, results, strict=True)
         ]
+
+    def _drop_some(self, touched: Sequence[Touched]) -> list[Any]:
+        keys: list[str] = []
+        args: list[Any] = []
+        for item in touched:
+            its_keys, its_args = self._drop_params(item)
+            keys += its_keys
+            args += [len(its_keys), *its_args]
+        return list(self.drop_many(keys=keys, args=args))
 
     def forget_taking(
         self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]
@@ -488,6 +497,15 @@ class _Local:
             dropped = self._forget(item)[1]
             forgotten.append((item[0], self.generation(item[0]) or 0, dropped))
         return forgotten
+
+    def _drop_some(self, touched: Sequence[Touched]) -> list[Any]:
+        keys: list[str] = []
+        args: list[Any] = []
+        for item in touched:
+            its_keys, its_args = self._drop_params(item)
+            keys += its_keys
+            args += [len(its_keys), *its_args]
+        return list(self.drop_many(keys=keys, args=args))
 
     def forget_taking(
         self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]

@@ -343,3 +343,39 @@ def test_one_drop_for_many_devices_does_for_each_what_its_own_drop_does(
     assert cache.get(f"answer:{plain}") == "cached"  # not guarded here: not dropped
     assert [set(r) for r in refilled] == [{dropped_guard}]
     assert refilled[0][dropped_guard] == series_cache.generation(dropped_guard)
+
+
+def test_a_chunk_of_more_devices_than_one_script_takes_drops_each_in_order(
+    request, django_capture_on_commit_callbacks
+):
+    """Redis runs one script at a time, so a worker chunk's drops go in several; each
+    device's answer must still go, and each refill see its own generation."""
+    request.getfixturevalue("redis_cache")
+    noon = datetime(2026, 11, 4, 12, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    devices = list(range(9200, 9200 + 2 * series_cache._DROPS_PER_SCRIPT + 5))
+    for pk in devices:
+        series_cache.cached_series(
+            pk, f"reached:{pk}", lambda: (b"[]", Dependence(noon - minute, noon + minute))
+        )
+        seen = series_cache.generation(pk)
+        assert seen is not None
+        assert series_cache.store_unless_dropped(pk, f"answer:{pk}", "cached", 60, seen, None)
+
+    from telemetry.pipeline import StoredBatch
+
+    batches = [
+        StoredBatch(pk, f"home-{pk}", "Europe/Brussels", noon, noon + minute, 5) for pk in devices
+    ]
+    refilled: list[dict] = []
+    with django_capture_on_commit_callbacks(execute=True):
+        series_cache.forget_after_batches(
+            batches,
+            guarded=lambda b: (f"answer:{b.device_pk}", f"guard:{b.device_pk}"),
+            refill=refilled.append,
+        )
+
+    for pk in devices:
+        assert cache.get(f"answer:{pk}") is None, pk
+    assert list(refilled[0]) == devices
+    assert all(refilled[0][pk] == series_cache.generation(pk) for pk in devices)
