@@ -14,6 +14,13 @@ itself, after a response has gone out (gunicorn's post_request hook, before the 
 request is taken), about as often as CPython made them (``FULL_AFTER``). The young
 generations are collected as before: they hold few objects and take little time.
 Reference counting frees everything that is not in a cycle at once, as it always does.
+
+Between requests is still not free: a worker collecting serves nobody, and under a
+fleet's load each such pause (every token the cache had gathered since the app loaded,
+walked again) was a second of slow reads across all workers (docs/PERFORMANCE.md,
+"Thirteenth session"). So each full collection also freezes what survives it, and the
+next walks only what came since. A long-lived object that becomes cyclic garbage after
+its freeze waits for every ``THAW_EVERY``-th full collection, which walks everything.
 """
 
 from __future__ import annotations
@@ -25,8 +32,12 @@ import gc
 # its last one, which in a server with a warm token cache is rarely: measured with
 # bench/gc_pauses.py, 10 made full collections several times as often as CPython's.
 FULL_AFTER = 100
+# Every this many full collections, one walks the frozen objects too.
+THAW_EVERY = 20
 # Above any count a process reaches: CPython never starts a full collection itself.
 _NEVER = 2**30
+# Full collections made since the last one that walked everything.
+_since_thaw = 0
 
 
 def collects_oldest_by_count() -> bool:
@@ -48,10 +59,17 @@ def settle_after_load() -> bool:
     return True
 
 
-def collect_if_due(full_after: int = FULL_AFTER) -> bool:
+def collect_if_due(full_after: int = FULL_AFTER, thaw_every: int = THAW_EVERY) -> bool:
     """Between requests: the full collection the process owes, once the middle
-    generation has been collected ``full_after`` times since the last one."""
+    generation has been collected ``full_after`` times since the last one; what
+    survives it is frozen. Every ``thaw_every``-th walks the frozen objects too."""
+    global _since_thaw
     if gc.get_count()[2] < full_after:
         return False
+    _since_thaw += 1
+    if _since_thaw >= thaw_every:
+        _since_thaw = 0
+        gc.unfreeze()
     gc.collect()
+    gc.freeze()
     return True

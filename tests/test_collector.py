@@ -8,6 +8,7 @@ import os
 import runpy
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +34,14 @@ def restored_collector() -> Iterator[list[int]]:
             made.append(info["generation"])
 
     gc.callbacks.append(record)
+    collector._since_thaw = 0
     try:
         yield made
     finally:
         gc.callbacks.remove(record)
         gc.unfreeze()
         gc.set_threshold(*threshold)
+        collector._since_thaw = 0
 
 
 class _Node:
@@ -72,6 +75,41 @@ def test_the_owed_full_collection_runs_once_due_and_frees_the_cycles(restored_co
     assert gc.get_count()[2] == 0
     assert not collector.collect_if_due(full_after=10)  # nothing owed right after one
     assert restored_collector.count(2) == 1
+
+
+def _owe_a_full_collection() -> None:
+    while gc.get_count()[2] < 1:
+        _cyclic_garbage(10_000)
+
+
+def test_what_survives_a_full_collection_is_frozen_and_not_walked_by_the_next(
+    restored_collector,
+):
+    collector.settle_after_load()
+    kept = [_Node() for _ in range(50_000)]
+    frozen = gc.get_freeze_count()
+    _owe_a_full_collection()
+    assert collector.collect_if_due(full_after=1)
+    assert gc.get_freeze_count() >= frozen + len(kept)
+    assert all(gc.is_tracked(node) for node in kept[:3])
+
+
+def test_cyclic_garbage_among_frozen_objects_goes_at_the_thawing_collection(
+    restored_collector,
+):
+    collector.settle_after_load()
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    _owe_a_full_collection()
+    assert collector.collect_if_due(full_after=1, thaw_every=3)  # the pair frozen
+    del a, b  # now a cycle that only a walk of the frozen objects can find
+    _owe_a_full_collection()
+    assert collector.collect_if_due(full_after=1, thaw_every=3)
+    assert gone() is not None
+    _owe_a_full_collection()
+    assert collector.collect_if_due(full_after=1, thaw_every=3)  # the third: thaws
+    assert gone() is None
 
 
 def _conf(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict:
