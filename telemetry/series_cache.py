@@ -498,15 +498,6 @@ class _Local:
             forgotten.append((item[0], self.generation(item[0]) or 0, dropped))
         return forgotten
 
-    def _drop_some(self, touched: Sequence[Touched]) -> list[Any]:
-        keys: list[str] = []
-        args: list[Any] = []
-        for item in touched:
-            its_keys, its_args = self._drop_params(item)
-            keys += its_keys
-            args += [len(its_keys), *its_args]
-        return list(self.drop_many(keys=keys, args=args))
-
     def forget_taking(
         self, device_pk: int, oldest: datetime, newest: datetime, key: str, also: Sequence[str]
     ) -> tuple[Any, Generation | None]:
