@@ -108,9 +108,11 @@ def lookup(
             keys += list(extra_keys(entry.token.device))
         if counters is not None:
             counted = list(counters(entry.token.device))
-        now = timezone.now()
-        if record_use and defers_uses() and use_is_due(entry.token, now):
-            use = (entry.token.pk, now)
+        if record_use:
+            # Due once a minute per token: only then is it worth asking about Redis.
+            now = timezone.now()
+            if use_is_due(entry.token, now) and defers_uses():
+                use = (entry.token.pk, now)
     else:
         keys.append(shared_key)
     values, counts = read_and_count(keys, counted, use)
@@ -178,7 +180,7 @@ def read_and_count(
         pipe.incr(name)
         pipe.expire(name, period, nx=True)
     if use is not None:
-        pipe.hset(cache.make_key(USES_KEY), str(use[0]), use[1].isoformat())
+        pipe.hset(*_use_field(use))
     try:
         results = pipe.execute()
     except RedisError:
@@ -202,6 +204,12 @@ def defers_uses() -> bool:
     return bool(settings.INGEST_STEPS_WORKER) and _redis_client() is not None
 
 
+def _use_field(use: Use) -> tuple[str, str, str]:
+    """The hash, field and value that leave ``use`` for the worker."""
+    pk, when = use
+    return cache.make_key(USES_KEY), str(pk), when.isoformat()
+
+
 def _record_use(token: DeviceToken) -> None:
     """A use outside the lookup's round trip (a token just read): for the worker in a
     round trip of its own, or written here (no worker, or Redis unreachable)."""
@@ -210,7 +218,7 @@ def _record_use(token: DeviceToken) -> None:
         return
     if defers_uses():
         try:
-            _redis_client().hset(cache.make_key(USES_KEY), str(token.pk), now.isoformat())
+            _redis_client().hset(*_use_field((token.pk, now)))
         except RedisError:
             logger.warning("cache unreachable: token use written at once", exc_info=True)
         else:
